@@ -1,0 +1,52 @@
+import { IsIn, IsInt, IsISO8601, IsOptional, IsString, Matches, Min } from 'class-validator';
+import { ROLLOUT_ID_PATTERN, ROLLOUT_STATES, type RolloutState } from './rollout';
+
+/** PROTOCOL §4, camelCase. Only a snapshot that passes these checks reaches the reducer. */
+export class HostRolloutSnapshot {
+  @IsString()
+  @Matches(ROLLOUT_ID_PATTERN, { message: 'rolloutId must look like <channel>@<channelRef>' })
+  rolloutId!: string;
+
+  @IsString()
+  hostname!: string;
+
+  @IsString()
+  channel!: string;
+
+  @IsIn(ROLLOUT_STATES)
+  state!: RolloutState;
+
+  @IsString()
+  targetClosure!: string;
+
+  @IsOptional()
+  @IsString()
+  currentClosureAtDispatch?: string;
+
+  @IsOptional()
+  @IsString()
+  currentClosure?: string;
+
+  @IsISO8601({ strict: true })
+  dispatchedAt!: string;
+
+  @IsOptional()
+  @IsISO8601({ strict: true })
+  dispatchAckedAt?: string;
+
+  @IsOptional()
+  @IsISO8601({ strict: true })
+  activationStartedAt?: string;
+
+  @IsOptional()
+  @IsISO8601({ strict: true })
+  activationCompletedAt?: string;
+
+  @IsOptional()
+  @IsISO8601({ strict: true })
+  soakDueAt?: string;
+
+  @IsInt()
+  @Min(0)
+  lastEventSeq!: number;
+}
