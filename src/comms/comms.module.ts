@@ -1,0 +1,43 @@
+import { HttpModule } from '@nestjs/axios';
+import { type DynamicModule, Module } from '@nestjs/common';
+import { PROTOCOL_MAJOR, HEADER_PROTOCOL, MAX_RESPONSE_BYTES, TIMEOUTS } from '../protocol/protocol.constants';
+import { AGENT_VERSION } from '../version';
+import { TLS_IDENTITY } from './comms.constants';
+import { ControlPlaneClient } from './control-plane.client';
+import type { TlsIdentity } from './identity';
+import { TlsAgentHolder } from './tls-agent.holder';
+
+/**
+ * The one way to the control plane: the mTLS HttpService, configured once,
+ * and the typed client on top of it.
+ */
+@Module({})
+export class CommsModule {
+  static forRoot(identity: TlsIdentity): DynamicModule {
+    return {
+      module: CommsModule,
+      global: true,
+      imports: [
+        HttpModule.register({
+          headers: {
+            [HEADER_PROTOCOL]: String(PROTOCOL_MAJOR),
+            'User-Agent': `nixfleet-agent/${AGENT_VERSION}`,
+            Accept: 'application/json',
+          },
+          // Idle timeout as a backstop; the hard deadline is the per-call abort signal.
+          timeout: TIMEOUTS.defaultRequestMs,
+          maxContentLength: MAX_RESPONSE_BYTES,
+          maxBodyLength: MAX_RESPONSE_BYTES,
+          maxRedirects: 0,
+          responseType: 'text',
+          transformResponse: [(data: unknown) => data],
+          // Every status is the caller's to judge (PROTOCOL §6 treats 409 and 4xx differently).
+          validateStatus: () => true,
+          proxy: false,
+        }),
+      ],
+      providers: [{ provide: TLS_IDENTITY, useValue: identity }, TlsAgentHolder, ControlPlaneClient],
+      exports: [ControlPlaneClient, TlsAgentHolder],
+    };
+  }
+}

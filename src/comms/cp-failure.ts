@@ -1,0 +1,82 @@
+import { CONNECT_TIMEOUT_CODE } from './comms.constants';
+
+/** Why a control-plane call did not produce a usable answer; logs and /status say which. */
+export type CpFailure =
+  | { kind: 'connect'; detail: string }
+  | { kind: 'tls'; detail: string }
+  | { kind: 'timeout'; detail: string }
+  | { kind: 'network'; detail: string }
+  | { kind: 'aborted'; detail: string }
+  | { kind: 'http-status'; detail: string; status: number; retryAfterSecs: number | null }
+  | { kind: 'bad-body'; detail: string; status: number | null };
+
+export type CpFailureKind = CpFailure['kind'];
+
+export function describeFailure(f: CpFailure): string {
+  switch (f.kind) {
+    case 'connect':
+      return `cannot connect: ${f.detail}`;
+    case 'tls':
+      return `TLS handshake failed: ${f.detail}`;
+    case 'timeout':
+      return `timed out: ${f.detail}`;
+    case 'network':
+      return `connection failed mid-request: ${f.detail}`;
+    case 'aborted':
+      return `aborted: ${f.detail}`;
+    case 'http-status':
+      return `HTTP ${f.status}: ${f.detail}`;
+    case 'bad-body':
+      return `bad response body${f.status === null ? '' : ` (HTTP ${f.status})`}: ${f.detail}`;
+    default: {
+      const never: never = f;
+      return never;
+    }
+  }
+}
+
+const CONNECT_CODES = new Set([
+  CONNECT_TIMEOUT_CODE,
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EADDRNOTAVAIL',
+]);
+
+/** OpenSSL and Node's certificate checks: anything here means identity or trust, not the network. */
+function isTlsCode(code: string): boolean {
+  return (
+    /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|INVALID_CA|ERR_OSSL_)/.test(code) ||
+    code === 'EPROTO'
+  );
+}
+
+/** Maps a transport-level error (the underlying Node error, not an HTTP status) to a failure. */
+export function classifyTransportError(err: unknown, deadlineMs: number, deadlineHit: boolean): CpFailure {
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const code = e.cause?.code ?? e.code ?? '';
+  const message = e.cause?.message ?? e.message ?? String(err);
+  if (deadlineHit) return { kind: 'timeout', detail: `no complete answer within the ${deadlineMs} ms deadline` };
+  if (code === 'ERR_CANCELED') return { kind: 'aborted', detail: 'the agent is shutting down' };
+  if (/maxContentLength/.test(message)) {
+    return { kind: 'bad-body', detail: 'response body larger than the 1 MiB limit', status: null };
+  }
+  if (CONNECT_CODES.has(code)) return { kind: 'connect', detail: code === message ? code : `${code}: ${message}` };
+  if (isTlsCode(code) || /certificate|ssl|tls alert/i.test(message)) {
+    return { kind: 'tls', detail: code ? `${code}: ${message}` : message };
+  }
+  return { kind: 'network', detail: code ? `${code}: ${message}` : message };
+}
+
+/** `Retry-After` in seconds, from the delta-seconds or HTTP-date form; null when absent or unusable. */
+export function parseRetryAfter(value: string | undefined, now: Date): number | null {
+  if (value === undefined) return null;
+  const trimmed = value.trim();
+  if (/^\d{1,9}$/.test(trimmed)) return Number(trimmed);
+  const at = Date.parse(trimmed);
+  if (Number.isNaN(at)) return null;
+  return Math.max(0, Math.ceil((at - now.getTime()) / 1000));
+}

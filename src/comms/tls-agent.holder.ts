@@ -1,0 +1,29 @@
+import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { TIMEOUTS } from '../protocol/protocol.constants';
+import { TLS_IDENTITY } from './comms.constants';
+import type { TlsIdentity } from './identity';
+import { buildTlsAgent, type ConnectTimeoutAgent } from './tls-agent';
+
+/** The https.Agent in use. Callers ask for it per request so a renewed identity applies to new connections. */
+@Injectable()
+export class TlsAgentHolder implements OnModuleDestroy {
+  private agent: ConnectTimeoutAgent;
+  private identity: TlsIdentity;
+
+  constructor(@Inject(TLS_IDENTITY) identity: TlsIdentity) {
+    this.identity = identity;
+    this.agent = buildTlsAgent(identity, TIMEOUTS.connectMs);
+  }
+
+  current(): ConnectTimeoutAgent {
+    return this.agent;
+  }
+
+  currentIdentity(): TlsIdentity {
+    return this.identity;
+  }
+
+  onModuleDestroy(): void {
+    this.agent.destroy();
+  }
+}

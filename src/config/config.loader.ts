@@ -1,0 +1,279 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { plainToInstance } from 'class-transformer';
+import { validateSync } from 'class-validator';
+import { settingProblem, sourceText, whereToSet, type ValueSource } from './config.messages';
+import { isLoopback, parseListenAddress, type ListenAddress } from './listen-address';
+import { envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
+
+/** Settings after validation, plus what was derived from them. Read-only everywhere. */
+export type AgentConfig = Readonly<Settings> & {
+  readonly adminAddress: ListenAddress;
+  readonly configFile: string | null;
+};
+
+export type Command = 'run' | 'status';
+
+export type LoadResult =
+  | { kind: 'help'; text: string }
+  | { kind: 'version' }
+  | { kind: 'run'; config: AgentConfig }
+  | { kind: 'status'; adminAddress: ListenAddress; json: boolean }
+  | { kind: 'invalid'; problems: string[] };
+
+export interface LoadInput {
+  argv: readonly string[];
+  env: Readonly<Record<string, string | undefined>>;
+  stdoutIsTty: boolean;
+}
+
+const COMMANDS: readonly Command[] = ['run', 'status'];
+const ENV_PREFIX = 'NIXFLEET_AGENT_';
+const CONFIG_ENV = `${ENV_PREFIX}CONFIG`;
+
+/**
+ * Flags > env > JSON file > defaults, validated once. Every problem becomes
+ * one line naming the flag, the env variable and the file key; the caller
+ * exits 2 on any.
+ */
+export function loadConfig(input: LoadInput): LoadResult {
+  const options: ParseArgsConfig['options'] = {
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean' },
+    config: { type: 'string' },
+    json: { type: 'boolean' },
+  };
+  for (const spec of SETTING_SPECS) {
+    options[flagOf(spec.key).slice(2)] = { type: spec.kind === 'bool' ? 'boolean' : 'string' };
+  }
+
+  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: [...input.argv], options, strict: true, allowPositionals: true }) as typeof parsed;
+  } catch (err) {
+    return { kind: 'invalid', problems: [argvProblem(err)] };
+  }
+  if (parsed.values.help) return { kind: 'help', text: helpText(input.stdoutIsTty) };
+  if (parsed.values.version) return { kind: 'version' };
+
+  const problems: string[] = [];
+  const [commandRaw = 'run', ...extra] = parsed.positionals;
+  const command = COMMANDS.find((c) => c === commandRaw);
+  if (!command) problems.push(`config error: unknown command "${commandRaw}"; commands are: ${COMMANDS.join(', ')}`);
+  if (extra.length > 0) problems.push(`config error: unexpected argument "${extra[0]}" (see --help)`);
+  if (parsed.values.json && command !== 'status') problems.push('config error: --json only applies to the status command');
+
+  for (const name of Object.keys(input.env)) {
+    if (!name.startsWith(ENV_PREFIX) || name === CONFIG_ENV) continue;
+    if (!SETTING_SPECS.some((s) => envOf(s.key) === name)) {
+      problems.push(`config error: unknown environment variable ${name}; known ones are listed by --help`);
+    }
+  }
+
+  const configFile = stringOr(parsed.values.config) ?? nonEmpty(input.env[CONFIG_ENV]) ?? null;
+  const file = configFile === null ? {} : readConfigFile(configFile, problems);
+
+  const raw: Record<string, unknown> = {};
+  const sources = new Map<SettingKey, ValueSource>();
+  for (const spec of SETTING_SPECS) {
+    const picked = pick(spec, parsed.values, input.env, file, input.stdoutIsTty);
+    if (picked === undefined) {
+      if (spec.required && command === 'run') problems.push(settingProblem(spec.key, 'is required but was not set'));
+      continue;
+    }
+    sources.set(spec.key, picked.source);
+    raw[spec.key] = coerce(spec, picked.value);
+  }
+
+  const settings = plainToInstance(Settings, raw);
+  for (const error of validateSync(settings, { forbidUnknownValues: true })) {
+    const key = error.property as SettingKey;
+    const source = sources.get(key);
+    if (source === undefined) continue; // already reported as missing
+    // `status` only needs to find the admin endpoint.
+    if (command === 'status' && key !== 'adminListen' && key !== 'adminAllowRemote') continue;
+    const reasons = Object.values(error.constraints ?? {}).join('; ');
+    problems.push(
+      settingProblem(key, `${reasons}, got ${JSON.stringify(error.value)} ${sourceText(key, source, configFile ?? undefined)}`),
+    );
+  }
+
+  const adminAddress = resolveAdminAddress(settings, problems);
+  if (command === 'status') {
+    if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems };
+    return { kind: 'status', adminAddress, json: parsed.values.json === true };
+  }
+
+  const clientCertSet = settings.clientCert !== undefined;
+  const clientKeySet = settings.clientKey !== undefined;
+  if (clientCertSet !== clientKeySet) {
+    const [given, missing]: SettingKey[] = clientCertSet ? ['clientCert', 'clientKey'] : ['clientKey', 'clientCert'];
+    problems.push(
+      settingProblem(missing, `must be set together with ${flagOf(given)}; a client certificate needs its key and the other way round`),
+    );
+  }
+  for (const key of ['caCert', 'clientCert', 'clientKey'] as const) {
+    const path = settings[key];
+    if (path === undefined) continue;
+    const why = unreadable(path);
+    if (why) problems.push(settingProblem(key, `cannot read ${path}: ${why}`));
+  }
+
+  if (problems.length > 0 || !command || !adminAddress) return { kind: 'invalid', problems };
+  const config: AgentConfig = Object.freeze(Object.assign(settings, { adminAddress, configFile }));
+  return { kind: 'run', config };
+}
+
+function resolveAdminAddress(settings: Settings, problems: string[]): ListenAddress | undefined {
+  if (typeof settings.adminListen !== 'string') return undefined;
+  const listen = parseListenAddress(settings.adminListen);
+  if (!listen.ok) {
+    problems.push(settingProblem('adminListen', `${listen.reason}, got "${settings.adminListen}"`));
+    return undefined;
+  }
+  if (!isLoopback(listen.value) && settings.adminAllowRemote !== true) {
+    problems.push(
+      settingProblem(
+        'adminListen',
+        `"${settings.adminListen}" is not a loopback address; the admin endpoint has no authentication, so set ${flagOf('adminAllowRemote')} to expose it deliberately`,
+      ),
+    );
+    return undefined;
+  }
+  return listen.value;
+}
+
+function pick(
+  spec: SettingSpec,
+  flags: Record<string, string | boolean | undefined>,
+  env: Readonly<Record<string, string | undefined>>,
+  file: Record<string, unknown>,
+  stdoutIsTty: boolean,
+): { value: unknown; source: ValueSource } | undefined {
+  const flag = flags[flagOf(spec.key).slice(2)];
+  if (flag !== undefined) return { value: flag, source: 'flag' };
+  const fromEnv = env[envOf(spec.key)];
+  if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, source: 'env' };
+  if (Object.hasOwn(file, fileKeyOf(spec.key))) return { value: file[fileKeyOf(spec.key)], source: 'file' };
+  const fallback = spec.default?.({ stdoutIsTty });
+  return fallback === undefined ? undefined : { value: fallback, source: 'default' };
+}
+
+/** Env and flags arrive as strings; leave anything unconvertible as-is so validation names it. */
+function coerce(spec: SettingSpec, value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  switch (spec.kind) {
+    case 'string':
+      return value;
+    case 'int':
+      return /^\s*-?\d+\s*$/.test(value) ? Number(value) : value;
+    case 'bool': {
+      const v = value.trim().toLowerCase();
+      if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+      if (['0', 'false', 'no', 'off'].includes(v)) return false;
+      return value;
+    }
+    default: {
+      const never: never = spec.kind;
+      return never;
+    }
+  }
+}
+
+function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    problems.push(`config error: --config (env ${CONFIG_ENV}): cannot read ${path}: ${errnoText(err)}`);
+    return {};
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    problems.push(`config error: --config (env ${CONFIG_ENV}): ${path} is not valid JSON: ${(err as Error).message}`);
+    return {};
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    problems.push(`config error: --config (env ${CONFIG_ENV}): ${path} must hold a JSON object of settings`);
+    return {};
+  }
+  const known = new Set(SETTING_SPECS.map((s) => fileKeyOf(s.key)));
+  for (const key of Object.keys(data)) {
+    if (!known.has(key)) problems.push(`config error: unknown key "${key}" in ${path}; known keys are listed by --help`);
+  }
+  return data as Record<string, unknown>;
+}
+
+function unreadable(path: string): string | null {
+  try {
+    // Reading is the only honest check: root passes access(2) on any mode.
+    readFileSync(path);
+    return null;
+  } catch (err) {
+    return errnoText(err);
+  }
+}
+
+export function errnoText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  switch (e.code) {
+    case 'ENOENT':
+      return 'no such file';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EISDIR':
+      return 'it is a directory';
+    default:
+      return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
+  }
+}
+
+/** parseArgs explains at length; one line naming the flag is what an operator needs. */
+function argvProblem(err: unknown): string {
+  const e = err as { code?: string; message: string };
+  const option = /'(-[^' ]+)/.exec(e.message)?.[1];
+  switch (e.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `config error: unknown flag ${option ?? e.message} (see --help)`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return /does not take an argument/.test(e.message)
+        ? `config error: ${option ?? 'a flag'} is a switch and takes no value (see --help)`
+        : `config error: ${option ?? 'a flag'} needs a value (see --help)`;
+    default:
+      return `config error: ${e.message} (see --help)`;
+  }
+}
+
+function stringOr(v: string | boolean | undefined): string | undefined {
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? undefined : v;
+}
+
+export function helpText(stdoutIsTty: boolean): string {
+  const lines = [
+    'Usage: nixfleet-agent [run] [settings]       run the agent',
+    '       nixfleet-agent status [--json]        ask the running agent for its status',
+    '       nixfleet-agent --help | --version',
+    '',
+    'Settings (flags win over environment, environment over the --config JSON file, which wins over defaults):',
+    '',
+    `  --config PATH  (env ${CONFIG_ENV})`,
+    '      JSON file of settings; its keys are the names in quotes below',
+  ];
+  for (const spec of SETTING_SPECS) {
+    const def = spec.default?.({ stdoutIsTty });
+    const shown = spec.required ? 'required' : def === undefined ? 'unset' : `default ${String(def)}`;
+    lines.push(`  ${whereToSet(spec.key)}  [${shown}]`, `      ${spec.help}`);
+  }
+  lines.push(
+    '',
+    'Exit status: 0 clean shutdown, 2 configuration error (systemd does not restart on it), 1 any other failure.',
+  );
+  return lines.join('\n');
+}

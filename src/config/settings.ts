@@ -1,0 +1,148 @@
+import {
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsNotEmpty,
+  IsOptional,
+  IsString,
+  IsUrl,
+  Matches,
+  Max,
+  Min,
+} from 'class-validator';
+
+export const LOG_FORMATS = ['json', 'text'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'verbose'] as const;
+export type AgentLogLevel = (typeof LOG_LEVELS)[number];
+
+/**
+ * The agent's settings, after merging flags > env > file > defaults and
+ * validating once. Everything else reads this typed object, never the
+ * environment.
+ */
+export class Settings {
+  @IsUrl(
+    { protocols: ['https'], require_protocol: true, require_tld: false, allow_query_components: false },
+    { message: 'must be an https:// URL' },
+  )
+  controlPlaneUrl!: string;
+
+  // The CP compares it with the certificate's CN (PROTOCOL §1).
+  @IsString()
+  @IsNotEmpty({ message: 'is required' })
+  @Matches(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, {
+    message: 'must be a host name (letters, digits, ".", "_", "-")',
+  })
+  machineId!: string;
+
+  @IsOptional()
+  @IsString()
+  @IsNotEmpty()
+  caCert?: string;
+
+  @IsOptional()
+  @IsString()
+  @IsNotEmpty()
+  clientCert?: string;
+
+  @IsOptional()
+  @IsString()
+  @IsNotEmpty()
+  clientKey?: string;
+
+  @IsString()
+  @Matches(/^\//, { message: 'must be an absolute path' })
+  stateDir!: string;
+
+  @IsString()
+  @Matches(/^\//, { message: 'must be an absolute path' })
+  currentSystemPath!: string;
+
+  @IsInt({ message: 'must be a whole number of seconds' })
+  @Min(1, { message: 'must be at least 1 second' })
+  @Max(86_400, { message: 'must be at most 86400 seconds (one day)' })
+  heartbeatInterval!: number;
+
+  @IsString()
+  @IsNotEmpty()
+  adminListen!: string;
+
+  @IsBoolean({ message: 'must be true or false' })
+  adminAllowRemote!: boolean;
+
+  @IsIn(LOG_FORMATS, { message: `must be one of: ${LOG_FORMATS.join(', ')}` })
+  logFormat!: LogFormat;
+
+  @IsIn(LOG_LEVELS, { message: `must be one of: ${LOG_LEVELS.join(', ')}` })
+  logLevel!: AgentLogLevel;
+}
+
+export type SettingKey = keyof Settings;
+export type SettingKind = 'string' | 'int' | 'bool';
+
+export interface SettingSpec {
+  key: SettingKey;
+  kind: SettingKind;
+  /** Help text: what it is, in a few words. */
+  help: string;
+  /** The default as shown in --help; `undefined` means required or unset. */
+  default?: (ctx: { stdoutIsTty: boolean }) => string | number | boolean | undefined;
+  required?: boolean;
+}
+
+export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:9850';
+
+/** Every setting, in --help order. Flag, env and file key all derive from `key`. */
+export const SETTING_SPECS: readonly SettingSpec[] = [
+  { key: 'controlPlaneUrl', kind: 'string', required: true, help: 'https URL of the control plane' },
+  { key: 'machineId', kind: 'string', required: true, help: "this host's machine id; must match the client certificate's CN" },
+  { key: 'caCert', kind: 'string', help: 'CA bundle (PEM) that signs the control plane certificate; system CAs when unset' },
+  { key: 'clientCert', kind: 'string', help: 'client certificate (PEM); set together with --client-key' },
+  {
+    key: 'clientKey',
+    kind: 'string',
+    help: 'client key: PEM (PKCS#8, SEC1, PKCS#1) or an OpenSSH ed25519 host key',
+  },
+  { key: 'stateDir', kind: 'string', default: () => '/var/lib/nixfleet-agent', help: 'state directory (created 0700)' },
+  {
+    key: 'currentSystemPath',
+    kind: 'string',
+    default: () => '/run/current-system',
+    help: 'symlink whose target names the running closure',
+  },
+  { key: 'heartbeatInterval', kind: 'int', default: () => 60, help: 'seconds between heartbeats (at least 1)' },
+  {
+    key: 'adminListen',
+    kind: 'string',
+    default: () => DEFAULT_ADMIN_LISTEN,
+    help: 'admin endpoint: HOST:PORT or unix:/path',
+  },
+  {
+    key: 'adminAllowRemote',
+    kind: 'bool',
+    default: () => false,
+    help: 'allow --admin-listen on a non-loopback address',
+  },
+  {
+    key: 'logFormat',
+    kind: 'string',
+    default: (ctx) => (ctx.stdoutIsTty ? 'text' : 'json'),
+    help: 'json or text (json when stdout is not a terminal)',
+  },
+  { key: 'logLevel', kind: 'string', default: () => 'info', help: 'error, warn, info, debug or verbose' },
+];
+
+export function flagOf(key: SettingKey): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+export function envOf(key: SettingKey): string {
+  return `NIXFLEET_AGENT_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** Keys of the JSON file given by --config are the camelCase setting names. */
+export function fileKeyOf(key: SettingKey): string {
+  return key;
+}

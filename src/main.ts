@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { createAgentApp, listenAdmin } from './agent.app';
+import { runStatusCommand } from './cli/status.command';
+import { IdentityError, loadIdentity } from './comms/identity';
+import { type AgentConfig, loadConfig } from './config/config.loader';
+import { NOT_STARTED } from './config/config.messages';
+import { formatListenAddress } from './config/listen-address';
+import { prepareStateDir } from './config/state-dir';
+import { createAgentLogger } from './logging/agent-logger';
+import { AGENT_VERSION } from './version';
+
+/** Exit status for a configuration error; the systemd unit does not restart on it. */
+const EXIT_CONFIG = 2;
+
+async function main(): Promise<number | null> {
+  const loaded = loadConfig({ argv: process.argv.slice(2), env: process.env, stdoutIsTty: process.stdout.isTTY === true });
+  switch (loaded.kind) {
+    case 'help':
+      process.stdout.write(`${loaded.text}\n`);
+      return 0;
+    case 'version':
+      process.stdout.write(`nixfleet-agent ${AGENT_VERSION}\n`);
+      return 0;
+    case 'invalid':
+      return configFailure(loaded.problems);
+    case 'run':
+      return run(loaded.config);
+    case 'status':
+      return runStatusCommand(loaded.adminAddress, loaded.json, {
+        out: (text) => process.stdout.write(`${text}\n`),
+        err: (text) => process.stderr.write(`${text}\n`),
+      });
+    default: {
+      const never: never = loaded;
+      return never;
+    }
+  }
+}
+
+async function run(config: AgentConfig): Promise<number | null> {
+  let identity;
+  try {
+    identity = loadIdentity(config);
+  } catch (err) {
+    if (err instanceof IdentityError) return configFailure(err.lines);
+    throw err;
+  }
+  const stateDirProblem = prepareStateDir(config.stateDir);
+  if (stateDirProblem) return configFailure([stateDirProblem]);
+
+  const logger = createAgentLogger(config.logFormat, config.logLevel);
+  const app = await createAgentApp(config, identity, logger);
+  try {
+    await listenAdmin(app, config.adminAddress);
+  } catch (err) {
+    logger.error(
+      `cannot open the admin endpoint ${formatListenAddress(config.adminAddress)}: ${(err as Error).message}; stopping`,
+      'Bootstrap',
+    );
+    await app.close();
+    return 1;
+  }
+  new Logger('Bootstrap').log(
+    `nixfleet-agent ${AGENT_VERSION} started for ${config.machineId}; control plane ${config.controlPlaneUrl}; status at ${formatListenAddress(config.adminAddress)}/status`,
+  );
+  // From here the process lives until a signal; Nest's shutdown hooks close the app.
+  return null;
+}
+
+function configFailure(lines: string[]): number {
+  for (const line of lines) process.stderr.write(`${line}\n`);
+  process.stderr.write(`${NOT_STARTED}\n`);
+  return EXIT_CONFIG;
+}
+
+main().then(
+  (code) => {
+    if (code !== null) process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`nixfleet-agent: failed to start: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,130 @@
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runAgentSync } from './support/agent-process';
+
+describe('the built agent refuses bad settings with exit status 2 before starting anything', () => {
+  let dir: string;
+  let stateDir: string;
+  let base: string[];
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-config-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  beforeEach(() => {
+    stateDir = join(dir, `state-${Math.random().toString(36).slice(2)}`);
+    base = ['--control-plane-url', 'https://cp.example:8443', '--machine-id', 'web-01', '--state-dir', stateDir];
+  });
+
+  function expectRefused(args: string[], env: Record<string, string>, ...lines: RegExp[]): string {
+    const r = runAgentSync(args, env);
+    expect(r.status).toBe(2);
+    for (const line of lines) expect(r.stderr).toMatch(line);
+    expect(r.stderr).toMatch(/the agent did not start/);
+    // Nothing started: no log output, no state directory.
+    expect(r.stdout).toBe('');
+    expect(existsSync(stateDir)).toBe(false);
+    return r.stderr;
+  }
+
+  it('names both missing required settings, each on its own line with flag, env and file key', () => {
+    const stderr = expectRefused(
+      ['--state-dir', stateDir],
+      {},
+      /^config error: --control-plane-url \(env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"\): is required but was not set$/m,
+      /^config error: --machine-id \(env NIXFLEET_AGENT_MACHINE_ID, file key "machineId"\): is required but was not set$/m,
+    );
+    expect(stderr.split('\n').filter((l) => l.startsWith('config error:'))).toHaveLength(2);
+  });
+
+  it('refuses a control-plane URL that is not https', () => {
+    expectRefused(
+      [...base, '--control-plane-url', 'http://cp.example:8080'],
+      {},
+      /^config error: --control-plane-url \(env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"\): must be an https:\/\/ URL, got "http:\/\/cp.example:8080" from --control-plane-url$/m,
+    );
+  });
+
+  it('refuses an unreadable certificate file and names its path', () => {
+    const missing = join(dir, 'no-such-ca.pem');
+    expectRefused(
+      [...base, '--ca-cert', missing],
+      {},
+      new RegExp(`^config error: --ca-cert \\(env NIXFLEET_AGENT_CA_CERT, file key "caCert"\\): cannot read ${missing}: no such file$`, 'm'),
+    );
+    expectRefused(
+      [...base, '--ca-cert', dir],
+      {},
+      new RegExp(`^config error: --ca-cert .*: cannot read ${dir}: it is a directory$`, 'm'),
+    );
+  });
+
+  it('refuses a client certificate without its key, and a key without its certificate', () => {
+    const cert = join(dir, 'client.pem');
+    writeFileSync(cert, 'not checked before the pairing rule\n');
+    expectRefused(
+      [...base, '--client-cert', cert],
+      {},
+      /^config error: --client-key \(env NIXFLEET_AGENT_CLIENT_KEY, file key "clientKey"\): must be set together with --client-cert/m,
+    );
+    expectRefused(
+      [...base],
+      { NIXFLEET_AGENT_CLIENT_KEY: cert },
+      /^config error: --client-cert \(env NIXFLEET_AGENT_CLIENT_CERT, file key "clientCert"\): must be set together with --client-key/m,
+    );
+  });
+
+  it('refuses a non-loopback admin address unless remote admin is allowed explicitly', () => {
+    expectRefused(
+      [...base, '--admin-listen', '0.0.0.0:9850'],
+      {},
+      /^config error: --admin-listen \(env NIXFLEET_AGENT_ADMIN_LISTEN, file key "adminListen"\): "0.0.0.0:9850" is not a loopback address; .* set --admin-allow-remote/m,
+    );
+  });
+
+  it('refuses a heartbeat interval of 0 and says where the value came from', () => {
+    expectRefused(
+      [...base, '--heartbeat-interval', '0'],
+      {},
+      /^config error: --heartbeat-interval \(env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"\): must be at least 1 second, got 0 from --heartbeat-interval$/m,
+    );
+    expectRefused(
+      base,
+      { NIXFLEET_AGENT_HEARTBEAT_INTERVAL: '0' },
+      /got 0 from NIXFLEET_AGENT_HEARTBEAT_INTERVAL$/m,
+    );
+  });
+
+  it('reports a bad value from the --config file by its key and path, with every other problem', () => {
+    const file = join(dir, 'agent.json');
+    writeFileSync(file, JSON.stringify({ heartbeatInterval: 'often', logFormat: 'xml', colour: true }));
+    const stderr = expectRefused(
+      [...base, '--config', file],
+      {},
+      new RegExp(`heartbeatInterval.*must be a whole number of seconds.*got "often" from "heartbeatInterval" in ${file}$`, 'm'),
+      /^config error: --log-format \(env NIXFLEET_AGENT_LOG_FORMAT, file key "logFormat"\): must be one of: json, text, got "xml"/m,
+      new RegExp(`^config error: unknown key "colour" in ${file}`, 'm'),
+    );
+    expect(stderr.split('\n').filter((l) => l.startsWith('config error:'))).toHaveLength(3);
+  });
+
+  it('refuses an unknown flag and an unknown NIXFLEET_AGENT_ variable', () => {
+    expectRefused([...base, '--heartbeat-intervall', '5'], {}, /^config error: unknown flag --heartbeat-intervall \(see --help\)$/m);
+    expectRefused(base, { NIXFLEET_AGENT_HEARTBEAT_INTERVALL: '5' }, /unknown environment variable NIXFLEET_AGENT_HEARTBEAT_INTERVALL/);
+  });
+
+  it('prints every setting with its env variable and default on --help, and the version on --version', () => {
+    const help = runAgentSync(['--help']);
+    expect(help.status).toBe(0);
+    for (const flag of ['--control-plane-url', '--machine-id', '--ca-cert', '--client-cert', '--client-key', '--state-dir',
+      '--current-system-path', '--heartbeat-interval', '--admin-listen', '--log-format', '--log-level']) {
+      expect(help.stdout).toContain(flag);
+    }
+    expect(help.stdout).toMatch(/--heartbeat-interval \(env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"\)\s+\[default 60\]/);
+    expect(help.stdout).toMatch(/--state-dir .*\[default \/var\/lib\/nixfleet-agent\]/);
+    const version = runAgentSync(['--version']);
+    expect(version.status).toBe(0);
+    expect(version.stdout).toMatch(/^nixfleet-agent \d+\.\d+\.\d+\n$/);
+  });
+});

@@ -1,0 +1,83 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+
+export const AGENT_MAIN = join(__dirname, '..', '..', 'dist', 'main.js');
+
+/** Only NIXFLEET_AGENT_* variables the test sets reach the agent; the rest of the env is passed through. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { TZ: 'UTC' };
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('NIXFLEET_AGENT_') && !k.startsWith('JEST_') && k !== 'NODE_OPTIONS') env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+export interface RunResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built agent to completion (for commands that exit on their own). */
+export function runAgentSync(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): RunResult {
+  const r = spawnSync(process.execPath, [AGENT_MAIN, ...args], {
+    env: cleanEnv(env),
+    encoding: 'utf8',
+    timeout: timeoutMs,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export interface RunningAgent {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the exit code (or the signal name) once the process is gone. */
+  exited: Promise<number | string>;
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<string>;
+}
+
+/** Starts the built agent as a real child process; its stdout and stderr are collected. */
+export function startAgent(args: string[], env: Record<string, string> = {}): RunningAgent {
+  const child = spawn(process.execPath, [AGENT_MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  const listeners = new Set<() => void>();
+  const onData = (chunk: Buffer): void => {
+    text += chunk.toString('utf8');
+    for (const l of listeners) l();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const exited = new Promise<number | string>((resolve) => {
+    child.on('exit', (code, signal) => {
+      for (const l of listeners) l();
+      resolve(code ?? signal ?? 'unknown');
+    });
+  });
+  return {
+    child,
+    output: () => text,
+    exited,
+    waitForOutput(pattern, timeoutMs = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const m = pattern.exec(text);
+          if (m) {
+            listeners.delete(check);
+            clearTimeout(timer);
+            resolve(m[0]);
+          } else if (child.exitCode !== null || child.signalCode !== null) {
+            listeners.delete(check);
+            clearTimeout(timer);
+            reject(new Error(`agent exited (${child.exitCode ?? child.signalCode}) before printing ${pattern}; output:\n${text}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          listeners.delete(check);
+          reject(new Error(`agent did not print ${pattern} within ${timeoutMs} ms; output:\n${text}`));
+        }, timeoutMs);
+        listeners.add(check);
+        check();
+      });
+    },
+  };
+}
