@@ -1,0 +1,289 @@
+import type { AgentEvent } from '../protocol/events.wire';
+import {
+  EMPTY_STATE,
+  type Effect,
+  type LogRecord,
+  type Policy,
+  type ReducerInput,
+  type ReducerState,
+  type RolloutEntry,
+} from './reducer.types';
+import { rebuildFromLog } from './rebuild';
+import { transition } from './transition';
+
+const T0 = Date.parse('2026-05-01T12:00:00.000Z');
+const at = (secs: number): Date => new Date(T0 + secs * 1000);
+const iso = (secs: number): string => at(secs).toISOString();
+
+const ROLLOUT = 'stable@a1b2c3d4';
+const OTHER = 'canary@e5f6a7b8';
+const TARGET = `${'a'.repeat(32)}-nixos-system-web-01-26.05`;
+const PREVIOUS = `${'b'.repeat(32)}-nixos-system-web-01-26.04`;
+const HALT: Policy = { onHealthFailure: 'halt', sustainedFailureThresholdSecs: 120 };
+const ROLLBACK: Policy = { onHealthFailure: 'rollback-and-halt', sustainedFailureThresholdSecs: 120 };
+
+type Script = readonly (readonly [ReducerInput, number])[];
+
+/** What the agent appends to its log: each EmitEvent with its meta. */
+function logged(effects: readonly Effect[]): LogRecord[] {
+  return effects.flatMap((e) =>
+    e.type === 'EmitEvent' ? [{ rolloutId: e.rolloutId, event: e.event, meta: e.meta }] : [],
+  );
+}
+
+/** Drives `transition` and writes the log the way the agent does: each EmitEvent with its meta. */
+function play(script: Script, policy: Policy = HALT): { state: ReducerState; log: LogRecord[] } {
+  let state = EMPTY_STATE;
+  const log: LogRecord[] = [];
+  for (const [input, secs] of script) {
+    const r = transition(state, input, at(secs), policy);
+    if (r.rejected !== undefined) throw new Error(`unexpected rejection: ${r.rejected}`);
+    state = r.state;
+    log.push(...logged(r.effects));
+  }
+  return { state, log };
+}
+
+const activate = (rolloutId = ROLLOUT): ReducerInput => ({
+  type: 'Activate',
+  rolloutId,
+  targetClosure: TARGET,
+  soakDueAt: iso(600),
+  currentClosure: PREVIOUS,
+  dispatchedAt: iso(-5),
+});
+const started = (rolloutId = ROLLOUT): ReducerInput => ({
+  type: 'ActivationStarted',
+  rolloutId,
+  switchMethod: 'switch',
+});
+const completed = (rolloutId = ROLLOUT): ReducerInput => ({
+  type: 'ActivationCompleted',
+  rolloutId,
+  observedCurrentClosure: TARGET,
+  exitCode: 0,
+});
+const declare: ReducerInput = {
+  type: 'ProbeTopologyDeclared',
+  rolloutId: ROLLOUT,
+  probes: [
+    { probeName: 'http', kind: 'http', mode: 'enforce' },
+    { probeName: 'disk', kind: 'exec', mode: 'observe' },
+  ],
+};
+const probe = (probeName: string, status: 'pass' | 'fail'): ReducerInput => ({
+  type: 'ProbeResult',
+  rolloutId: ROLLOUT,
+  probeName,
+  status,
+});
+const tick: ReducerInput = { type: 'Tick', currentClosure: TARGET };
+
+const SOAKING: Script = [
+  [activate(), 0],
+  [started(), 1],
+  [completed(), 30],
+];
+
+function entry(state: ReducerState, rolloutId = ROLLOUT): RolloutEntry {
+  const e = state.rollouts[rolloutId];
+  if (e === undefined) throw new Error(`no entry for ${rolloutId}`);
+  return e;
+}
+
+describe('rebuildFromLog', () => {
+  it('rebuilds an empty state from an empty log', () => {
+    expect(rebuildFromLog([])).toEqual(EMPTY_STATE);
+  });
+
+  it.each<[string, Script, Policy]>([
+    ['Activating after the ack', [[activate(), 0]], HALT],
+    ['Activating after the switch started', [[activate(), 0], [started(), 1]], HALT],
+    ['Deferred', [[activate(), 0], [{ type: 'ActivationDeferred', rolloutId: ROLLOUT, component: 'kernel' }, 5]], HALT],
+    [
+      'Failed after a failed activation, with the policy applied',
+      [[activate(), 0], [{ type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 1, stderrTail: 'x' }, 5]],
+      ROLLBACK,
+    ],
+    ['Soaking', SOAKING, HALT],
+    [
+      'Soaking with probes and an open failure streak',
+      [
+        ...SOAKING,
+        [declare, 31],
+        [probe('http', 'pass'), 35],
+        [probe('http', 'fail'), 50],
+        [probe('disk', 'fail'), 50],
+      ],
+      HALT,
+    ],
+    [
+      'Soaking with a failure streak a pass has closed',
+      [...SOAKING, [declare, 31], [probe('http', 'fail'), 35], [probe('http', 'pass'), 50]],
+      HALT,
+    ],
+    ['Converged', [...SOAKING, [declare, 31], [probe('http', 'pass'), 35], [tick, 600]], HALT],
+    [
+      'Failed after sustained probe failure',
+      [...SOAKING, [declare, 31], [probe('http', 'fail'), 35], [tick, 155]],
+      ROLLBACK,
+    ],
+    [
+      'Reverted',
+      [
+        ...SOAKING,
+        [declare, 31],
+        [probe('http', 'fail'), 35],
+        [tick, 155],
+        [{ type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: 0 }, 170],
+      ],
+      ROLLBACK,
+    ],
+  ])('rebuilds the state the reducer reached: %s', (_name, script, policy) => {
+    const { state, log } = play(script, policy);
+    expect(rebuildFromLog(log)).toEqual(state);
+  });
+
+  it('rebuilds interleaved rollouts whatever the order across rollouts', () => {
+    const { state, log } = play([
+      [activate(ROLLOUT), 0],
+      [activate(OTHER), 0],
+      [started(OTHER), 1],
+      [started(ROLLOUT), 2],
+      [completed(OTHER), 20],
+      [completed(ROLLOUT), 30],
+    ]);
+    const mine = log.filter((r) => r.rolloutId === ROLLOUT);
+    const theirs = log.filter((r) => r.rolloutId === OTHER);
+
+    const rebuilt = rebuildFromLog([...theirs, ...mine]);
+
+    expect(rebuilt).toEqual(state);
+    expect(entry(rebuilt, OTHER)).toMatchObject({ state: 'Soaking', channel: 'canary', lastEventSeq: 3 });
+  });
+
+  it('ignores a repeated seq, keeping the first record of it', () => {
+    const { state, log } = play([...SOAKING, [declare, 31], [probe('http', 'fail'), 35]]);
+    const [first] = log;
+    if (first === undefined) throw new Error('empty log');
+    const bogus: LogRecord = {
+      rolloutId: ROLLOUT,
+      event: { kind: 'Converged', seq: 5, convergedAt: iso(99), currentClosure: TARGET },
+    };
+
+    const rebuilt = rebuildFromLog([first, ...log, bogus]);
+
+    expect(rebuilt).toEqual(state);
+    expect(entry(rebuilt).state).toBe('Soaking');
+  });
+
+  it('takes lastEventSeq from the highest seq, even across a gap', () => {
+    const records: LogRecord[] = [
+      {
+        rolloutId: ROLLOUT,
+        event: { kind: 'DispatchAck', seq: 1, currentClosureAtDispatch: PREVIOUS, receivedAt: iso(0) },
+      },
+      { rolloutId: ROLLOUT, event: { kind: 'ActivationStarted', seq: 7, startedAt: iso(1), switchMethod: 'switch' } },
+    ];
+    expect(entry(rebuildFromLog(records)).lastEventSeq).toBe(7);
+  });
+
+  it('sorts a rollout whose records were written out of seq order', () => {
+    const { state, log } = play(SOAKING);
+    expect(rebuildFromLog([...log].reverse())).toEqual(state);
+  });
+
+  it('rebuilds a log written without meta from what the events carry', () => {
+    const { log } = play([...SOAKING, [declare, 31], [probe('http', 'fail'), 35]]);
+    const bare: LogRecord[] = log.map(({ rolloutId, event }) => ({ rolloutId, event }));
+
+    const e = entry(rebuildFromLog(bare));
+
+    expect(e).toMatchObject({
+      channel: 'stable',
+      state: 'Soaking',
+      targetClosure: '',
+      currentClosureAtDispatch: PREVIOUS,
+      currentClosure: TARGET,
+      dispatchedAt: iso(0),
+      dispatchAckedAt: iso(0),
+      activationStartedAt: iso(1),
+      activationCompletedAt: iso(30),
+      lastEventSeq: 7,
+    });
+    expect(e.soakDueAt).toBeUndefined();
+    expect(e.probes.http).toEqual({
+      kind: 'http',
+      mode: 'enforce',
+      lastStatus: 'fail',
+      firstObservedAt: iso(35),
+      firstFailedAt: iso(35),
+    });
+  });
+
+  it('keeps a probe whose topology record is missing, with the mode its events name', () => {
+    const records: LogRecord[] = [
+      {
+        rolloutId: ROLLOUT,
+        event: { kind: 'ProbeFailureFirst', seq: 9, probeName: 'http', mode: 'enforce', firstFailedAt: iso(40) },
+      },
+    ];
+    expect(entry(rebuildFromLog(records))).toMatchObject({
+      state: 'Soaking',
+      probes: { http: { kind: 'unknown', mode: 'enforce', firstFailedAt: iso(40) } },
+    });
+  });
+
+  it('lets a restarted agent number on and fire the sustained-failure timer from the logged streak', () => {
+    const { log } = play([...SOAKING, [declare, 31], [probe('http', 'fail'), 40]], ROLLBACK);
+    const restarted = rebuildFromLog(log);
+
+    const r = transition(restarted, tick, at(160), ROLLBACK);
+
+    const emitted: AgentEvent[] = r.effects.flatMap((e) => (e.type === 'EmitEvent' ? [e.event] : []));
+    expect(emitted).toEqual([
+      expect.objectContaining({
+        kind: 'Failed',
+        seq: 8,
+        sustainedDurationSecs: 120,
+        policyApplied: 'rollback-and-halt',
+      }),
+    ]);
+    expect(r.effects.at(-1)).toEqual({ type: 'FireRollback', rolloutId: ROLLOUT, toClosure: PREVIOUS });
+  });
+
+  it('restores closure, soak due time and channel of a snapshot-opened rollout from the meta of its events', () => {
+    let state = transition(
+      EMPTY_STATE,
+      {
+        type: 'Snapshot',
+        snapshot: {
+          rolloutId: ROLLOUT,
+          hostname: 'web-01',
+          channel: 'stable',
+          state: 'Soaking',
+          targetClosure: TARGET,
+          currentClosureAtDispatch: PREVIOUS,
+          dispatchedAt: iso(-5),
+          soakDueAt: iso(600),
+          lastEventSeq: 4,
+        },
+      },
+      at(100),
+      HALT,
+    ).state;
+    const r = transition(state, declare, at(101), HALT);
+    state = r.state;
+    const log = logged(r.effects);
+
+    expect(entry(rebuildFromLog(log))).toMatchObject({
+      state: 'Soaking',
+      targetClosure: TARGET,
+      soakDueAt: iso(600),
+      dispatchedAt: iso(-5),
+      currentClosureAtDispatch: PREVIOUS,
+      lastEventSeq: 5,
+      probes: entry(state).probes,
+    });
+  });
+});

@@ -1,0 +1,378 @@
+import type { AgentEvent, UnnumberedEvent } from '../protocol/events.wire';
+import type { FailurePolicy, RolloutState } from '../protocol/rollout';
+import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
+import type {
+  DeclaredProbe,
+  Effect,
+  LogMeta,
+  Policy,
+  ProbeEntry,
+  ReducerInput,
+  ReducerState,
+  RolloutEntry,
+  TransitionResult,
+} from './reducer.types';
+
+type InputOf<T extends ReducerInput['type']> = Extract<ReducerInput, { type: T }>;
+type RolloutInput = Exclude<ReducerInput, { type: 'Tick' | 'Snapshot' }>;
+
+/** What one rollout-level step produces before its events are numbered. */
+type Step =
+  | {
+      readonly entry: RolloutEntry;
+      readonly events: readonly UnnumberedEvent[];
+      /** Run after the events: an event is logged before the action it reports on is taken. */
+      readonly after?: readonly Effect[];
+    }
+  | { readonly rejected: string };
+type Done = Exclude<Step, { rejected: string }>;
+
+/**
+ * The reducer's state machine (PROTOCOL §5). Pure and total: every input
+ * yields a result; illegal ones come back with `rejected` and the state as it was.
+ */
+export function transition(state: ReducerState, input: ReducerInput, now: Date, policy: Policy): TransitionResult {
+  const at = now.toISOString();
+  switch (input.type) {
+    case 'Activate':
+      return activate(state, input, at);
+    case 'ActivationStarted':
+      return step(state, input, 'Activating', (e) => ({
+        entry: { ...e, activationStartedAt: at },
+        events: [{ kind: 'ActivationStarted', startedAt: at, switchMethod: input.switchMethod }],
+      }));
+    case 'ActivationCompleted':
+      return step(state, input, 'Activating', (e) => ({
+        entry: {
+          ...e,
+          state: 'Soaking',
+          activationCompletedAt: at,
+          currentClosure: input.observedCurrentClosure ?? e.currentClosure,
+        },
+        events: [
+          {
+            kind: 'ActivationCompleted',
+            observedCurrentClosure: input.observedCurrentClosure,
+            exitCode: input.exitCode,
+            completedAt: at,
+          },
+        ],
+        // Probe runners must not carry results from before the switch into the soak.
+        after: [{ type: 'ResetProbeCache', rolloutId: e.rolloutId }],
+      }));
+    case 'ActivationDeferred':
+      return step(state, input, 'Activating', (e) => ({
+        entry: { ...e, state: 'Deferred' },
+        events: [{ kind: 'ActivationDeferred', component: input.component, deferredAt: at }],
+      }));
+    case 'ActivationFailed':
+      return step(state, input, 'Activating', (e) => {
+        const failure = applyFailurePolicy(e, policy);
+        return {
+          entry: { ...e, state: 'Failed', failedAt: at, policyApplied: failure.policyApplied },
+          events: [{ kind: 'ActivationFailed', exitCode: input.exitCode, stderrTail: input.stderrTail, failedAt: at }],
+          after: failure.effects,
+        };
+      });
+    case 'ProbeTopologyDeclared':
+      return step(state, input, 'Soaking', (e) => ({
+        entry: { ...e, probes: mergeTopology(e.probes, input.probes) },
+        events: [
+          {
+            kind: 'ProbeTopologyDeclared',
+            probes: input.probes.map((p) => ({ probeName: p.probeName, kind: p.kind, mode: p.mode })),
+            declaredAt: at,
+          },
+        ],
+      }));
+    case 'ProbeResult':
+      return step(state, input, 'Soaking', (e) => probeResult(e, input, at));
+    case 'RollbackCompleted':
+      return step(state, input, 'Failed', (e) => ({
+        entry: { ...e, state: 'Reverted', revertedAt: at, revertedToClosure: input.revertedToClosure },
+        events: [
+          {
+            kind: 'RollbackComplete',
+            revertedToClosure: input.revertedToClosure,
+            exitCode: input.exitCode,
+            completedAt: at,
+          },
+        ],
+      }));
+    case 'Tick':
+      return tick(state, input, now, policy);
+    case 'Snapshot':
+      return applySnapshot(state, input.snapshot);
+    default: {
+      const unreachable: never = input;
+      return unreachable;
+    }
+  }
+}
+
+function activate(state: ReducerState, input: InputOf<'Activate'>, at: string): TransitionResult {
+  const existing = lookup(state, input.rolloutId);
+  // A Pending entry comes from a snapshot: the CP knows the rollout, we have not acted on it yet.
+  if (existing && existing.state !== 'Pending') {
+    return reject(state, illegal(input.type, input.rolloutId, existing.state));
+  }
+  const entry: RolloutEntry = {
+    probes: {},
+    ...existing,
+    rolloutId: input.rolloutId,
+    channel: input.channel ?? channelOf(input.rolloutId),
+    state: 'Activating',
+    targetClosure: input.targetClosure,
+    currentClosureAtDispatch: input.currentClosure ?? undefined,
+    dispatchedAt: input.dispatchedAt,
+    dispatchAckedAt: at,
+    soakDueAt: input.soakDueAt,
+    lastEventSeq: existing?.lastEventSeq ?? 0,
+  };
+  return commit(state, {
+    entry,
+    events: [{ kind: 'DispatchAck', currentClosureAtDispatch: input.currentClosure, receivedAt: at }],
+    after: [{ type: 'FireSwitch', rolloutId: input.rolloutId, targetClosure: input.targetClosure }],
+  });
+}
+
+function probeResult(e: RolloutEntry, input: InputOf<'ProbeResult'>, at: string): Step {
+  const probe = e.probes[input.probeName];
+  if (!Object.hasOwn(e.probes, input.probeName) || probe === undefined) {
+    // Without a declared probe we do not know its mode, and the CP could not place the result.
+    return { rejected: `ProbeResult for ${e.rolloutId} names undeclared probe "${input.probeName}"` };
+  }
+  // ProbeResult goes out on a change of status only: a probe runs every few
+  // seconds, and repeating an unchanged status would flood the CP while telling
+  // it nothing; the streak's start (ProbeFailureFirst) and the verdict (Failed,
+  // Converged) carry the timing.
+  if (probe.lastStatus === input.status) return { entry: e, events: [] };
+
+  const events: UnnumberedEvent[] = [];
+  const mode = probe.mode;
+  if (probe.firstObservedAt === undefined) {
+    events.push({ kind: 'ProbeObservedFirst', probeName: input.probeName, mode, observedAt: at });
+  }
+  events.push({
+    kind: 'ProbeResult',
+    probeName: input.probeName,
+    mode,
+    status: input.status,
+    observedAt: at,
+    ...(input.failureReason !== undefined ? { failureReason: input.failureReason } : {}),
+  });
+  let next: ProbeEntry = { ...probe, lastStatus: input.status, firstObservedAt: probe.firstObservedAt ?? at };
+  if (input.status === 'pass') {
+    next = { ...next, firstFailedAt: undefined };
+  } else if (probe.firstFailedAt === undefined) {
+    next = { ...next, firstFailedAt: at };
+    events.push({ kind: 'ProbeFailureFirst', probeName: input.probeName, mode, firstFailedAt: at });
+  }
+  return { entry: { ...e, probes: { ...e.probes, [input.probeName]: next } }, events };
+}
+
+/**
+ * A re-declared probe keeps what we observed of it: runners re-declare after
+ * every ResetProbeCache, and losing `firstFailedAt` then would restart the
+ * sustained-failure timer for ever. Probes no longer declared are dropped.
+ */
+export function mergeTopology(
+  current: Readonly<Record<string, ProbeEntry>>,
+  declared: readonly DeclaredProbe[],
+): Readonly<Record<string, ProbeEntry>> {
+  const next: Record<string, ProbeEntry> = {};
+  for (const p of declared) {
+    const seen = Object.hasOwn(current, p.probeName) ? current[p.probeName] : undefined;
+    next[p.probeName] = { ...seen, kind: p.kind, mode: p.mode };
+  }
+  return next;
+}
+
+function tick(state: ReducerState, input: InputOf<'Tick'>, now: Date, policy: Policy): TransitionResult {
+  let rollouts = state.rollouts;
+  const effects: Effect[] = [];
+  for (const id of Object.keys(state.rollouts).sort()) {
+    const entry = state.rollouts[id];
+    if (entry === undefined || entry.state !== 'Soaking') continue;
+    const s = soakVerdict(entry, input.currentClosure, now, policy);
+    if (s === undefined) continue;
+    const done = number(s);
+    rollouts = { ...rollouts, [id]: done.entry };
+    effects.push(...done.effects);
+  }
+  // The same state object back when nothing moved: a quiet tick is the normal case.
+  return { state: rollouts === state.rollouts ? state : { rollouts }, effects };
+}
+
+/** A Soaking rollout's verdict on a tick, or undefined while it keeps soaking. */
+function soakVerdict(e: RolloutEntry, currentClosure: string | null, now: Date, policy: Policy): Done | undefined {
+  const at = now.toISOString();
+  const enforced = Object.entries(e.probes).filter(([, p]) => p.mode === 'enforce');
+
+  const thresholdMs = policy.sustainedFailureThresholdSecs * 1000;
+  const sustained = enforced
+    .map(([name, p]) => ({ name, failingMs: p.lastStatus === 'fail' ? sinceMs(p.firstFailedAt, now) : undefined }))
+    .filter((f): f is { name: string; failingMs: number } => f.failingMs !== undefined && f.failingMs >= thresholdMs);
+  if (sustained.length > 0) {
+    const failure = applyFailurePolicy(e, policy);
+    return {
+      entry: { ...e, state: 'Failed', failedAt: at, policyApplied: failure.policyApplied },
+      events: [
+        {
+          kind: 'Failed',
+          failedAt: at,
+          // The longest streak: the one that has been breaching the threshold longest.
+          sustainedDurationSecs: Math.floor(Math.max(...sustained.map((f) => f.failingMs)) / 1000),
+          failingProbes: sustained.map((f) => f.name).sort(),
+          policyApplied: failure.policyApplied,
+        },
+      ],
+      after: failure.effects,
+    };
+  }
+
+  // No soak due time known: converging would declare a success the CP never scheduled.
+  const soakDue = e.soakDueAt !== undefined && Date.parse(e.soakDueAt) <= now.getTime();
+  const healthy = enforced.every(([, p]) => p.lastStatus === 'pass');
+  const onTarget = currentClosure !== null && e.targetClosure !== '' && currentClosure === e.targetClosure;
+  if (soakDue && healthy && onTarget) {
+    return {
+      entry: { ...e, state: 'Converged', convergedAt: at, currentClosure },
+      events: [{ kind: 'Converged', convergedAt: at, currentClosure }],
+    };
+  }
+  return undefined;
+}
+
+/**
+ * What the configured policy amounts to for this rollout. Rollback needs the
+ * closure that ran at dispatch; without it the agent can only halt, and says so.
+ */
+function applyFailurePolicy(e: RolloutEntry, policy: Policy): { policyApplied: FailurePolicy; effects: Effect[] } {
+  if (policy.onHealthFailure === 'rollback-and-halt' && e.currentClosureAtDispatch !== undefined) {
+    return {
+      policyApplied: 'rollback-and-halt',
+      effects: [{ type: 'FireRollback', rolloutId: e.rolloutId, toClosure: e.currentClosureAtDispatch }],
+    };
+  }
+  return { policyApplied: 'halt', effects: [] };
+}
+
+function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot): TransitionResult {
+  const existing = lookup(state, snap.rolloutId);
+  // Guard: a snapshot behind our own log describes a past we have moved on
+  // from (typically a CP that lost events; replay catches it up). Taking its
+  // state would rewind the rollout, so it changes nothing.
+  if (existing && snap.lastEventSeq < existing.lastEventSeq) {
+    return {
+      state,
+      effects: [],
+      note:
+        `Snapshot of ${snap.rolloutId} (${snap.state}, seq ${snap.lastEventSeq}) is older than ` +
+        `the local ${existing.state} at seq ${existing.lastEventSeq}; kept the local state`,
+    };
+  }
+  // Optional wire fields the CP omits are ones it does not know: their absence
+  // does not erase what we observed ourselves.
+  const entry: RolloutEntry = {
+    rolloutId: snap.rolloutId,
+    channel: snap.channel,
+    state: snap.state,
+    targetClosure: snap.targetClosure,
+    currentClosureAtDispatch: snap.currentClosureAtDispatch ?? existing?.currentClosureAtDispatch,
+    currentClosure: snap.currentClosure ?? existing?.currentClosure,
+    dispatchedAt: snap.dispatchedAt,
+    dispatchAckedAt: snap.dispatchAckedAt ?? existing?.dispatchAckedAt,
+    activationStartedAt: snap.activationStartedAt ?? existing?.activationStartedAt,
+    activationCompletedAt: snap.activationCompletedAt ?? existing?.activationCompletedAt,
+    soakDueAt: snap.soakDueAt ?? existing?.soakDueAt,
+    // Guard: never below what we assigned; the CP dedups on seq and would
+    // silently drop a new event that re-used one. (The staleness check above
+    // already implies it; kept so the invariant does not hang on that check.)
+    lastEventSeq: Math.max(existing?.lastEventSeq ?? 0, snap.lastEventSeq),
+    probes: existing?.probes ?? {},
+    failedAt: existing?.failedAt,
+    convergedAt: existing?.convergedAt,
+    revertedAt: existing?.revertedAt,
+    revertedToClosure: existing?.revertedToClosure,
+    policyApplied: existing?.policyApplied,
+  };
+  const effects: Effect[] = snap.state === 'Pending' ? [] : [{ type: 'ResetProbeCache', rolloutId: snap.rolloutId }];
+  return { state: withEntry(state, entry), effects };
+}
+
+/** Runs a step for an input addressed to one rollout, enforcing the `from` state. */
+function step(
+  state: ReducerState,
+  input: RolloutInput,
+  from: RolloutState,
+  run: (entry: RolloutEntry) => Step,
+): TransitionResult {
+  const entry = lookup(state, input.rolloutId);
+  if (entry === undefined) return reject(state, `${input.type} for unknown rollout ${input.rolloutId}`);
+  if (entry.state !== from) return reject(state, illegal(input.type, input.rolloutId, entry.state));
+  return commit(state, run(entry));
+}
+
+function commit(state: ReducerState, s: Step): TransitionResult {
+  if ('rejected' in s) return reject(state, s.rejected);
+  const done = number(s);
+  // A result that repeats the probe's status changes nothing: same state object back.
+  if (done.entry === lookup(state, done.entry.rolloutId)) return { state, effects: done.effects };
+  return { state: withEntry(state, done.entry), effects: done.effects };
+}
+
+/** Gives the step's events consecutive seqs after the entry's last one, and advances it. */
+function number(s: Done): { entry: RolloutEntry; effects: Effect[] } {
+  const last = s.entry.lastEventSeq;
+  const entry: RolloutEntry = s.events.length === 0 ? s.entry : { ...s.entry, lastEventSeq: last + s.events.length };
+  const meta = metaOf(entry);
+  const emitted: Effect[] = s.events.map((e, i) => ({
+    type: 'EmitEvent',
+    rolloutId: entry.rolloutId,
+    event: withSeq(e, last + i + 1),
+    meta,
+  }));
+  return { entry, effects: [...emitted, ...(s.after ?? [])] };
+}
+
+function withSeq(e: UnnumberedEvent, seq: number): AgentEvent {
+  return { ...e, seq };
+}
+
+export function metaOf(e: RolloutEntry): LogMeta {
+  return {
+    channel: e.channel,
+    targetClosure: e.targetClosure,
+    dispatchedAt: e.dispatchedAt,
+    ...(e.soakDueAt !== undefined ? { soakDueAt: e.soakDueAt } : {}),
+    ...(e.currentClosureAtDispatch !== undefined ? { currentClosureAtDispatch: e.currentClosureAtDispatch } : {}),
+    ...(e.policyApplied !== undefined ? { policyApplied: e.policyApplied } : {}),
+  };
+}
+
+/** `stable@a1b2c3d4` → `stable` (PROTOCOL §4). */
+export function channelOf(rolloutId: string): string {
+  const at = rolloutId.indexOf('@');
+  return at > 0 ? rolloutId.slice(0, at) : rolloutId;
+}
+
+function lookup(state: ReducerState, rolloutId: string): RolloutEntry | undefined {
+  return Object.hasOwn(state.rollouts, rolloutId) ? state.rollouts[rolloutId] : undefined;
+}
+
+function withEntry(state: ReducerState, entry: RolloutEntry): ReducerState {
+  return { rollouts: { ...state.rollouts, [entry.rolloutId]: entry } };
+}
+
+function sinceMs(iso: string | undefined, now: Date): number | undefined {
+  return iso === undefined ? undefined : now.getTime() - Date.parse(iso);
+}
+
+function illegal(input: string, rolloutId: string, from: RolloutState): string {
+  return `${input} for ${rolloutId} is illegal in state ${from}`;
+}
+
+function reject(state: ReducerState, reason: string): TransitionResult {
+  return { state, effects: [], rejected: reason };
+}
