@@ -1,3 +1,5 @@
+// class-transformer reads design-time metadata, also outside Nest (the dev CP, scripts).
+import 'reflect-metadata';
 import { Type } from 'class-transformer';
 import {
   IsDefined,

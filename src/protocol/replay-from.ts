@@ -11,7 +11,8 @@ export type ReplayFrom =
 
 export type ReplayFromParse = { ok: true; value: ReplayFrom } | { ok: false; reason: string };
 
-const SEQ = /^(0|[1-9][0-9]{0,15})$/;
+// 15 digits stay within Number.MAX_SAFE_INTEGER.
+const SEQ = /^(0|[1-9][0-9]{0,14})$/;
 
 export function parseReplayFrom(raw: string): ReplayFromParse {
   const value = raw.trim();

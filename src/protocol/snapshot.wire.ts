@@ -1,5 +1,7 @@
 import { IsIn, IsInt, IsISO8601, IsOptional, IsString, Matches, Min } from 'class-validator';
-import { ROLLOUT_ID_PATTERN, ROLLOUT_STATES, type RolloutState } from './rollout';
+import { CLOSURE_PATTERN, ROLLOUT_ID_PATTERN, ROLLOUT_STATES, type RolloutState } from './rollout';
+
+const BASENAME = { message: '$property must be a store path basename (<hash>-<name>)' };
 
 /** PROTOCOL §4, camelCase. Only a snapshot that passes these checks reaches the reducer. */
 export class HostRolloutSnapshot {
@@ -17,14 +19,17 @@ export class HostRolloutSnapshot {
   state!: RolloutState;
 
   @IsString()
+  @Matches(CLOSURE_PATTERN, BASENAME)
   targetClosure!: string;
 
   @IsOptional()
   @IsString()
+  @Matches(CLOSURE_PATTERN, BASENAME)
   currentClosureAtDispatch?: string;
 
   @IsOptional()
   @IsString()
+  @Matches(CLOSURE_PATTERN, BASENAME)
   currentClosure?: string;
 
   @IsISO8601({ strict: true })

@@ -1,3 +1,5 @@
+// class-transformer reads design-time metadata, also outside Nest (the dev CP, scripts).
+import 'reflect-metadata';
 import { plainToInstance, type ClassConstructor } from 'class-transformer';
 import { validateSync, type ValidationError } from 'class-validator';
 

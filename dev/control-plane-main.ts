@@ -1,0 +1,48 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DevControlPlane } from './control-plane';
+import { makePki, PKI_FILES } from './pki';
+
+const USAGE = 'usage: control-plane-main --pki-dir DIR [--make-pki] [--machine-id web-01] [--port 8443] [--host 127.0.0.1]';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'pki-dir': { type: 'string' },
+      'make-pki': { type: 'boolean', default: false },
+      'machine-id': { type: 'string', default: 'web-01' },
+      port: { type: 'string', default: '8443' },
+      host: { type: 'string', default: '127.0.0.1' },
+    },
+  });
+  const dir = values['pki-dir'];
+  const port = Number(values.port);
+  if (!dir || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(USAGE);
+  // Keep an existing PKI: a restarted CP must still be trusted by agents holding the old CA.
+  if (values['make-pki'] && !fs.existsSync(path.join(dir, PKI_FILES.caCert))) {
+    await makePki(dir, { machineId: values['machine-id'] });
+  }
+  const cp = await DevControlPlane.start({
+    pki: {
+      caCertPath: path.join(dir, PKI_FILES.caCert),
+      serverCertPath: path.join(dir, PKI_FILES.serverCert),
+      serverKeyPath: path.join(dir, PKI_FILES.serverKey),
+    },
+    host: values.host,
+    port,
+    // A fresh process has lost whatever an earlier one held: ask agents to replay.
+    autoReplayFrom: 'always',
+  });
+  process.stdout.write(`nixfleet dev control plane listening on ${cp.url}\n`);
+  const stop = (): void => {
+    cp.close().catch((err: unknown) => process.stderr.write(`close failed: ${String(err)}\n`));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
