@@ -17,7 +17,6 @@ export async function createAgentApp(
     bufferLogs: false,
     abortOnError: false,
   });
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   return app;
 }
 

@@ -1,10 +1,15 @@
 import { type DynamicModule, Module } from '@nestjs/common';
+import { ScheduleModule } from '@nestjs/schedule';
 import { AdminModule } from './admin/admin.module';
 import { ClockModule } from './clock/clock.module';
 import { CommsModule } from './comms/comms.module';
 import type { TlsIdentity } from './comms/identity';
 import type { AgentConfig } from './config/config.loader';
 import { ConfigModule } from './config/config.module';
+import { HeartbeatModule } from './heartbeat/heartbeat.module';
+import { RecoveryModule } from './recovery/recovery.module';
+import { ReducerModule } from './reducer/reducer.module';
+import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS } from './reducer/reducer.types';
 
 /** The root module: the feature modules, wired by DI; nothing else. */
 @Module({})
@@ -12,7 +17,16 @@ export class AgentModule {
   static forRoot(config: AgentConfig, identity: TlsIdentity): DynamicModule {
     return {
       module: AgentModule,
-      imports: [ConfigModule.forRoot(config), ClockModule, CommsModule.forRoot(identity), AdminModule],
+      imports: [
+        ConfigModule.forRoot(config),
+        ClockModule,
+        ScheduleModule.forRoot(),
+        CommsModule.forRoot(identity),
+        ReducerModule.forRoot({ onHealthFailure: 'halt', sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS }),
+        RecoveryModule.forRoot(),
+        HeartbeatModule,
+        AdminModule,
+      ],
     };
   }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import 'reflect-metadata';
-import { Logger } from '@nestjs/common';
+import { type INestApplication, Logger, type LoggerService } from '@nestjs/common';
 import { createAgentApp, listenAdmin } from './agent.app';
 import { runStatusCommand } from './cli/status.command';
 import { IdentityError, loadIdentity } from './comms/identity';
@@ -62,11 +62,48 @@ async function run(config: AgentConfig): Promise<number | null> {
     await app.close();
     return 1;
   }
+  handleStopSignals(app, logger);
   new Logger('Bootstrap').log(
     `nixfleet-agent ${AGENT_VERSION} started for ${config.machineId}; control plane ${config.controlPlaneUrl}; status at ${formatListenAddress(config.adminAddress)}/status`,
   );
   // From here the process lives until a signal; Nest's shutdown hooks close the app.
   return null;
+}
+
+/** Worst case: a heartbeat at its 10 s deadline plus draining; far inside systemd's 90 s stop timeout. */
+const SHUTDOWN_DEADLINE_MS = 25_000;
+
+/**
+ * Nest's own shutdown hooks re-raise the signal after closing, so the
+ * process would die by SIGTERM; the unit expects exit 0 from a clean stop.
+ */
+function handleStopSignals(app: INestApplication, logger: LoggerService): void {
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.warn?.(`${signal} again while stopping; exiting now`, 'Shutdown');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.log(`${signal} received: stopping the jobs, finishing in-flight work, closing listeners`, 'Shutdown');
+    const deadline = setTimeout(() => {
+      logger.error(`shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway`, 'Shutdown');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    deadline.unref();
+    app.close().then(
+      () => {
+        logger.log('stopped cleanly', 'Shutdown');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error(`shutdown failed: ${(err as Error).message}`, 'Shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 function configFailure(lines: string[]): number {

@@ -1,7 +1,9 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { makePki, type Pki } from '../dev/pki';
 import { runAgentSync } from './support/agent-process';
+import { testArgs } from './support/agent-config';
 
 describe('the built agent refuses bad settings with exit status 2 before starting anything', () => {
   let dir: string;
@@ -126,5 +128,35 @@ describe('the built agent refuses bad settings with exit status 2 before startin
     const version = runAgentSync(['--version']);
     expect(version.status).toBe(0);
     expect(version.stdout).toMatch(/^nixfleet-agent \d+\.\d+\.\d+\n$/);
+  });
+});
+
+describe('the built agent refuses a bad TLS identity with exit status 2', () => {
+  let dir: string;
+  let pki: Pki;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-config-tls-'));
+    pki = await makePki(join(dir, 'pki'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('names the OpenSSH RSA key file and its type, and starts nothing', () => {
+    const stateDir = join(dir, 'state');
+    const r = runAgentSync([
+      ...testArgs({ pki, controlPlaneUrl: 'https://127.0.0.1:1', stateDir }),
+      '--client-key',
+      pki.opensshRsaKeyPath,
+    ]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`${pki.opensshRsaKeyPath} is an OpenSSH rsa key; only ed25519 keys are read in OpenSSH format`);
+    expect(r.stdout).toBe('');
+    expect(existsSync(stateDir)).toBe(false);
+  });
+
+  it('names a machine id that the certificate does not carry', () => {
+    const r = runAgentSync(testArgs({ pki, controlPlaneUrl: 'https://127.0.0.1:1', stateDir: join(dir, 's2'), identity: pki.otherMachine }));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--machine-id .*"web-01" does not match the client certificate .*CN "db-02"/);
   });
 });

@@ -1,31 +1,48 @@
 import { Controller, Get, Inject } from '@nestjs/common';
-import { type Clock, CLOCK } from '../clock/clock';
+import { Uptime } from '../clock/uptime';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { HeartbeatService } from '../heartbeat/heartbeat.service';
+import { CurrentSystemReader } from '../recovery/current-system.reader';
+import { RecoveryService } from '../recovery/recovery.service';
+import { ReducerService } from '../reducer/reducer.service';
 import { AGENT_VERSION } from '../version';
 
+/** `GET /status`: what an operator asks first. Key names are a contract; absent values are null; no key material. */
 @Controller()
 export class StatusController {
-  private readonly startedAt: Date;
-  private readonly startedMono: number;
-
   constructor(
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
-    @Inject(CLOCK) private readonly clock: Clock,
-  ) {
-    this.startedAt = clock.now();
-    this.startedMono = clock.monotonicMs();
-  }
+    private readonly uptime: Uptime,
+    private readonly heartbeat: HeartbeatService,
+    private readonly recovery: RecoveryService,
+    private readonly reducer: ReducerService,
+    private readonly currentSystem: CurrentSystemReader,
+  ) {}
 
   @Get('status')
-  status(): Record<string, unknown> {
+  async status(): Promise<Record<string, unknown>> {
+    const rollouts = Object.values(this.reducer.current().rollouts)
+      .sort((a, b) => a.dispatchedAt.localeCompare(b.dispatchedAt) || a.rolloutId.localeCompare(b.rolloutId))
+      .map((r) => ({
+        rolloutId: r.rolloutId,
+        channel: r.channel,
+        state: r.state,
+        targetClosure: r.targetClosure === '' ? null : r.targetClosure,
+        lastEventSeq: r.lastEventSeq,
+      }));
     return {
       machineId: this.config.machineId,
       agentVersion: AGENT_VERSION,
       controlPlaneUrl: this.config.controlPlaneUrl,
       pid: process.pid,
-      startedAt: this.startedAt.toISOString(),
-      uptimeSecs: Math.floor((this.clock.monotonicMs() - this.startedMono) / 1000),
+      startedAt: this.uptime.startedAt.toISOString(),
+      uptimeSecs: this.uptime.seconds(),
+      currentClosure: await this.currentSystem.read(),
+      heartbeat: this.heartbeat.status(),
+      recovery: this.recovery.status(),
+      rollouts,
+      reducer: this.reducer.statistics(),
     };
   }
 }

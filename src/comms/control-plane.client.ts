@@ -1,3 +1,4 @@
+import type { ClientRequest } from 'node:http';
 import { HttpService } from '@nestjs/axios';
 import { Inject, Injectable } from '@nestjs/common';
 import type { AxiosResponse } from 'axios';
@@ -89,7 +90,13 @@ export class ControlPlaneClient {
       });
       return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text: res.data ?? '' } };
     } catch (err) {
-      return { ok: false, failure: classifyTransportError(err, deadlineMs, deadline.aborted), headers: null };
+      const request = (err as { request?: ClientRequest }).request;
+      const failure = classifyTransportError(err, {
+        deadlineMs,
+        deadlineHit: deadline.aborted,
+        reusedSocket: request?.reusedSocket === true,
+      });
+      return { ok: false, failure, headers: null };
     }
   }
 

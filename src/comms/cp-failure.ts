@@ -54,8 +54,15 @@ function isTlsCode(code: string): boolean {
   );
 }
 
+export interface TransportContext {
+  deadlineMs: number;
+  deadlineHit: boolean;
+  /** Whether the request went out on a kept-alive connection (Node's `req.reusedSocket`). */
+  reusedSocket: boolean;
+}
+
 /** Maps a transport-level error (the underlying Node error, not an HTTP status) to a failure. */
-export function classifyTransportError(err: unknown, deadlineMs: number, deadlineHit: boolean): CpFailure {
+export function classifyTransportError(err: unknown, { deadlineMs, deadlineHit, reusedSocket }: TransportContext): CpFailure {
   const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = e.cause?.code ?? e.code ?? '';
   const message = e.cause?.message ?? e.message ?? String(err);
@@ -67,6 +74,16 @@ export function classifyTransportError(err: unknown, deadlineMs: number, deadlin
   if (CONNECT_CODES.has(code)) return { kind: 'connect', detail: code === message ? code : `${code}: ${message}` };
   if (isTlsCode(code) || /certificate|ssl|tls alert/i.test(message)) {
     return { kind: 'tls', detail: code ? `${code}: ${message}` : message };
+  }
+  // TLS 1.3 checks the client certificate after the client's handshake is
+  // done: a CP that refuses it just closes the fresh connection, and Node
+  // reports a hang-up, not the alert. A kept-alive connection closing is
+  // ordinary network trouble.
+  if (code === 'ECONNRESET' && !reusedSocket) {
+    return {
+      kind: 'tls',
+      detail: `the control plane closed a new connection right after the TLS handshake (${message}); it most likely refused our client certificate (check --client-cert against the CA the control plane trusts)`,
+    };
   }
   return { kind: 'network', detail: code ? `${code}: ${message}` : message };
 }

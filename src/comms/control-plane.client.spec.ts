@@ -1,0 +1,223 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Test } from '@nestjs/testing';
+import { DevControlPlane } from '../../dev/control-plane';
+import { type ClientIdentity, makePki, type Pki } from '../../dev/pki';
+import { testConfig } from '../../test/support/agent-config';
+import { ClockModule } from '../clock/clock.module';
+import { ConfigModule } from '../config/config.module';
+import type { HeartbeatRequest } from '../protocol/heartbeat.wire';
+import { AGENT_VERSION } from '../version';
+import { CommsModule } from './comms.module';
+import { ControlPlaneClient } from './control-plane.client';
+import { loadIdentity } from './identity';
+import { buildTlsAgent } from './tls-agent';
+
+describe('ControlPlaneClient over real mutual TLS', () => {
+  let dir: string;
+  let pki: Pki;
+  let cp: DevControlPlane;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-comms-'));
+    pki = await makePki(join(dir, 'pki'));
+    cp = await DevControlPlane.start({ pki });
+  });
+  afterAll(async () => {
+    await cp.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function clientFor(identity: ClientIdentity, caCertPath = pki.caCertPath, url = cp.url) {
+    const config = testConfig({ pki, controlPlaneUrl: url, stateDir: join(dir, 'state'), identity, caCertPath });
+    const module = await Test.createTestingModule({
+      imports: [ConfigModule.forRoot(config), ClockModule, CommsModule.forRoot(loadIdentity(config))],
+    }).compile();
+    await module.init();
+    return { client: module.get(ControlPlaneClient), close: () => module.close() };
+  }
+
+  const body = (): HeartbeatRequest => ({
+    hostname: pki.machineId,
+    at: new Date().toISOString(),
+    agent_version: AGENT_VERSION,
+    uptime_secs: 1,
+    last_event_seq_by_rollout: {},
+  });
+
+  it('presents the client certificate: the CP sees its CN, the protocol header and the agent version', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      const before = cp.heartbeats.length;
+      const result = await client.heartbeat(body());
+      expect(result.ok).toBe(true);
+      const seen = cp.heartbeats[before];
+      expect(seen.cn).toBe(pki.machineId);
+      expect(seen.headers['x-nixfleet-protocol']).toBe('1');
+      expect(seen.headers['user-agent']).toBe(`nixfleet-agent/${AGENT_VERSION}`);
+      expect(result.ok && result.response.status).toBe(200);
+    } finally {
+      await close();
+    }
+  });
+
+  it.each([
+    ['an OpenSSH ed25519 host key', (p: Pki) => p.clientOpensshEd25519],
+    ['a SEC1 EC key', (p: Pki) => p.clientSec1],
+    ['a PKCS#1 RSA key', (p: Pki) => p.clientPkcs1],
+    ['a canonical agent-<id>.<suffix> CN', (p: Pki) => p.clientCanonical],
+  ])('completes the handshake with %s', async (_name, pick) => {
+    const identity = pick(pki);
+    const { client, close } = await clientFor(identity);
+    try {
+      const before = cp.heartbeats.length;
+      const result = await client.heartbeat(body());
+      expect(result).toMatchObject({ ok: true });
+      expect(cp.heartbeats[before].cn).toBe(identity.cn);
+      expect(cp.heartbeats[before].machineId).toBe(pki.machineId);
+    } finally {
+      await close();
+    }
+  });
+
+  it('classifies a CA that did not sign the CP certificate as a TLS failure', async () => {
+    const { client, close } = await clientFor(pki.client, pki.foreignCaCertPath);
+    try {
+      const result = await client.heartbeat(body());
+      expect(result.ok).toBe(false);
+      expect(!result.ok && result.failure.kind).toBe('tls');
+      expect(!result.ok && result.failure.detail).toMatch(/certificate/i);
+    } finally {
+      await close();
+    }
+  });
+
+  it('classifies a client certificate the CP does not trust as a TLS failure', async () => {
+    const { client, close } = await clientFor(pki.foreign);
+    try {
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure.kind).toBe('tls');
+      expect(!result.ok && result.failure.detail).toMatch(/refused our client certificate/);
+    } finally {
+      await close();
+    }
+  });
+
+  it('cuts a stalled call off at its deadline and says it timed out', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      cp.respondNext('heartbeat', { stall: true });
+      const started = performance.now();
+      const result = await client.heartbeat(body(), { deadlineMs: 400 });
+      const elapsed = performance.now() - started;
+      expect(result.ok).toBe(false);
+      expect(!result.ok && result.failure).toEqual({ kind: 'timeout', detail: 'no complete answer within the 400 ms deadline' });
+      // Not cut early; the upper side is the deadline itself, not a wall-clock budget.
+      expect(elapsed).toBeGreaterThanOrEqual(390);
+    } finally {
+      await close();
+    }
+  });
+
+  it('holds a dribbling server to the deadline too, though bytes keep arriving', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      cp.respondNext('heartbeat', { status: 200, bodyBytes: 10_000, dribbleBytesEveryMs: 20 });
+      const result = await client.heartbeat(body(), { deadlineMs: 500 });
+      expect(!result.ok && result.failure.kind).toBe('timeout');
+    } finally {
+      await close();
+    }
+  });
+
+  it.each([
+    ['declared with Content-Length', false],
+    ['sent chunked, size undeclared', true],
+  ])('refuses a response body over 1 MiB (%s)', async (_name, chunked) => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      cp.respondNext('heartbeat', { status: 200, bodyBytes: 2 * 1024 * 1024, chunked });
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure).toEqual({
+        kind: 'bad-body',
+        detail: 'response body larger than the 1 MiB limit',
+        status: null,
+      });
+    } finally {
+      await close();
+    }
+  });
+
+  it('does not follow redirects: a 302 is an HTTP-status failure', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      cp.respondNext('heartbeat', { status: 302, headers: { Location: 'https://127.0.0.1:1/elsewhere' } });
+      const before = cp.requests.length;
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure).toMatchObject({ kind: 'http-status', status: 302 });
+      expect(cp.requests.length).toBe(before + 1);
+    } finally {
+      await close();
+    }
+  });
+
+  it('classifies a 503 with Retry-After, and a 200 whose body is not the protocol as a bad body', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      cp.respondNext('heartbeat', { status: 503, retryAfterSecs: 17 });
+      const busy = await client.heartbeat(body());
+      expect(!busy.ok && busy.failure).toMatchObject({ kind: 'http-status', status: 503, retryAfterSecs: 17 });
+
+      cp.respondNext('heartbeat', { status: 200, body: '<html>proxy error</html>' });
+      const html = await client.heartbeat(body());
+      expect(!html.ok && html.failure).toMatchObject({ kind: 'bad-body', status: 200 });
+      expect(!html.ok && html.failure.detail).toMatch(/not JSON/);
+
+      cp.respondNext('heartbeat', { status: 200, body: { bootstrap_rollouts: 'none' } });
+      const wrongShape = await client.heartbeat(body());
+      expect(!wrongShape.ok && wrongShape.failure.detail).toMatch(/bootstrap_rollouts/);
+    } finally {
+      await close();
+    }
+  });
+
+  it('classifies a refused connection as a connect failure', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const port = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(port));
+      });
+    });
+    const { client, close } = await clientFor(pki.client, pki.caCertPath, `https://127.0.0.1:${closed}`);
+    try {
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure.kind).toBe('connect');
+      expect(!result.ok && result.failure.detail).toMatch(/ECONNREFUSED/);
+    } finally {
+      await close();
+    }
+  });
+
+  it('gives up on a TLS handshake that never completes after the connect timeout', async () => {
+    // Accepts TCP, never speaks TLS: a black-holed handshake.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((s) => sockets.push(s));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    const agent = buildTlsAgent(loadIdentity({ machineId: pki.machineId, caCert: pki.caCertPath }), 300);
+    try {
+      const https = await import('node:https');
+      const err = await new Promise<NodeJS.ErrnoException>((resolve) => {
+        https.get({ host: '127.0.0.1', port, path: '/', agent }, () => resolve(new Error('answered'))).on('error', resolve);
+      });
+      expect(err.code).toBe('ECONNECTTIMEOUT');
+      expect(err.message).toBe('TLS connection not established within 300 ms');
+    } finally {
+      agent.destroy();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
+  });
+});

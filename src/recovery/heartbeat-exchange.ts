@@ -1,0 +1,167 @@
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { Uptime } from '../clock/uptime';
+import { type CpFailure, describeFailure } from '../comms/cp-failure';
+import { ControlPlaneClient } from '../comms/control-plane.client';
+import type { AgentConfig } from '../config/config.loader';
+import { AGENT_CONFIG } from '../config/config.constants';
+import type { HeartbeatRequest } from '../protocol/heartbeat.wire';
+import { HEADER_REPLAY_FROM } from '../protocol/protocol.constants';
+import { parseReplayFrom, type ReplayFrom } from '../protocol/replay-from';
+import { HostRolloutSnapshot } from '../protocol/snapshot.wire';
+import { validateWire } from '../protocol/validate';
+import { ReducerService } from '../reducer/reducer.service';
+import { AGENT_VERSION } from '../version';
+import { CurrentSystemReader } from './current-system.reader';
+import { REPLAY_PORT, type ReplayPort } from './recovery.ports';
+
+export type ExchangeKind = 'boot-recovery' | 'heartbeat';
+
+export interface ExchangeOutcome {
+  ok: boolean;
+  failure: CpFailure | null;
+  /** From `Retry-After` on a 503 or 429 (PROTOCOL §1): the next try waits at least this long. */
+  retryAfterSecs: number | null;
+  snapshotsApplied: number;
+  snapshotsRejected: number;
+  replayFrom: ReplayFrom | null;
+}
+
+export interface ReplayFromRecord {
+  value: string;
+  receivedAt: string;
+  source: ExchangeKind;
+}
+
+/**
+ * One heartbeat and everything its answer asks of the agent: bootstrap
+ * snapshots into the reducer, Replay-From to the replay port, the clock-skew
+ * estimate. The boot-recovery handshake and the steady heartbeat are both this.
+ */
+@Injectable()
+export class HeartbeatExchange {
+  private readonly logger = new Logger(HeartbeatExchange.name);
+  private lastReplay: ReplayFromRecord | null = null;
+  private skewSecs: number | null = null;
+  private lastClosure: string | null = null;
+
+  constructor(
+    private readonly client: ControlPlaneClient,
+    private readonly reducer: ReducerService,
+    private readonly currentSystem: CurrentSystemReader,
+    private readonly uptime: Uptime,
+    @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Optional() @Inject(REPLAY_PORT) private readonly replayPort?: ReplayPort,
+  ) {}
+
+  get lastReplayFrom(): ReplayFromRecord | null {
+    return this.lastReplay;
+  }
+
+  /** Seconds the CP's clock is ahead of ours (negative: behind), from its `Date` header; ±1 s. */
+  get clockSkewSecs(): number | null {
+    return this.skewSecs;
+  }
+
+  /** The closure the last heartbeat reported; null when the link was unreadable. */
+  get currentClosure(): string | null {
+    return this.lastClosure;
+  }
+
+  async send(kind: ExchangeKind, deadlineMs: number): Promise<ExchangeOutcome> {
+    const closure = await this.currentSystem.read();
+    this.lastClosure = closure;
+    const body: HeartbeatRequest = {
+      hostname: this.config.machineId,
+      // rollout_id stays absent: the boot-recovery shape makes the CP return bootstrap_rollouts.
+      ...(closure === null ? {} : { current_closure: closure }),
+      at: this.clock.now().toISOString(),
+      agent_version: AGENT_VERSION,
+      uptime_secs: this.uptime.seconds(),
+      last_event_seq_by_rollout: this.reducer.lastEventSeqByRollout(),
+    };
+    const sentAt = this.clock.now().getTime();
+    const result = await this.client.heartbeat(body, { deadlineMs });
+    const receivedAt = this.clock.now().getTime();
+    const headers = result.ok ? result.response.headers : result.headers;
+    if (headers) this.estimateSkew(headers['date'], sentAt, receivedAt);
+
+    if (!result.ok) {
+      const retryAfterSecs =
+        result.failure.kind === 'http-status' && (result.failure.status === 503 || result.failure.status === 429)
+          ? result.failure.retryAfterSecs
+          : null;
+      return { ok: false, failure: result.failure, retryAfterSecs, snapshotsApplied: 0, snapshotsRejected: 0, replayFrom: null };
+    }
+
+    const replayFrom = this.takeReplayFrom(result.response.headers[HEADER_REPLAY_FROM.toLowerCase()], kind);
+    const { applied, rejected } = await this.applySnapshots(result.response.body.bootstrap_rollouts ?? [], kind);
+    return { ok: true, failure: null, retryAfterSecs: null, snapshotsApplied: applied, snapshotsRejected: rejected, replayFrom };
+  }
+
+  private takeReplayFrom(raw: string | undefined, kind: ExchangeKind): ReplayFrom | null {
+    if (raw === undefined) return null;
+    const parsed = parseReplayFrom(raw);
+    if (!parsed.ok) {
+      this.logger.warn(
+        `${HEADER_REPLAY_FROM} from ${this.client.baseUrl} is malformed (${parsed.reason}, value "${truncate(raw)}"); ignored, nothing is replayed`,
+      );
+      return null;
+    }
+    this.lastReplay = { value: raw.trim(), receivedAt: this.clock.now().toISOString(), source: kind };
+    if (this.replayPort) {
+      this.logger.warn(`the control plane asks for a replay (${HEADER_REPLAY_FROM}: ${raw.trim()}); replaying from the event log`);
+      this.replayPort.requestReplay(parsed.value, kind);
+    } else {
+      this.logger.warn(
+        `the control plane asks for a replay (${HEADER_REPLAY_FROM}: ${raw.trim()}) but no event log is connected; recorded in status only`,
+      );
+    }
+    return parsed.value;
+  }
+
+  private async applySnapshots(raw: unknown[], kind: ExchangeKind): Promise<{ applied: number; rejected: number }> {
+    let applied = 0;
+    let rejected = 0;
+    for (const [i, item] of raw.entries()) {
+      const where = `bootstrap_rollouts[${i}]`;
+      const checked = validateWire(HostRolloutSnapshot, item, where);
+      if (!checked.ok) {
+        rejected += 1;
+        this.logger.warn(`${kind} answer: snapshot ${where} is invalid (${checked.problems.join('; ')}); dropped, the reducer never sees it`);
+        continue;
+      }
+      const snapshot = checked.value;
+      if (snapshot.hostname !== this.config.machineId) {
+        rejected += 1;
+        this.logger.warn(
+          `${kind} answer: snapshot ${where} (${snapshot.rolloutId}) is for host "${snapshot.hostname}", not "${this.config.machineId}"; dropped`,
+        );
+        continue;
+      }
+      await this.reducer.submit({ type: 'Snapshot', snapshot });
+      applied += 1;
+    }
+    if (applied > 0) this.logger.log(`${kind} answer: ${applied} rollout snapshot(s) from the control plane applied`);
+    return { applied, rejected };
+  }
+
+  private estimateSkew(dateHeader: string | undefined, sentAtMs: number, receivedAtMs: number): void {
+    if (dateHeader === undefined) return;
+    const cpMs = Date.parse(dateHeader);
+    if (Number.isNaN(cpMs)) return;
+    // The CP stamped Date somewhere between our send and receive, truncated
+    // to the second: compare the middle of that second with our midpoint.
+    const ours = (sentAtMs + receivedAtMs) / 2;
+    this.skewSecs = Math.round((cpMs + 500 - ours) / 100) / 10;
+  }
+}
+
+export function describeOutcome(outcome: ExchangeOutcome): string {
+  return outcome.failure ? describeFailure(outcome.failure) : 'ok';
+}
+
+function truncate(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

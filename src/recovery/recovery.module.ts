@@ -1,0 +1,22 @@
+import { type DynamicModule, Module, type ModuleMetadata } from '@nestjs/common';
+import { CurrentSystemReader } from './current-system.reader';
+import { HeartbeatExchange } from './heartbeat-exchange';
+import { RecoveryService } from './recovery.service';
+
+/**
+ * What the host runs and what the CP remembers of it: the closure reader,
+ * the heartbeat exchange, and the boot-recovery handshake. `portModules`
+ * provide the replay port.
+ */
+@Module({})
+export class RecoveryModule {
+  static forRoot(portModules: NonNullable<ModuleMetadata['imports']> = []): DynamicModule {
+    return {
+      module: RecoveryModule,
+      global: true,
+      imports: portModules,
+      providers: [CurrentSystemReader, HeartbeatExchange, RecoveryService],
+      exports: [CurrentSystemReader, HeartbeatExchange, RecoveryService],
+    };
+  }
+}

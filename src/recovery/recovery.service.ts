@@ -1,0 +1,85 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { describeFailure } from '../comms/cp-failure';
+import { TIMEOUTS } from '../protocol/protocol.constants';
+import { type ExchangeOutcome, HeartbeatExchange } from './heartbeat-exchange';
+
+export interface RecoveryStatus {
+  completedAt: string | null;
+  reachedControlPlane: boolean | null;
+  snapshotsApplied: number;
+}
+
+/**
+ * The boot-recovery handshake (PROTOCOL §3): one heartbeat at start, whose
+ * snapshots are in the reducer before any worker starts. Workers wait on
+ * `whenComplete()`; a CP that is down delays nothing beyond the deadline.
+ */
+@Injectable()
+export class RecoveryService implements OnApplicationBootstrap {
+  private readonly logger = new Logger(RecoveryService.name);
+  private outcome: ExchangeOutcome | null = null;
+  private completedAt: Date | null = null;
+  private started = false;
+  private resolveDone!: (outcome: ExchangeOutcome) => void;
+  private readonly done = new Promise<ExchangeOutcome>((resolve) => {
+    this.resolveDone = resolve;
+  });
+
+  constructor(
+    private readonly exchange: HeartbeatExchange,
+    @Inject(CLOCK) private readonly clock: Clock,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    // Not awaited: the admin endpoint should answer while the handshake waits on a slow CP.
+    this.run().catch((err: unknown) => {
+      this.logger.error(`boot-recovery handshake crashed: ${(err as Error).stack ?? String(err)}; starting the workers anyway`);
+    });
+  }
+
+  /** Resolves once the handshake is over, whatever its outcome. */
+  whenComplete(): Promise<ExchangeOutcome> {
+    return this.done;
+  }
+
+  status(): RecoveryStatus {
+    return {
+      completedAt: this.completedAt?.toISOString() ?? null,
+      reachedControlPlane: this.outcome ? this.outcome.ok : null,
+      snapshotsApplied: this.outcome?.snapshotsApplied ?? 0,
+    };
+  }
+
+  /** Runs the handshake; exactly once per process. */
+  async run(): Promise<ExchangeOutcome> {
+    if (this.started) return this.done;
+    this.started = true;
+    let outcome: ExchangeOutcome;
+    try {
+      outcome = await this.exchange.send('boot-recovery', TIMEOUTS.bootRecoveryMs);
+    } catch (err) {
+      outcome = {
+        ok: false,
+        failure: { kind: 'network', detail: (err as Error).message },
+        retryAfterSecs: null,
+        snapshotsApplied: 0,
+        snapshotsRejected: 0,
+        replayFrom: null,
+      };
+    }
+    this.outcome = outcome;
+    this.completedAt = this.clock.now();
+    if (outcome.ok) {
+      this.logger.log(
+        `boot recovery: control plane reached; ${outcome.snapshotsApplied} snapshot(s) applied${outcome.snapshotsRejected ? `, ${outcome.snapshotsRejected} rejected` : ''}; starting the workers`,
+      );
+    } else if (outcome.failure) {
+      this.logger.warn(
+        `boot recovery: control plane not reached (${describeFailure(outcome.failure)}); starting anyway, the heartbeat keeps trying`,
+      );
+    }
+    this.resolveDone(outcome);
+    return outcome;
+  }
+}

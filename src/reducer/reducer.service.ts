@@ -1,0 +1,214 @@
+import { Inject, Injectable, Logger, type OnApplicationShutdown, Optional } from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { REDUCER_QUEUE_CAPACITY } from './reducer.constants';
+import {
+  EMIT_EVENT_PORT,
+  type EffectOf,
+  type EmitEventPort,
+  FIRE_ROLLBACK_PORT,
+  FIRE_SWITCH_PORT,
+  type FireRollbackPort,
+  type FireSwitchPort,
+  REDUCER_POLICY,
+  RESET_PROBE_CACHE_PORT,
+  type ResetProbeCachePort,
+} from './reducer.ports';
+import { EMPTY_STATE, type Effect, type Policy, type ReducerInput, type ReducerState, type TransitionResult } from './reducer.types';
+import { transition } from './transition';
+
+interface Queued {
+  input: ReducerInput;
+  resolve: (result: TransitionResult) => void;
+  reject: (err: Error) => void;
+}
+
+export class ReducerClosedError extends Error {
+  constructor() {
+    super('the reducer is shut down and takes no more input');
+    this.name = 'ReducerClosedError';
+  }
+}
+
+export interface ReducerStats {
+  queueDepth: number;
+  waitingProducers: number;
+  applied: number;
+  rejected: number;
+  failed: number;
+  /** Effects that reached a port no module provides yet. */
+  unconnectedEffects: Record<Effect['type'], number>;
+  /** Monotonic ms of the last input taken off the queue; liveness reads it. */
+  lastProgressMono: number | null;
+}
+
+/**
+ * The one mutator of rollout state: a bounded queue and a single consumer
+ * that applies the pure transition function and sends the effects out
+ * through ports.
+ */
+@Injectable()
+export class ReducerService implements OnApplicationShutdown {
+  private readonly logger = new Logger(ReducerService.name);
+  private state: ReducerState = EMPTY_STATE;
+  private readonly queue: Queued[] = [];
+  private readonly spaceWaiters: (() => void)[] = [];
+  private consuming: Promise<void> | null = null;
+  private closed = false;
+  private readonly stats: ReducerStats = {
+    queueDepth: 0,
+    waitingProducers: 0,
+    applied: 0,
+    rejected: 0,
+    failed: 0,
+    unconnectedEffects: { EmitEvent: 0, FireSwitch: 0, FireRollback: 0, ResetProbeCache: 0 },
+    lastProgressMono: null,
+  };
+
+  constructor(
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Inject(REDUCER_POLICY) private readonly policy: Policy,
+    @Optional() @Inject(EMIT_EVENT_PORT) private readonly emitPort?: EmitEventPort,
+    @Optional() @Inject(FIRE_SWITCH_PORT) private readonly switchPort?: FireSwitchPort,
+    @Optional() @Inject(FIRE_ROLLBACK_PORT) private readonly rollbackPort?: FireRollbackPort,
+    @Optional() @Inject(RESET_PROBE_CACHE_PORT) private readonly probeCachePort?: ResetProbeCachePort,
+  ) {}
+
+  /** Queues an input; waits while the queue is full. Resolves once the input is applied (or rejected). */
+  async submit(input: ReducerInput): Promise<TransitionResult> {
+    while (!this.closed && this.queue.length >= REDUCER_QUEUE_CAPACITY) {
+      await new Promise<void>((resolve) => this.spaceWaiters.push(resolve));
+    }
+    if (this.closed) throw new ReducerClosedError();
+    return new Promise<TransitionResult>((resolve, reject) => {
+      this.queue.push({ input, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** The current state; immutable, so callers may keep it. */
+  current(): ReducerState {
+    return this.state;
+  }
+
+  /** Sets the state rebuilt from the event log, before any input arrives. */
+  restore(state: ReducerState): void {
+    if (this.stats.applied + this.stats.rejected + this.stats.failed > 0 || this.queue.length > 0) {
+      throw new Error('restore() must run before the reducer takes input');
+    }
+    this.state = state;
+  }
+
+  lastEventSeqByRollout(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [id, entry] of Object.entries(this.state.rollouts)) out[id] = entry.lastEventSeq;
+    return out;
+  }
+
+  statistics(): ReducerStats {
+    return {
+      ...this.stats,
+      queueDepth: this.queue.length,
+      waitingProducers: this.spaceWaiters.length,
+      unconnectedEffects: { ...this.stats.unconnectedEffects },
+    };
+  }
+
+  /** Resolves when every queued input has been applied. */
+  async drain(): Promise<void> {
+    while (this.consuming) await this.consuming;
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.closed = true;
+    for (const wake of this.spaceWaiters.splice(0)) wake();
+    await this.drain();
+  }
+
+  private pump(): void {
+    if (this.consuming) return;
+    this.consuming = this.consume().finally(() => {
+      this.consuming = null;
+    });
+  }
+
+  private async consume(): Promise<void> {
+    for (let item = this.queue.shift(); item; item = this.queue.shift()) {
+      this.spaceWaiters.shift()?.();
+      this.stats.lastProgressMono = this.clock.monotonicMs();
+      try {
+        item.resolve(await this.apply(item.input));
+      } catch (err) {
+        this.stats.failed += 1;
+        item.reject(err as Error);
+      }
+    }
+  }
+
+  private async apply(input: ReducerInput): Promise<TransitionResult> {
+    const result = transition(this.state, input, this.clock.now(), this.policy);
+    if (result.rejected) {
+      this.stats.rejected += 1;
+      this.logger.warn(`${result.rejected}; input ignored, rollout state unchanged`);
+      return result;
+    }
+    if (result.note) this.logger.debug(result.note);
+
+    const events = result.effects.filter((e): e is EffectOf<'EmitEvent'> => e.type === 'EmitEvent');
+    if (events.length > 0) {
+      if (this.emitPort) {
+        try {
+          await this.emitPort.emit(events);
+        } catch (err) {
+          this.logger.error(
+            `${describeInput(input)} not applied: its events could not be made durable (${(err as Error).message}); rollout state unchanged, nothing sent to the control plane`,
+          );
+          throw err;
+        }
+      } else {
+        this.unconnected('EmitEvent', events.length, events.map((e) => `${e.event.kind}#${e.event.seq}`).join(', '));
+      }
+    }
+    this.state = result.state;
+    this.stats.applied += 1;
+
+    for (const effect of result.effects) {
+      try {
+        await this.dispatch(effect);
+      } catch (err) {
+        this.logger.error(`${effect.type} for ${effect.rolloutId} failed: ${(err as Error).message}; the rollout's state stands as applied`);
+      }
+    }
+    return result;
+  }
+
+  private async dispatch(effect: Effect): Promise<void> {
+    switch (effect.type) {
+      case 'EmitEvent':
+        return; // already made durable before the state was committed
+      case 'FireSwitch':
+        if (this.switchPort) return this.switchPort.handle(effect);
+        return this.unconnected(effect.type, 1, `${effect.rolloutId} → ${effect.targetClosure}`);
+      case 'FireRollback':
+        if (this.rollbackPort) return this.rollbackPort.handle(effect);
+        return this.unconnected(effect.type, 1, `${effect.rolloutId} → ${effect.toClosure}`);
+      case 'ResetProbeCache':
+        if (this.probeCachePort) return this.probeCachePort.handle(effect);
+        return this.unconnected(effect.type, 1, effect.rolloutId);
+      default: {
+        const never: never = effect;
+        return never;
+      }
+    }
+  }
+
+  private unconnected(type: Effect['type'], count: number, what: string): void {
+    this.stats.unconnectedEffects[type] += count;
+    this.logger.debug(`${type} (${what}): no consumer is connected to this port; counted only`);
+  }
+}
+
+export function describeInput(input: ReducerInput): string {
+  return input.type === 'Tick' ? 'tick' : input.type === 'Snapshot'
+    ? `snapshot of ${input.snapshot.rolloutId}`
+    : `${input.type} for ${input.rolloutId}`;
+}

@@ -1,0 +1,35 @@
+import { type AgentConfig, loadConfig } from '../../src/config/config.loader';
+import type { ClientIdentity, Pki } from '../../dev/pki';
+
+export interface TestConfigOptions {
+  pki: Pki;
+  controlPlaneUrl: string;
+  stateDir: string;
+  currentSystemPath?: string;
+  identity?: ClientIdentity;
+  machineId?: string;
+  caCertPath?: string;
+  extra?: string[];
+}
+
+/** The agent's flags for a test, and the config the real loader makes of them. */
+export function testArgs(o: TestConfigOptions): string[] {
+  const id = o.identity ?? o.pki.client;
+  return [
+    '--control-plane-url', o.controlPlaneUrl,
+    '--machine-id', o.machineId ?? o.pki.machineId,
+    '--ca-cert', o.caCertPath ?? o.pki.caCertPath,
+    '--client-cert', id.certPath,
+    '--client-key', id.keyPath,
+    '--state-dir', o.stateDir,
+    '--current-system-path', o.currentSystemPath ?? `${o.stateDir}/current-system`,
+    '--log-format', 'json',
+    ...(o.extra ?? []),
+  ];
+}
+
+export function testConfig(o: TestConfigOptions): AgentConfig {
+  const loaded = loadConfig({ argv: testArgs(o), env: {}, stdoutIsTty: false });
+  if (loaded.kind !== 'run') throw new Error(`test config is invalid: ${JSON.stringify(loaded)}`);
+  return loaded.config;
+}
