@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { DevControlPlane } from './control-plane';
 import { makePki, PKI_FILES } from './pki';
 
-const USAGE = 'usage: control-plane-main --pki-dir DIR [--make-pki] [--machine-id web-01] [--port 8443] [--host 127.0.0.1]';
+const USAGE =
+  'usage: control-plane-main --pki-dir DIR [--make-pki] [--machine-id web-01] [--server-name NAME]... [--port 8443] [--host 127.0.0.1]';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -14,6 +15,8 @@ async function main(): Promise<void> {
       'machine-id': { type: 'string', default: 'web-01' },
       port: { type: 'string', default: '8443' },
       host: { type: 'string', default: '127.0.0.1' },
+      // Also valid in the server certificate (e.g. the compose service name).
+      'server-name': { type: 'string', multiple: true },
     },
   });
   const dir = values['pki-dir'];
@@ -21,7 +24,7 @@ async function main(): Promise<void> {
   if (!dir || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(USAGE);
   // Keep an existing PKI: a restarted CP must still be trusted by agents holding the old CA.
   if (values['make-pki'] && !fs.existsSync(path.join(dir, PKI_FILES.caCert))) {
-    await makePki(dir, { machineId: values['machine-id'] });
+    await makePki(dir, { machineId: values['machine-id'], serverNames: values['server-name'] ?? [] });
   }
   const cp = await DevControlPlane.start({
     pki: {

@@ -81,8 +81,9 @@ interface Ca {
 }
 
 /** Writes a fresh CA, server cert and the client identities the agent's tests need into `dir`. */
-export async function makePki(dir: string, opts: { machineId?: string } = {}): Promise<Pki> {
+export async function makePki(dir: string, opts: { machineId?: string; serverNames?: string[] } = {}): Promise<Pki> {
   const machineId = opts.machineId ?? 'web-01';
+  const serverNames = opts.serverNames ?? [];
   fs.mkdirSync(dir, { recursive: true });
   const file = (name: string): string => path.join(dir, name);
 
@@ -119,7 +120,7 @@ export async function makePki(dir: string, opts: { machineId?: string } = {}): P
 
   const server = async (): Promise<void> => {
     const keys = await generateKeyPair('ec', { namedCurve: 'P-256' });
-    await writeLeaf(ca, keys.publicKey, { cn: 'localhost', usage: 'server' }, file(PKI_FILES.serverCert));
+    await writeLeaf(ca, keys.publicKey, { cn: 'localhost', usage: 'server', serverNames }, file(PKI_FILES.serverCert));
     writeKey(file(PKI_FILES.serverKey), pem(keys.privateKey, 'pkcs8'));
   };
 
@@ -218,7 +219,7 @@ async function makeCa(cn: string, certPath: string, keyPath: string): Promise<Ca
 async function writeLeaf(
   ca: Ca,
   publicKey: crypto.KeyObject,
-  o: { cn: string; usage: 'client' | 'server'; notBefore?: Date; notAfter?: Date },
+  o: { cn: string; usage: 'client' | 'server'; notBefore?: Date; notAfter?: Date; serverNames?: string[] },
   certPath: string,
 ): Promise<void> {
   const now = Date.now();
@@ -238,6 +239,8 @@ async function writeLeaf(
         { type: 'dns', value: 'localhost' },
         { type: 'ip', value: '127.0.0.1' },
         { type: 'ip', value: '::1' },
+        // Extra DNS names, e.g. the compose service name the agent dials.
+        ...(o.serverNames ?? []).map((value) => ({ type: 'dns' as const, value })),
       ]),
     );
   }
