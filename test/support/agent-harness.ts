@@ -1,0 +1,148 @@
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { INestApplication, LoggerService } from '@nestjs/common';
+import { Test, type TestingModuleBuilder } from '@nestjs/testing';
+import { DevControlPlane, type DevCpOptions } from '../../dev/control-plane';
+import { makePki, type Pki } from '../../dev/pki';
+import { AgentModule } from '../../src/agent.module';
+import { CLOCK } from '../../src/clock/clock';
+import { RANDOM, type RandomSource } from '../../src/clock/random';
+import { loadIdentity } from '../../src/comms/identity';
+import type { AgentConfig } from '../../src/config/config.loader';
+import { testConfig, type TestConfigOptions } from './agent-config';
+import { FakeClock } from './fake-clock';
+
+/** A store-path basename that passes the protocol's closure pattern. */
+export function fakeClosure(name: string, hashChar = 'a'): string {
+  return `${hashChar.repeat(32)}-nixos-system-${name}`;
+}
+
+/** A scratch world for one test file: temp dir, PKI, dev CP, a current-system link. */
+export interface World {
+  dir: string;
+  pki: Pki;
+  cp: DevControlPlane;
+  currentSystemPath: string;
+  /** Re-points the current-system link (atomically enough for tests). */
+  setCurrentSystem(closure: string | null): void;
+  close(): Promise<void>;
+}
+
+export async function makeWorld(cpOptions: Partial<DevCpOptions> = {}): Promise<World> {
+  const dir = mkdtempSync(join(tmpdir(), 'nfa-world-'));
+  const pki = await makePki(join(dir, 'pki'));
+  const cp = await DevControlPlane.start({ pki, ...cpOptions });
+  const currentSystemPath = join(dir, 'current-system');
+  const world: World = {
+    dir,
+    pki,
+    cp,
+    currentSystemPath,
+    setCurrentSystem(closure) {
+      rmSync(currentSystemPath, { force: true });
+      if (closure !== null) symlinkSync(`/nix/store/${closure}`, currentSystemPath);
+    },
+    async close() {
+      await cp.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  world.setCurrentSystem(fakeClosure('web-01-26.05'));
+  return world;
+}
+
+/** Pins jitter: 0.5 means no jitter at all. */
+export class FixedRandom implements RandomSource {
+  constructor(public value = 0.5) {}
+  next(): number {
+    return this.value;
+  }
+}
+
+export interface LogEntry {
+  level: 'log' | 'error' | 'warn' | 'debug' | 'verbose' | 'fatal';
+  message: string;
+  context?: string;
+}
+
+/** Keeps what the agent logs, so tests can assert its warnings. */
+export class CapturingLogger implements LoggerService {
+  readonly entries: LogEntry[] = [];
+  log(message: unknown, context?: string): void {
+    this.add('log', message, context);
+  }
+  error(message: unknown, _trace?: string, context?: string): void {
+    this.add('error', message, context);
+  }
+  warn(message: unknown, context?: string): void {
+    this.add('warn', message, context);
+  }
+  debug(message: unknown, context?: string): void {
+    this.add('debug', message, context);
+  }
+  verbose(message: unknown, context?: string): void {
+    this.add('verbose', message, context);
+  }
+  fatal(message: unknown, context?: string): void {
+    this.add('fatal', message, context);
+  }
+  /** Messages of one level, optionally from one context (a class name). */
+  messages(level: LogEntry['level'], context?: string): string[] {
+    return this.entries.filter((e) => e.level === level && (!context || e.context === context)).map((e) => e.message);
+  }
+  private add(level: LogEntry['level'], message: unknown, context?: string): void {
+    this.entries.push({ level, message: typeof message === 'string' ? message : JSON.stringify(message), context });
+  }
+}
+
+export interface AgentUnderTest {
+  app: INestApplication;
+  logs: CapturingLogger;
+  config: AgentConfig;
+  clock: FakeClock;
+  random: FixedRandom;
+  stateDir: string;
+  close(): Promise<void>;
+}
+
+export interface BuildOptions extends Partial<Omit<TestConfigOptions, 'pki'>> {
+  /** Extra overrides on the testing module before compile. */
+  customize?: (builder: TestingModuleBuilder) => TestingModuleBuilder;
+  /** Default true: run app.init() (starts the boot handshake). */
+  init?: boolean;
+  clock?: FakeClock;
+}
+
+/**
+ * The agent's real module graph, built with the Nest testing module, against
+ * the world's dev CP. Time is a FakeClock and jitter is pinned; everything
+ * else — TLS, HTTP, files — is real.
+ */
+export async function buildAgent(world: World, options: BuildOptions = {}): Promise<AgentUnderTest> {
+  const stateDir = options.stateDir ?? join(world.dir, `state-${Math.random().toString(36).slice(2)}`);
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const config = testConfig({
+    pki: world.pki,
+    controlPlaneUrl: options.controlPlaneUrl ?? world.cp.url,
+    stateDir,
+    currentSystemPath: options.currentSystemPath ?? world.currentSystemPath,
+    identity: options.identity,
+    machineId: options.machineId,
+    caCertPath: options.caCertPath,
+    extra: options.extra,
+  });
+  const clock = options.clock ?? new FakeClock();
+  const random = new FixedRandom();
+  let builder = Test.createTestingModule({ imports: [AgentModule.forRoot(config, loadIdentity(config))] })
+    .overrideProvider(CLOCK)
+    .useValue(clock)
+    .overrideProvider(RANDOM)
+    .useValue(random);
+  if (options.customize) builder = options.customize(builder);
+  const moduleRef = await builder.compile();
+  const logs = new CapturingLogger();
+  const app = moduleRef.createNestApplication({ logger: logs });
+  if (options.init !== false) await app.init();
+  return { app, logs, config, clock, random, stateDir, close: () => app.close() };
+}
