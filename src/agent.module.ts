@@ -22,7 +22,10 @@ export class AgentModule {
         ClockModule,
         ScheduleModule.forRoot(),
         CommsModule.forRoot(identity),
-        ReducerModule.forRoot({ onHealthFailure: 'halt', sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS }),
+        ReducerModule.forRoot({
+          onHealthFailure: config.onHealthFailure,
+          sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS,
+        }),
         RecoveryModule.forRoot(),
         HeartbeatModule,
         AdminModule,

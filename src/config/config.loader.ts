@@ -112,6 +112,13 @@ export function loadConfig(input: LoadInput): LoadResult {
       settingProblem(missing, `must be set together with ${flagOf(given)}; a client certificate needs its key and the other way round`),
     );
   }
+  if (settings.activationBackend === 'command') {
+    if (settings.activationCommand === undefined) {
+      problems.push(settingProblem('activationCommand', 'is required with --activation-backend command'));
+    } else if (Array.isArray(settings.activationCommand) && !settings.activationCommand.some((a) => a.includes('{closure}'))) {
+      problems.push(settingProblem('activationCommand', 'must contain the {closure} placeholder in some argument'));
+    }
+  }
   for (const key of ['caCert', 'clientCert', 'clientKey'] as const) {
     const path = settings[key];
     if (path === undefined) continue;
@@ -167,6 +174,12 @@ function coerce(spec: SettingSpec, value: unknown): unknown {
       return value;
     case 'int':
       return /^\s*-?\d+\s*$/.test(value) ? Number(value) : value;
+    case 'argv':
+      try {
+        return JSON.parse(value) as unknown;
+      } catch {
+        return value;
+      }
     case 'bool': {
       const v = value.trim().toLowerCase();
       if (['1', 'true', 'yes', 'on'].includes(v)) return true;

@@ -1,4 +1,6 @@
 import {
+  ArrayNotEmpty,
+  IsArray,
   IsBoolean,
   IsIn,
   IsInt,
@@ -13,6 +15,11 @@ import {
 
 export const LOG_FORMATS = ['json', 'text'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export const ACTIVATION_BACKENDS = ['nixos', 'command', 'symlink'] as const;
+export type ActivationBackendName = (typeof ACTIVATION_BACKENDS)[number];
+
+export const HEALTH_FAILURE_POLICIES = ['halt', 'rollback-and-halt'] as const;
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'verbose'] as const;
 export type AgentLogLevel = (typeof LOG_LEVELS)[number];
@@ -72,6 +79,36 @@ export class Settings {
   @IsBoolean({ message: 'must be true or false' })
   adminAllowRemote!: boolean;
 
+  @IsInt({ message: 'must be a whole number of days' })
+  @Min(0, { message: 'must be 0 or more days' })
+  @Max(3650, { message: 'must be at most 3650 days' })
+  eventRetentionDays!: number;
+
+  @IsInt({ message: 'must be a whole number of MiB' })
+  @Min(1, { message: 'must be at least 1 MiB' })
+  @Max(10_240, { message: 'must be at most 10240 MiB' })
+  eventLogMaxMb!: number;
+
+  @IsString()
+  @Matches(/^\//, { message: 'must be an absolute path' })
+  storeDir!: string;
+
+  @IsIn(ACTIVATION_BACKENDS, { message: `must be one of: ${ACTIVATION_BACKENDS.join(', ')}` })
+  activationBackend!: ActivationBackendName;
+
+  @IsOptional()
+  @IsArray({ message: 'must be a JSON array of strings, e.g. ["/usr/local/bin/activate", "{closure}"]' })
+  @ArrayNotEmpty({ message: 'must name a program' })
+  @IsString({ each: true, message: 'must hold only strings' })
+  activationCommand?: string[];
+
+  @IsString()
+  @Matches(/^\//, { message: 'must be an absolute path' })
+  systemProfile!: string;
+
+  @IsIn(HEALTH_FAILURE_POLICIES, { message: `must be one of: ${HEALTH_FAILURE_POLICIES.join(', ')}` })
+  onHealthFailure!: (typeof HEALTH_FAILURE_POLICIES)[number];
+
   @IsIn(LOG_FORMATS, { message: `must be one of: ${LOG_FORMATS.join(', ')}` })
   logFormat!: LogFormat;
 
@@ -80,7 +117,7 @@ export class Settings {
 }
 
 export type SettingKey = keyof Settings;
-export type SettingKind = 'string' | 'int' | 'bool';
+export type SettingKind = 'string' | 'int' | 'bool' | 'argv';
 
 export interface SettingSpec {
   key: SettingKey;
@@ -124,6 +161,37 @@ export const SETTING_SPECS: readonly SettingSpec[] = [
     kind: 'bool',
     default: () => false,
     help: 'allow --admin-listen on a non-loopback address',
+  },
+  {
+    key: 'eventRetentionDays',
+    kind: 'int',
+    default: () => 7,
+    help: 'days a delivered event is kept for replay after its rollout ends',
+  },
+  { key: 'eventLogMaxMb', kind: 'int', default: () => 64, help: 'size cap of the event log in MiB; pending events are never dropped' },
+  { key: 'storeDir', kind: 'string', default: () => '/nix/store', help: 'where dispatched closures (store path basenames) are resolved' },
+  {
+    key: 'activationBackend',
+    kind: 'string',
+    default: () => 'nixos',
+    help: 'nixos (switch-to-configuration via systemd-run), command, or symlink (demo and tests)',
+  },
+  {
+    key: 'activationCommand',
+    kind: 'argv',
+    help: 'for --activation-backend command: a JSON array argv with a {closure} placeholder',
+  },
+  {
+    key: 'systemProfile',
+    kind: 'string',
+    default: () => '/nix/var/nix/profiles/system',
+    help: 'system profile the nixos backend sets to the closure',
+  },
+  {
+    key: 'onHealthFailure',
+    kind: 'string',
+    default: () => 'halt',
+    help: 'halt, or rollback-and-halt (roll back to the closure running at dispatch)',
   },
   {
     key: 'logFormat',
