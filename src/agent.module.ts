@@ -7,6 +7,7 @@ import type { TlsIdentity } from './comms/identity';
 import type { AgentConfig } from './config/config.loader';
 import { ConfigModule } from './config/config.module';
 import { HeartbeatModule } from './heartbeat/heartbeat.module';
+import { LifecycleModule } from './lifecycle/lifecycle.module';
 import { RecoveryModule } from './recovery/recovery.module';
 import { ReducerModule } from './reducer/reducer.module';
 import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS } from './reducer/reducer.types';
@@ -20,6 +21,7 @@ export class AgentModule {
       imports: [
         ConfigModule.forRoot(config),
         ClockModule,
+        LifecycleModule,
         ScheduleModule.forRoot(),
         CommsModule.forRoot(identity),
         ReducerModule.forRoot({

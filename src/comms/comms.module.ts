@@ -1,6 +1,6 @@
 import { HttpModule } from '@nestjs/axios';
 import { type DynamicModule, Module } from '@nestjs/common';
-import { PROTOCOL_MAJOR, HEADER_PROTOCOL, MAX_RESPONSE_BYTES, TIMEOUTS } from '../protocol/protocol.constants';
+import { HEADER_PROTOCOL, MAX_RESPONSE_BYTES, PROTOCOL_MAJOR } from '../protocol/protocol.constants';
 import { AGENT_VERSION } from '../version';
 import { TLS_IDENTITY } from './comms.constants';
 import { ControlPlaneClient } from './control-plane.client';
@@ -24,8 +24,6 @@ export class CommsModule {
             'User-Agent': `nixfleet-agent/${AGENT_VERSION}`,
             Accept: 'application/json',
           },
-          // Idle timeout as a backstop; the hard deadline is the per-call abort signal.
-          timeout: TIMEOUTS.defaultRequestMs,
           maxContentLength: MAX_RESPONSE_BYTES,
           maxBodyLength: MAX_RESPONSE_BYTES,
           maxRedirects: 0,

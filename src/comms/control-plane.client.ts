@@ -6,7 +6,8 @@ import { type Clock, CLOCK } from '../clock/clock';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { HeartbeatResponse, type HeartbeatRequest } from '../protocol/heartbeat.wire';
-import { PATH_HEARTBEAT, TIMEOUTS } from '../protocol/protocol.constants';
+import { DispatchOrder } from '../protocol/dispatch.wire';
+import { PATH_DISPATCH, PATH_EVENTS, PATH_HEARTBEAT, TIMEOUTS } from '../protocol/protocol.constants';
 import { validateWire } from '../protocol/validate';
 import { classifyTransportError, type CpFailure, parseRetryAfter } from './cp-failure';
 import { TlsAgentHolder } from './tls-agent.holder';
@@ -18,13 +19,13 @@ export interface CpResponse<T> {
   body: T;
 }
 
-/** Failures that carry a response keep its headers: `Retry-After`, `Date` and `X-Nixfleet-Replay-From` matter even then. */
+/** Failures that carry a response keep its headers: `Retry-After` and `Date` matter even then. */
 export type CpResult<T> =
   | { ok: true; response: CpResponse<T> }
   | { ok: false; failure: CpFailure; headers: Record<string, string> | null };
 
 export interface CallOptions {
-  /** Hard deadline for the whole call, connect to last body byte; at most the 30 s default. */
+  /** Hard deadline for the whole call, connect to last body byte; 30 s unless the call says otherwise. */
   deadlineMs?: number;
   /** Aborts the call early, e.g. on shutdown. */
   signal?: AbortSignal;
@@ -67,6 +68,48 @@ export class ControlPlaneClient {
     return { ok: true, response: { status, headers, body: checked.value } };
   }
 
+  /**
+   * POSTs one event envelope, exactly these bytes (a replay resends what was
+   * first sent). Any status comes back as an answer: PROTOCOL §6 gives 204,
+   * 409 and each 4xx its own meaning, which is the drainer's to apply.
+   */
+  async postEvent(envelope: string, options: CallOptions = {}): Promise<CpResult<null>> {
+    const raw = await this.call('POST', PATH_EVENTS, envelope, {
+      deadlineMs: options.deadlineMs ?? TIMEOUTS.eventMs,
+      signal: options.signal,
+    });
+    if (!raw.ok) return raw;
+    if (raw.answer.status >= 200 && raw.answer.status <= 299) {
+      return { ok: true, response: { status: raw.answer.status, headers: raw.answer.headers, body: null } };
+    }
+    return this.statusFailure(raw.answer);
+  }
+
+  /**
+   * Long-polls for a dispatch (PROTOCOL §8): null when there is nothing to do
+   * (204 or an empty body), else the validated order.
+   */
+  async pollDispatch(waitSecs: number, options: CallOptions = {}): Promise<CpResult<DispatchOrder | null>> {
+    const raw = await this.call('GET', `${PATH_DISPATCH}?wait=${waitSecs}`, undefined, {
+      // The CP holds the poll up to `wait`; the deadline leaves it 10 s more.
+      deadlineMs: options.deadlineMs ?? (waitSecs + 10) * 1000,
+      signal: options.signal,
+    });
+    if (!raw.ok) return raw;
+    const { status, headers, text } = raw.answer;
+    if (status === 204 || (status === 200 && text.trim() === '')) {
+      return { ok: true, response: { status, headers, body: null } };
+    }
+    if (status !== 200) return this.statusFailure(raw.answer);
+    const parsed = parseJson(text);
+    if (!parsed.ok) return { ok: false, failure: { kind: 'bad-body', detail: parsed.reason, status }, headers };
+    const checked = validateWire(DispatchOrder, parsed.value);
+    if (!checked.ok) {
+      return { ok: false, failure: { kind: 'bad-body', detail: checked.problems.join('; '), status }, headers };
+    }
+    return { ok: true, response: { status, headers, body: checked.value } };
+  }
+
   /** One request with the hard deadline; the answer's status is not judged here. */
   async call(
     method: 'GET' | 'POST',
@@ -74,7 +117,7 @@ export class ControlPlaneClient {
     data: string | undefined,
     options: CallOptions,
   ): Promise<{ ok: true; answer: RawAnswer } | { ok: false; failure: CpFailure; headers: null }> {
-    const deadlineMs = Math.min(options.deadlineMs ?? TIMEOUTS.defaultRequestMs, TIMEOUTS.defaultRequestMs);
+    const deadlineMs = options.deadlineMs ?? TIMEOUTS.defaultRequestMs;
     // axios's `timeout` only limits idle time; a peer that dribbles bytes
     // would outlive it. The abort signal is a deadline for the whole call.
     const deadline = AbortSignal.timeout(deadlineMs);
@@ -86,6 +129,8 @@ export class ControlPlaneClient {
         data,
         headers: data === undefined ? {} : { 'Content-Type': 'application/json' },
         httpsAgent: this.tls.current(),
+        // axios's own idle timeout must not undercut a long-poll's deadline.
+        timeout: deadlineMs,
         signal,
       });
       return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text: res.data ?? '' } };

@@ -1,4 +1,4 @@
-import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { TLS_IDENTITY } from './comms.constants';
 import type { TlsIdentity } from './identity';
@@ -6,7 +6,7 @@ import { buildTlsAgent, type ConnectTimeoutAgent } from './tls-agent';
 
 /** The https.Agent in use. Callers ask for it per request so a renewed identity applies to new connections. */
 @Injectable()
-export class TlsAgentHolder implements OnModuleDestroy {
+export class TlsAgentHolder implements OnApplicationShutdown {
   private agent: ConnectTimeoutAgent;
   private identity: TlsIdentity;
 
@@ -23,7 +23,8 @@ export class TlsAgentHolder implements OnModuleDestroy {
     return this.identity;
   }
 
-  onModuleDestroy(): void {
+  // The last shutdown phase: an in-flight heartbeat is let finish before its sockets go.
+  onApplicationShutdown(): void {
     this.agent.destroy();
   }
 }

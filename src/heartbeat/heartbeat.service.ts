@@ -79,7 +79,12 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
       this.lastSuccessMono = now;
       this.nextDueMono = now + steadyDelayMs(this.intervalMs, this.random);
     } else {
+      // The handshake is the first heartbeat: its failure is the one status reports.
       this.consecutiveFailures = 1;
+      if (handshake.failure) {
+        const { failure } = handshake;
+        this.lastError = { kind: failure.kind, message: describeFailure(failure), at: this.clock.now().toISOString() };
+      }
       this.nextDueMono = now + this.failureDelay(handshake);
     }
     // Fine enough for ±10 % jitter on a 1 s interval, coarse enough to cost nothing at 60 s.

@@ -69,7 +69,7 @@ export class HeartbeatExchange {
     return this.lastClosure;
   }
 
-  async send(kind: ExchangeKind, deadlineMs: number): Promise<ExchangeOutcome> {
+  async send(kind: ExchangeKind, deadlineMs: number, signal?: AbortSignal): Promise<ExchangeOutcome> {
     const closure = await this.currentSystem.read();
     this.lastClosure = closure;
     const body: HeartbeatRequest = {
@@ -82,7 +82,7 @@ export class HeartbeatExchange {
       last_event_seq_by_rollout: this.reducer.lastEventSeqByRollout(),
     };
     const sentAt = this.clock.now().getTime();
-    const result = await this.client.heartbeat(body, { deadlineMs });
+    const result = await this.client.heartbeat(body, { deadlineMs, signal });
     const receivedAt = this.clock.now().getTime();
     const headers = result.ok ? result.response.headers : result.headers;
     if (headers) this.estimateSkew(headers['date'], sentAt, receivedAt);

@@ -1,6 +1,7 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { describeFailure } from '../comms/cp-failure';
+import { BootGate } from '../lifecycle/boot-gate';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { type ExchangeOutcome, HeartbeatExchange } from './heartbeat-exchange';
 
@@ -16,11 +17,12 @@ export interface RecoveryStatus {
  * `whenComplete()`; a CP that is down delays nothing beyond the deadline.
  */
 @Injectable()
-export class RecoveryService implements OnApplicationBootstrap {
+export class RecoveryService implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(RecoveryService.name);
   private outcome: ExchangeOutcome | null = null;
   private completedAt: Date | null = null;
   private started = false;
+  private readonly shutdown = new AbortController();
   private resolveDone!: (outcome: ExchangeOutcome) => void;
   private readonly done = new Promise<ExchangeOutcome>((resolve) => {
     this.resolveDone = resolve;
@@ -28,6 +30,7 @@ export class RecoveryService implements OnApplicationBootstrap {
 
   constructor(
     private readonly exchange: HeartbeatExchange,
+    private readonly bootGate: BootGate,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
 
@@ -36,6 +39,12 @@ export class RecoveryService implements OnApplicationBootstrap {
     this.run().catch((err: unknown) => {
       this.logger.error(`boot-recovery handshake crashed: ${(err as Error).stack ?? String(err)}; starting the workers anyway`);
     });
+  }
+
+  /** A handshake still waiting on the CP (up to its 30 s deadline) must not outlive the app. */
+  async onModuleDestroy(): Promise<void> {
+    this.shutdown.abort();
+    if (this.started) await this.done;
   }
 
   /** Resolves once the handshake is over, whatever its outcome. */
@@ -57,7 +66,7 @@ export class RecoveryService implements OnApplicationBootstrap {
     this.started = true;
     let outcome: ExchangeOutcome;
     try {
-      outcome = await this.exchange.send('boot-recovery', TIMEOUTS.bootRecoveryMs);
+      outcome = await this.exchange.send('boot-recovery', TIMEOUTS.bootRecoveryMs, this.shutdown.signal);
     } catch (err) {
       outcome = {
         ok: false,
@@ -70,7 +79,9 @@ export class RecoveryService implements OnApplicationBootstrap {
     }
     this.outcome = outcome;
     this.completedAt = this.clock.now();
-    if (outcome.ok) {
+    if (this.shutdown.signal.aborted && !outcome.ok) {
+      this.logger.log('boot recovery: abandoned, the agent is shutting down');
+    } else if (outcome.ok) {
       this.logger.log(
         `boot recovery: control plane reached; ${outcome.snapshotsApplied} snapshot(s) applied${outcome.snapshotsRejected ? `, ${outcome.snapshotsRejected} rejected` : ''}; starting the workers`,
       );
@@ -80,6 +91,7 @@ export class RecoveryService implements OnApplicationBootstrap {
       );
     }
     this.resolveDone(outcome);
+    this.bootGate.open({ reachedControlPlane: outcome.ok });
     return outcome;
   }
 }

@@ -128,6 +128,9 @@ export class ReducerService implements OnApplicationShutdown {
     if (this.consuming) return;
     this.consuming = this.consume().finally(() => {
       this.consuming = null;
+      // An input queued after the loop found the queue empty, but before this
+      // ran, saw `consuming` still set and did not pump: it would be stranded.
+      if (this.queue.length > 0) this.pump();
     });
   }
 

@@ -1,0 +1,165 @@
+import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
+import { CLOCK } from '../clock/clock';
+import { Uptime } from '../clock/uptime';
+import { ControlPlaneClient } from '../comms/control-plane.client';
+import { AGENT_CONFIG } from '../config/config.constants';
+import type { ReplayFrom } from '../protocol/replay-from';
+import { ReducerService } from '../reducer/reducer.service';
+import { CurrentSystemReader } from './current-system.reader';
+import { HeartbeatExchange } from './heartbeat-exchange';
+import type { ReplayPort } from './recovery.ports';
+import { RecoveryService } from './recovery.service';
+
+const MACHINE = 'web-01';
+const ROLLOUT = 'stable@a1b2c3d4';
+
+function snapshot(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    rolloutId: ROLLOUT,
+    hostname: MACHINE,
+    channel: 'stable',
+    state: 'Activating',
+    targetClosure: fakeClosure('web-01-26.11', 'b'),
+    dispatchedAt: '2026-11-28T11:50:00.000Z',
+    lastEventSeq: 2,
+    ...over,
+  };
+}
+
+describe('HeartbeatExchange against the dev control plane over mutual TLS', () => {
+  let world: World;
+  let agent: AgentUnderTest | null = null;
+  let replays: { value: ReplayFrom; source: string }[];
+
+  beforeAll(async () => {
+    world = await makeWorld();
+  });
+  afterAll(async () => {
+    await world.close();
+  });
+  afterEach(async () => {
+    await agent?.close();
+    agent = null;
+    world.cp.setBootstrap(MACHINE, []);
+    world.cp.setReplayFrom(null);
+  });
+
+  /** The agent, its boot handshake done; the steady job stays idle as long as the fake clock stands still. */
+  async function exchange(): Promise<{ a: AgentUnderTest; ex: HeartbeatExchange }> {
+    replays = [];
+    const port: ReplayPort = { requestReplay: (value, source) => replays.push({ value, source }) };
+    agent = await buildAgent(world, {
+      // REPLAY_PORT is optional and unprovided: rebuild the exchange with its real dependencies plus the port.
+      customize: (b) =>
+        b.overrideProvider(HeartbeatExchange).useFactory({
+          factory: (...deps: ConstructorParameters<typeof HeartbeatExchange>) =>
+            new HeartbeatExchange(deps[0], deps[1], deps[2], deps[3], deps[4], deps[5], port),
+          inject: [ControlPlaneClient, ReducerService, CurrentSystemReader, Uptime, AGENT_CONFIG, CLOCK],
+        }),
+    });
+    await agent.app.get(RecoveryService).whenComplete();
+    return { a: agent, ex: agent.app.get(HeartbeatExchange) };
+  }
+
+  it('reports success with the snapshots it applied and the ones it rejected', async () => {
+    const { a, ex } = await exchange();
+    world.cp.setBootstrap(MACHINE, [snapshot(), snapshot({ rolloutId: 'not-a-rollout-id' }), snapshot({ hostname: 'db-02' })]);
+    const outcome = await ex.send('heartbeat', 10_000);
+    expect(outcome).toEqual({
+      ok: true,
+      failure: null,
+      retryAfterSecs: null,
+      snapshotsApplied: 1,
+      snapshotsRejected: 2,
+      replayFrom: null,
+    });
+    expect(a.app.get(ReducerService).current().rollouts[ROLLOUT]).toMatchObject({ state: 'Activating', lastEventSeq: 2 });
+    expect(a.logs.messages('warn', 'HeartbeatExchange').join('\n')).toContain('bootstrap_rollouts[1].rolloutId');
+  });
+
+  it.each([
+    ['HTTP 503 with Retry-After: 30 → wait at least 30 s', 503, 30, 30],
+    ['HTTP 429 with Retry-After: 30 → wait at least 30 s', 429, 30, 30],
+    ['HTTP 503 without Retry-After → no minimum', 503, undefined, null],
+    ['HTTP 500 with Retry-After: 30 → no minimum', 500, 30, null],
+    ['HTTP 502 with Retry-After: 30 → no minimum', 502, 30, null],
+  ])('passes on Retry-After from 503 and 429 only: %s', async (_name, status, retryAfterSecs, expected) => {
+    const { ex } = await exchange();
+    world.cp.respondNext('heartbeat', { status, retryAfterSecs });
+    const outcome = await ex.send('heartbeat', 10_000);
+    expect(outcome.ok).toBe(false);
+    expect(outcome.failure).toMatchObject({ kind: 'http-status', status });
+    expect(outcome.retryAfterSecs).toBe(expected);
+  });
+
+  it('takes nothing from a failed answer: no snapshots, no Replay-From', async () => {
+    const { a, ex } = await exchange();
+    world.cp.respondNext('heartbeat', {
+      status: 500,
+      headers: { 'X-Nixfleet-Replay-From': '3' },
+      body: { received_at: null, bootstrap_rollouts: [snapshot()] },
+    });
+    const outcome = await ex.send('heartbeat', 10_000);
+    expect(outcome).toMatchObject({ ok: false, snapshotsApplied: 0, replayFrom: null });
+    expect(a.app.get(ReducerService).current().rollouts).toEqual({});
+    expect(ex.lastReplayFrom).toBeNull();
+    expect(replays).toEqual([]);
+  });
+
+  it('treats a 200 whose body breaks the response schema as a failure', async () => {
+    const { ex } = await exchange();
+    world.cp.respondNext('heartbeat', { status: 200, body: { bootstrap_rollouts: 'none' } });
+    const outcome = await ex.send('heartbeat', 10_000);
+    expect(outcome.ok).toBe(false);
+    expect(outcome.failure).toMatchObject({ kind: 'bad-body', status: 200 });
+    expect(outcome.failure?.detail).toContain('bootstrap_rollouts');
+  });
+
+  it('accepts an answer without bootstrap_rollouts as an empty list', async () => {
+    const { ex } = await exchange();
+    world.cp.respondNext('heartbeat', { status: 200, body: { received_at: null } });
+    expect(await ex.send('heartbeat', 10_000)).toMatchObject({ ok: true, snapshotsApplied: 0, snapshotsRejected: 0 });
+  });
+
+  it('says which exchange a Replay-From came from: the boot handshake or a steady heartbeat', async () => {
+    world.cp.setReplayFrom('5');
+    const { ex } = await exchange();
+    expect(ex.lastReplayFrom).toMatchObject({ value: '5', source: 'boot-recovery' });
+    expect(replays).toEqual([{ value: { form: 'plain', fromSeq: 5 }, source: 'boot-recovery' }]);
+    world.cp.setReplayFrom('stable@a1b2c3d4=1');
+    const outcome = await ex.send('heartbeat', 10_000);
+    expect(outcome.replayFrom).toEqual({ form: 'per-rollout', entries: [{ rolloutId: ROLLOUT, fromSeq: 1 }] });
+    expect(ex.lastReplayFrom).toMatchObject({ value: 'stable@a1b2c3d4=1', source: 'heartbeat' });
+    expect(replays).toHaveLength(2);
+  });
+
+  it('estimates clock skew from the Date header of a failed answer too', async () => {
+    const { a, ex } = await exchange();
+    world.cp.respondNext('heartbeat', {
+      status: 500,
+      headers: { Date: new Date(a.clock.now().getTime() - 300_000).toUTCString() },
+    });
+    await ex.send('heartbeat', 10_000);
+    expect(Math.abs(ex.clockSkewSecs! - -300)).toBeLessThanOrEqual(1);
+  });
+
+  it('cuts the call at the deadline it is given', async () => {
+    const { ex } = await exchange();
+    world.cp.respondNext('heartbeat', { stall: true });
+    const outcome = await ex.send('heartbeat', 300);
+    expect(outcome).toMatchObject({ ok: false, failure: { kind: 'timeout' }, retryAfterSecs: null });
+    expect(outcome.failure?.detail).toContain('300 ms');
+  });
+
+  it('remembers the closure the last heartbeat reported', async () => {
+    const { ex } = await exchange();
+    expect(ex.currentClosure).toBe(fakeClosure('web-01-26.05'));
+    world.setCurrentSystem(null);
+    try {
+      await ex.send('heartbeat', 10_000);
+      expect(ex.currentClosure).toBeNull();
+    } finally {
+      world.setCurrentSystem(fakeClosure('web-01-26.05'));
+    }
+  });
+});

@@ -1,0 +1,288 @@
+import { readFileSync, statSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { listenAdmin } from '../src/agent.app';
+import { HeartbeatService } from '../src/heartbeat/heartbeat.service';
+import { RecoveryService } from '../src/recovery/recovery.service';
+import { ReducerService } from '../src/reducer/reducer.service';
+import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from './support/agent-harness';
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+const ROLLOUT = 'stable@a1b2c3d4';
+const TARGET = fakeClosure('web-01-26.05', 'c');
+const PREVIOUS = fakeClosure('web-01-26.04', 'b');
+
+interface Answer {
+  status: number;
+  contentType: string | undefined;
+  text: string;
+  json: unknown;
+}
+
+function get(target: { port: number } | { socketPath: string }, path: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const where = 'port' in target ? { host: '127.0.0.1', port: target.port } : { socketPath: target.socketPath };
+    // No keep-alive: the test must not hold a socket that app.close() would wait on.
+    const req = http.request({ ...where, path, method: 'GET', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try {
+          json = JSON.parse(text) as unknown;
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'], text, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function portOf(agent: AgentUnderTest): number {
+  return ((agent.app.getHttpServer() as http.Server).address() as AddressInfo).port;
+}
+
+type Json = Record<string, unknown>;
+
+/** Every key of the /status contract, each present with a value that is not undefined. */
+function expectContractKeys(body: Json): void {
+  for (const key of ['machineId', 'agentVersion', 'controlPlaneUrl', 'pid', 'startedAt', 'uptimeSecs', 'currentClosure', 'heartbeat', 'recovery', 'rollouts']) {
+    expect(Object.keys(body)).toContain(key);
+  }
+  const hb = body.heartbeat as Json;
+  for (const key of ['intervalSecs', 'lastAttemptAt', 'lastSuccessAt', 'lastError', 'consecutiveFailures', 'nextDueAt', 'lastReplayFrom', 'clockSkewSecs']) {
+    expect(Object.keys(hb)).toContain(key);
+  }
+  const rec = body.recovery as Json;
+  for (const key of ['completedAt', 'reachedControlPlane', 'snapshotsApplied']) {
+    expect(Object.keys(rec)).toContain(key);
+  }
+  for (const r of body.rollouts as Json[]) {
+    expect(Object.keys(r).sort()).toEqual(['channel', 'lastEventSeq', 'rolloutId', 'state', 'targetClosure']);
+  }
+}
+
+describe('GET /status on the real module graph, over HTTP', () => {
+  let world: World;
+  let agent: AgentUnderTest | null = null;
+
+  beforeAll(async () => {
+    world = await makeWorld();
+  });
+  afterEach(async () => {
+    await agent?.close();
+    agent = null;
+  });
+  afterAll(async () => {
+    await world.close();
+  });
+
+  it('answers with every contract key, RFC 3339 times, and the rollout of a bootstrap snapshot', async () => {
+    world.cp.setBootstrap(world.pki.machineId, [
+      {
+        rolloutId: ROLLOUT,
+        hostname: world.pki.machineId,
+        channel: 'stable',
+        state: 'Soaking',
+        targetClosure: TARGET,
+        currentClosureAtDispatch: PREVIOUS,
+        currentClosure: TARGET,
+        dispatchedAt: '2026-11-28T11:50:00Z',
+        dispatchAckedAt: '2026-11-28T11:50:01Z',
+        soakDueAt: '2026-11-28T12:10:00Z',
+        lastEventSeq: 4,
+      },
+    ]);
+    try {
+      agent = await buildAgent(world);
+      await agent.app.get(RecoveryService).whenComplete();
+      await listenAdmin(agent.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+
+      const answer = await get({ port: portOf(agent) }, '/status');
+
+      expect(answer.status).toBe(200);
+      expect(answer.contentType).toMatch(/^application\/json/);
+      const body = answer.json as Json;
+      expectContractKeys(body);
+      expect(body).toMatchObject({
+        machineId: world.pki.machineId,
+        agentVersion: expect.stringMatching(/^\d+\.\d+\.\d+/),
+        controlPlaneUrl: world.cp.url,
+        pid: process.pid,
+        startedAt: agent.clock.now().toISOString(),
+        uptimeSecs: 0,
+        currentClosure: fakeClosure('web-01-26.05'),
+        recovery: { completedAt: agent.clock.now().toISOString(), reachedControlPlane: true, snapshotsApplied: 1 },
+        rollouts: [{ rolloutId: ROLLOUT, channel: 'stable', state: 'Soaking', targetClosure: TARGET, lastEventSeq: 4 }],
+      });
+      const hb = body.heartbeat as Json;
+      expect(hb).toMatchObject({
+        intervalSecs: 60,
+        lastAttemptAt: null,
+        lastSuccessAt: agent.clock.now().toISOString(),
+        lastError: null,
+        consecutiveFailures: 0,
+        nextDueAt: new Date(agent.clock.now().getTime() + 60_000).toISOString(),
+        lastReplayFrom: null,
+      });
+      // The dev CP's Date header is real time, the agent's clock is fake: only the type is certain.
+      expect(typeof hb.clockSkewSecs).toBe('number');
+      for (const t of [body.startedAt, hb.lastSuccessAt, hb.nextDueAt, (body.recovery as Json).completedAt]) {
+        expect(t).toMatch(RFC3339);
+      }
+
+      // No key material: not in PEM form, not the key file's bytes.
+      const keyPem = readFileSync(world.pki.client.keyPath, 'utf8');
+      const keyBody = keyPem.split('\n').filter((l) => l !== '' && !l.startsWith('-----')).join('');
+      for (const secret of ['PRIVATE KEY', 'BEGIN CERTIFICATE', keyBody, keyBody.slice(0, 24)]) {
+        expect(answer.text).not.toContain(secret);
+      }
+    } finally {
+      world.cp.setBootstrap(world.pki.machineId, []);
+    }
+  });
+
+  it('reports what is not known yet as null, never missing: a handshake still waiting, no current-system link', async () => {
+    // The boot heartbeat gets no answer until the agent closes.
+    world.cp.respondNext('heartbeat', { stall: true });
+    agent = await buildAgent(world, { currentSystemPath: join(world.dir, 'no-such-link') });
+    await world.cp.waitFor(() => world.cp.heartbeats.some((h) => h.scripted && h.status === null), 5000, 'the stalled boot heartbeat');
+    await listenAdmin(agent.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+
+    const answer = await get({ port: portOf(agent) }, '/status');
+
+    expect(answer.status).toBe(200);
+    const body = answer.json as Json;
+    expectContractKeys(body);
+    expect(body.currentClosure).toBeNull();
+    expect(body.rollouts).toEqual([]);
+    expect(body.heartbeat).toMatchObject({
+      lastAttemptAt: null,
+      lastSuccessAt: null,
+      lastError: null,
+      consecutiveFailures: 0,
+      nextDueAt: null,
+      lastReplayFrom: null,
+      clockSkewSecs: null,
+    });
+    expect(body.recovery).toEqual({ completedAt: null, reachedControlPlane: null, snapshotsApplied: 0 });
+  });
+
+  it('reports a control plane that could not be reached: reachedControlPlane false, then lastError, then recovery', async () => {
+    world.cp.respondNext('heartbeat', { status: 503, retryAfterSecs: 30, body: { error: 'starting' } });
+    agent = await buildAgent(world);
+    await agent.app.get(RecoveryService).whenComplete();
+    await listenAdmin(agent.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+    const port = portOf(agent);
+    const heartbeat = agent.app.get(HeartbeatService);
+
+    let body = (await get({ port }, '/status')).json as Json;
+    expectContractKeys(body);
+    expect(body.recovery).toMatchObject({ reachedControlPlane: false, snapshotsApplied: 0, completedAt: expect.stringMatching(RFC3339) });
+    // Retry-After: 30 outweighs the 5 s backoff.
+    expect(body.heartbeat).toMatchObject({
+      lastSuccessAt: null,
+      consecutiveFailures: 1,
+      nextDueAt: new Date(agent.clock.now().getTime() + 30_000).toISOString(),
+    });
+
+    // The first steady heartbeat fails too.
+    world.cp.respondNext('heartbeat', { status: 503, body: { error: 'starting' } });
+    agent.clock.advance(30_000);
+    heartbeat.tick();
+    await heartbeat.settled();
+    body = (await get({ port }, '/status')).json as Json;
+    const failedAt = agent.clock.now().toISOString();
+    expect(body.heartbeat).toMatchObject({
+      lastAttemptAt: failedAt,
+      lastSuccessAt: null,
+      lastError: { kind: 'http-status', message: expect.stringContaining('503'), at: failedAt },
+      consecutiveFailures: 2,
+    });
+    expect((body.heartbeat as Json).nextDueAt).toMatch(RFC3339);
+
+    // The CP answers again.
+    agent.clock.advance(60_000);
+    heartbeat.tick();
+    await heartbeat.settled();
+    body = (await get({ port }, '/status')).json as Json;
+    expect(body.heartbeat).toMatchObject({
+      lastSuccessAt: agent.clock.now().toISOString(),
+      consecutiveFailures: 0,
+      nextDueAt: new Date(agent.clock.now().getTime() + 60_000).toISOString(),
+    });
+  });
+
+  it('lists the rollouts the reducer holds with their last seq; a target closure not known is null', async () => {
+    agent = await buildAgent(world, { init: false });
+    const reducer = agent.app.get(ReducerService);
+    // As rebuilt from an event log that stored no meta: the target is unknown ('').
+    reducer.restore({
+      rollouts: {
+        'beta@0badc0de': {
+          rolloutId: 'beta@0badc0de',
+          channel: 'beta',
+          state: 'Deferred',
+          targetClosure: '',
+          dispatchedAt: '2026-11-28T11:00:00.000Z',
+          lastEventSeq: 2,
+          probes: {},
+        },
+      },
+    });
+    await agent.app.init();
+    await agent.app.get(RecoveryService).whenComplete();
+    await reducer.submit({
+      type: 'Activate',
+      rolloutId: 'canary@e5f6a7b8',
+      targetClosure: TARGET,
+      soakDueAt: '2026-11-28T12:30:00.000Z',
+      currentClosure: PREVIOUS,
+      dispatchedAt: '2026-11-28T12:00:00.000Z',
+    });
+    await reducer.submit({ type: 'ActivationStarted', rolloutId: 'canary@e5f6a7b8', switchMethod: 'switch' });
+    await listenAdmin(agent.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+
+    const answer = await get({ port: portOf(agent) }, '/status');
+
+    expect(answer.json).toMatchObject({
+      rollouts: [
+        { rolloutId: 'beta@0badc0de', channel: 'beta', state: 'Deferred', targetClosure: null, lastEventSeq: 2 },
+        { rolloutId: 'canary@e5f6a7b8', channel: 'canary', state: 'Activating', targetClosure: TARGET, lastEventSeq: 2 },
+      ],
+    });
+    expect(answer.text).toContain('"targetClosure":null');
+  });
+
+  it('answers an unknown path with 404 and a JSON body', async () => {
+    agent = await buildAgent(world);
+    await listenAdmin(agent.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+
+    const answer = await get({ port: portOf(agent) }, '/no-such-thing');
+
+    expect(answer.status).toBe(404);
+    expect(answer.contentType).toMatch(/^application\/json/);
+    expect(answer.json).toMatchObject({ statusCode: 404 });
+  });
+
+  it('serves /status on a unix socket created with mode 0600', async () => {
+    const socketPath = join(world.dir, 'admin.sock');
+    agent = await buildAgent(world);
+    await agent.app.get(RecoveryService).whenComplete();
+    await listenAdmin(agent.app, { kind: 'unix', path: socketPath });
+
+    expect(statSync(socketPath).isSocket()).toBe(true);
+    expect(statSync(socketPath).mode & 0o777).toBe(0o600);
+    const answer = await get({ socketPath }, '/status');
+    expect(answer.status).toBe(200);
+    const body = answer.json as Json;
+    expectContractKeys(body);
+    expect(body).toMatchObject({ machineId: world.pki.machineId, recovery: { reachedControlPlane: true } });
+  });
+});
