@@ -1,0 +1,145 @@
+import { mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Test, type TestingModule } from '@nestjs/testing';
+import { CapturingLogger, fakeClosure } from '../../test/support/agent-harness';
+import { FakeClock } from '../../test/support/fake-clock';
+import { CLOCK } from '../clock/clock';
+import { ClockModule } from '../clock/clock.module';
+import { type AgentConfig, loadConfig } from '../config/config.loader';
+import { ConfigModule } from '../config/config.module';
+import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT } from '../reducer/reducer.ports';
+import { ReducerModule } from '../reducer/reducer.module';
+import { ReducerService } from '../reducer/reducer.service';
+import type { Policy } from '../reducer/reducer.types';
+import { ACTIVATION_BACKEND } from './activation.constants';
+import { ActivationModule } from './activation.module';
+import { ActivationService } from './activation.service';
+import { CommandBackend } from './backends/command.backend';
+import { NixosBackend } from './backends/nixos.backend';
+import { SymlinkBackend } from './backends/symlink.backend';
+
+const ROLLOUT = 'stable@a1b2c3d4';
+const OLD = fakeClosure('web-01-26.05', 'a');
+const NEW = fakeClosure('web-01-26.11', 'b');
+const HALT: Policy = { onHealthFailure: 'halt', sustainedFailureThresholdSecs: 120 };
+const ROLLBACK: Policy = { onHealthFailure: 'rollback-and-halt', sustainedFailureThresholdSecs: 120 };
+
+/**
+ * The module as the root module wires it: ReducerModule imports
+ * ActivationModule for its ports, and ActivationService submits back to the
+ * (global) ReducerService — a real one, with the real transition function.
+ */
+describe('ActivationModule', () => {
+  let dir: string;
+  let store: string;
+  let link: string;
+  let opened: TestingModule[];
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-activation-'));
+    store = join(dir, 'store');
+    mkdirSync(join(store, OLD), { recursive: true });
+    mkdirSync(join(store, NEW), { recursive: true });
+    link = join(dir, 'current-system');
+    symlinkSync(join(store, OLD), link);
+    opened = [];
+  });
+  afterEach(async () => {
+    for (const m of opened.splice(0)) await m.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function configWith(extra: string[]): AgentConfig {
+    const loaded = loadConfig({
+      argv: [
+        '--control-plane-url', 'https://cp.test:8443',
+        '--machine-id', 'web-01',
+        '--state-dir', join(dir, 'state'),
+        '--current-system-path', link,
+        '--store-dir', store,
+        ...extra,
+      ],
+      env: {},
+      stdoutIsTty: false,
+    });
+    if (loaded.kind !== 'run') throw new Error(`test config is invalid: ${JSON.stringify(loaded)}`);
+    return loaded.config;
+  }
+
+  async function build(config: AgentConfig, policy = HALT): Promise<{ module: TestingModule; reducer: ReducerService; activation: ActivationService }> {
+    const module = await Test.createTestingModule({
+      imports: [ConfigModule.forRoot(config), ClockModule, ReducerModule.forRoot(policy, [ActivationModule])],
+    })
+      .overrideProvider(CLOCK)
+      .useValue(new FakeClock())
+      .compile();
+    opened.push(module);
+    module.useLogger(new CapturingLogger());
+    await module.init();
+    return { module, reducer: module.get(ReducerService), activation: module.get(ActivationService) };
+  }
+
+  const activate = (reducer: ReducerService): Promise<unknown> =>
+    reducer.submit({
+      type: 'Activate',
+      rolloutId: ROLLOUT,
+      targetClosure: NEW,
+      soakDueAt: '2026-11-28T12:10:00.000Z',
+      currentClosure: OLD,
+      dispatchedAt: '2026-11-28T11:59:55.000Z',
+    });
+
+  it('connects the reducer’s switch and rollback ports to one ActivationService, without a DI cycle', async () => {
+    const { module, activation } = await build(configWith(['--activation-backend', 'symlink']));
+    expect(module.get(FIRE_SWITCH_PORT)).toBe(activation);
+    expect(module.get(FIRE_ROLLBACK_PORT)).toBe(activation);
+    expect(module.get(ACTIVATION_BACKEND)).toBeInstanceOf(SymlinkBackend);
+  });
+
+  it('carries a dispatch through the symlink backend: the link moves and the rollout reaches Soaking', async () => {
+    const { reducer, activation } = await build(configWith(['--activation-backend', 'symlink']));
+    await activate(reducer);
+    await activation.idle();
+    expect(readlinkSync(link)).toBe(join(store, NEW));
+    expect(reducer.current().rollouts[ROLLOUT]).toMatchObject({ state: 'Soaking', currentClosure: NEW, lastEventSeq: 3 });
+    // The ports' wiring shows here: with the reducer injected back into the
+    // service's constructor Nest compiles too, but leaves the reducer's
+    // @Optional ports undefined and counts the switch as unconnected.
+    expect(reducer.statistics()).toMatchObject({
+      rejected: 0,
+      unconnectedEffects: { FireSwitch: 0, FireRollback: 0 },
+    });
+    expect(activation.status()).toMatchObject({ backend: 'symlink', running: null, lastResult: { outcome: 'completed' } });
+  });
+
+  it('rolls back after a failed command under rollback-and-halt: the rollout ends Reverted on the old closure', async () => {
+    const script = join(dir, 'activate');
+    // Fails for the new closure; "activates" any other by re-pointing the link.
+    writeFileSync(
+      script,
+      `#!/bin/sh\ncase "$1" in *${NEW}) echo "error: unit nginx.service failed" >&2; exit 1 ;; esac\nln -sfn "$1" '${link}'\n`,
+      { mode: 0o755 },
+    );
+    const config = configWith(['--activation-backend', 'command', '--activation-command', JSON.stringify([script, '{closure}'])]);
+    const { module, reducer, activation } = await build(config, ROLLBACK);
+    expect(module.get(ACTIVATION_BACKEND)).toBeInstanceOf(CommandBackend);
+
+    await activate(reducer);
+    await activation.idle();
+    expect(reducer.current().rollouts[ROLLOUT]).toMatchObject({
+      state: 'Reverted',
+      policyApplied: 'rollback-and-halt',
+      revertedToClosure: OLD,
+      lastEventSeq: 4, // DispatchAck, ActivationStarted, ActivationFailed, RollbackComplete
+    });
+    expect(readlinkSync(link)).toBe(join(store, OLD));
+    expect(activation.status().lastResult).toMatchObject({ kind: 'rollback', outcome: 'completed', exitCode: 0 });
+  });
+
+  it('builds the nixos backend by default', async () => {
+    const { module, activation } = await build(configWith([]));
+    expect(module.get(ACTIVATION_BACKEND)).toBeInstanceOf(NixosBackend);
+    expect(activation.status().backend).toBe('nixos');
+  });
+});

@@ -1,0 +1,56 @@
+import { Module } from '@nestjs/common';
+import type { AgentConfig } from '../config/config.loader';
+import { AGENT_CONFIG } from '../config/config.constants';
+import { CurrentSystemReader } from '../recovery/current-system.reader';
+import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT } from '../reducer/reducer.ports';
+import { ACTIVATION_BACKEND, DEFAULT_ACTIVATION_TIMEOUT_MS, NIXOS_DEFAULTS } from './activation.constants';
+import { ActivationService } from './activation.service';
+import type { ActivationBackend } from './activation.types';
+import { CommandBackend } from './backends/command.backend';
+import { NixosBackend } from './backends/nixos.backend';
+import { SymlinkBackend } from './backends/symlink.backend';
+
+export function backendFor(config: AgentConfig, currentSystem: CurrentSystemReader): ActivationBackend {
+  const { storeDir } = config;
+  switch (config.activationBackend) {
+    case 'symlink':
+      return new SymlinkBackend({ storeDir, currentSystemPath: config.currentSystemPath }, currentSystem);
+    case 'command':
+      if (config.activationCommand === undefined) {
+        throw new Error('--activation-backend command needs --activation-command (the config loader should have refused this)');
+      }
+      return new CommandBackend(
+        { storeDir, command: config.activationCommand, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS },
+        currentSystem,
+      );
+    case 'nixos':
+      return new NixosBackend(
+        { storeDir, systemProfile: config.systemProfile, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS, ...NIXOS_DEFAULTS },
+        currentSystem,
+      );
+    default: {
+      const never: never = config.activationBackend;
+      return never;
+    }
+  }
+}
+
+/**
+ * The activation backends behind the reducer's FireSwitch and FireRollback
+ * ports. Imported by `ReducerModule.forRoot(policy, [ActivationModule])`;
+ * ActivationService reaches the (global) ReducerService through ModuleRef,
+ * so there is no provider cycle. It reads the current system with its own
+ * CurrentSystemReader (stateless but for log dedup), so it needs only the
+ * global config and clock, not RecoveryModule and the comms behind it.
+ */
+@Module({
+  providers: [
+    CurrentSystemReader,
+    { provide: ACTIVATION_BACKEND, inject: [AGENT_CONFIG, CurrentSystemReader], useFactory: backendFor },
+    ActivationService,
+    { provide: FIRE_SWITCH_PORT, useExisting: ActivationService },
+    { provide: FIRE_ROLLBACK_PORT, useExisting: ActivationService },
+  ],
+  exports: [ActivationService, FIRE_SWITCH_PORT, FIRE_ROLLBACK_PORT],
+})
+export class ActivationModule {}

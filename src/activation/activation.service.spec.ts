@@ -1,0 +1,332 @@
+import { Test, type TestingModule } from '@nestjs/testing';
+import { CapturingLogger, fakeClosure } from '../../test/support/agent-harness';
+import { FakeClock } from '../../test/support/fake-clock';
+import { CLOCK } from '../clock/clock';
+import type { ActivationBackendName } from '../config/settings';
+import type { EffectOf } from '../reducer/reducer.ports';
+import { ReducerService } from '../reducer/reducer.service';
+import { EMPTY_STATE, type ReducerInput, type TransitionResult } from '../reducer/reducer.types';
+import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
+import { ActivationService } from './activation.service';
+import type { ActivationBackend, ActivationOutcome, ActivationPlan, SwitchMethod } from './activation.types';
+
+const ROLLOUT = 'stable@a1b2c3d4';
+const OTHER = 'stable@e5f6a7b8';
+const TARGET = fakeClosure('web-01-26.11', 'b');
+const PREVIOUS = fakeClosure('web-01-26.05', 'a');
+
+const fireSwitch = (rolloutId = ROLLOUT, targetClosure = TARGET): EffectOf<'FireSwitch'> => ({
+  type: 'FireSwitch',
+  rolloutId,
+  targetClosure,
+});
+const fireRollback = (rolloutId = ROLLOUT, toClosure = PREVIOUS): EffectOf<'FireRollback'> => ({
+  type: 'FireRollback',
+  rolloutId,
+  toClosure,
+});
+
+/** A promise the test settles by hand. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { promise, open };
+}
+
+/** Settles the microtask queue and one macrotask turn. */
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * A backend whose activations finish when the test says: each closure's run
+ * waits on its gate and ends with its outcome. The real backends have their
+ * own specs; this one shows the service's ordering.
+ */
+class GatedBackend implements ActivationBackend {
+  readonly name: ActivationBackendName = 'symlink';
+  shutdownWaitMs: number | null = null;
+  switchMethod: SwitchMethod = 'symlink';
+  readonly timeline: string[];
+  private readonly gates = new Map<string, ReturnType<typeof gate>>();
+  private readonly outcomes = new Map<string, ActivationOutcome>();
+  throwOnPlan: Error | null = null;
+
+  constructor(timeline: string[]) {
+    this.timeline = timeline;
+  }
+
+  finishWith(closure: string, outcome: ActivationOutcome): void {
+    this.outcomes.set(closure, outcome);
+  }
+
+  open(closure: string): void {
+    this.gateOf(closure).open();
+  }
+
+  plan(closure: string): Promise<ActivationPlan> {
+    if (this.throwOnPlan) return Promise.reject(this.throwOnPlan);
+    this.timeline.push(`plan ${closure}`);
+    return Promise.resolve({
+      switchMethod: this.switchMethod,
+      run: async () => {
+        this.timeline.push(`run ${closure}`);
+        await this.gateOf(closure).promise;
+        this.timeline.push(`done ${closure}`);
+        return this.outcomes.get(closure) ?? { kind: 'completed', observedCurrentClosure: closure, exitCode: 0 };
+      },
+    });
+  }
+
+  private gateOf(closure: string): ReturnType<typeof gate> {
+    let g = this.gates.get(closure);
+    if (!g) {
+      g = gate();
+      this.gates.set(closure, g);
+    }
+    return g;
+  }
+}
+
+/** ReducerService's stand-in: records the inputs on the shared timeline. */
+class RecordingReducer {
+  readonly inputs: ReducerInput[] = [];
+  closed = false;
+  constructor(private readonly timeline: string[]) {}
+  submit(input: ReducerInput): Promise<TransitionResult> {
+    if (this.closed) return Promise.reject(new Error('the reducer is shut down and takes no more input'));
+    this.inputs.push(input);
+    this.timeline.push(`submit ${input.type}`);
+    return Promise.resolve({ state: EMPTY_STATE, effects: [] });
+  }
+}
+
+describe('ActivationService', () => {
+  let module: TestingModule;
+  let service: ActivationService;
+  let backend: GatedBackend;
+  let reducer: RecordingReducer;
+  let logs: CapturingLogger;
+  let clock: FakeClock;
+  let timeline: string[];
+
+  beforeEach(async () => {
+    timeline = [];
+    backend = new GatedBackend(timeline);
+    reducer = new RecordingReducer(timeline);
+    clock = new FakeClock();
+    module = await Test.createTestingModule({
+      providers: [
+        ActivationService,
+        { provide: ACTIVATION_BACKEND, useValue: backend },
+        { provide: CLOCK, useValue: clock },
+        { provide: ReducerService, useValue: reducer },
+      ],
+    }).compile();
+    logs = new CapturingLogger();
+    module.useLogger(logs);
+    service = module.get(ActivationService);
+  });
+  afterEach(async () => {
+    await service.idle();
+    await module.close(); // a second close after a test's own finds nothing to wait for
+  });
+
+  const messages = (level: 'log' | 'warn' | 'error'): string[] => logs.messages(level, ActivationService.name);
+
+  it('returns from handle() at once and runs the activation afterwards', async () => {
+    expect(service.handle(fireSwitch())).toBeUndefined();
+    expect(timeline).toEqual([]); // nothing ran inside handle()
+    await turn();
+    expect(timeline).toEqual(['plan ' + TARGET, 'submit ActivationStarted', 'run ' + TARGET]);
+    expect(service.status().running).toEqual({
+      rolloutId: ROLLOUT,
+      closure: TARGET,
+      kind: 'switch',
+      startedAt: '2026-11-28T12:00:00.000Z',
+    });
+
+    clock.advance(5_000);
+    backend.open(TARGET);
+    await service.idle();
+    expect(reducer.inputs).toEqual([
+      { type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'symlink' },
+      { type: 'ActivationCompleted', rolloutId: ROLLOUT, observedCurrentClosure: TARGET, exitCode: 0 },
+    ]);
+    expect(service.status()).toEqual({
+      backend: 'symlink',
+      running: null,
+      queued: 0,
+      lastResult: {
+        rolloutId: ROLLOUT,
+        kind: 'switch',
+        outcome: 'completed',
+        exitCode: 0,
+        at: '2026-11-28T12:00:05.000Z',
+        detail: `now running ${TARGET}`,
+      },
+    });
+  });
+
+  it('runs one activation at a time: a second waits until the first has reported', async () => {
+    const second = fakeClosure('web-01-27.05', 'c');
+    service.handle(fireSwitch(ROLLOUT, TARGET));
+    service.handle(fireSwitch(OTHER, second));
+    await turn();
+    expect(timeline).not.toContain(`plan ${second}`);
+    expect(service.status()).toMatchObject({ running: { rolloutId: ROLLOUT }, queued: 1 });
+
+    backend.open(second); // finishing the second's gate first changes nothing
+    await turn();
+    expect(timeline).not.toContain(`plan ${second}`);
+
+    backend.open(TARGET);
+    await service.idle();
+    expect(timeline).toEqual([
+      `plan ${TARGET}`,
+      'submit ActivationStarted',
+      `run ${TARGET}`,
+      `done ${TARGET}`,
+      'submit ActivationCompleted',
+      `plan ${second}`,
+      'submit ActivationStarted',
+      `run ${second}`,
+      `done ${second}`,
+      'submit ActivationCompleted',
+    ]);
+    expect(reducer.inputs.map((i) => ('rolloutId' in i ? `${i.type} ${i.rolloutId}` : i.type))).toEqual([
+      `ActivationStarted ${ROLLOUT}`,
+      `ActivationCompleted ${ROLLOUT}`,
+      `ActivationStarted ${OTHER}`,
+      `ActivationCompleted ${OTHER}`,
+    ]);
+  });
+
+  it('submits ActivationFailed with the exit code and stderr tail of a failed switch', async () => {
+    backend.switchMethod = 'switch-to-configuration switch';
+    backend.finishWith(TARGET, { kind: 'failed', exitCode: 4, stderrTail: 'switch-to-configuration exited with code 4' });
+    backend.open(TARGET);
+    service.handle(fireSwitch());
+    await service.idle();
+    expect(reducer.inputs).toEqual([
+      { type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'switch-to-configuration switch' },
+      { type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 4, stderrTail: 'switch-to-configuration exited with code 4' },
+    ]);
+    expect(service.status().lastResult).toMatchObject({ outcome: 'failed', exitCode: 4, detail: 'switch-to-configuration exited with code 4' });
+    expect(messages('warn')).toEqual([expect.stringContaining(`switch of ${ROLLOUT} to ${TARGET} failed (exit code 4)`)]);
+  });
+
+  it('submits ActivationDeferred with the component that needs a reboot', async () => {
+    backend.switchMethod = 'switch-to-configuration boot';
+    backend.finishWith(TARGET, { kind: 'deferred', component: 'kernel' });
+    backend.open(TARGET);
+    service.handle(fireSwitch());
+    await service.idle();
+    expect(reducer.inputs).toEqual([
+      { type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'switch-to-configuration boot' },
+      { type: 'ActivationDeferred', rolloutId: ROLLOUT, component: 'kernel' },
+    ]);
+    expect(service.status().lastResult).toMatchObject({ outcome: 'deferred', exitCode: null });
+  });
+
+  it('runs a rollback queued behind a switch after it, and reports RollbackCompleted without a started input', async () => {
+    backend.finishWith(TARGET, { kind: 'failed', exitCode: 1, stderrTail: 'boom' });
+    service.handle(fireSwitch());
+    service.handle(fireRollback());
+    await turn();
+    expect(timeline).not.toContain(`plan ${PREVIOUS}`);
+    backend.open(TARGET);
+    backend.open(PREVIOUS);
+    await service.idle();
+    expect(reducer.inputs).toEqual([
+      { type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'symlink' },
+      { type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 1, stderrTail: 'boom' },
+      { type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: 0 },
+    ]);
+    expect(service.status().lastResult).toMatchObject({ kind: 'rollback', outcome: 'completed', exitCode: 0 });
+  });
+
+  it('reports a failed rollback with a non-zero exit code and logs an error', async () => {
+    backend.finishWith(PREVIOUS, { kind: 'failed', exitCode: null, stderrTail: 'killed by SIGKILL' });
+    backend.open(PREVIOUS);
+    service.handle(fireRollback());
+    await service.idle();
+    expect(reducer.inputs).toEqual([
+      { type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: NO_EXIT_CODE },
+    ]);
+    expect(messages('error')).toEqual([expect.stringContaining(`rollback of ${ROLLOUT} to ${PREVIOUS} failed`)]);
+  });
+
+  it('reports a rollback that only takes effect at the next boot with EX_TEMPFAIL', async () => {
+    backend.finishWith(PREVIOUS, { kind: 'deferred', component: 'kernel' });
+    backend.open(PREVIOUS);
+    service.handle(fireRollback());
+    await service.idle();
+    expect(reducer.inputs).toEqual([
+      { type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: EX_TEMPFAIL },
+    ]);
+    expect(messages('warn')).toEqual([expect.stringContaining('takes effect at the next boot')]);
+  });
+
+  it('turns a backend that throws into a failed activation, and keeps going', async () => {
+    backend.throwOnPlan = new Error('EMFILE: too many open files');
+    service.handle(fireSwitch());
+    await service.idle();
+    expect(reducer.inputs).toEqual([
+      { type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'symlink' },
+      {
+        type: 'ActivationFailed',
+        rolloutId: ROLLOUT,
+        exitCode: null,
+        stderrTail: 'activation backend symlink failed to plan: EMFILE: too many open files',
+      },
+    ]);
+    backend.throwOnPlan = null;
+    backend.open(TARGET);
+    service.handle(fireSwitch(OTHER));
+    await service.idle();
+    expect(reducer.inputs.at(-1)).toMatchObject({ type: 'ActivationCompleted', rolloutId: OTHER });
+  });
+
+  it('logs, and does not throw, when the reducer no longer takes input', async () => {
+    reducer.closed = true;
+    backend.open(TARGET);
+    service.handle(fireSwitch());
+    await service.idle();
+    expect(messages('error')).toEqual([
+      expect.stringContaining(`ActivationStarted for ${ROLLOUT} not submitted`),
+      expect.stringContaining(`ActivationCompleted for ${ROLLOUT} not submitted`),
+    ]);
+    expect(service.status().lastResult).toMatchObject({ outcome: 'completed' });
+  });
+
+  it('waits at shutdown for a running activation in its own process tree, then takes no more', async () => {
+    service.handle(fireSwitch());
+    await turn();
+    let shutDown = false;
+    const closing = module.close().then(() => {
+      shutDown = true;
+    });
+    await turn();
+    expect(shutDown).toBe(false);
+    backend.open(TARGET);
+    await closing;
+    expect(reducer.inputs.map((i) => i.type)).toEqual(['ActivationStarted', 'ActivationCompleted']);
+
+    service.handle(fireSwitch(OTHER));
+    await service.idle();
+    expect(reducer.inputs).toHaveLength(2);
+    expect(messages('warn')).toEqual([expect.stringContaining(`switch of ${OTHER} to ${TARGET} not started: the agent is shutting down`)]);
+  });
+
+  it('waits at shutdown only briefly for a detached switch, which continues without the agent', async () => {
+    backend.shutdownWaitMs = 50;
+    service.handle(fireSwitch());
+    await turn();
+    await module.close();
+    expect(service.status().running).toMatchObject({ rolloutId: ROLLOUT });
+    expect(messages('warn')).toEqual([expect.stringContaining('continues detached')]);
+    backend.open(TARGET); // let it end, so the test leaves nothing pending
+    await service.idle();
+  });
+});

@@ -1,0 +1,317 @@
+import {
+  type BeforeApplicationShutdown,
+  Inject,
+  Injectable,
+  Logger,
+  type OnModuleInit,
+} from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+import { type Clock, CLOCK } from '../clock/clock';
+import type { ActivationBackendName } from '../config/settings';
+import type { EffectOf, FireRollbackPort, FireSwitchPort } from '../reducer/reducer.ports';
+import { describeInput, ReducerService } from '../reducer/reducer.service';
+import type { ReducerInput } from '../reducer/reducer.types';
+import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
+import type {
+  ActivationBackend,
+  ActivationKind,
+  ActivationOutcome,
+  ActivationPlan,
+  ActivationStatus,
+  SwitchMethod,
+} from './activation.types';
+
+type ActivationEffect = EffectOf<'FireSwitch'> | EffectOf<'FireRollback'>;
+
+interface Job {
+  readonly kind: ActivationKind;
+  readonly rolloutId: string;
+  readonly closure: string;
+}
+
+/**
+ * The reducer's FireSwitch and FireRollback ports. `handle` only queues:
+ * the reducer calls it from its one consumer, which must not wait for a
+ * switch. Activations run one at a time, in the order they were fired, and
+ * report back to the reducer as inputs.
+ */
+@Injectable()
+export class ActivationService implements FireSwitchPort, FireRollbackPort, OnModuleInit, BeforeApplicationShutdown {
+  private readonly logger = new Logger(ActivationService.name);
+  /** The last queued job's completion; each job chains on the one before. Never rejects. */
+  private tail: Promise<void> = Promise.resolve();
+  private queued = 0;
+  private running: ActivationStatus['running'] = null;
+  private lastResult: ActivationStatus['lastResult'] = null;
+  private closed = false;
+  private reducerRef: ReducerService | null = null;
+
+  constructor(
+    @Inject(ACTIVATION_BACKEND) private readonly backend: ActivationBackend,
+    @Inject(CLOCK) private readonly clock: Clock,
+    // ReducerService injects this service (as its ports) in its constructor.
+    // Injecting it back is a provider cycle, and as those ports are
+    // @Optional Nest does not even fail: it leaves them undefined, and every
+    // switch would be silently dropped. So it is looked up once both exist.
+    private readonly moduleRef: ModuleRef,
+  ) {}
+
+  onModuleInit(): void {
+    this.reducer(); // fail at start, not at the first dispatch, if it is missing
+  }
+
+  handle(effect: ActivationEffect): void {
+    let job: Job;
+    switch (effect.type) {
+      case 'FireSwitch':
+        job = { kind: 'switch', rolloutId: effect.rolloutId, closure: effect.targetClosure };
+        break;
+      case 'FireRollback':
+        job = { kind: 'rollback', rolloutId: effect.rolloutId, closure: effect.toClosure };
+        break;
+      default: {
+        const never: never = effect;
+        return never;
+      }
+    }
+    if (this.closed) {
+      this.logger.warn(
+        `${job.kind} of ${job.rolloutId} to ${job.closure} not started: the agent is shutting down; the rollout stays as it is until the control plane re-dispatches`,
+      );
+      return;
+    }
+    this.queued += 1;
+    if (this.running) this.logger.log(`${job.kind} of ${job.rolloutId} queued behind the running ${this.running.kind} of ${this.running.rolloutId}`);
+    this.tail = this.tail.then(() => this.runJob(job));
+  }
+
+  status(): ActivationStatus {
+    return {
+      backend: this.backend.name,
+      running: this.running && { ...this.running },
+      queued: this.queued,
+      lastResult: this.lastResult && { ...this.lastResult },
+    };
+  }
+
+  /** Resolves when no activation runs or waits, including ones queued while waiting. */
+  async idle(): Promise<void> {
+    for (let seen = this.tail; ; seen = this.tail) {
+      await seen;
+      if (seen === this.tail) return;
+    }
+  }
+
+  /**
+   * Waits for the running and queued activations: one in our process tree
+   * would die with us. A detached switch continues without us, so its wait is
+   * bounded; its outcome then reaches the CP through the next heartbeat's
+   * current closure instead of an event.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    const bound = this.backend.shutdownWaitMs;
+    if (this.running || this.queued > 0) {
+      this.logger.log(`waiting for ${this.running ? `the ${this.running.kind} of ${this.running.rolloutId}` : 'queued activations'} before shutting down`);
+    }
+    if (bound === null) {
+      await this.idle();
+    } else {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        this.idle().then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), bound);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (timedOut && this.running) {
+        this.logger.warn(
+          `the ${this.running.kind} of ${this.running.rolloutId} to ${this.running.closure} is still running after ${bound} ms; it continues detached, and its outcome is not reported as an event`,
+        );
+      }
+    }
+    this.closed = true;
+  }
+
+  private async runJob(job: Job): Promise<void> {
+    this.queued -= 1;
+    if (this.closed) {
+      this.logger.warn(`${job.kind} of ${job.rolloutId} to ${job.closure} not started: the agent is shutting down`);
+      return;
+    }
+    this.running = { rolloutId: job.rolloutId, closure: job.closure, kind: job.kind, startedAt: this.clock.now().toISOString() };
+    try {
+      const plan = await this.planFor(job.closure);
+      if (job.kind === 'switch') {
+        // Rollbacks have no "started" input: the rollout is Failed, not Activating.
+        await this.submit({ type: 'ActivationStarted', rolloutId: job.rolloutId, switchMethod: plan.switchMethod });
+      }
+      this.logger.log(`${job.kind} of ${job.rolloutId} to ${job.closure} started (${this.backend.name}: ${plan.switchMethod})`);
+      const outcome = await runPlan(plan);
+      this.record(job, outcome);
+      await this.report(job, outcome);
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private async planFor(closure: string): Promise<ActivationPlan> {
+    try {
+      return await this.backend.plan(closure);
+    } catch (err) {
+      // Backends promise not to throw; if one does, the rollout still gets an outcome.
+      const stderrTail = `activation backend ${this.backend.name} failed to plan: ${(err as Error).message}`;
+      return { switchMethod: defaultSwitchMethod(this.backend.name), run: () => Promise.resolve({ kind: 'failed', exitCode: null, stderrTail }) };
+    }
+  }
+
+  private async report(job: Job, outcome: ActivationOutcome): Promise<void> {
+    const what = `${job.kind} of ${job.rolloutId} to ${job.closure}`;
+    if (job.kind === 'rollback') {
+      const exitCode = rollbackExitCode(outcome);
+      switch (outcome.kind) {
+        case 'completed':
+          this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure ?? 'an unreadable current system'}`);
+          break;
+        case 'deferred':
+          this.logger.warn(`${what} installed but takes effect at the next boot (${outcome.component} changed); reported with exit code ${exitCode}`);
+          break;
+        case 'failed':
+          this.logger.error(`${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}; the host may still run the failed closure and needs an operator`);
+          break;
+        default: {
+          const never: never = outcome;
+          return never;
+        }
+      }
+      await this.submit({ type: 'RollbackCompleted', rolloutId: job.rolloutId, revertedToClosure: job.closure, exitCode });
+      return;
+    }
+    switch (outcome.kind) {
+      case 'completed':
+        this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure ?? 'an unreadable current system'}`);
+        return this.submit({
+          type: 'ActivationCompleted',
+          rolloutId: job.rolloutId,
+          observedCurrentClosure: outcome.observedCurrentClosure,
+          exitCode: outcome.exitCode,
+        });
+      case 'deferred':
+        this.logger.log(`${what} deferred: installed for the next boot (${outcome.component} changed)`);
+        return this.submit({ type: 'ActivationDeferred', rolloutId: job.rolloutId, component: outcome.component });
+      case 'failed':
+        this.logger.warn(`${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}`);
+        return this.submit({
+          type: 'ActivationFailed',
+          rolloutId: job.rolloutId,
+          exitCode: outcome.exitCode,
+          stderrTail: outcome.stderrTail,
+        });
+      default: {
+        const never: never = outcome;
+        return never;
+      }
+    }
+  }
+
+  private record(job: Job, outcome: ActivationOutcome): void {
+    this.lastResult = {
+      rolloutId: job.rolloutId,
+      kind: job.kind,
+      outcome: outcome.kind,
+      exitCode: outcomeExitCode(outcome),
+      at: this.clock.now().toISOString(),
+      detail: describeOutcome(outcome),
+    };
+  }
+
+  /** A reducer that is shut down takes no input; the outcome is then only in the log and /status. */
+  private async submit(input: ReducerInput): Promise<void> {
+    try {
+      await this.reducer().submit(input);
+    } catch (err) {
+      this.logger.error(
+        `${describeInput(input)} not submitted: ${(err as Error).message}; the control plane learns the outcome from the heartbeat's current closure`,
+      );
+    }
+  }
+
+  private reducer(): ReducerService {
+    const reducer = this.reducerRef ?? this.moduleRef.get<ReducerService>(ReducerService, { strict: false });
+    this.reducerRef = reducer;
+    return reducer;
+  }
+}
+
+async function runPlan(plan: ActivationPlan): Promise<ActivationOutcome> {
+  try {
+    return await plan.run();
+  } catch (err) {
+    return { kind: 'failed', exitCode: null, stderrTail: `activation failed unexpectedly: ${(err as Error).message}` };
+  }
+}
+
+function defaultSwitchMethod(backend: ActivationBackendName): SwitchMethod {
+  switch (backend) {
+    case 'symlink':
+      return 'symlink';
+    case 'command':
+      return 'command';
+    case 'nixos':
+      return 'switch-to-configuration switch';
+    default: {
+      const never: never = backend;
+      return never;
+    }
+  }
+}
+
+function outcomeExitCode(outcome: ActivationOutcome): number | null {
+  switch (outcome.kind) {
+    case 'completed':
+      return outcome.exitCode;
+    case 'failed':
+      return outcome.exitCode;
+    case 'deferred':
+      return null;
+    default: {
+      const never: never = outcome;
+      return never;
+    }
+  }
+}
+
+/**
+ * RollbackComplete carries only an exit code. A deferred rollback is
+ * installed but not running: EX_TEMPFAIL says "done, takes effect later",
+ * the convention the command backend uses too.
+ */
+function rollbackExitCode(outcome: ActivationOutcome): number {
+  switch (outcome.kind) {
+    case 'completed':
+      return outcome.exitCode;
+    case 'deferred':
+      return EX_TEMPFAIL;
+    case 'failed':
+      return outcome.exitCode === null || outcome.exitCode === 0 ? NO_EXIT_CODE : outcome.exitCode;
+    default: {
+      const never: never = outcome;
+      return never;
+    }
+  }
+}
+
+function describeOutcome(outcome: ActivationOutcome): string {
+  switch (outcome.kind) {
+    case 'completed':
+      return `now running ${outcome.observedCurrentClosure ?? '(current system unreadable)'}`;
+    case 'deferred':
+      return `takes effect at the next boot (${outcome.component} changed)`;
+    case 'failed':
+      return outcome.stderrTail;
+    default: {
+      const never: never = outcome;
+      return never;
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import { spawn } from 'node:child_process';
+import { EXIT_CLOSE_GRACE_MS, KILL_GRACE_MS, STDERR_TAIL_BYTES } from '../activation.constants';
+
+export interface RunOptions {
+  readonly timeoutMs: number;
+  /** After SIGTERM on timeout, how long before SIGKILL. */
+  readonly killGraceMs?: number;
+}
+
+export interface ProcessResult {
+  /** null when it never ran or a signal ended it. */
+  readonly exitCode: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** Why it never ran (ENOENT, EACCES…); null when it did. */
+  readonly spawnError: string | null;
+  readonly timedOut: boolean;
+  /** The last STDERR_TAIL_BYTES of stderr, valid UTF-8, trimmed. */
+  readonly stderrTail: string;
+}
+
+/**
+ * Runs argv directly (no shell: a closure name is never interpreted) and
+ * keeps only the tail of stderr. The child leads its own process group so a
+ * timeout kills whatever it started too. Never rejects.
+ */
+export function runProcess(argv: readonly string[], options: RunOptions): Promise<ProcessResult> {
+  const [program, ...args] = argv;
+  if (program === undefined || program === '') {
+    return Promise.resolve({ exitCode: null, signal: null, spawnError: 'no program to run', timedOut: false, stderrTail: '' });
+  }
+  return new Promise<ProcessResult>((resolve) => {
+    const stderr = new TailBuffer(STDERR_TAIL_BYTES);
+    let timedOut = false;
+    let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+    const timers: NodeJS.Timeout[] = [];
+    let settled = false;
+
+    // stdout is dropped: raw output would break the agent's JSON log lines.
+    const child = spawn(program, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, shell: false });
+    const settle = (result: Omit<ProcessResult, 'stderrTail' | 'timedOut'>): void => {
+      if (settled) return;
+      settled = true;
+      for (const t of timers) clearTimeout(t);
+      child.stderr?.destroy();
+      resolve({ ...result, timedOut, stderrTail: stderr.text() });
+    };
+    const killGroup = (signal: NodeJS.Signals): void => {
+      if (child.pid === undefined || exited) return;
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // Already gone.
+      }
+    };
+
+    child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      // Spawn failures come with no pid; later errors (a failed kill) change nothing.
+      if (child.pid === undefined) settle({ exitCode: null, signal: null, spawnError: `${err.code ?? 'error'}: ${err.message}` });
+    });
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      // A grandchild that inherited stderr can hold the pipe open after the
+      // child exits; the exit status is what counts, so 'close' gets a grace.
+      timers.push(setTimeout(() => settle({ exitCode: code, signal, spawnError: null }), EXIT_CLOSE_GRACE_MS));
+    });
+    child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
+      if (child.pid === undefined) return; // the 'error' handler settles a failed spawn
+      settle({ exitCode: code, signal, spawnError: null });
+    });
+    timers.push(
+      setTimeout(() => {
+        timedOut = true;
+        killGroup('SIGTERM');
+        timers.push(setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS));
+      }, options.timeoutMs),
+    );
+  });
+}
+
+/** One line describing how a run that did not exit 0 ended, for the head of a stderrTail. */
+export function describeEnd(what: string, result: ProcessResult, timeoutMs: number): string {
+  if (result.spawnError !== null) return `${what} could not be started (${result.spawnError})`;
+  const how =
+    result.signal !== null ? `was killed by ${result.signal}` : `exited with code ${String(result.exitCode)}`;
+  return result.timedOut ? `${what} timed out after ${formatMs(timeoutMs)} and ${how}` : `${what} ${how}`;
+}
+
+/** `head` then as much of `tail`'s end as fits in STDERR_TAIL_BYTES. */
+export function composeTail(head: string, tail: string): string {
+  if (tail === '') return utf8Tail(Buffer.from(head), STDERR_TAIL_BYTES);
+  const budget = STDERR_TAIL_BYTES - Buffer.byteLength(head) - 1;
+  if (budget <= 0) return utf8Tail(Buffer.from(head), STDERR_TAIL_BYTES);
+  return `${head}\n${utf8Tail(Buffer.from(tail), budget)}`;
+}
+
+/** The last `max` bytes as a trimmed string that does not start inside a UTF-8 sequence. */
+export function utf8Tail(bytes: Buffer, max: number): string {
+  let start = Math.max(0, bytes.length - max);
+  // Skip continuation bytes (10xxxxxx): a cut character would decode as U+FFFD.
+  while (start < bytes.length && start > 0 && (bytes[start] & 0xc0) === 0x80) start += 1;
+  return bytes.subarray(start).toString('utf8').trim();
+}
+
+function formatMs(ms: number): string {
+  return ms >= 60_000 && ms % 60_000 === 0 ? `${ms / 60_000} min` : ms >= 1000 ? `${ms / 1000} s` : `${ms} ms`;
+}
+
+/** Keeps at most the last `max` bytes pushed into it. */
+class TailBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  constructor(private readonly max: number) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.chunks.length > 1 && this.size - this.chunks[0].length >= this.max) {
+      this.size -= this.chunks[0].length;
+      this.chunks.shift();
+    }
+  }
+
+  text(): string {
+    return utf8Tail(Buffer.concat(this.chunks), this.max);
+  }
+}
