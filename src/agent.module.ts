@@ -1,13 +1,17 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
+import { ActivationModule } from './activation/activation.module';
 import { AdminModule } from './admin/admin.module';
+import { AdvanceModule } from './advance/advance.module';
 import { ClockModule } from './clock/clock.module';
 import { CommsModule } from './comms/comms.module';
 import type { TlsIdentity } from './comms/identity';
 import type { AgentConfig } from './config/config.loader';
 import { ConfigModule } from './config/config.module';
+import { DispatchModule } from './dispatch/dispatch.module';
 import { HeartbeatModule } from './heartbeat/heartbeat.module';
 import { LifecycleModule } from './lifecycle/lifecycle.module';
+import { OutboundModule } from './outbound/outbound.module';
 import { RecoveryModule } from './recovery/recovery.module';
 import { ReducerModule } from './reducer/reducer.module';
 import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS } from './reducer/reducer.types';
@@ -24,12 +28,18 @@ export class AgentModule {
         LifecycleModule,
         ScheduleModule.forRoot(),
         CommsModule.forRoot(identity),
-        ReducerModule.forRoot({
-          onHealthFailure: config.onHealthFailure,
-          sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS,
-        }),
-        RecoveryModule.forRoot(),
+        // The reducer's effects leave through ports these modules provide.
+        ReducerModule.forRoot(
+          {
+            onHealthFailure: config.onHealthFailure,
+            sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS,
+          },
+          [OutboundModule, ActivationModule],
+        ),
+        RecoveryModule.forRoot([OutboundModule]),
         HeartbeatModule,
+        DispatchModule,
+        AdvanceModule,
         AdminModule,
       ],
     };

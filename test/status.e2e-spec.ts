@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { ActivationService } from '../src/activation/activation.service';
 import { listenAdmin } from '../src/agent.app';
 import { HeartbeatService } from '../src/heartbeat/heartbeat.service';
 import { RecoveryService } from '../src/recovery/recovery.service';
@@ -64,7 +65,16 @@ function expectContractKeys(body: Json): void {
     expect(Object.keys(rec)).toContain(key);
   }
   for (const r of body.rollouts as Json[]) {
-    expect(Object.keys(r).sort()).toEqual(['channel', 'lastEventSeq', 'rolloutId', 'state', 'targetClosure']);
+    expect(Object.keys(r).sort()).toEqual(['channel', 'lastDeliveredSeq', 'lastEventSeq', 'rolloutId', 'state', 'targetClosure']);
+  }
+  expect(Object.keys(body)).toEqual(expect.arrayContaining(['outbound', 'activation']));
+  const outbound = body.outbound as Json;
+  for (const key of ['pending', 'delivered', 'refused', 'oldestPendingAgeSecs', 'lastDeliveredAt', 'deliveryPausedReason', 'replay']) {
+    expect(Object.keys(outbound)).toContain(key);
+  }
+  expect(Object.keys(outbound.replay as Json).sort()).toEqual(['fromSeq', 'missing', 'resent', 'rolloutId', 'running']);
+  for (const key of ['backend', 'running', 'lastResult']) {
+    expect(Object.keys(body.activation as Json)).toContain(key);
   }
 }
 
@@ -246,7 +256,9 @@ describe('GET /status on the real module graph, over HTTP', () => {
       currentClosure: PREVIOUS,
       dispatchedAt: '2026-11-28T12:00:00.000Z',
     });
-    await reducer.submit({ type: 'ActivationStarted', rolloutId: 'canary@e5f6a7b8', switchMethod: 'switch' });
+    // The symlink backend activates for real: started, then completed.
+    await agent.app.get(ActivationService).idle();
+    await reducer.drain();
     await listenAdmin(agent.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
 
     const answer = await get({ port: portOf(agent) }, '/status');
@@ -254,7 +266,7 @@ describe('GET /status on the real module graph, over HTTP', () => {
     expect(answer.json).toMatchObject({
       rollouts: [
         { rolloutId: 'beta@0badc0de', channel: 'beta', state: 'Deferred', targetClosure: null, lastEventSeq: 2 },
-        { rolloutId: 'canary@e5f6a7b8', channel: 'canary', state: 'Activating', targetClosure: TARGET, lastEventSeq: 2 },
+        { rolloutId: 'canary@e5f6a7b8', channel: 'canary', state: 'Soaking', targetClosure: TARGET, lastEventSeq: 3 },
       ],
     });
     expect(answer.text).toContain('"targetClosure":null');

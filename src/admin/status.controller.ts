@@ -1,5 +1,9 @@
 import { Controller, Get, Inject } from '@nestjs/common';
+import { ActivationService } from '../activation/activation.service';
+import { type Clock, CLOCK } from '../clock/clock';
 import { Uptime } from '../clock/uptime';
+import { DrainerService } from '../outbound/drainer.service';
+import { EventLogService } from '../outbound/event-log.service';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
@@ -18,6 +22,10 @@ export class StatusController {
     private readonly recovery: RecoveryService,
     private readonly reducer: ReducerService,
     private readonly currentSystem: CurrentSystemReader,
+    private readonly eventLog: EventLogService,
+    private readonly drainer: DrainerService,
+    private readonly activation: ActivationService,
+    @Inject(CLOCK) private readonly clock: Clock,
   ) {}
 
   @Get('status')
@@ -30,7 +38,9 @@ export class StatusController {
         state: r.state,
         targetClosure: r.targetClosure === '' ? null : r.targetClosure,
         lastEventSeq: r.lastEventSeq,
+        lastDeliveredSeq: this.eventLog.lastDeliveredSeq(r.rolloutId),
       }));
+    const log = this.eventLog.stats();
     return {
       machineId: this.config.machineId,
       agentVersion: AGENT_VERSION,
@@ -42,6 +52,20 @@ export class StatusController {
       heartbeat: this.heartbeat.status(),
       recovery: this.recovery.status(),
       rollouts,
+      outbound: {
+        pending: log.pending,
+        delivered: log.delivered,
+        refused: log.refused,
+        oldestPendingAgeSecs:
+          log.oldestPendingAt === null
+            ? null
+            : Math.max(0, Math.floor((this.clock.now().getTime() - Date.parse(log.oldestPendingAt)) / 1000)),
+        lastDeliveredAt: log.lastDeliveredAt,
+        deliveryPausedReason: this.drainer.deliveryPausedReason(),
+        replay: this.drainer.replayStatus(),
+        logBytes: log.bytes,
+      },
+      activation: this.activation.status(),
       reducer: this.reducer.statistics(),
     };
   }

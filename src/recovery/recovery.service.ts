@@ -1,8 +1,18 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnModuleDestroy,
+  type OnModuleInit,
+} from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { describeFailure } from '../comms/cp-failure';
 import { BootGate } from '../lifecycle/boot-gate';
+import { EventLogService } from '../outbound/event-log.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
+import { rebuildFromLog } from '../reducer/rebuild';
+import { ReducerService } from '../reducer/reducer.service';
 import { type ExchangeOutcome, HeartbeatExchange } from './heartbeat-exchange';
 
 export interface RecoveryStatus {
@@ -17,7 +27,7 @@ export interface RecoveryStatus {
  * `whenComplete()`; a CP that is down delays nothing beyond the deadline.
  */
 @Injectable()
-export class RecoveryService implements OnApplicationBootstrap, OnModuleDestroy {
+export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(RecoveryService.name);
   private outcome: ExchangeOutcome | null = null;
   private completedAt: Date | null = null;
@@ -31,8 +41,32 @@ export class RecoveryService implements OnApplicationBootstrap, OnModuleDestroy 
   constructor(
     private readonly exchange: HeartbeatExchange,
     private readonly bootGate: BootGate,
+    private readonly reducer: ReducerService,
+    private readonly eventLog: EventLogService,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
+
+  /**
+   * Before the handshake: the reducer's state is rebuilt from the event log,
+   * so a restart while the CP is unreachable neither forgets a rollout in
+   * flight nor reuses a seq (the CP's dedup would drop it for good).
+   */
+  async onModuleInit(): Promise<void> {
+    await this.eventLog.ready();
+    const records = this.eventLog.records();
+    if (records.length === 0) return;
+    const rebuilt = rebuildFromLog(records);
+    // Compaction may have dropped a rollout's newest events; its seq counter must not go back.
+    const rollouts = Object.fromEntries(
+      Object.entries(rebuilt.rollouts).map(([id, r]) => [id, { ...r, lastEventSeq: Math.max(r.lastEventSeq, this.eventLog.lastSeq(id)) }]),
+    );
+    const state = { rollouts };
+    this.reducer.restore(state);
+    const restored = Object.values(rollouts);
+    this.logger.log(
+      `restored ${restored.length} rollout(s) from ${records.length} logged event(s): ${restored.map((r) => `${r.rolloutId} ${r.state} (seq ${r.lastEventSeq})`).join(', ')}`,
+    );
+  }
 
   onApplicationBootstrap(): void {
     // Not awaited: the admin endpoint should answer while the handshake waits on a slow CP.

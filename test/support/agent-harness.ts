@@ -24,6 +24,8 @@ export interface World {
   pki: Pki;
   cp: DevControlPlane;
   currentSystemPath: string;
+  /** A fake /nix/store for the symlink activation backend. */
+  storeDir: string;
   /** Re-points the current-system link (atomically enough for tests). */
   setCurrentSystem(closure: string | null): void;
   close(): Promise<void>;
@@ -34,14 +36,17 @@ export async function makeWorld(cpOptions: Partial<DevCpOptions> = {}): Promise<
   const pki = await makePki(join(dir, 'pki'));
   const cp = await DevControlPlane.start({ pki, ...cpOptions });
   const currentSystemPath = join(dir, 'current-system');
+  const storeDir = join(dir, 'store');
+  mkdirSync(storeDir);
   const world: World = {
     dir,
     pki,
     cp,
     currentSystemPath,
+    storeDir,
     setCurrentSystem(closure) {
       rmSync(currentSystemPath, { force: true });
-      if (closure !== null) symlinkSync(`/nix/store/${closure}`, currentSystemPath);
+      if (closure !== null) symlinkSync(join(storeDir, closure), currentSystemPath);
     },
     async close() {
       await cp.close();
@@ -130,7 +135,8 @@ export async function buildAgent(world: World, options: BuildOptions = {}): Prom
     identity: options.identity,
     machineId: options.machineId,
     caCertPath: options.caCertPath,
-    extra: options.extra,
+    // Activation re-points the world's current-system link; a test's own flags come after and win.
+    extra: ['--activation-backend', 'symlink', '--store-dir', world.storeDir, ...(options.extra ?? [])],
   });
   const clock = options.clock ?? new FakeClock();
   const random = new FixedRandom();

@@ -1,0 +1,124 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  type BeforeApplicationShutdown,
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { jitter, RANDOM, type RandomSource } from '../clock/random';
+import { describeFailure } from '../comms/cp-failure';
+import { ControlPlaneClient } from '../comms/control-plane.client';
+import type { AgentConfig } from '../config/config.loader';
+import { AGENT_CONFIG } from '../config/config.constants';
+import type { DispatchOrder } from '../protocol/dispatch.wire';
+import { CurrentSystemReader } from '../recovery/current-system.reader';
+import { RecoveryService } from '../recovery/recovery.service';
+import { ReducerService } from '../reducer/reducer.service';
+
+/** PROTOCOL §8: the CP holds a poll up to this long. */
+export const DISPATCH_WAIT_SECS = 60;
+const BACKOFF_FIRST_MS = 1_000;
+const BACKOFF_CAP_MS = 60_000;
+
+export interface DispatchStatus {
+  polling: boolean;
+  consecutiveFailures: number;
+  lastError: string | null;
+  lastOrder: { rolloutId: string; targetClosure: string; receivedAt: string } | null;
+}
+
+/**
+ * Long-polls the CP for dispatches and turns each valid one into the
+ * reducer's `Activate` input. Runs after the boot handshake; errors back off.
+ */
+@Injectable()
+export class DispatchWorker implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger(DispatchWorker.name);
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | null = null;
+  private failures = 0;
+  private lastError: string | null = null;
+  private lastOrder: DispatchStatus['lastOrder'] = null;
+
+  constructor(
+    private readonly client: ControlPlaneClient,
+    private readonly reducer: ReducerService,
+    private readonly recovery: RecoveryService,
+    private readonly currentSystem: CurrentSystemReader,
+    @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
+    @Inject(RANDOM) private readonly random: RandomSource,
+    @Inject(CLOCK) private readonly clock: Clock,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    this.recovery.whenComplete().then(
+      () => {
+        if (!this.abort.signal.aborted) this.loop = this.run();
+      },
+      (err: unknown) => this.logger.error(`dispatch polling not started: ${String(err)}`),
+    );
+  }
+
+  status(): DispatchStatus {
+    return {
+      polling: this.loop !== null && !this.abort.signal.aborted,
+      consecutiveFailures: this.failures,
+      lastError: this.lastError,
+      lastOrder: this.lastOrder,
+    };
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    // A long-poll holds nothing the agent must finish: cut it.
+    this.abort.abort();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
+      if (signal.aborted) return;
+      if (result.ok) {
+        this.failures = 0;
+        if (result.response.body) await this.accept(result.response.body);
+        continue;
+      }
+      this.failures += 1;
+      this.lastError = describeFailure(result.failure);
+      const retryAfter = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
+      const base = Math.min(BACKOFF_FIRST_MS * 2 ** (this.failures - 1), BACKOFF_CAP_MS);
+      const delay = Math.max(jitter(base, 0.2, this.random), (retryAfter ?? 0) * 1000);
+      this.logger.warn(
+        `dispatch poll failed: ${this.lastError}; polling again in ${(delay / 1000).toFixed(1)} s (${this.failures} failure(s) in a row)`,
+      );
+      try {
+        await sleep(delay, undefined, { signal });
+      } catch {
+        return; // aborted: shutting down
+      }
+    }
+  }
+
+  private async accept(order: DispatchOrder): Promise<void> {
+    if (order.hostname !== this.config.machineId) {
+      this.logger.warn(
+        `dispatch for ${order.rollout_id} names host "${order.hostname}", not "${this.config.machineId}"; ignored`,
+      );
+      return;
+    }
+    this.lastOrder = { rolloutId: order.rollout_id, targetClosure: order.target_closure, receivedAt: this.clock.now().toISOString() };
+    this.logger.log(`dispatch received: ${order.rollout_id} → ${order.target_closure} (soak until ${order.soak_due_at})`);
+    const result = await this.reducer.submit({
+      type: 'Activate',
+      rolloutId: order.rollout_id,
+      targetClosure: order.target_closure,
+      soakDueAt: order.soak_due_at,
+      currentClosure: await this.currentSystem.read(),
+      dispatchedAt: order.enqueued_at,
+    });
+    if (result.rejected) this.logger.warn(`dispatch for ${order.rollout_id} not accepted: ${result.rejected}`);
+  }
+}

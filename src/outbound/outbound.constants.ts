@@ -1,0 +1,13 @@
+/** Backoff of event delivery (PROTOCOL §6: retry later with exponential backoff). */
+export const DELIVERY_BACKOFF_FIRST_MS = 1_000;
+export const DELIVERY_BACKOFF_CAP_MS = 60_000;
+/** While the CP refuses our identity (401/403/426) nothing will change quickly: try less often. */
+export const DELIVERY_PAUSED_CAP_MS = 300_000;
+/** The drainer also runs on this slow timer, in case a kick was missed. */
+export const DRAIN_SWEEP_MS = 10_000;
+/** A replay of thousands of events is paced: at most this many POSTs a second. */
+export const REPLAY_MAX_PER_SEC = 500;
+/** How often the event log is checked for compaction. */
+export const COMPACT_EVERY_MS = 60 * 60 * 1000;
+export const DRAIN_SWEEP_NAME = 'outbound-drain';
+export const COMPACT_NAME = 'outbound-compact';

@@ -1,0 +1,19 @@
+import { Module } from '@nestjs/common';
+import { REPLAY_PORT } from '../recovery/recovery.ports';
+import { EMIT_EVENT_PORT } from '../reducer/reducer.ports';
+import { DrainerService } from './drainer.service';
+import { EventLogService } from './event-log.service';
+import { OutboundPorts } from './outbound.ports';
+
+/** The durable event log, its drainer to the CP, and replay. */
+@Module({
+  providers: [
+    EventLogService,
+    DrainerService,
+    OutboundPorts,
+    { provide: EMIT_EVENT_PORT, useExisting: OutboundPorts },
+    { provide: REPLAY_PORT, useExisting: OutboundPorts },
+  ],
+  exports: [EventLogService, DrainerService, EMIT_EVENT_PORT, REPLAY_PORT],
+})
+export class OutboundModule {}

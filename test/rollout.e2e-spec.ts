@@ -1,0 +1,151 @@
+import { readlinkSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { getFromAdmin } from '../src/cli/admin-request';
+import { fakeClosure, makeWorld, type World } from './support/agent-harness';
+import { testArgs } from './support/agent-config';
+import { type RunningAgent, startAgent } from './support/agent-process';
+
+const ROLLOUT = 'stable@a1b2c3d4';
+const TARGET = fakeClosure('web-01-26.11', 'b');
+
+/** Polls an async condition (real time) until it holds. */
+async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+type Status = {
+  rollouts: { rolloutId: string; state: string; lastEventSeq: number; lastDeliveredSeq: number | null }[];
+  heartbeat: { lastReplayFrom: { value: string } | null };
+  outbound: { pending: number; replay: { running: boolean; rolloutId: string | null; fromSeq: number | null; resent: number; missing: number[] } };
+  activation: { backend: string; lastResult: { outcome: string } | null };
+};
+
+describe('a rollout end to end: the built agent, the symlink backend, the dev control plane', () => {
+  let world: World;
+  let agent: RunningAgent | null = null;
+
+  beforeEach(async () => {
+    world = await makeWorld({ dispatchWaitCapMs: 60_000 });
+  });
+  afterEach(async () => {
+    if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
+      agent.child.kill('SIGKILL');
+      await agent.exited;
+    }
+    agent = null;
+    await world.close();
+  });
+
+  async function launch(stateDir: string, adminPort: number): Promise<RunningAgent> {
+    const running = startAgent([
+      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir, currentSystemPath: world.currentSystemPath }),
+      '--heartbeat-interval', '1',
+      '--admin-listen', `127.0.0.1:${adminPort}`,
+      '--activation-backend', 'symlink',
+      '--store-dir', world.storeDir,
+    ]);
+    await running.waitForOutput(/"heartbeat every 1 s/);
+    return running;
+  }
+
+  async function status(port: number): Promise<Status> {
+    return (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Status;
+  }
+
+  const kinds = () => world.cp.events(world.pki.machineId, ROLLOUT).map((e) => `${e.seq}:${e.kind}`);
+
+  it('dispatch → ack, activation, link moved, converged after the soak; then a CP wipe is healed by replay, same seqs', async () => {
+    const port = await freePort();
+    agent = await launch(join(world.dir, 'state'), port);
+
+    world.cp.queueDispatch(world.pki.machineId, {
+      rollout_id: ROLLOUT,
+      target_closure: TARGET,
+      soak_due_at: new Date(Date.now() + 2_000).toISOString(),
+    });
+
+    await world.cp.waitFor(() => kinds().includes('4:Converged'), 20_000, 'Converged at seq 4');
+    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged']);
+    expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET));
+    const before = world.cp.events(world.pki.machineId, ROLLOUT).map((e) => e.raw);
+    const completed = world.cp.events(world.pki.machineId, ROLLOUT)[2].event;
+    expect(completed).toMatchObject({ kind: 'ActivationCompleted', observedCurrentClosure: TARGET, exitCode: 0 });
+
+    const converged = await status(port);
+    expect(converged.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4 })]);
+    await eventually(async () => (await status(port)).rollouts[0]?.lastDeliveredSeq === 4, 5_000, 'status shows seq 4 delivered');
+
+    // The CP restarts without its database: the next heartbeat reports seq 4, the CP holds 0.
+    world.cp.loseAllState();
+    expect(world.cp.events(world.pki.machineId, ROLLOUT)).toEqual([]);
+    await world.cp.waitFor(() => (kinds().length === 4 ? true : undefined), 15_000, 'the four events replayed');
+    expect(world.cp.events(world.pki.machineId, ROLLOUT).map((e) => e.raw)).toEqual(before);
+
+    const replayed = await status(port);
+    expect(replayed.heartbeat.lastReplayFrom?.value).toBe('0');
+    expect(replayed.outbound.replay).toMatchObject({ rolloutId: ROLLOUT, fromSeq: 0, resent: 4, missing: [] });
+
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
+  });
+
+  it('SIGKILL mid-rollout while the CP refuses events with 503: after a restart every event arrives, it converges, no seq reused', async () => {
+    const stateDir = join(world.dir, 'state');
+    const port = await freePort();
+    world.cp.setDefault('events', { status: 503, retryAfterSecs: 1 });
+    agent = await launch(stateDir, port);
+
+    world.cp.queueDispatch(world.pki.machineId, {
+      rollout_id: ROLLOUT,
+      target_closure: TARGET,
+      soak_due_at: new Date(Date.now() + 4_000).toISOString(),
+    });
+    // Activated (the link moved) while every event POST is refused.
+    await world.cp.waitFor(() => {
+      try {
+        return readlinkSync(world.currentSystemPath) === join(world.storeDir, TARGET) || undefined;
+      } catch {
+        return undefined;
+      }
+    }, 15_000, 'the link moved');
+    await world.cp.waitFor(() => world.cp.eventPosts.filter((p) => p.status === 503).length >= 1 || undefined, 10_000, 'a refused POST');
+    const pendingBefore = (await status(port)).outbound.pending;
+    expect(pendingBefore).toBeGreaterThanOrEqual(3);
+
+    agent.child.kill('SIGKILL');
+    expect(await agent.exited).toBe('SIGKILL');
+    expect(world.cp.events(world.pki.machineId, ROLLOUT)).toEqual([]);
+
+    world.cp.setDefault('events', null);
+    agent = await launch(stateDir, port);
+    await world.cp.waitFor(() => kinds().includes('4:Converged') || undefined, 20_000, 'Converged after the restart');
+    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged']);
+    // No seq was ever posted with two different bodies.
+    const bodiesBySeq = new Map<string, Set<string>>();
+    for (const post of world.cp.eventPosts) {
+      const seq = (post.body as { event?: { seq?: number } } | undefined)?.event?.seq;
+      const key = String(seq);
+      bodiesBySeq.set(key, (bodiesBySeq.get(key) ?? new Set()).add(post.raw));
+    }
+    for (const [seq, bodies] of bodiesBySeq) expect({ seq, bodies: bodies.size }).toEqual({ seq, bodies: 1 });
+    const final = await status(port);
+    expect(final.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4 })]);
+
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
+  });
+});
