@@ -1,4 +1,5 @@
-// `npm run demo`: the dev control plane and the real agent, on loopback, until Ctrl-C.
+// `npm run demo`: the dev control plane and the real agent on loopback, a rollout through
+// them, a control-plane wipe healed by replay, and heartbeats until Ctrl-C.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -9,7 +10,9 @@ import { DevControlPlane } from './control-plane';
 import { makePki } from './pki';
 
 const MACHINE_ID = 'web-01';
+const ROLLOUT = 'stable@a1b2c3d4';
 const CLOSURE = `${'a'.repeat(32)}-nixos-system-${MACHINE_ID}-26.05`;
+const NEXT_CLOSURE = `${'b'.repeat(32)}-nixos-system-${MACHINE_ID}-26.11`;
 
 async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -26,24 +29,39 @@ function say(text: string): void {
   process.stdout.write(`[demo] ${text}\n`);
 }
 
+type Phase = 'warm-up' | 'rollout' | 'converged' | 'replaying' | 'steady';
+
+interface StatusView {
+  uptimeSecs: number;
+  heartbeat: { lastSuccessAt: string | null; consecutiveFailures: number; lastReplayFrom: { value: string } | null };
+  rollouts: { rolloutId: string; state: string; lastEventSeq: number; lastDeliveredSeq: number | null }[];
+  outbound: { pending: number; replay: { running: boolean; fromSeq: number | null; resent: number; missing: number[] } };
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       dir: { type: 'string', default: '.demo' },
       for: { type: 'string' },
-      'heartbeat-interval': { type: 'string', default: '5' },
+      'heartbeat-interval': { type: 'string', default: '2' },
     },
   });
   const root = resolve(values.dir ?? '.demo');
+  const interval = Number(values['heartbeat-interval'] ?? '2');
   const stopAfterSecs = values.for === undefined ? null : Number(values.for);
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
 
   const pki = await makePki(join(root, 'pki'), { machineId: MACHINE_ID });
+  // A fake /nix/store: the symlink backend re-points current-system into it.
+  const store = join(root, 'store');
+  mkdirSync(join(store, CLOSURE), { recursive: true });
+  mkdirSync(join(store, NEXT_CLOSURE), { recursive: true });
   const currentSystem = join(root, 'current-system');
-  symlinkSync(`/nix/store/${CLOSURE}`, currentSystem);
-  const cp = await DevControlPlane.start({ pki });
+  symlinkSync(join(store, CLOSURE), currentSystem);
+  const cp = await DevControlPlane.start({ pki, dispatchWaitCapMs: 60_000 });
   const adminPort = await freePort();
+  const admin = { kind: 'tcp' as const, host: '127.0.0.1', port: adminPort };
   const logPath = join(root, 'agent.log');
 
   const agentMain = join(__dirname, '..', '..', 'dist', 'main.js');
@@ -56,7 +74,9 @@ async function main(): Promise<number> {
     '--client-key', pki.clientOpensshEd25519.keyPath,
     '--state-dir', join(root, 'state'),
     '--current-system-path', currentSystem,
-    '--heartbeat-interval', values['heartbeat-interval'] ?? '5',
+    '--store-dir', store,
+    '--activation-backend', 'symlink',
+    '--heartbeat-interval', String(interval),
     '--admin-listen', `127.0.0.1:${adminPort}`,
     '--log-format', 'json',
   ];
@@ -72,28 +92,89 @@ async function main(): Promise<number> {
   say(`logs:    ${logPath} (JSON lines)`);
   say(stopAfterSecs === null ? 'Ctrl-C stops both.' : `stopping by itself after ${stopAfterSecs} s.`);
 
-  let seen = 0;
-  let statusShown = 0;
-  const watcher = setInterval(() => {
-    if (seen > statusShown) {
-      statusShown = seen;
-      getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port: adminPort }, '/status').then(
-        ({ body }) => {
-          const s = body as { uptimeSecs: number; heartbeat: { lastSuccessAt: string | null; nextDueAt: string | null; consecutiveFailures: number }; rollouts: unknown[] };
-          say(
-            `agent /status: up ${s.uptimeSecs} s, last heartbeat ok at ${s.heartbeat.lastSuccessAt}, next due ${s.heartbeat.nextDueAt}, ${s.heartbeat.consecutiveFailures} failures, ${s.rollouts.length} rollout(s)`,
-          );
-        },
-        (err: unknown) => say(`agent /status not reachable yet (${(err as Error).message})`),
-      );
+  const status = async (): Promise<StatusView | null> => {
+    try {
+      return (await getFromAdmin(admin, '/status')).body as StatusView;
+    } catch {
+      return null;
     }
-    for (; seen < cp.heartbeats.length; seen++) {
-      const hb = cp.heartbeats[seen];
+  };
+
+  let phase: Phase = 'warm-up';
+  let heartbeatsSeen = 0;
+  let eventsSeen = 0;
+  let convergedAtBeat = 0;
+  let busy = false;
+  const step = async (): Promise<void> => {
+    for (; heartbeatsSeen < cp.heartbeats.length; heartbeatsSeen++) {
+      const hb = cp.heartbeats[heartbeatsSeen];
       const body = hb.body as { current_closure?: string; last_event_seq_by_rollout?: Record<string, number> } | undefined;
       say(
-        `CP <- heartbeat #${seen + 1} from ${hb.machineId} (CN ${hb.cn}): closure ${body?.current_closure ?? '-'}, seqs ${JSON.stringify(body?.last_event_seq_by_rollout ?? {})} -> ${hb.status ?? 'no answer'}`,
+        `CP <- heartbeat #${heartbeatsSeen + 1} (CN ${hb.cn}): closure ${body?.current_closure?.slice(0, 12) ?? '-'}…, seqs ${JSON.stringify(body?.last_event_seq_by_rollout ?? {})} -> ${hb.status ?? 'no answer'}`,
       );
     }
+    const stored = cp.events(MACHINE_ID, ROLLOUT);
+    for (; eventsSeen < stored.length; eventsSeen++) {
+      const e = stored[eventsSeen];
+      say(`CP <- event ${e.kind} seq ${e.seq}${phase === 'replaying' ? ' (replayed from the agent\'s log)' : ''}`);
+    }
+    switch (phase) {
+      case 'warm-up':
+        if (heartbeatsSeen >= 2) {
+          const soak = Math.max(3, interval * 2);
+          cp.queueDispatch(MACHINE_ID, {
+            rollout_id: ROLLOUT,
+            target_closure: NEXT_CLOSURE,
+            soak_due_at: new Date(Date.now() + soak * 1000).toISOString(),
+          });
+          say(`CP queues a dispatch: ${ROLLOUT} -> ${NEXT_CLOSURE.slice(0, 12)}… (soak ${soak} s)`);
+          phase = 'rollout';
+        }
+        return;
+      case 'rollout':
+        if (stored.some((e) => e.kind === 'Converged')) {
+          const s = await status();
+          const r = s?.rollouts.find((x) => x.rolloutId === ROLLOUT);
+          say(`agent /status: ${ROLLOUT} ${r?.state ?? '?'}, last seq ${r?.lastEventSeq ?? '?'}, delivered through ${r?.lastDeliveredSeq ?? '-'}`);
+          convergedAtBeat = heartbeatsSeen;
+          phase = 'converged';
+        }
+        return;
+      case 'converged':
+        if (heartbeatsSeen > convergedAtBeat) {
+          cp.loseAllState();
+          eventsSeen = 0;
+          say('CP loses all state (restarted without its database); the next heartbeat tells it the agent is ahead');
+          phase = 'replaying';
+        }
+        return;
+      case 'replaying': {
+        if (!stored.some((e) => e.kind === 'Converged')) return;
+        const s = await status();
+        if (!s || s.outbound.replay.running) return;
+        say(
+          `replay done: the CP holds seqs ${stored.map((e) => e.seq).join(', ')} again; agent /status replay: from seq ${s.outbound.replay.fromSeq}, ${s.outbound.replay.resent} resent, missing ${JSON.stringify(s.outbound.replay.missing)} (Replay-From: ${s.heartbeat.lastReplayFrom?.value ?? '-'})`,
+        );
+        say('steady state: heartbeats go on until you stop the demo');
+        phase = 'steady';
+        return;
+      }
+      case 'steady':
+        return;
+      default: {
+        const never: never = phase;
+        return never;
+      }
+    }
+  };
+  const watcher = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    step()
+      .catch((err: unknown) => say(`demo step failed: ${(err as Error).message}`))
+      .finally(() => {
+        busy = false;
+      });
   }, 200);
 
   const agentExit = new Promise<number | string>((res) => agent.once('exit', (code, signal) => res(code ?? signal ?? 'unknown')));
