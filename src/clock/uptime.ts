@@ -5,14 +5,15 @@ import { type Clock, CLOCK } from './clock';
 @Injectable()
 export class Uptime {
   readonly startedAt: Date;
-  private readonly startedMono: number;
+  /** The monotonic clock's reading at start. */
+  readonly startedMonoMs: number;
 
   constructor(@Inject(CLOCK) private readonly clock: Clock) {
     this.startedAt = clock.now();
-    this.startedMono = clock.monotonicMs();
+    this.startedMonoMs = clock.monotonicMs();
   }
 
   seconds(): number {
-    return Math.max(0, Math.floor((this.clock.monotonicMs() - this.startedMono) / 1000));
+    return Math.max(0, Math.floor((this.clock.monotonicMs() - this.startedMonoMs) / 1000));
   }
 }

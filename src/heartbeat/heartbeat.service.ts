@@ -30,6 +30,18 @@ export interface HeartbeatStatus {
   skippedTicks: number;
 }
 
+/** Monotonic times (ms) of the job, for liveness and readiness. */
+export interface HeartbeatProgress {
+  /** When the job started (after the boot handshake); null before. */
+  startedMono: number | null;
+  lastAttemptMono: number | null;
+  lastSuccessMono: number | null;
+  nextDueMono: number | null;
+  inFlightSinceMono: number | null;
+  intervalMs: number;
+  deadlineMs: number;
+}
+
 /**
  * The steady heartbeat (PROTOCOL §2). A scheduler interval checks, at a fine
  * resolution, whether the next heartbeat is due: a fixed setInterval could
@@ -41,6 +53,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
   private readonly logger = new Logger(HeartbeatService.name);
   private readonly intervalMs: number;
   private nextDueMono: number | null = null;
+  private startedMono: number | null = null;
   private inFlight: Promise<void> | null = null;
   private skipCounted = false;
   private stopped = false;
@@ -74,6 +87,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
   start(handshake: ExchangeOutcome): void {
     if (this.stopped || this.scheduler.doesExist('interval', HEARTBEAT_INTERVAL_NAME)) return;
     const now = this.clock.monotonicMs();
+    this.startedMono = now;
     if (handshake.ok) {
       this.lastSuccessAt = this.clock.now();
       this.lastSuccessMono = now;
@@ -133,8 +147,16 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
   }
 
   /** Monotonic ms of the last attempt and success; liveness and readiness read them. */
-  progress(): { lastAttemptMono: number | null; lastSuccessMono: number | null } {
-    return { lastAttemptMono: this.lastAttemptMono, lastSuccessMono: this.lastSuccessMono };
+  progress(): HeartbeatProgress {
+    return {
+      startedMono: this.startedMono,
+      lastAttemptMono: this.lastAttemptMono,
+      lastSuccessMono: this.lastSuccessMono,
+      nextDueMono: this.stopped ? null : this.nextDueMono,
+      inFlightSinceMono: this.inFlight ? this.lastAttemptMono : null,
+      intervalMs: this.intervalMs,
+      deadlineMs: TIMEOUTS.heartbeatMs,
+    };
   }
 
   async beforeApplicationShutdown(): Promise<void> {

@@ -1,0 +1,151 @@
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { Uptime } from '../clock/uptime';
+import { HeartbeatService } from '../heartbeat/heartbeat.service';
+import { BootGate } from '../lifecycle/boot-gate';
+import { TIMEOUTS } from '../protocol/protocol.constants';
+import { ReducerService } from '../reducer/reducer.service';
+
+/** A loop blocked this long is not responsive: systemd's watchdog should see it. */
+export const EVENT_LOOP_STALL_MS = 5_000;
+/** Seconds of event-loop delay samples liveness looks back over. */
+const LOOP_WINDOW_SAMPLES = 10;
+/** With input queued, the reducer must take one within this long. */
+export const REDUCER_STALL_MS = 30_000;
+/** Grace beyond the boot handshake's own 30 s deadline. */
+const BOOT_GRACE_MS = 15_000;
+/** Beyond a heartbeat's deadline, before an in-flight one counts as wedged. */
+const IN_FLIGHT_GRACE_MS = 5_000;
+
+export interface HealthCheck {
+  name: 'event-loop' | 'boot' | 'heartbeat-job' | 'reducer';
+  ok: boolean;
+  detail: string;
+}
+
+export interface Liveness {
+  ok: boolean;
+  checks: HealthCheck[];
+}
+
+export interface Readiness {
+  ok: boolean;
+  lastSuccessAt: string | null;
+  /** Seconds since the last success (or since start, when there was none). */
+  failingForSecs: number | null;
+  consecutiveFailures: number;
+  lastError: string | null;
+  thresholdSecs: number;
+}
+
+/**
+ * Three separate truths: liveness (is this process making progress — what
+ * systemd's watchdog acts on), readiness (can it reach its CP), and the
+ * backlog in /status. An agent that cannot reach its CP is alive, not healthy.
+ */
+@Injectable()
+export class HealthService implements OnModuleDestroy {
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 20 });
+  /** Worst event-loop delay of each of the last few seconds, newest last. */
+  private readonly recentDelaysMs: number[] = [];
+  private readonly sampler: NodeJS.Timeout;
+
+  constructor(
+    private readonly heartbeat: HeartbeatService,
+    private readonly reducer: ReducerService,
+    private readonly bootGate: BootGate,
+    private readonly uptime: Uptime,
+    @Inject(CLOCK) private readonly clock: Clock,
+  ) {
+    this.loopDelay.enable();
+    // Sampled on its own timer so that every reader (/healthz, the watchdog) sees the same window.
+    this.sampler = setInterval(() => {
+      this.recentDelaysMs.push(this.loopDelay.max / 1e6);
+      if (this.recentDelaysMs.length > LOOP_WINDOW_SAMPLES) this.recentDelaysMs.shift();
+      this.loopDelay.reset();
+    }, 1000);
+    this.sampler.unref();
+  }
+
+  liveness(): Liveness {
+    const now = this.clock.monotonicMs();
+    const checks = [this.eventLoop(), this.boot(), this.heartbeatJob(now), this.reducerQueue(now)];
+    return { ok: checks.every((c) => c.ok), checks };
+  }
+
+  readiness(): Readiness {
+    const p = this.heartbeat.progress();
+    const status = this.heartbeat.status();
+    // The CP's own "unreachable" threshold: three missed heartbeats.
+    const thresholdMs = 3 * p.intervalMs;
+    const now = this.clock.monotonicMs();
+    const since = p.lastSuccessMono ?? this.uptime.startedMonoMs;
+    const ok = p.lastSuccessMono !== null && now - p.lastSuccessMono <= thresholdMs;
+    return {
+      ok,
+      lastSuccessAt: status.lastSuccessAt,
+      failingForSecs: ok ? null : Math.floor((now - since) / 1000),
+      consecutiveFailures: status.consecutiveFailures,
+      lastError: status.lastError?.message ?? null,
+      thresholdSecs: thresholdMs / 1000,
+    };
+  }
+
+  onModuleDestroy(): void {
+    clearInterval(this.sampler);
+    this.loopDelay.disable();
+  }
+
+  private eventLoop(): HealthCheck {
+    const maxMs = Math.max(this.loopDelay.max / 1e6, ...this.recentDelaysMs);
+    return maxMs > EVENT_LOOP_STALL_MS
+      ? { name: 'event-loop', ok: false, detail: `the event loop was blocked for ${(maxMs / 1000).toFixed(1)} s` }
+      : { name: 'event-loop', ok: true, detail: 'responsive' };
+  }
+
+  private boot(): HealthCheck {
+    if (this.bootGate.isOpen()) return { name: 'boot', ok: true, detail: 'boot recovery done' };
+    const waited = this.clock.monotonicMs() - this.uptime.startedMonoMs;
+    return waited > TIMEOUTS.bootRecoveryMs + BOOT_GRACE_MS
+      ? { name: 'boot', ok: false, detail: `the boot-recovery handshake has not finished after ${Math.floor(waited / 1000)} s (deadline 30 s)` }
+      : { name: 'boot', ok: true, detail: 'boot recovery in progress' };
+  }
+
+  private heartbeatJob(now: number): HealthCheck {
+    const p = this.heartbeat.progress();
+    if (p.startedMono === null || p.nextDueMono === null) return { name: 'heartbeat-job', ok: true, detail: 'not started yet' };
+    if (p.inFlightSinceMono !== null && now - p.inFlightSinceMono > p.deadlineMs + IN_FLIGHT_GRACE_MS) {
+      return {
+        name: 'heartbeat-job',
+        ok: false,
+        detail: `a heartbeat has been in flight for ${Math.floor((now - p.inFlightSinceMono) / 1000)} s, past its ${p.deadlineMs / 1000} s deadline`,
+      };
+    }
+    // Waiting out a long Retry-After is not being stuck: only an overdue job that did not run is.
+    const reference = p.lastAttemptMono ?? p.startedMono;
+    const limit = 2 * p.intervalMs + p.deadlineMs;
+    if (p.inFlightSinceMono === null && now >= p.nextDueMono && now - reference > limit) {
+      return {
+        name: 'heartbeat-job',
+        ok: false,
+        detail: `no heartbeat attempted for ${Math.floor((now - reference) / 1000)} s though one was due ${Math.floor((now - p.nextDueMono) / 1000)} s ago (limit ${limit / 1000} s)`,
+      };
+    }
+    return { name: 'heartbeat-job', ok: true, detail: 'attempting on schedule' };
+  }
+
+  private reducerQueue(now: number): HealthCheck {
+    const s = this.reducer.statistics();
+    if (s.queueDepth === 0) return { name: 'reducer', ok: true, detail: 'queue empty' };
+    const idle = s.lastProgressMono === null ? null : now - s.lastProgressMono;
+    if (idle !== null && idle > REDUCER_STALL_MS) {
+      return {
+        name: 'reducer',
+        ok: false,
+        detail: `${s.queueDepth} input(s) queued but none taken for ${Math.floor(idle / 1000)} s`,
+      };
+    }
+    return { name: 'reducer', ok: true, detail: `${s.queueDepth} input(s) queued, moving` };
+  }
+}
