@@ -10,7 +10,24 @@ import { envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, typ
 export type AgentConfig = Readonly<Settings> & {
   readonly adminAddress: ListenAddress;
   readonly configFile: string | null;
+  /** What systemd told this process through its environment (not settings an operator gives). */
+  readonly systemd: SystemdEnv;
 };
+
+export interface SystemdEnv {
+  /** `NOTIFY_SOCKET`: where sd_notify messages go; null when not run by systemd with Type=notify. */
+  readonly notifySocket: string | null;
+  /** `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or names this process. */
+  readonly watchdogUsec: number | null;
+}
+
+/** sd_notify(3)'s rules: WATCHDOG_USEC applies only to the process WATCHDOG_PID names, if any. */
+export function systemdEnv(env: Readonly<Record<string, string | undefined>>, pid: number): SystemdEnv {
+  const notifySocket = env.NOTIFY_SOCKET && env.NOTIFY_SOCKET !== '' ? env.NOTIFY_SOCKET : null;
+  const usec = env.WATCHDOG_USEC !== undefined && /^\d+$/.test(env.WATCHDOG_USEC) ? Number(env.WATCHDOG_USEC) : null;
+  const forUs = env.WATCHDOG_PID === undefined || env.WATCHDOG_PID === String(pid);
+  return { notifySocket, watchdogUsec: usec !== null && usec > 0 && forUs ? usec : null };
+}
 
 export type Command = 'run' | 'status';
 
@@ -25,6 +42,8 @@ export interface LoadInput {
   argv: readonly string[];
   env: Readonly<Record<string, string | undefined>>;
   stdoutIsTty: boolean;
+  /** For WATCHDOG_PID; this process's pid when omitted. */
+  pid?: number;
 }
 
 const COMMANDS: readonly Command[] = ['run', 'status'];
@@ -127,7 +146,9 @@ export function loadConfig(input: LoadInput): LoadResult {
   }
 
   if (problems.length > 0 || !command || !adminAddress) return { kind: 'invalid', problems };
-  const config: AgentConfig = Object.freeze(Object.assign(settings, { adminAddress, configFile }));
+  const config: AgentConfig = Object.freeze(
+    Object.assign(settings, { adminAddress, configFile, systemd: systemdEnv(input.env, input.pid ?? process.pid) }),
+  );
   return { kind: 'run', config };
 }
 
