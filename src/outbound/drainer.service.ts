@@ -114,8 +114,14 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
     run.fromSeq = fromSeq;
     for (const s of fresh) run.remaining.add(s);
     run.missing = [...new Set([...run.missing, ...missing])].sort((a, b) => a - b);
-    this.replays.set(rolloutId, run);
     this.lastReplay = run;
+    if (run.remaining.size === 0) {
+      // Nothing left to resend (the CP holds it all, or retention dropped it): a
+      // run kept open here would never end and would swallow the next signal.
+      this.logger.log(`replay of ${rolloutId} from seq ${fromSeq} done: nothing to resend`);
+      return;
+    }
+    this.replays.set(rolloutId, run);
     this.enqueue(rolloutId, fresh);
     this.kick();
   }
@@ -219,6 +225,10 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
           this.logger.warn(
             `the control plane refused event ${logged.kind} seq ${seq} of ${rolloutId} (${reason}); kept on record as refused, not retried; delivery goes on with the next event`,
           );
+          // The CP judged the event itself, so it accepts our identity: delivery is not paused.
+          this.failures = 0;
+          this.retryAtMono = null;
+          this.pausedReason = null;
           this.done(rolloutId, seq, isReplay);
           break;
         }
@@ -288,7 +298,9 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
 
   private done(rolloutId: string, seq: number, wasReplay: boolean): void {
     const queue = this.queues.get(rolloutId);
-    if (queue && queue[0] === seq) queue.shift();
+    // Not always the head: a replay merged in while this seq was in flight may have queued lower seqs before it.
+    const at = queue ? queue.indexOf(seq) : -1;
+    if (queue && at >= 0) queue.splice(at, 1);
     const run = this.replays.get(rolloutId);
     if (run?.remaining.delete(seq) && wasReplay) run.resent += 1;
     if (run && run.remaining.size === 0) {
