@@ -111,14 +111,21 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
     }
     this.lastOrder = { rolloutId: order.rollout_id, targetClosure: order.target_closure, receivedAt: this.clock.now().toISOString() };
     this.logger.log(`dispatch received: ${order.rollout_id} → ${order.target_closure} (soak until ${order.soak_due_at})`);
-    const result = await this.reducer.submit({
-      type: 'Activate',
-      rolloutId: order.rollout_id,
-      targetClosure: order.target_closure,
-      soakDueAt: order.soak_due_at,
-      currentClosure: await this.currentSystem.read(),
-      dispatchedAt: order.enqueued_at,
-    });
+    let result;
+    try {
+      result = await this.reducer.submit({
+        type: 'Activate',
+        rolloutId: order.rollout_id,
+        targetClosure: order.target_closure,
+        soakDueAt: order.soak_due_at,
+        currentClosure: await this.currentSystem.read(),
+        dispatchedAt: order.enqueued_at,
+      });
+    } catch (err) {
+      // A throw here would end the poll loop for good; the next poll goes on.
+      this.logger.error(`dispatch for ${order.rollout_id} not applied: ${(err as Error).message}; polling goes on`);
+      return;
+    }
     if (result.rejected) this.logger.warn(`dispatch for ${order.rollout_id} not accepted: ${result.rejected}`);
   }
 }

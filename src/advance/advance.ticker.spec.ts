@@ -1,0 +1,146 @@
+import { readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { SchedulerRegistry } from '@nestjs/schedule';
+import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
+import { BootGate } from '../lifecycle/boot-gate';
+import { RecoveryService } from '../recovery/recovery.service';
+import { ReducerService } from '../reducer/reducer.service';
+import { ADVANCE_TICK_NAME, AdvanceTicker } from './advance.ticker';
+
+const MACHINE = 'web-01';
+const BOOT_CLOSURE = fakeClosure('web-01-26.05');
+const TARGET = fakeClosure('web-01-26.11', 'b');
+const ELSEWHERE = fakeClosure('web-01-hotfix', 'c');
+const SOAK_MS = 30_000;
+
+describe('AdvanceTicker: time for the reducer, with a real dispatch and the symlink activation', () => {
+  let world: World;
+  let agent: AgentUnderTest | null = null;
+
+  beforeAll(async () => {
+    world = await makeWorld();
+  });
+  afterAll(async () => {
+    await world.close();
+  });
+  beforeEach(() => {
+    world.setCurrentSystem(BOOT_CLOSURE);
+  });
+  afterEach(async () => {
+    jest.restoreAllMocks();
+    await agent?.close();
+    agent = null;
+    world.cp.setDefault('heartbeat', null);
+  });
+
+  async function start(): Promise<AgentUnderTest> {
+    agent = await buildAgent(world, { extra: ['--heartbeat-interval', '60'] });
+    await agent.app.get(RecoveryService).whenComplete();
+    return agent;
+  }
+
+  /** Dispatches `rolloutId` with its soak due 30 s after the fake now; resolves once the rollout is Soaking. */
+  async function dispatchAndSoak(a: AgentUnderTest, rolloutId: string): Promise<void> {
+    const reducer = a.app.get(ReducerService);
+    world.cp.queueDispatch(MACHINE, {
+      rollout_id: rolloutId,
+      target_closure: TARGET,
+      soak_due_at: new Date(a.clock.now().getTime() + SOAK_MS).toISOString(),
+    });
+    await world.cp.waitFor(() => reducer.current().rollouts[rolloutId]?.state === 'Soaking', 5_000, `${rolloutId} Soaking`);
+    expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET));
+  }
+
+  const stateOf = (a: AgentUnderTest, rolloutId: string): string | undefined =>
+    a.app.get(ReducerService).current().rollouts[rolloutId]?.state;
+  const convergedOnCp = (rolloutId: string) => world.cp.events(MACHINE, rolloutId).filter((e) => e.kind === 'Converged');
+
+  it('converges a Soaking rollout once soak_due_at has passed and the current closure is the target; the CP gets Converged', async () => {
+    const rolloutId = 'stable@ad000001';
+    const a = await start();
+    const ticker = a.app.get(AdvanceTicker);
+    await dispatchAndSoak(a, rolloutId);
+
+    // Soak not due yet: a tick changes nothing.
+    await ticker.tick();
+    expect(stateOf(a, rolloutId)).toBe('Soaking');
+
+    a.clock.advance(SOAK_MS + 1_000);
+    await ticker.tick();
+    expect(stateOf(a, rolloutId)).toBe('Converged');
+    expect(a.app.get(ReducerService).current().rollouts[rolloutId]).toMatchObject({
+      currentClosure: TARGET,
+      convergedAt: a.clock.now().toISOString(),
+    });
+
+    const [converged] = await world.cp.waitFor(
+      () => (convergedOnCp(rolloutId).length > 0 ? convergedOnCp(rolloutId) : undefined),
+      5_000,
+      'Converged on the CP',
+    );
+    expect(converged.seq).toBe(4);
+    expect(converged.event).toMatchObject({ kind: 'Converged', currentClosure: TARGET, convergedAt: a.clock.now().toISOString() });
+    expect(world.cp.events(MACHINE, rolloutId).map((e) => e.kind)).toEqual([
+      'DispatchAck',
+      'ActivationStarted',
+      'ActivationCompleted',
+      'Converged',
+    ]);
+  });
+
+  it('does not converge while the current closure differs from the target, even with the soak due', async () => {
+    const rolloutId = 'stable@ad000002';
+    const a = await start();
+    const ticker = a.app.get(AdvanceTicker);
+    await dispatchAndSoak(a, rolloutId);
+
+    world.setCurrentSystem(ELSEWHERE);
+    a.clock.advance(SOAK_MS + 1_000);
+    await ticker.tick();
+    expect(stateOf(a, rolloutId)).toBe('Soaking');
+    a.clock.advance(60_000);
+    await ticker.tick();
+    expect(stateOf(a, rolloutId)).toBe('Soaking');
+
+    // Only the closure held it back: back on the target, the next tick converges.
+    world.setCurrentSystem(TARGET);
+    await ticker.tick();
+    expect(stateOf(a, rolloutId)).toBe('Converged');
+    await world.cp.waitFor(() => convergedOnCp(rolloutId).length === 1, 5_000, 'Converged on the CP');
+    expect(convergedOnCp(rolloutId)[0].event).toMatchObject({ currentClosure: TARGET });
+  });
+
+  it('submits no tick before the boot gate opens, and stops ticking at shutdown', async () => {
+    // The handshake outlasts one tick interval: an ungated ticker would have ticked by then.
+    world.cp.respondNext('heartbeat', { delayMs: 1_300 });
+    const ticks: { gateOpen: boolean }[] = [];
+    const real = ReducerService.prototype.submit;
+    let gate: BootGate | null = null;
+    jest.spyOn(ReducerService.prototype, 'submit').mockImplementation(function (this: ReducerService, input) {
+      if (input.type === 'Tick') ticks.push({ gateOpen: gate?.isOpen() ?? false });
+      return real.call(this, input);
+    });
+
+    agent = await buildAgent(world, { extra: ['--heartbeat-interval', '60'] });
+    const a = agent;
+    const bootGate = a.app.get(BootGate);
+    gate = bootGate;
+    const scheduler = a.app.get(SchedulerRegistry);
+    expect(bootGate.isOpen()).toBe(false);
+    expect(scheduler.doesExist('interval', ADVANCE_TICK_NAME)).toBe(false);
+
+    await bootGate.whenOpen();
+    expect(scheduler.doesExist('interval', ADVANCE_TICK_NAME)).toBe(true);
+    // The 1 s interval (real time) delivers a tick once the gate is open.
+    await world.cp.waitFor(() => ticks.length >= 1, 5_000, 'a scheduled tick');
+    expect(ticks.every((t) => t.gateOpen)).toBe(true);
+
+    await a.close();
+    agent = null;
+    expect(scheduler.doesExist('interval', ADVANCE_TICK_NAME)).toBe(false);
+    expect(scheduler.getIntervals()).not.toContain(ADVANCE_TICK_NAME);
+    const after = ticks.length;
+    await a.app.get(AdvanceTicker).tick();
+    expect(ticks.length).toBe(after);
+  });
+});
