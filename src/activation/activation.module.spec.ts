@@ -8,6 +8,7 @@ import { CLOCK } from '../clock/clock';
 import { ClockModule } from '../clock/clock.module';
 import { type AgentConfig, loadConfig } from '../config/config.loader';
 import { ConfigModule } from '../config/config.module';
+import { MetricsModule } from '../metrics/metrics.module';
 import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT } from '../reducer/reducer.ports';
 import { ReducerModule } from '../reducer/reducer.module';
 import { ReducerService } from '../reducer/reducer.service';
@@ -69,7 +70,7 @@ describe('ActivationModule', () => {
 
   async function build(config: AgentConfig, policy = HALT): Promise<{ module: TestingModule; reducer: ReducerService; activation: ActivationService }> {
     const module = await Test.createTestingModule({
-      imports: [ConfigModule.forRoot(config), ClockModule, ReducerModule.forRoot(policy, [ActivationModule])],
+      imports: [ConfigModule.forRoot(config), ClockModule, MetricsModule, ReducerModule.forRoot(policy, [ActivationModule])],
     })
       .overrideProvider(CLOCK)
       .useValue(new FakeClock())

@@ -3,6 +3,7 @@ import { CapturingLogger, fakeClosure } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
 import { CLOCK } from '../clock/clock';
 import type { ActivationBackendName } from '../config/settings';
+import { MetricsModule } from '../metrics/metrics.module';
 import type { EffectOf } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
 import { EMPTY_STATE, type ReducerInput, type TransitionResult } from '../reducer/reducer.types';
@@ -116,6 +117,7 @@ describe('ActivationService', () => {
     reducer = new RecordingReducer(timeline);
     clock = new FakeClock();
     module = await Test.createTestingModule({
+      imports: [MetricsModule],
       providers: [
         ActivationService,
         { provide: ACTIVATION_BACKEND, useValue: backend },

@@ -8,6 +8,7 @@ import {
 import { ModuleRef } from '@nestjs/core';
 import { type Clock, CLOCK } from '../clock/clock';
 import type { ActivationBackendName } from '../config/settings';
+import { MetricsService } from '../metrics/metrics.service';
 import type { EffectOf, FireRollbackPort, FireSwitchPort } from '../reducer/reducer.ports';
 import { describeInput, ReducerService } from '../reducer/reducer.service';
 import type { ReducerInput } from '../reducer/reducer.types';
@@ -54,6 +55,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnMo
     // @Optional Nest does not even fail: it leaves them undefined, and every
     // switch would be silently dropped. So it is looked up once both exist.
     private readonly moduleRef: ModuleRef,
+    private readonly metrics: MetricsService,
   ) {}
 
   onModuleInit(): void {
@@ -223,6 +225,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnMo
       at: this.clock.now().toISOString(),
       detail: describeOutcome(outcome),
     };
+    this.metrics.recordActivation(job.kind, outcome.kind);
   }
 
   /** A reducer that is shut down takes no input; the outcome is then only in the log and /status. */

@@ -11,6 +11,7 @@ import { RANDOM, type RandomSource } from '../clock/random';
 import { type CpFailureKind, describeFailure } from '../comms/cp-failure';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { MetricsService } from '../metrics/metrics.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { type ExchangeOutcome, HeartbeatExchange, type ReplayFromRecord } from '../recovery/heartbeat-exchange';
 import { RecoveryService } from '../recovery/recovery.service';
@@ -72,6 +73,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
     @Inject(AGENT_CONFIG) config: AgentConfig,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(RANDOM) private readonly random: RandomSource,
+    private readonly metrics: MetricsService,
   ) {
     this.intervalMs = config.heartbeatInterval * 1000;
   }
@@ -186,6 +188,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
       };
     }
     const done = this.clock.monotonicMs();
+    this.metrics.recordHeartbeat(outcome.ok ? 'ok' : (outcome.failure?.kind ?? 'network'), (done - startedMono) / 1000);
     if (outcome.ok) {
       if (this.consecutiveFailures > 0) {
         this.logger.log(`heartbeat succeeded again after ${this.consecutiveFailures} failure(s)`);

@@ -12,6 +12,7 @@ import { jitter, RANDOM, type RandomSource } from '../clock/random';
 import { type CpFailure, describeFailure } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
 import { BootGate } from '../lifecycle/boot-gate';
+import { MetricsService } from '../metrics/metrics.service';
 import { EventLogService } from './event-log.service';
 import {
   DELIVERY_BACKOFF_CAP_MS,
@@ -73,6 +74,7 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
     private readonly scheduler: SchedulerRegistry,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(RANDOM) private readonly random: RandomSource,
+    private readonly metrics: MetricsService,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -302,7 +304,10 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
     const at = queue ? queue.indexOf(seq) : -1;
     if (queue && at >= 0) queue.splice(at, 1);
     const run = this.replays.get(rolloutId);
-    if (run?.remaining.delete(seq) && wasReplay) run.resent += 1;
+    if (run?.remaining.delete(seq) && wasReplay) {
+      run.resent += 1;
+      this.metrics.recordReplayed();
+    }
     if (run && run.remaining.size === 0) {
       this.replays.delete(rolloutId);
       this.logger.log(`replay of ${rolloutId} from seq ${run.fromSeq} done: ${run.resent} event(s) resent`);

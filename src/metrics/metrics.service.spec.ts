@@ -1,0 +1,161 @@
+import { register as globalRegistry } from 'prom-client';
+import { ROLLOUT_STATES } from '../protocol/rollout';
+import { type LiveState, MetricsService } from './metrics.service';
+
+/** The shape parse-prometheus-text-format documents; the package ships no types. */
+interface Sample {
+  value?: string;
+  labels?: Record<string, string>;
+  buckets?: Record<string, string>;
+  count?: string;
+  sum?: string;
+}
+interface Family {
+  name: string;
+  help: string;
+  type: string;
+  metrics: Sample[];
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const parsePrometheusTextFormat = require('parse-prometheus-text-format') as (text: string) => Family[];
+
+const P = 'nixfleet_agent_';
+
+const IDLE: LiveState = {
+  consecutiveFailures: 0,
+  lastSuccessUnixSecs: null,
+  clockSkewSecs: null,
+  outbound: { pending: 0, delivered: 0, refused: 0 },
+  reducerQueueDepth: 0,
+  rolloutStates: [],
+  clientCertSecondsToExpiry: null,
+};
+
+async function scrape(metrics: MetricsService, live: Partial<LiveState> = {}): Promise<Map<string, Family>> {
+  const families = parsePrometheusTextFormat(await metrics.scrape({ ...IDLE, ...live }));
+  return new Map(families.map((f) => [f.name, f]));
+}
+
+function family(all: Map<string, Family>, name: string): Family {
+  const f = all.get(name);
+  if (!f) throw new Error(`${name} is not in the exposition; it has ${[...all.keys()].join(', ')}`);
+  return f;
+}
+
+function valueOf(all: Map<string, Family>, name: string, labels: Record<string, string> = {}): number {
+  const sample = family(all, name).metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
+  if (sample?.value === undefined) throw new Error(`${name}${JSON.stringify(labels)} has no sample`);
+  return Number(sample.value);
+}
+
+describe('MetricsService', () => {
+  it('exposes every series from the start, each with HELP: all results, kinds and rollout states at 0', async () => {
+    const all = await scrape(new MetricsService());
+
+    for (const name of [
+      'heartbeats_total',
+      'heartbeat_duration_seconds',
+      'activations_total',
+      'heartbeat_consecutive_failures',
+      'outbound_events',
+      'replayed_events_total',
+      'reducer_queue_depth',
+      'rollouts',
+    ]) {
+      expect(family(all, P + name).help).not.toBe('');
+    }
+    expect(family(all, `${P}heartbeats_total`).metrics.map((m) => m.labels?.result).sort()).toEqual(
+      ['aborted', 'bad-body', 'connect', 'http-status', 'network', 'ok', 'timeout', 'tls'],
+    );
+    expect(family(all, `${P}heartbeats_total`).metrics.every((m) => m.value === '0')).toBe(true);
+    expect(family(all, `${P}activations_total`).metrics).toHaveLength(6);
+    expect(family(all, `${P}rollouts`).metrics.map((m) => m.labels?.state)).toEqual([...ROLLOUT_STATES]);
+    expect(family(all, `${P}heartbeat_duration_seconds`).type).toBe('HISTOGRAM');
+    // Process metrics ride along under their standard names.
+    expect(all.has('process_cpu_seconds_total')).toBe(true);
+    expect(all.has('nodejs_eventloop_lag_seconds')).toBe(true);
+  });
+
+  it('leaves out what is not known rather than showing 0: last success, clock skew, certificate expiry', async () => {
+    const metrics = new MetricsService();
+    let all = await scrape(metrics);
+    for (const name of ['heartbeat_last_success_timestamp_seconds', 'clock_skew_seconds', 'client_certificate_expiry_seconds']) {
+      expect(all.has(P + name)).toBe(false);
+    }
+
+    all = await scrape(metrics, { lastSuccessUnixSecs: 1_795_000_000, clockSkewSecs: -3, clientCertSecondsToExpiry: 86_400 });
+    expect(valueOf(all, `${P}heartbeat_last_success_timestamp_seconds`)).toBe(1_795_000_000);
+    expect(valueOf(all, `${P}clock_skew_seconds`)).toBe(-3);
+    expect(valueOf(all, `${P}client_certificate_expiry_seconds`)).toBe(86_400);
+    expect(family(all, `${P}clock_skew_seconds`).help).toMatch(/Date header/);
+
+    all = await scrape(metrics, { clientCertSecondsToExpiry: null, clockSkewSecs: 0 });
+    expect(all.has(`${P}client_certificate_expiry_seconds`)).toBe(false);
+    expect(valueOf(all, `${P}clock_skew_seconds`)).toBe(0);
+  });
+
+  it('counts heartbeats by result and puts each latency in its bucket', async () => {
+    const metrics = new MetricsService();
+    metrics.recordHeartbeat('ok', 0.04);
+    metrics.recordHeartbeat('ok', 1.5);
+    metrics.recordHeartbeat('http-status', 0.02);
+    metrics.recordHeartbeat('timeout', 10);
+
+    const all = await scrape(metrics);
+    expect(valueOf(all, `${P}heartbeats_total`, { result: 'ok' })).toBe(2);
+    expect(valueOf(all, `${P}heartbeats_total`, { result: 'http-status' })).toBe(1);
+    expect(valueOf(all, `${P}heartbeats_total`, { result: 'timeout' })).toBe(1);
+    expect(valueOf(all, `${P}heartbeats_total`, { result: 'connect' })).toBe(0);
+    const [histogram] = family(all, `${P}heartbeat_duration_seconds`).metrics;
+    expect(histogram).toMatchObject({ count: '4', sum: '11.56' });
+    expect(histogram.buckets).toMatchObject({ '0.025': '1', '0.05': '2', '1': '2', '2.5': '3', '10': '4', '+Inf': '4' });
+  });
+
+  it('counts activations by kind and outcome', async () => {
+    const metrics = new MetricsService();
+    metrics.recordActivation('switch', 'completed');
+    metrics.recordActivation('switch', 'completed');
+    metrics.recordActivation('rollback', 'failed');
+    metrics.recordReplayed();
+    metrics.recordReplayed();
+
+    const all = await scrape(metrics);
+    expect(valueOf(all, `${P}activations_total`, { kind: 'switch', outcome: 'completed' })).toBe(2);
+    expect(valueOf(all, `${P}activations_total`, { kind: 'rollback', outcome: 'failed' })).toBe(1);
+    expect(valueOf(all, `${P}activations_total`, { kind: 'switch', outcome: 'deferred' })).toBe(0);
+    expect(valueOf(all, `${P}replayed_events_total`)).toBe(2);
+  });
+
+  it('sets the gauges from live state at each scrape; rollouts counted per state', async () => {
+    const metrics = new MetricsService();
+    let all = await scrape(metrics, {
+      consecutiveFailures: 4,
+      outbound: { pending: 3, delivered: 10, refused: 1 },
+      reducerQueueDepth: 2,
+      rolloutStates: ['Soaking', 'Converged', 'Converged'],
+    });
+    expect(valueOf(all, `${P}heartbeat_consecutive_failures`)).toBe(4);
+    expect(valueOf(all, `${P}outbound_events`, { state: 'pending' })).toBe(3);
+    expect(valueOf(all, `${P}outbound_events`, { state: 'delivered' })).toBe(10);
+    expect(valueOf(all, `${P}outbound_events`, { state: 'refused' })).toBe(1);
+    expect(valueOf(all, `${P}reducer_queue_depth`)).toBe(2);
+    expect(valueOf(all, `${P}rollouts`, { state: 'Converged' })).toBe(2);
+    expect(valueOf(all, `${P}rollouts`, { state: 'Soaking' })).toBe(1);
+    expect(valueOf(all, `${P}rollouts`, { state: 'Failed' })).toBe(0);
+
+    // A rollout that moved on is no longer counted in its old state.
+    all = await scrape(metrics, { rolloutStates: ['Converged', 'Converged', 'Converged'] });
+    expect(valueOf(all, `${P}rollouts`, { state: 'Soaking' })).toBe(0);
+    expect(valueOf(all, `${P}rollouts`, { state: 'Converged' })).toBe(3);
+  });
+
+  it('keeps its own registry: nothing lands in prom-client’s global one or in another instance', async () => {
+    const a = new MetricsService();
+    const b = new MetricsService();
+    a.recordHeartbeat('ok', 0.1);
+
+    expect(valueOf(await scrape(b), `${P}heartbeats_total`, { result: 'ok' })).toBe(0);
+    expect(globalRegistry.getSingleMetric(`${P}heartbeats_total`)).toBeUndefined();
+    expect(a.contentType).toBe('text/plain; version=0.0.4; charset=utf-8');
+  });
+});

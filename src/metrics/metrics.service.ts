@@ -1,0 +1,189 @@
+import { Injectable } from '@nestjs/common';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ActivationKind, ActivationOutcome } from '../activation/activation.types';
+import type { CpFailureKind } from '../comms/cp-failure';
+import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
+import { HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX } from './metrics.constants';
+
+/** A heartbeat's `result` label: `ok`, or why the CP gave no usable answer. */
+export type HeartbeatResult = 'ok' | CpFailureKind;
+export type ActivationResult = ActivationOutcome['kind'];
+export type OutboundState = 'pending' | 'delivered' | 'refused';
+
+/** What the gauges show, read from the services at scrape time. null means not known: that gauge is left out. */
+export interface LiveState {
+  consecutiveFailures: number;
+  lastSuccessUnixSecs: number | null;
+  clockSkewSecs: number | null;
+  outbound: Record<OutboundState, number>;
+  reducerQueueDepth: number;
+  /** The state of every rollout the reducer holds. */
+  rolloutStates: readonly RolloutState[];
+  clientCertSecondsToExpiry: number | null;
+}
+
+/** Every member of a string union: the Record makes the compiler reject a list that misses one. */
+function members<T extends string>(all: Record<T, true>): T[] {
+  return Object.keys(all) as T[];
+}
+
+const HEARTBEAT_RESULTS = members<HeartbeatResult>({
+  ok: true,
+  connect: true,
+  tls: true,
+  timeout: true,
+  network: true,
+  'http-status': true,
+  'bad-body': true,
+  aborted: true,
+});
+const ACTIVATION_KINDS = members<ActivationKind>({ switch: true, rollback: true });
+const ACTIVATION_RESULTS = members<ActivationResult>({ completed: true, failed: true, deferred: true });
+const OUTBOUND_STATES = members<OutboundState>({ pending: true, delivered: true, refused: true });
+
+/** A gauge that is in the registry only while its value is known: a made-up 0 would read as a real value. */
+class OptionalGauge {
+  private readonly gauge: Gauge;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly name: string,
+    help: string,
+  ) {
+    this.gauge = new Gauge({ name, help, registers: [] });
+  }
+
+  set(value: number | null): void {
+    const shown = this.registry.getSingleMetric(this.name) !== undefined;
+    if (value === null) {
+      if (shown) this.registry.removeSingleMetric(this.name);
+      return;
+    }
+    this.gauge.set(value);
+    if (!shown) this.registry.registerMetric(this.gauge);
+  }
+}
+
+/**
+ * The agent's own Prometheus registry (never the global one, which any
+ * dependency could write to). Counters and the histogram are recorded where
+ * things happen; gauges are set from live state just before each scrape.
+ */
+@Injectable()
+export class MetricsService {
+  private readonly registry = new Registry();
+  private readonly heartbeats: Counter<'result'>;
+  private readonly heartbeatLatency: Histogram;
+  private readonly activations: Counter<'kind' | 'outcome'>;
+  private readonly consecutiveFailures: Gauge;
+  private readonly lastSuccess: OptionalGauge;
+  private readonly clockSkew: OptionalGauge;
+  private readonly outbound: Gauge<'state'>;
+  private readonly replayed: Counter;
+  private readonly reducerQueueDepth: Gauge;
+  private readonly rollouts: Gauge<'state'>;
+  private readonly certExpiry: OptionalGauge;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+
+    this.heartbeats = new Counter({
+      name: `${METRIC_PREFIX}heartbeats_total`,
+      help: 'Steady heartbeats sent to the control plane, by result: ok or the failure kind (the boot-recovery handshake is not counted)',
+      labelNames: ['result'],
+      registers,
+    });
+    // Every series exists from the start, so rate() sees the first failure of a kind.
+    for (const result of HEARTBEAT_RESULTS) this.heartbeats.inc({ result }, 0);
+    this.heartbeatLatency = new Histogram({
+      name: `${METRIC_PREFIX}heartbeat_duration_seconds`,
+      help: 'Time from sending a steady heartbeat to its outcome, success or failure',
+      buckets: HEARTBEAT_LATENCY_BUCKETS,
+      registers,
+    });
+    this.activations = new Counter({
+      name: `${METRIC_PREFIX}activations_total`,
+      help: 'Finished activations, by kind (switch or rollback) and outcome (completed, deferred, failed)',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    });
+    for (const kind of ACTIVATION_KINDS) {
+      for (const outcome of ACTIVATION_RESULTS) this.activations.inc({ kind, outcome }, 0);
+    }
+
+    this.consecutiveFailures = new Gauge({
+      name: `${METRIC_PREFIX}heartbeat_consecutive_failures`,
+      help: 'Heartbeats (the boot handshake included) that failed in a row; 0 after a success',
+      registers,
+    });
+    this.lastSuccess = new OptionalGauge(
+      this.registry,
+      `${METRIC_PREFIX}heartbeat_last_success_timestamp_seconds`,
+      'Unix time of the last successful heartbeat; absent before the first',
+    );
+    this.clockSkew = new OptionalGauge(
+      this.registry,
+      `${METRIC_PREFIX}clock_skew_seconds`,
+      "Seconds the control plane's clock is ahead of ours (negative: behind), from its Date header, ±1 s; absent before its first answer",
+    );
+    this.outbound = new Gauge({
+      name: `${METRIC_PREFIX}outbound_events`,
+      help: 'Events in the durable event log, by delivery state (pending, delivered, refused)',
+      labelNames: ['state'],
+      registers,
+    });
+    this.replayed = new Counter({
+      name: `${METRIC_PREFIX}replayed_events_total`,
+      help: 'Logged events resent because the control plane asked for a replay (X-Nixfleet-Replay-From) and accepted',
+      registers,
+    });
+    this.reducerQueueDepth = new Gauge({
+      name: `${METRIC_PREFIX}reducer_queue_depth`,
+      help: 'Inputs waiting for the rollout state machine',
+      registers,
+    });
+    this.rollouts = new Gauge({
+      name: `${METRIC_PREFIX}rollouts`,
+      help: 'Rollouts the agent holds, by state',
+      labelNames: ['state'],
+      registers,
+    });
+    this.certExpiry = new OptionalGauge(
+      this.registry,
+      `${METRIC_PREFIX}client_certificate_expiry_seconds`,
+      'Seconds until the mTLS client certificate expires (negative once expired); absent without a client certificate',
+    );
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  recordHeartbeat(result: HeartbeatResult, seconds: number): void {
+    this.heartbeats.inc({ result });
+    this.heartbeatLatency.observe(seconds);
+  }
+
+  recordReplayed(): void {
+    this.replayed.inc();
+  }
+
+  recordActivation(kind: ActivationKind, outcome: ActivationResult): void {
+    this.activations.inc({ kind, outcome });
+  }
+
+  /** The exposition text, with the gauges set from `live` first. */
+  async scrape(live: LiveState): Promise<string> {
+    this.consecutiveFailures.set(live.consecutiveFailures);
+    this.lastSuccess.set(live.lastSuccessUnixSecs);
+    this.clockSkew.set(live.clockSkewSecs);
+    for (const state of OUTBOUND_STATES) this.outbound.set({ state }, live.outbound[state]);
+    this.reducerQueueDepth.set(live.reducerQueueDepth);
+    const byState = new Map<RolloutState, number>(ROLLOUT_STATES.map((s) => [s, 0]));
+    for (const s of live.rolloutStates) byState.set(s, (byState.get(s) ?? 0) + 1);
+    for (const [state, count] of byState) this.rollouts.set({ state }, count);
+    this.certExpiry.set(live.clientCertSecondsToExpiry);
+    return this.registry.metrics();
+  }
+}
