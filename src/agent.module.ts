@@ -11,10 +11,12 @@ import { ConfigModule } from './config/config.module';
 import { DispatchModule } from './dispatch/dispatch.module';
 import { HeartbeatModule } from './heartbeat/heartbeat.module';
 import { LifecycleModule } from './lifecycle/lifecycle.module';
+import { MetricsModule } from './metrics/metrics.module';
 import { OutboundModule } from './outbound/outbound.module';
 import { RecoveryModule } from './recovery/recovery.module';
 import { ReducerModule } from './reducer/reducer.module';
 import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS } from './reducer/reducer.types';
+import { SystemdModule } from './systemd/systemd.module';
 
 /** The root module: the feature modules, wired by DI; nothing else. */
 @Module({})
@@ -26,6 +28,7 @@ export class AgentModule {
         ConfigModule.forRoot(config),
         ClockModule,
         LifecycleModule,
+        MetricsModule,
         ScheduleModule.forRoot(),
         CommsModule.forRoot(identity),
         // The reducer's effects leave through ports these modules provide.
@@ -41,6 +44,7 @@ export class AgentModule {
         DispatchModule,
         AdvanceModule,
         AdminModule,
+        SystemdModule,
       ],
     };
   }
