@@ -2,6 +2,7 @@ import { Controller, Get, Inject } from '@nestjs/common';
 import { ActivationService } from '../activation/activation.service';
 import { type Clock, CLOCK } from '../clock/clock';
 import { Uptime } from '../clock/uptime';
+import { IdentityWatcher } from '../comms/identity-watcher';
 import { DrainerService } from '../outbound/drainer.service';
 import { EventLogService } from '../outbound/event-log.service';
 import type { AgentConfig } from '../config/config.loader';
@@ -26,6 +27,7 @@ export class StatusController {
     private readonly drainer: DrainerService,
     private readonly activation: ActivationService,
     @Inject(CLOCK) private readonly clock: Clock,
+    private readonly identity: IdentityWatcher,
   ) {}
 
   @Get('status')
@@ -66,6 +68,8 @@ export class StatusController {
         logBytes: log.bytes,
       },
       activation: this.activation.status(),
+      // The client certificate in use: no key material, no PEM.
+      certificate: this.identity.certificateStatus(),
       reducer: this.reducer.statistics(),
     };
   }

@@ -5,11 +5,13 @@ import { AGENT_VERSION } from '../version';
 import { TLS_IDENTITY } from './comms.constants';
 import { ControlPlaneClient } from './control-plane.client';
 import type { TlsIdentity } from './identity';
+import { IdentityWatcher } from './identity-watcher';
 import { TlsAgentHolder } from './tls-agent.holder';
 
 /**
  * The one way to the control plane: the mTLS HttpService, configured once,
- * and the typed client on top of it.
+ * the typed client on top of it, and the watcher that puts a renewed client
+ * identity into use.
  */
 @Module({})
 export class CommsModule {
@@ -34,8 +36,13 @@ export class CommsModule {
           proxy: false,
         }),
       ],
-      providers: [{ provide: TLS_IDENTITY, useValue: identity }, TlsAgentHolder, ControlPlaneClient],
-      exports: [ControlPlaneClient, TlsAgentHolder],
+      providers: [
+        { provide: TLS_IDENTITY, useValue: identity },
+        TlsAgentHolder,
+        ControlPlaneClient,
+        IdentityWatcher,
+      ],
+      exports: [ControlPlaneClient, TlsAgentHolder, IdentityWatcher],
     };
   }
 }

@@ -28,10 +28,20 @@ export interface IdentityPaths {
   clientKey?: string;
 }
 
+export interface IdentityProblem {
+  key: 'machineId' | 'caCert' | 'clientCert' | 'clientKey';
+  /** The problem without the setting prefix, e.g. for a reload refusal that is not a config error. */
+  what: string;
+}
+
 /** A start-stopping problem with the TLS identity; `lines` go to stderr one per problem. */
 export class IdentityError extends Error {
-  constructor(readonly lines: string[]) {
+  readonly lines: string[];
+
+  constructor(readonly problems: readonly IdentityProblem[]) {
+    const lines = problems.map((p) => settingProblem(p.key, p.what));
     super(lines.join('\n'));
+    this.lines = lines;
     this.name = 'IdentityError';
   }
 }
@@ -45,19 +55,24 @@ export function machineIdFromCn(cn: string): string {
   return canonical?.[1] ?? cn;
 }
 
+/**
+ * Validity dates are not checked here: an expired or not-yet-valid
+ * certificate is no config error (a renewal may be on its way, or this host's
+ * clock may be wrong); the identity watcher says so plainly instead.
+ */
 export function loadIdentity(paths: IdentityPaths): TlsIdentity {
-  const problems: string[] = [];
+  const problems: IdentityProblem[] = [];
   let ca: string | undefined;
   if (paths.caCert !== undefined) {
     ca = readText('caCert', paths.caCert, problems);
     if (ca !== undefined && !/-----BEGIN CERTIFICATE-----/.test(ca)) {
-      problems.push(settingProblem('caCert', `${paths.caCert} holds no PEM certificate`));
+      problems.push(problem('caCert', `${paths.caCert} holds no PEM certificate`));
       ca = undefined;
     } else if (ca !== undefined) {
       try {
         new X509Certificate(ca);
       } catch (err) {
-        problems.push(settingProblem('caCert', `${paths.caCert} is not a readable PEM certificate bundle: ${(err as Error).message}`));
+        problems.push(problem('caCert', `${paths.caCert} is not a readable PEM certificate bundle: ${(err as Error).message}`));
       }
     }
   }
@@ -73,14 +88,14 @@ export function loadIdentity(paths: IdentityPaths): TlsIdentity {
     try {
       cert = new X509Certificate(certPem);
     } catch (err) {
-      problems.push(settingProblem('clientCert', `${paths.clientCert} is not a PEM certificate: ${(err as Error).message}`));
+      problems.push(problem('clientCert', `${paths.clientCert} is not a PEM certificate: ${(err as Error).message}`));
     }
   }
   const key = keyText === undefined ? undefined : parseClientKey(paths.clientKey, keyText, problems);
 
   if (cert && key && !cert.checkPrivateKey(key.object)) {
     problems.push(
-      settingProblem(
+      problem(
         'clientKey',
         `${paths.clientKey} (${key.type} key) does not belong to the certificate ${paths.clientCert}; give the key the certificate was issued for`,
       ),
@@ -88,11 +103,11 @@ export function loadIdentity(paths: IdentityPaths): TlsIdentity {
   }
   const cn = cert ? commonName(cert) : undefined;
   if (cert && cn === undefined) {
-    problems.push(settingProblem('clientCert', `${paths.clientCert} has no subject CN; the control plane takes the machine id from it`));
+    problems.push(problem('clientCert', `${paths.clientCert} has no subject CN; the control plane takes the machine id from it`));
   }
   if (cn !== undefined && machineIdFromCn(cn) !== paths.machineId) {
     problems.push(
-      settingProblem(
+      problem(
         'machineId',
         `"${paths.machineId}" does not match the client certificate ${paths.clientCert} (CN "${cn}" names machine "${machineIdFromCn(cn)}"); the control plane would answer 403`,
       ),
@@ -115,21 +130,25 @@ export function loadIdentity(paths: IdentityPaths): TlsIdentity {
   };
 }
 
-function readText(key: 'caCert' | 'clientCert' | 'clientKey', path: string, problems: string[]): string | undefined {
+function problem(key: IdentityProblem['key'], what: string): IdentityProblem {
+  return { key, what };
+}
+
+function readText(key: 'caCert' | 'clientCert' | 'clientKey', path: string, problems: IdentityProblem[]): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    problems.push(settingProblem(key, `cannot read ${path}: ${errnoText(err)}`));
+    problems.push(problem(key, `cannot read ${path}: ${errnoText(err)}`));
     return undefined;
   }
 }
 
 const OPENSSH_HEADER = '-----BEGIN OPENSSH PRIVATE KEY-----';
 
-function parseClientKey(path: string, text: string, problems: string[]): { object: KeyObject; type: string } | undefined {
+function parseClientKey(path: string, text: string, problems: IdentityProblem[]): { object: KeyObject; type: string } | undefined {
   if (text.includes(OPENSSH_HEADER)) return parseOpenSshKey(path, text, problems);
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(text)) {
-    problems.push(settingProblem('clientKey', `${path} is an encrypted PEM key; the agent runs unattended and needs an unencrypted key`));
+    problems.push(problem('clientKey', `${path} is an encrypted PEM key; the agent runs unattended and needs an unencrypted key`));
     return undefined;
   }
   try {
@@ -137,7 +156,7 @@ function parseClientKey(path: string, text: string, problems: string[]): { objec
     return { object, type: object.asymmetricKeyType ?? 'unknown' };
   } catch (err) {
     problems.push(
-      settingProblem(
+      problem(
         'clientKey',
         `${path} is not a PEM private key (PKCS#8, SEC1 or PKCS#1) nor an OpenSSH ed25519 key: ${(err as Error).message}`,
       ),
@@ -151,14 +170,14 @@ function parseClientKey(path: string, text: string, problems: string[]): { objec
  * ed25519 seed out with sshpk and rebuild the key through JWK, the form
  * Node accepts (sshpk's own PKCS#8 output is rejected by Node 20).
  */
-function parseOpenSshKey(path: string, text: string, problems: string[]): { object: KeyObject; type: string } | undefined {
+function parseOpenSshKey(path: string, text: string, problems: IdentityProblem[]): { object: KeyObject; type: string } | undefined {
   let parsed: sshpk.PrivateKey;
   try {
     parsed = sshpk.parsePrivateKey(text, 'ssh-private');
   } catch (err) {
     const encrypted = (err as Error).name === 'KeyEncryptedError';
     problems.push(
-      settingProblem(
+      problem(
         'clientKey',
         encrypted
           ? `${path} is a passphrase-protected OpenSSH key; the agent runs unattended and needs an unencrypted key`
@@ -169,7 +188,7 @@ function parseOpenSshKey(path: string, text: string, problems: string[]): { obje
   }
   if (parsed.type !== 'ed25519') {
     problems.push(
-      settingProblem(
+      problem(
         'clientKey',
         `${path} is an OpenSSH ${parsed.type} key; only ed25519 keys are read in OpenSSH format, so give the host's ed25519 key or a PEM key (PKCS#8, SEC1, PKCS#1)`,
       ),
@@ -179,7 +198,7 @@ function parseOpenSshKey(path: string, text: string, problems: string[]): { obje
   const seed = partData(parsed, 'k');
   const pub = partData(parsed, 'A');
   if (!seed || !pub || seed.length < 32 || pub.length !== 32) {
-    problems.push(settingProblem('clientKey', `${path} is an OpenSSH ed25519 key with malformed key material`));
+    problems.push(problem('clientKey', `${path} is an OpenSSH ed25519 key with malformed key material`));
     return undefined;
   }
   // The OpenSSH container stores seed || public key; the JWK wants the 32-byte seed.

@@ -1,4 +1,5 @@
 import { type DynamicModule, Module, type ModuleMetadata } from '@nestjs/common';
+import { CLOCK_SKEW_SOURCE } from '../comms/identity-watcher';
 import { CurrentSystemReader } from './current-system.reader';
 import { HeartbeatExchange } from './heartbeat-exchange';
 import { RecoveryService } from './recovery.service';
@@ -15,8 +16,14 @@ export class RecoveryModule {
       module: RecoveryModule,
       global: true,
       imports: portModules,
-      providers: [CurrentSystemReader, HeartbeatExchange, RecoveryService],
-      exports: [CurrentSystemReader, HeartbeatExchange, RecoveryService],
+      providers: [
+        CurrentSystemReader,
+        HeartbeatExchange,
+        RecoveryService,
+        // The skew estimate the certificate checks quote when a cert looks expired.
+        { provide: CLOCK_SKEW_SOURCE, useExisting: HeartbeatExchange },
+      ],
+      exports: [CurrentSystemReader, HeartbeatExchange, RecoveryService, CLOCK_SKEW_SOURCE],
     };
   }
 }

@@ -1,0 +1,274 @@
+import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { CANONICAL_SUFFIX, type ClientIdentity } from '../../dev/pki';
+import { testConfig } from '../../test/support/agent-config';
+import { buildAgent, CapturingLogger, makeWorld, type World } from '../../test/support/agent-harness';
+import { FakeClock } from '../../test/support/fake-clock';
+import { CLOCK } from '../clock/clock';
+import { ClockModule } from '../clock/clock.module';
+import { ConfigModule } from '../config/config.module';
+import type { HeartbeatRequest } from '../protocol/heartbeat.wire';
+import { HeartbeatExchange } from '../recovery/heartbeat-exchange';
+import { AGENT_VERSION } from '../version';
+import { CommsModule } from './comms.module';
+import { ControlPlaneClient } from './control-plane.client';
+import { loadIdentity } from './identity';
+import { IdentityWatcher } from './identity-watcher';
+import { TlsAgentHolder } from './tls-agent.holder';
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+describe('IdentityWatcher: certificate reload and expiry, against the dev CP over real mTLS', () => {
+  let world: World;
+  let seq = 0;
+  const open: INestApplication[] = [];
+
+  beforeAll(async () => {
+    world = await makeWorld();
+  });
+  afterEach(async () => {
+    world.cp.setDefault('heartbeat', null);
+    for (const app of open.splice(0)) await app.close();
+  });
+  afterAll(async () => {
+    await world.close();
+  });
+
+  const machineId = (): string => world.pki.machineId;
+  const canonicalCn = (): string => `agent-${machineId()}.${CANONICAL_SUFFIX}`;
+
+  /** The agent's configured paths: a copy of `from`, in a directory of their own, replaced later like a renewal job does. */
+  function liveFiles(from: ClientIdentity): ClientIdentity {
+    const dir = join(world.dir, `live-${++seq}`);
+    mkdirSync(dir);
+    const live = { certPath: join(dir, 'client.crt'), keyPath: join(dir, 'client.key'), cn: from.cn };
+    copyFileSync(from.certPath, live.certPath);
+    copyFileSync(from.keyPath, live.keyPath);
+    return live;
+  }
+
+  /** write tmp + rename: the file at `path` is always whole, and its inode changes. */
+  function replaceFile(path: string, text: string): void {
+    const tmp = `${path}.tmp-${++seq}`;
+    writeFileSync(tmp, text, { mode: 0o600 });
+    renameSync(tmp, path);
+  }
+
+  function install(live: ClientIdentity, from: ClientIdentity): void {
+    replaceFile(live.keyPath, readFileSync(from.keyPath, 'utf8'));
+    replaceFile(live.certPath, readFileSync(from.certPath, 'utf8'));
+  }
+
+  /** CommsModule alone (no recovery: no skew estimate), with captured logs. */
+  async function startComms(identity: ClientIdentity, clock = new FakeClock(new Date())) {
+    const config = testConfig({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), identity });
+    const moduleRef = await Test.createTestingModule({
+      imports: [ConfigModule.forRoot(config), ClockModule, CommsModule.forRoot(loadIdentity(config))],
+    })
+      .overrideProvider(CLOCK)
+      .useValue(clock)
+      .compile();
+    const logs = new CapturingLogger();
+    const app = moduleRef.createNestApplication({ logger: logs });
+    open.push(app);
+    await app.init();
+    return {
+      app,
+      logs,
+      clock,
+      client: app.get(ControlPlaneClient),
+      holder: app.get(TlsAgentHolder),
+      watcher: app.get(IdentityWatcher),
+      warnings: () => logs.messages('warn', IdentityWatcher.name),
+      errors: () => logs.messages('error', IdentityWatcher.name),
+    };
+  }
+
+  const body = (): HeartbeatRequest => ({
+    hostname: machineId(),
+    at: new Date().toISOString(),
+    agent_version: AGENT_VERSION,
+    uptime_secs: 1,
+    last_event_seq_by_rollout: {},
+  });
+
+  /** One heartbeat; the CN the CP saw on it. */
+  async function cnOfNextHeartbeat(client: ControlPlaneClient): Promise<string> {
+    const from = world.cp.heartbeats.length;
+    const result = await client.heartbeat(body());
+    expect(result).toMatchObject({ ok: true });
+    return world.cp.heartbeats[from].cn;
+  }
+
+  it('takes an atomically replaced cert+key pair: the next request presents the new cert, an in-flight one finishes on the old', async () => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+    expect(await cnOfNextHeartbeat(a.client)).toBe(machineId());
+
+    const from = world.cp.heartbeats.length;
+    world.cp.respondNext('heartbeat', { delayMs: 800 });
+    const inFlight = a.client.heartbeat(body());
+    const slow = await world.cp.waitFor(() => world.cp.heartbeats[from], 5000, 'the slow heartbeat');
+
+    install(live, await world.pki.issueClient({ cn: canonicalCn() }));
+    a.watcher.check();
+    expect(a.holder.currentIdentity().client?.cn).toBe(canonicalCn());
+    expect(a.holder.retiringCount()).toBe(1);
+
+    expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
+    expect(await inFlight).toMatchObject({ ok: true });
+    expect(slow).toMatchObject({ cn: machineId(), status: 200 });
+
+    expect(a.watcher.certificateStatus()).toMatchObject({
+      cn: canonicalCn(),
+      machineId: machineId(),
+      validity: 'valid',
+      lastReloadAt: a.clock.now().toISOString(),
+      lastReloadError: null,
+    });
+    expect(a.logs.messages('log', IdentityWatcher.name).filter((m) => m.startsWith('client identity reloaded'))).toHaveLength(1);
+    expect([...a.warnings(), ...a.errors()]).toEqual([]);
+    // The old agent goes once its last call is done (two idle checks, 1 s apart).
+    await world.cp.waitFor(() => a.holder.retiringCount() === 0, 5000, 'the old agent destroyed');
+  });
+
+  it.each([
+    ['a key that does not belong to the certificate', (w: World, live: ClientIdentity) => replaceFile(live.keyPath, readFileSync(w.pki.mismatchedKeyPath, 'utf8')), /does not belong to the certificate/],
+    ["another machine's certificate and key", (w: World, live: ClientIdentity) => install(live, w.pki.otherMachine), /CN "db-02" names machine "db-02"/],
+    ['a garbage certificate file', (_w: World, live: ClientIdentity) => replaceFile(live.certPath, 'garbage\n'), /is not a PEM certificate/],
+  ])('refuses %s with one line, keeps the current identity working, and later takes a good pair', async (_name, breakFiles, problem) => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+
+    breakFiles(world, live);
+    a.watcher.check();
+    a.watcher.check();
+    a.watcher.check();
+    const refusals = a.warnings();
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatch(problem);
+    expect(refusals[0]).toMatch(/^client identity files changed but cannot be used: .*; keeping the current identity \(CN "web-01", valid until /);
+    expect(refusals[0]).toContain(live.certPath.replace(/client\.crt$/, ''));
+    expect(refusals[0]).not.toContain('\n');
+    expect(a.watcher.certificateStatus()).toMatchObject({ cn: machineId(), lastReloadAt: null, lastReloadError: refusals[0] });
+    expect(await cnOfNextHeartbeat(a.client)).toBe(machineId());
+
+    install(live, await world.pki.issueClient({ cn: canonicalCn() }));
+    a.watcher.check();
+    expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
+    expect(a.watcher.certificateStatus()).toMatchObject({ cn: canonicalCn(), lastReloadError: null });
+    expect(a.warnings()).toHaveLength(1);
+  });
+
+  it('refuses the half-rotated moment (new cert, old key) and takes the pair once the key follows, without a restart', async () => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+    const next = await world.pki.issueClient({ cn: canonicalCn() });
+
+    replaceFile(live.certPath, readFileSync(next.certPath, 'utf8'));
+    a.watcher.check();
+    a.watcher.check();
+    expect(a.warnings()).toHaveLength(1);
+    expect(a.warnings()[0]).toMatch(new RegExp(`${live.keyPath} \\(ec key\\) does not belong to the certificate ${live.certPath}.*; keeping the current identity`));
+    expect(await cnOfNextHeartbeat(a.client)).toBe(machineId());
+
+    replaceFile(live.keyPath, readFileSync(next.keyPath, 'utf8'));
+    a.watcher.check();
+    expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
+    expect(a.warnings()).toHaveLength(1);
+    expect(a.watcher.certificateStatus()?.lastReloadError).toBeNull();
+  });
+
+  it('leaves an unchanged set alone: a touched file with the same content is no reload', async () => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+    const agent = a.holder.current();
+    replaceFile(live.certPath, readFileSync(live.certPath, 'utf8'));
+    a.watcher.check();
+    expect(a.holder.current()).toBe(agent);
+    expect(a.watcher.certificateStatus()?.lastReloadAt).toBeNull();
+    expect(a.logs.messages('log', IdentityWatcher.name).filter((m) => m.startsWith('client identity reloaded'))).toEqual([]);
+  });
+
+  it('warns of a certificate expiring within 7 days at start, then once a day, and reports days and seconds to expiry', async () => {
+    const now = Date.now();
+    const soon = await world.pki.issueClient({ cn: machineId(), notAfter: new Date(now + 3 * DAY_MS + HOUR_MS) });
+    const a = await startComms(liveFiles(soon), new FakeClock(new Date(now)));
+
+    expect(a.warnings()).toHaveLength(1);
+    expect(a.warnings()[0]).toMatch(/^client certificate .*client\.crt \(CN "web-01"\) expires in 3 days, at .*Z; renew it before then/);
+    expect(a.watcher.certificateStatus()).toMatchObject({ validity: 'expiring', daysToExpiry: 3 });
+    // Certificates carry whole seconds.
+    expect(a.watcher.secondsToExpiry()).toBeGreaterThanOrEqual((3 * DAY_MS + HOUR_MS) / 1000 - 1);
+    expect(a.watcher.secondsToExpiry()).toBeLessThanOrEqual((3 * DAY_MS + HOUR_MS) / 1000);
+
+    a.clock.advance(23 * HOUR_MS);
+    a.watcher.check();
+    expect(a.warnings()).toHaveLength(1);
+    a.clock.advance(HOUR_MS);
+    a.watcher.check();
+    expect(a.warnings()).toHaveLength(2);
+    expect(a.warnings()[1]).toMatch(/expires in 2 days/);
+    a.watcher.check();
+    expect(a.warnings()).toHaveLength(2);
+  });
+
+  it('starts with an expired certificate and says so plainly; a renewed pair is then taken', async () => {
+    const now = Date.now();
+    const expired = await world.pki.issueClient({ cn: machineId(), notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - DAY_MS - HOUR_MS) });
+    const live = liveFiles(expired);
+    const a = await startComms(live, new FakeClock(new Date(now)));
+
+    expect(a.errors()).toEqual([
+      expect.stringMatching(
+        /^client certificate .*client\.crt \(CN "web-01"\) expired at .*Z, 1 day ago; the control plane refuses it until renewed files are in place, which the agent takes without a restart$/,
+      ),
+    ]);
+    expect(a.watcher.certificateStatus()).toMatchObject({ validity: 'expired', daysToExpiry: -2 });
+    // The CP judges by its clock too: the handshake is refused.
+    const refused = await a.client.heartbeat(body());
+    expect(refused.ok).toBe(false);
+
+    install(live, await world.pki.issueClient({ cn: canonicalCn() }));
+    a.watcher.check();
+    expect(a.watcher.certificateStatus()).toMatchObject({ validity: 'valid', cn: canonicalCn() });
+    expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
+    expect(a.errors()).toHaveLength(1);
+  });
+
+  it('says so plainly when a reload brings an expired certificate', async () => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+    const now = a.clock.now().getTime();
+    install(live, await world.pki.issueClient({ cn: machineId(), notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - 3 * HOUR_MS) }));
+    a.watcher.check();
+    expect(a.errors()).toEqual([expect.stringMatching(/\(CN "web-01"\) expired at .*Z, 3 hours ago; the control plane refuses it/)]);
+  });
+
+  it('names the clock when a not-yet-valid certificate meets a large skew to the control plane', async () => {
+    // The host's clock runs 2 h behind; the cert became valid about 1 h ago by the CP's (real) clock.
+    const realNow = Date.now();
+    const identity = await world.pki.issueClient({ cn: machineId(), notBefore: new Date(realNow - HOUR_MS + 30_000) });
+    const agent = await buildAgent(world, { identity, clock: new FakeClock(new Date(realNow - 2 * HOUR_MS)) });
+    open.push(agent.app);
+    const watcher = agent.app.get(IdentityWatcher);
+    const errors = (): string[] => agent.logs.messages('error', IdentityWatcher.name);
+
+    // At start there is no skew estimate yet: the plain statement.
+    expect(errors()[0]).toMatch(/\(CN "web-01"\) is not valid until .*Z, in 1 hour; the control plane refuses it until then$/);
+    const exchange = agent.app.get(HeartbeatExchange);
+    await world.cp.waitFor(() => exchange.clockSkewSecs !== null, 10_000, 'a skew estimate from the boot heartbeat');
+
+    watcher.check();
+    expect(errors()).toHaveLength(2);
+    expect(errors()[1]).toMatch(
+      /is not valid until .*Z, in 1 hour; the control plane refuses it until then; this host's clock may be wrong: the control plane's clock is 72\d\d s ahead$/,
+    );
+    watcher.check();
+    expect(errors()).toHaveLength(2);
+    expect(watcher.certificateStatus()).toMatchObject({ validity: 'not-yet-valid' });
+  });
+});

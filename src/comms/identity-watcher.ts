@@ -1,0 +1,263 @@
+import { statSync } from 'node:fs';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnModuleDestroy,
+  Optional,
+} from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { errnoText } from '../config/config.loader';
+import type { AgentConfig } from '../config/config.loader';
+import { AGENT_CONFIG } from '../config/config.constants';
+import { IdentityError, loadIdentity, type TlsIdentity } from './identity';
+import { TlsAgentHolder } from './tls-agent.holder';
+
+/**
+ * Files are checked by polling stat() rather than fs.watch: a renewal job
+ * replaces them by rename (a new inode, which a watch on the old file never
+ * sees) and secret managers such as sops-nix or agenix swap a symlinked
+ * directory above them; stat() follows the path to whatever is there now,
+ * on any filesystem. Three stats every few seconds cost nothing.
+ */
+export const IDENTITY_POLL_MS = 2_000;
+/** Under this many days to expiry the agent warns, once a day. */
+export const EXPIRY_WARNING_DAYS = 7;
+/** A clock-skew estimate beyond this is named as a likely cause of a validity problem. */
+export const SKEW_NOTE_SECS = 60;
+
+const DAY_MS = 86_400_000;
+
+/** The estimate of how far the CP's clock is ahead of ours (the heartbeat exchange has it). */
+export interface ClockSkewSource {
+  readonly clockSkewSecs: number | null;
+}
+export const CLOCK_SKEW_SOURCE = Symbol('CLOCK_SKEW_SOURCE');
+
+export type CertificateValidity = 'valid' | 'expiring' | 'expired' | 'not-yet-valid';
+
+/** `/status` `certificate`: what the agent presents, never key material or PEM. */
+export interface CertificateStatus {
+  cn: string;
+  machineId: string;
+  keyType: string;
+  notBefore: string;
+  notAfter: string;
+  validity: CertificateValidity;
+  secondsToExpiry: number;
+  daysToExpiry: number;
+  fingerprint256: string;
+  /** When changed files were last taken into use; null: still the identity the agent started with. */
+  lastReloadAt: string | null;
+  /** Why the files on disk are not in use; null when they are. */
+  lastReloadError: string | null;
+}
+
+type Client = NonNullable<TlsIdentity['client']>;
+
+/**
+ * Re-reads the CA, client certificate and key when they change (a renewal),
+ * validates them as at start, and only then switches new connections to them.
+ * Also says when the certificate in use is expiring, expired or not yet valid.
+ */
+@Injectable()
+export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly logger = new Logger(IdentityWatcher.name);
+  private timer: NodeJS.Timeout | null = null;
+  /** stat() signature of the files when last read; null forces a read (files may change between main's load and here). */
+  private seen: string | null = null;
+  private refusal: string | null = null;
+  private lastReloadAt: Date | null = null;
+  /** What the last validity statement was about, and when (monotonic) it was made. */
+  private told: { key: string; atMono: number } | null = null;
+
+  constructor(
+    @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
+    @Inject(CLOCK) private readonly clock: Clock,
+    private readonly holder: TlsAgentHolder,
+    @Optional() @Inject(CLOCK_SKEW_SOURCE) private readonly skew?: ClockSkewSource,
+  ) {}
+
+  /*
+   * An expired or not-yet-valid certificate at start is said here, not made
+   * a config error (exit 2, which systemd does not restart): a renewal may be
+   * on its way, or this host's clock may be the thing that is wrong, and an
+   * agent that runs takes the renewed files and shows the problem on /status.
+   */
+  onApplicationBootstrap(): void {
+    const client = this.holder.currentIdentity().client;
+    if (client) {
+      this.logger.log(
+        `client certificate ${this.config.clientCert}: CN "${client.cn}", valid until ${client.notAfter.toISOString()}; its files are re-read when they change (checked every ${IDENTITY_POLL_MS / 1000} s)`,
+      );
+    }
+    this.reviewValidity();
+    this.timer = setInterval(() => {
+      // A throw in a timer would take the daemon down with it.
+      try {
+        this.check();
+      } catch (err) {
+        this.logger.error(`checking the identity files failed: ${(err as Error).message}; keeping the current identity, next check in ${IDENTITY_POLL_MS / 1000} s`);
+      }
+    }, IDENTITY_POLL_MS);
+    this.timer.unref();
+  }
+
+  onModuleDestroy(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** One poll: take changed files if they are good, then restate validity if due. */
+  check(): void {
+    const signature = this.signature();
+    if (signature !== this.seen) {
+      this.seen = signature;
+      this.reload();
+    }
+    this.reviewValidity();
+  }
+
+  /** For the expiry metric; negative once expired; null without a client certificate. */
+  secondsToExpiry(): number | null {
+    const client = this.holder.currentIdentity().client;
+    return client ? secondsUntil(client.notAfter, this.clock.now()) : null;
+  }
+
+  certificateStatus(): CertificateStatus | null {
+    const client = this.holder.currentIdentity().client;
+    if (!client) return null;
+    const now = this.clock.now();
+    const secondsToExpiry = secondsUntil(client.notAfter, now);
+    return {
+      cn: client.cn,
+      machineId: client.machineId,
+      keyType: client.keyType,
+      notBefore: client.notBefore.toISOString(),
+      notAfter: client.notAfter.toISOString(),
+      validity: validityOf(client, now),
+      secondsToExpiry,
+      daysToExpiry: Math.floor(secondsToExpiry / 86_400),
+      fingerprint256: client.fingerprint256,
+      lastReloadAt: this.lastReloadAt?.toISOString() ?? null,
+      lastReloadError: this.refusal,
+    };
+  }
+
+  private reload(): void {
+    let next: TlsIdentity;
+    try {
+      next = loadIdentity(this.config);
+    } catch (err) {
+      const what = err instanceof IdentityError ? err.problems.map((p) => p.what).join('; ') : (err as Error).message;
+      const line = `client identity files changed but cannot be used: ${what}; keeping the current identity (${describe(this.holder.currentIdentity())})`;
+      // A renewal job that keeps writing the same bad files is told once, not every poll.
+      if (line !== this.refusal) this.logger.warn(line);
+      this.refusal = line;
+      return;
+    }
+    this.refusal = null;
+    const current = this.holder.currentIdentity();
+    if (sameIdentity(current, next)) return;
+    // Expired or not-yet-valid files are taken too, as a restart would take
+    // them: the CP judges validity by its clock, which may not be ours.
+    this.holder.replace(next);
+    this.lastReloadAt = this.clock.now();
+    this.told = null;
+    this.logger.log(
+      `client identity reloaded: now ${describe(next)}, was ${describe(current)}; new connections use it, calls in flight finish on the old one`,
+    );
+  }
+
+  private reviewValidity(): void {
+    const client = this.holder.currentIdentity().client;
+    if (!client) return;
+    const now = this.clock.now();
+    const validity = validityOf(client, now);
+    const skew = this.clockSkewSecs();
+    const skewNote = skew !== null && Math.abs(skew) > SKEW_NOTE_SECS ? clockNote(skew) : '';
+    const where = `client certificate ${this.config.clientCert ?? ''} (CN "${client.cn}")`;
+    let line: string;
+    switch (validity) {
+      case 'valid':
+        this.told = null;
+        return;
+      case 'expiring':
+        line = `${where} expires in ${duration(secondsUntil(client.notAfter, now))}, at ${client.notAfter.toISOString()}; renew it before then or the control plane will refuse this agent (renewed files are taken without a restart)`;
+        break;
+      case 'expired':
+        line = `${where} expired at ${client.notAfter.toISOString()}, ${duration(-secondsUntil(client.notAfter, now))} ago; the control plane refuses it until renewed files are in place, which the agent takes without a restart${skewNote}`;
+        break;
+      case 'not-yet-valid':
+        line = `${where} is not valid until ${client.notBefore.toISOString()}, in ${duration(secondsUntil(client.notBefore, now))}; the control plane refuses it until then${skewNote}`;
+        break;
+      default: {
+        const never: never = validity;
+        return never;
+      }
+    }
+    // Said again when the state (or what the skew suggests) changes, else once a day.
+    const key = `${client.fingerprint256}|${validity}|${skewNote === '' ? '' : Math.sign(skew ?? 0)}`;
+    const mono = this.clock.monotonicMs();
+    if (this.told && this.told.key === key && mono - this.told.atMono < DAY_MS) return;
+    this.told = { key, atMono: mono };
+    if (validity === 'expiring') this.logger.warn(line);
+    else this.logger.error(line);
+  }
+
+  private clockSkewSecs(): number | null {
+    return this.skew?.clockSkewSecs ?? null;
+  }
+
+  /** Changes with any replacement (rename: new inode), rewrite or chmod of the files; errors count as a state too. */
+  private signature(): string {
+    return [this.config.caCert, this.config.clientCert, this.config.clientKey]
+      .map((path) => {
+        if (path === undefined) return '-';
+        try {
+          const s = statSync(path, { bigint: true });
+          return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+        } catch (err) {
+          return `!${errnoText(err)}`;
+        }
+      })
+      .join('|');
+  }
+}
+
+export function validityOf(client: Client, now: Date): CertificateValidity {
+  if (now < client.notBefore) return 'not-yet-valid';
+  if (now > client.notAfter) return 'expired';
+  if (client.notAfter.getTime() - now.getTime() < EXPIRY_WARNING_DAYS * DAY_MS) return 'expiring';
+  return 'valid';
+}
+
+function secondsUntil(when: Date, now: Date): number {
+  return Math.floor((when.getTime() - now.getTime()) / 1000);
+}
+
+function clockNote(skewSecs: number): string {
+  return `; this host's clock may be wrong: the control plane's clock is ${Math.round(Math.abs(skewSecs))} s ${skewSecs > 0 ? 'ahead' : 'behind'}`;
+}
+
+function duration(secs: number): string {
+  const s = Math.max(0, secs);
+  if (s >= 86_400) return plural(Math.floor(s / 86_400), 'day');
+  if (s >= 3_600) return plural(Math.floor(s / 3_600), 'hour');
+  if (s >= 60) return plural(Math.floor(s / 60), 'minute');
+  return plural(s, 'second');
+}
+
+function plural(n: number, unit: string): string {
+  return `${n} ${unit}${n === 1 ? '' : 's'}`;
+}
+
+function describe(identity: TlsIdentity): string {
+  const c = identity.client;
+  return c ? `CN "${c.cn}", valid until ${c.notAfter.toISOString()}` : 'no client certificate';
+}
+
+function sameIdentity(a: TlsIdentity, b: TlsIdentity): boolean {
+  return a.ca === b.ca && a.client?.certPem === b.client?.certPem && a.client?.keyPem === b.client?.keyPem;
+}

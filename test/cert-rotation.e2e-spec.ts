@@ -1,0 +1,182 @@
+import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { join } from 'node:path';
+import type { ReceivedRequest } from '../dev/control-plane';
+import { CANONICAL_SUFFIX } from '../dev/pki';
+import { makeWorld, type World } from './support/agent-harness';
+import { testArgs } from './support/agent-config';
+import { type RunningAgent, startAgent } from './support/agent-process';
+
+type Json = Record<string, unknown>;
+
+const DAY_MS = 86_400_000;
+const HOLD_MS = 3_000;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function getStatus(port: number): Promise<Json> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/status', method: 'GET', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Json);
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function statusWhen(agent: RunningAgent, port: number, accept: (body: Json) => boolean, what: string, timeoutMs = 10_000): Promise<Json> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = 'no answer yet';
+  for (;;) {
+    if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
+      throw new Error(`agent exited while waiting for ${what}; output:\n${agent.output()}`);
+    }
+    try {
+      last = await getStatus(port);
+      if (accept(last as Json)) return last as Json;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() >= deadline) throw new Error(`/status never showed ${what}; last: ${JSON.stringify(last)}; output:\n${agent.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function logLines(agent: RunningAgent): Json[] {
+  return agent
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Json);
+}
+
+/** write tmp + rename, as a renewal job does: the file is always whole and gets a new inode. */
+function replaceFile(path: string, from: string): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, readFileSync(from), { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+describe('certificate rotation under load, with the built agent as a child process', () => {
+  let world: World;
+  let agent: RunningAgent | null = null;
+
+  beforeAll(async () => {
+    world = await makeWorld();
+  });
+  afterEach(async () => {
+    world.cp.setDefault('heartbeat', null);
+    if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
+      agent.child.kill('SIGKILL');
+      await agent.exited;
+    }
+    agent = null;
+  });
+  afterAll(async () => {
+    await world.close();
+  });
+
+  it('takes renewed files while heartbeats flow: new CN on later heartbeats, none failed, same pid, new notAfter on /status', async () => {
+    const machineId = world.pki.machineId;
+    const canonical = `agent-${machineId}.${CANONICAL_SUFFIX}`;
+    const liveDir = join(world.dir, 'live');
+    mkdirSync(liveDir);
+    const live = { certPath: join(liveDir, 'client.crt'), keyPath: join(liveDir, 'client.key'), cn: machineId };
+    copyFileSync(world.pki.client.certPath, live.certPath);
+    copyFileSync(world.pki.client.keyPath, live.keyPath);
+    // A notAfter unlike the first cert's (365 days), whole seconds as X.509 keeps them.
+    const renewedNotAfter = new Date(Math.floor((Date.now() + 90 * DAY_MS) / 1000) * 1000);
+    const renewed = await world.pki.issueClient({ cn: canonical, notAfter: renewedNotAfter });
+
+    const port = await freePort();
+    const from = world.cp.heartbeats.length;
+    // Each heartbeat is held longer than a poll period (2 s): one received
+    // just before the key is replaced is still in flight when the swap happens.
+    world.cp.setDefault('heartbeat', { delayMs: HOLD_MS });
+    agent = startAgent([
+      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), currentSystemPath: world.currentSystemPath, identity: live }),
+      '--heartbeat-interval', '1',
+      '--admin-listen', `127.0.0.1:${port}`,
+    ]);
+    const pid = agent.child.pid;
+    const since = (): ReceivedRequest[] => world.cp.heartbeats.slice(from);
+
+    await world.cp.waitFor(() => since().filter((h) => h.status === 200).length >= 2, 15_000, '2 answered heartbeats');
+    const before = await statusWhen(agent, port, (b) => b.certificate !== undefined, 'a certificate block');
+    expect(before.pid).toBe(pid);
+    expect(before.certificate).toMatchObject({ cn: machineId, machineId, validity: 'valid', lastReloadAt: null, lastReloadError: null });
+    const firstNotAfter = (before.certificate as Json).notAfter;
+
+    // The half-rotated moment, long enough for a poll to see it: refused, heartbeats go on with the old cert.
+    replaceFile(live.certPath, renewed.certPath);
+    await agent.waitForOutput(/client identity files changed but cannot be used: [^"]*client\.key \(ec key\) does not belong to the certificate/, 10_000);
+    const halfAt = world.cp.heartbeats.length;
+    await world.cp.waitFor(() => world.cp.heartbeats.slice(halfAt).some((h) => h.status === 200), 10_000, 'a heartbeat during the half-rotated moment');
+    expect(world.cp.heartbeats.slice(halfAt).every((h) => h.cn === machineId)).toBe(true);
+
+    const nextAt = world.cp.heartbeats.length;
+    const held = await world.cp.waitFor(
+      () => world.cp.heartbeats.slice(nextAt).find((h) => h.status === null),
+      10_000,
+      'a heartbeat in flight',
+    );
+    replaceFile(live.keyPath, renewed.keyPath);
+    await agent.waitForOutput(/client identity reloaded: now CN \\"agent-web-01\.fleet\.test\\"/, 10_000);
+    // Still unanswered when the new identity took over: the old agent's call finishes.
+    expect(held.status).toBeNull();
+    await world.cp.waitFor(() => held.status !== null, 10_000, 'the held heartbeat answered');
+    expect(held).toMatchObject({ cn: machineId, status: 200 });
+    await world.cp.waitFor(() => since().filter((h) => h.cn === canonical && h.status === 200).length >= 2, 15_000, '2 heartbeats with the new cert');
+
+    const beats = since();
+    const firstNew = beats.findIndex((h) => h.cn === canonical);
+    // Once the new cert is presented, the old one never is again.
+    expect(beats.slice(firstNew).every((h) => h.cn === canonical)).toBe(true);
+    expect(beats.slice(0, firstNew).every((h) => h.cn === machineId)).toBe(true);
+    // No heartbeat failed: every one the CP got was answered 200 (the last may still be held).
+    expect(beats.slice(0, -1).map((h) => h.status).filter((s) => s !== 200)).toEqual([]);
+    expect(world.cp.tlsRejections).toEqual([]);
+
+    const after = await statusWhen(agent, port, (b) => (b.certificate as Json).cn === canonical, 'the renewed certificate');
+    expect(after.pid).toBe(pid);
+    expect(after.heartbeat).toMatchObject({ consecutiveFailures: 0, lastError: null });
+    expect(after.certificate).toMatchObject({
+      cn: canonical,
+      machineId,
+      notAfter: renewedNotAfter.toISOString(),
+      validity: 'valid',
+      daysToExpiry: 89,
+      lastReloadError: null,
+    });
+    expect((after.certificate as Json).notAfter).not.toBe(firstNotAfter);
+    expect((after.certificate as Json).lastReloadAt).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+    expect(JSON.stringify(after)).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE/);
+
+    // The only warning is the refused half-rotated moment; no heartbeat warned of a failure.
+    const warnings = logLines(agent).filter((l) => l.level === 'warn' || l.level === 'error');
+    expect(warnings.map((l) => l.context)).toEqual(['IdentityWatcher']);
+    expect(agent.child.exitCode).toBeNull();
+
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
+  }, 60_000);
+});
