@@ -1,39 +1,438 @@
 import { formatListenAddress, type ListenAddress } from '../config/listen-address';
-import { getFromAdmin } from './admin-request';
+import { type AdminAnswer, AdminNotJsonError, getFromAdmin } from './admin-request';
 
-/** Exit statuses of `nixfleet-agent status`. */
+/** Exit statuses of `nixfleet-agent status`; the one place they are defined. */
 export const STATUS_EXIT = { healthy: 0, degraded: 1, unreachable: 3 } as const;
+export type StatusExit = (typeof STATUS_EXIT)[keyof typeof STATUS_EXIT];
+
+/** Less than this left on the client certificate is a problem today (the agent's own expiry warning uses 7 days too). */
+export const CERT_DEGRADED_DAYS = 7;
+/** Without /readyz, the CP's own rule: unreachable after three missed heartbeats. */
+const MISSED_HEARTBEATS = 3;
+/** Soak deadlines and certificate validity are wall-clock times: a clock this far off the CP's deserves a word. */
+const CLOCK_SKEW_WARN_SECS = 30;
+const DAY_SECS = 86_400;
+
+type Json = Record<string, unknown>;
+
+/** What `/readyz` said. The document may come from an older or newer agent: every field may be missing. */
+export type Readyz =
+  | { kind: 'ready'; lastSuccessAt: string | null }
+  | {
+      kind: 'unreachable';
+      lastError: string | null;
+      failingForSecs: number | null;
+      lastSuccessAt: string | null;
+      consecutiveFailures: number | null;
+    }
+  /** 404: an agent without /readyz; readiness is judged from /status's heartbeat instead. */
+  | { kind: 'absent' }
+  /** Could not ask, or the answer made no sense; judged from /status too, with a warning. */
+  | { kind: 'unknown'; why: string };
+
+export type Reachability =
+  | { kind: 'reachable'; lastHeartbeatAgeSecs: number | null }
+  | { kind: 'unreachable'; forSecs: number | null; lastError: string | null; consecutiveFailures: number | null }
+  | { kind: 'unknown'; why: string };
+
+/** What makes the agent degraded (exit 1). */
+export type Problem =
+  | { kind: 'cp-unreachable'; forSecs: number | null }
+  | { kind: 'delivery-paused'; reason: string }
+  | { kind: 'certificate-expiring'; secondsLeft: number };
+
+/** Worth an operator's attention, but not degraded by themselves. */
+export type Warning =
+  | { kind: 'readiness-unknown'; why: string }
+  | { kind: 'events-refused'; count: number }
+  | { kind: 'replay-missing'; rolloutId: string | null; seqs: number[] }
+  | { kind: 'activation-failed'; rolloutId: string | null; activation: string; exitCode: number | null; detail: string | null }
+  | { kind: 'clock-skew'; secs: number }
+  | { kind: 'certificate-not-yet-valid'; notBefore: string | null }
+  | { kind: 'certificate-reload-failed'; error: string };
+
+export interface Assessment {
+  exit: StatusExit;
+  reachability: Reachability;
+  problems: Problem[];
+  warnings: Warning[];
+}
 
 export interface StatusCommandIo {
   out: (text: string) => void;
   err: (text: string) => void;
 }
 
-/** Asks the running agent for /status and prints it for a person (or raw with --json). */
-export async function runStatusCommand(address: ListenAddress, json: boolean, io: StatusCommandIo): Promise<number> {
-  let answer;
-  try {
-    answer = await getFromAdmin(address, '/status');
-  } catch (err) {
-    io.err(
-      `nixfleet-agent status: no agent answers at ${formatListenAddress(address)} (${(err as Error).message}); is the agent running, and is --admin-listen the same as its own?`,
-    );
+/**
+ * Asks the running agent for /status and /readyz, prints a summary for a
+ * person (or the raw /status with --json), and exits 0 healthy, 1 degraded,
+ * 3 when no agent answers. The exit status is the same with --json, for scripts.
+ */
+export async function runStatusCommand(
+  address: ListenAddress,
+  json: boolean,
+  io: StatusCommandIo,
+  now: () => Date = () => new Date(),
+): Promise<StatusExit> {
+  const where = formatListenAddress(address);
+  const [statusAnswer, readyAnswer] = await Promise.allSettled([getFromAdmin(address, '/status'), getFromAdmin(address, '/readyz')]);
+  if (statusAnswer.status === 'rejected') {
+    io.err(statusAnswer.reason instanceof AdminNotJsonError ? notAnAgent(where, statusAnswer.reason.status) : noAgent(where, statusAnswer.reason));
     return STATUS_EXIT.unreachable;
   }
-  if (answer.status !== 200 || typeof answer.body !== 'object' || answer.body === null) {
-    io.err(`nixfleet-agent status: ${formatListenAddress(address)} answered ${answer.status}, not a status document`);
+  const status = record(statusAnswer.value.body);
+  if (statusAnswer.value.status !== 200 || status === null) {
+    io.err(notAnAgent(where, statusAnswer.value.status));
     return STATUS_EXIT.unreachable;
   }
-  if (json) {
-    io.out(JSON.stringify(answer.body, null, 2));
-    return STATUS_EXIT.healthy;
+  const readyz: Readyz =
+    readyAnswer.status === 'fulfilled' ? readyzOf(readyAnswer.value) : { kind: 'unknown', why: errorText(readyAnswer.reason) };
+  const at = now();
+  const assessment = assess(status, readyz, at);
+  io.out(json ? JSON.stringify(status, null, 2) : summarize(status, assessment, at));
+  return assessment.exit;
+}
+
+function noAgent(where: string, err: unknown): string {
+  return `nixfleet-agent status: no agent answers at ${where} (${errorText(err)}); is it running? If its admin endpoint is elsewhere, give that address with --admin-listen HOST:PORT or unix:/path`;
+}
+
+function notAnAgent(where: string, httpStatus: number): string {
+  return `nixfleet-agent status: ${where} answered HTTP ${httpStatus} to /status, not with an agent's status document; is --admin-listen the address of the agent's admin endpoint?`;
+}
+
+/** Reads a /readyz answer; anything but 200, 503 or 404 is "unknown". */
+export function readyzOf(answer: AdminAnswer): Readyz {
+  const body = record(answer.body);
+  switch (answer.status) {
+    case 200:
+      return { kind: 'ready', lastSuccessAt: text(body?.lastSuccessAt) };
+    case 503:
+      return {
+        kind: 'unreachable',
+        lastError: errorMessage(body?.lastError),
+        failingForSecs: count(body?.failingForSecs),
+        lastSuccessAt: text(body?.lastSuccessAt),
+        consecutiveFailures: count(body?.consecutiveFailures),
+      };
+    case 404:
+      return { kind: 'absent' };
+    default:
+      return { kind: 'unknown', why: `/readyz answered HTTP ${answer.status}` };
   }
-  const s = answer.body as Record<string, unknown>;
-  io.out(
-    [
-      `agent        ${String(s.machineId)} (nixfleet-agent ${String(s.agentVersion)}, pid ${String(s.pid)}, up ${String(s.uptimeSecs)} s)`,
-      `control plane ${String(s.controlPlaneUrl)}`,
-    ].join('\n'),
-  );
-  return STATUS_EXIT.healthy;
+}
+
+/**
+ * The verdict, from the two documents and the time: degraded when the
+ * control plane is unreachable (as /readyz judges it), event delivery is
+ * paused, or the client certificate has less than 7 days left.
+ */
+export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
+  const problems: Problem[] = [];
+  const warnings: Warning[] = [];
+
+  const reachability = reachabilityOf(status, readyz, now);
+  switch (reachability.kind) {
+    case 'reachable':
+      break;
+    case 'unreachable':
+      problems.push({ kind: 'cp-unreachable', forSecs: reachability.forSecs });
+      break;
+    case 'unknown':
+      warnings.push({ kind: 'readiness-unknown', why: reachability.why });
+      break;
+    default: {
+      const never: never = reachability;
+      return never;
+    }
+  }
+  if (readyz.kind === 'unknown' && reachability.kind !== 'unknown') {
+    warnings.push({ kind: 'readiness-unknown', why: `${readyz.why}; judged from the last heartbeat instead` });
+  }
+
+  const outbound = record(status.outbound);
+  const paused = text(outbound?.deliveryPausedReason);
+  if (paused !== null && paused !== '') problems.push({ kind: 'delivery-paused', reason: paused });
+  const refused = count(outbound?.refused);
+  if (refused !== null && refused > 0) warnings.push({ kind: 'events-refused', count: refused });
+  const replay = record(outbound?.replay);
+  const missing = numbers(replay?.missing);
+  if (missing.length > 0) warnings.push({ kind: 'replay-missing', rolloutId: text(replay?.rolloutId), seqs: missing });
+
+  const cert = record(status.certificate);
+  if (cert !== null) {
+    const left = certSecondsLeft(cert, now);
+    if (left !== null && left < CERT_DEGRADED_DAYS * DAY_SECS) problems.push({ kind: 'certificate-expiring', secondsLeft: left });
+    if (cert.validity === 'not-yet-valid') warnings.push({ kind: 'certificate-not-yet-valid', notBefore: text(cert.notBefore) });
+    const reloadError = text(cert.lastReloadError);
+    if (reloadError !== null && reloadError !== '') warnings.push({ kind: 'certificate-reload-failed', error: reloadError });
+  }
+
+  const last = record(record(status.activation)?.lastResult);
+  if (last !== null && last.outcome === 'failed') {
+    warnings.push({
+      kind: 'activation-failed',
+      rolloutId: text(last.rolloutId),
+      activation: text(last.kind) ?? 'activation',
+      exitCode: count(last.exitCode),
+      detail: firstLine(text(last.detail)),
+    });
+  }
+
+  const skew = number(record(status.heartbeat)?.clockSkewSecs);
+  if (skew !== null && Math.abs(skew) >= CLOCK_SKEW_WARN_SECS) warnings.push({ kind: 'clock-skew', secs: skew });
+
+  return { exit: problems.length > 0 ? STATUS_EXIT.degraded : STATUS_EXIT.healthy, reachability, problems, warnings };
+}
+
+function reachabilityOf(status: Json, readyz: Readyz, now: Date): Reachability {
+  const heartbeat = record(status.heartbeat);
+  const lastSuccessAt = text(heartbeat?.lastSuccessAt);
+  switch (readyz.kind) {
+    case 'ready':
+      return { kind: 'reachable', lastHeartbeatAgeSecs: ageSecs(readyz.lastSuccessAt ?? lastSuccessAt, now) };
+    case 'unreachable':
+      return {
+        kind: 'unreachable',
+        forSecs: readyz.failingForSecs ?? ageSecs(readyz.lastSuccessAt ?? lastSuccessAt ?? text(status.startedAt), now),
+        lastError: readyz.lastError ?? errorMessage(heartbeat?.lastError),
+        consecutiveFailures: readyz.consecutiveFailures ?? count(heartbeat?.consecutiveFailures),
+      };
+    case 'absent':
+    case 'unknown':
+      return reachabilityFromHeartbeat(status, now);
+    default: {
+      const never: never = readyz;
+      return never;
+    }
+  }
+}
+
+/** /readyz's rule applied to /status's heartbeat block: a success within three intervals. */
+function reachabilityFromHeartbeat(status: Json, now: Date): Reachability {
+  const heartbeat = record(status.heartbeat);
+  const intervalSecs = number(heartbeat?.intervalSecs);
+  if (heartbeat === null || intervalSecs === null) return { kind: 'unknown', why: 'the agent reports neither /readyz nor its heartbeat' };
+  const age = ageSecs(text(heartbeat.lastSuccessAt), now);
+  if (age !== null && age <= MISSED_HEARTBEATS * intervalSecs) return { kind: 'reachable', lastHeartbeatAgeSecs: age };
+  return {
+    kind: 'unreachable',
+    forSecs: age ?? ageSecs(text(status.startedAt), now),
+    lastError: errorMessage(heartbeat.lastError),
+    consecutiveFailures: count(heartbeat.consecutiveFailures),
+  };
+}
+
+/** The agent's own count when it gives one (its clock judged it); else from notAfter, else whole days. */
+function certSecondsLeft(cert: Json, now: Date): number | null {
+  const seconds = number(cert.secondsToExpiry);
+  if (seconds !== null) return seconds;
+  const notAfter = text(cert.notAfter);
+  const at = notAfter === null ? NaN : Date.parse(notAfter);
+  if (!Number.isNaN(at)) return (at - now.getTime()) / 1000;
+  // Whole days, rounded down: "6" is less than 7 days, "7" is not.
+  const days = number(cert.daysToExpiry);
+  return days === null ? null : days * DAY_SECS;
+}
+
+/** The summary a person reads; the first line is the verdict. */
+export function summarize(status: Json, assessment: Assessment, now: Date): string {
+  const lines: string[] = [];
+  const machine = text(status.machineId) ?? 'unknown machine';
+  const version = text(status.agentVersion);
+  const pid = count(status.pid);
+  const uptime = number(status.uptimeSecs);
+  const about = [
+    version === null ? null : `nixfleet-agent ${version}`,
+    pid === null ? null : `pid ${pid}`,
+    uptime === null ? null : `up ${formatDuration(uptime)}`,
+  ].filter((s): s is string => s !== null);
+  const verdict =
+    assessment.problems.length === 0 ? 'HEALTHY' : `DEGRADED: ${assessment.problems.map(problemHeadline).join('; ')}`;
+  lines.push(`${machine}${about.length > 0 ? ` (${about.join(', ')})` : ''}: ${verdict}`);
+
+  const cpUrl = text(status.controlPlaneUrl);
+  lines.push(row('control plane', `${cpUrl === null ? '' : `${cpUrl} is `}${reachabilityText(assessment.reachability)}`));
+  lines.push(row('closure', text(status.currentClosure) ?? 'not known (the current-system link is unreadable)'));
+
+  const rollouts = Array.isArray(status.rollouts) ? status.rollouts.map(record).filter((r): r is Json => r !== null) : [];
+  if (rollouts.length === 0) lines.push(row('rollouts', 'none'));
+  rollouts.forEach((r, i) => lines.push(row(i === 0 ? 'rollouts' : '', rolloutText(r))));
+
+  const outbound = record(status.outbound);
+  lines.push(row('outbound', outbound === null ? 'not known' : outboundText(outbound)));
+  const replay = record(outbound?.replay);
+  lines.push(row('replay', replay === null ? 'not known' : replayText(replay)));
+  lines.push(row('certificate', certificateText(record(status.certificate), now)));
+
+  for (const w of assessment.warnings) lines.push(`warning: ${warningText(w)}`);
+  return lines.join('\n');
+}
+
+/** Labels in a column as wide as the longest, "control plane". */
+function row(label: string, value: string): string {
+  return `  ${label.padEnd(13)} ${value}`;
+}
+
+function problemHeadline(p: Problem): string {
+  switch (p.kind) {
+    case 'cp-unreachable':
+      return 'control plane unreachable';
+    case 'delivery-paused':
+      return 'event delivery paused';
+    case 'certificate-expiring':
+      return p.secondsLeft <= 0 ? 'client certificate expired' : `client certificate expires in ${formatDuration(p.secondsLeft)}`;
+    default: {
+      const never: never = p;
+      return never;
+    }
+  }
+}
+
+function reachabilityText(r: Reachability): string {
+  switch (r.kind) {
+    case 'reachable':
+      return r.lastHeartbeatAgeSecs === null
+        ? 'reachable'
+        : `reachable, last heartbeat ${formatDuration(r.lastHeartbeatAgeSecs)} ago`;
+    case 'unreachable': {
+      const since = r.forSecs === null ? '' : ` for ${formatDuration(r.forSecs)}`;
+      const failures = r.consecutiveFailures === null || r.consecutiveFailures === 0 ? '' : ` (${r.consecutiveFailures} failure(s) in a row)`;
+      return `UNREACHABLE${since}: ${r.lastError ?? 'no heartbeat answered yet'}${failures}`;
+    }
+    case 'unknown':
+      return `not known to be reachable: ${r.why}`;
+    default: {
+      const never: never = r;
+      return never;
+    }
+  }
+}
+
+function rolloutText(r: Json): string {
+  const seq = (v: unknown): string => (count(v) === null ? '-' : String(count(v)));
+  return `${text(r.rolloutId) ?? '?'}  ${text(r.state) ?? '?'} (last seq ${seq(r.lastEventSeq)}, delivered through ${seq(r.lastDeliveredSeq)})`;
+}
+
+function outboundText(o: Json): string {
+  const pending = count(o.pending);
+  const oldest = number(o.oldestPendingAgeSecs);
+  const parts = [
+    pending === null ? 'pending not known' : `${pending} pending${pending > 0 && oldest !== null ? ` (oldest ${formatDuration(oldest)})` : ''}`,
+    `${count(o.delivered) ?? '?'} delivered`,
+    `${count(o.refused) ?? '?'} refused`,
+  ];
+  const paused = text(o.deliveryPausedReason);
+  return `${parts.join(', ')}${paused ? `; delivery PAUSED: ${paused}` : ''}`;
+}
+
+function replayText(r: Json): string {
+  const rolloutId = text(r.rolloutId);
+  if (rolloutId === null) return 'none asked for';
+  const from = count(r.fromSeq);
+  const missing = numbers(r.missing);
+  const detail = `${rolloutId}${from === null ? '' : ` from seq ${from}`}: ${count(r.resent) ?? 0} resent, ${missing.length === 0 ? 'none missing' : `missing ${formatSeqs(missing)}`}`;
+  return r.running === true ? `running, ${detail}` : `done, ${detail}`;
+}
+
+function certificateText(cert: Json | null, now: Date): string {
+  if (cert === null) return 'not known';
+  const left = certSecondsLeft(cert, now);
+  const notAfter = text(cert.notAfter);
+  const cn = text(cert.cn);
+  const expiry =
+    left === null
+      ? 'expiry not known'
+      : left <= 0
+        ? `EXPIRED ${formatDuration(-left)} ago`
+        : `expires in ${formatDuration(left)}`;
+  return `${cn === null ? '' : `CN ${cn}, `}${expiry}${notAfter === null ? '' : ` (${notAfter})`}`;
+}
+
+function warningText(w: Warning): string {
+  switch (w.kind) {
+    case 'readiness-unknown':
+      return `control plane reachability not known for sure: ${w.why}`;
+    case 'events-refused':
+      return `the control plane refused ${w.count} event(s); they are kept on record and not retried`;
+    case 'replay-missing':
+      return `a replay${w.rolloutId === null ? '' : ` of ${w.rolloutId}`} could not resend seqs ${formatSeqs(w.seqs)}: retention had dropped them`;
+    case 'activation-failed':
+      return `the last ${w.activation}${w.rolloutId === null ? '' : ` of ${w.rolloutId}`} failed${w.exitCode === null ? '' : ` (exit code ${w.exitCode})`}${w.detail ? `: ${w.detail}` : ''}`;
+    case 'clock-skew':
+      return `this host's clock is ${Math.abs(w.secs)} s ${w.secs > 0 ? 'ahead of' : 'behind'} the control plane's`;
+    case 'certificate-not-yet-valid':
+      return `the client certificate is not valid yet${w.notBefore === null ? '' : ` (from ${w.notBefore})`}; check this host's clock`;
+    case 'certificate-reload-failed':
+      return `renewed certificate files are not in use: ${w.error}`;
+    default: {
+      const never: never = w;
+      return never;
+    }
+  }
+}
+
+/** "12 s", "4 min", "3 h", "9 days": the unit a person would say. */
+export function formatDuration(secs: number): string {
+  const s = Math.max(0, Math.floor(secs));
+  if (s < 120) return `${s} s`;
+  if (s < 2 * 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 2 * DAY_SECS) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / DAY_SECS)} days`;
+}
+
+/** "3-5, 9": runs of seqs, at most a dozen shown. */
+export function formatSeqs(seqs: readonly number[]): string {
+  const sorted = [...new Set(seqs)].sort((a, b) => a - b);
+  const runs: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j += 1;
+    runs.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return runs.length > 12 ? `${runs.slice(0, 12).join(', ')}, ...` : runs.join(', ');
+}
+
+function ageSecs(iso: string | null, now: Date): number | null {
+  if (iso === null) return null;
+  const at = Date.parse(iso);
+  return Number.isNaN(at) ? null : Math.max(0, Math.floor((now.getTime() - at) / 1000));
+}
+
+function record(v: unknown): Json | null {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : null;
+}
+
+function text(v: unknown): string | null {
+  return typeof v === 'string' ? v : null;
+}
+
+function number(v: unknown): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+function count(v: unknown): number | null {
+  const n = number(v);
+  return n !== null && Number.isInteger(n) ? n : null;
+}
+
+function numbers(v: unknown): number[] {
+  return Array.isArray(v) ? v.filter((x): x is number => count(x) !== null) : [];
+}
+
+/** /readyz gives the message; /status's heartbeat gives `{ kind, message, at }`. */
+function errorMessage(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  return text(record(v)?.message);
+}
+
+function firstLine(v: string | null): string | null {
+  if (v === null) return null;
+  const line = v.split('\n', 1)[0].trim();
+  return line.length > 160 ? `${line.slice(0, 157)}...` : line;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

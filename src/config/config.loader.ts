@@ -307,7 +307,9 @@ export function helpText(stdoutIsTty: boolean): string {
   }
   lines.push(
     '',
-    'Exit status: 0 clean shutdown, 2 configuration error (systemd does not restart on it), 1 any other failure.',
+    'Exit status of the agent: 0 clean shutdown, 2 configuration error (systemd does not restart on it), 1 any other failure.',
+    'Exit status of status: 0 healthy, 1 degraded (control plane unreachable, event delivery paused, or a',
+    'certificate within 7 days of expiry), 2 bad flags, 3 no agent answers at --admin-listen.',
   );
   return lines.join('\n');
 }

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { ConsoleLogger, type LogLevel } from '@nestjs/common';
 import type { AgentLogLevel, LogFormat } from '../config/settings';
 
@@ -12,15 +13,68 @@ const LEVELS: Record<AgentLogLevel, LogLevel[]> = {
 /** Nest's own start-up narration: useful when debugging, noise in an operator's journal. */
 const FRAMEWORK_CONTEXTS = new Set(['NestFactory', 'InstanceLoader', 'RoutesResolver', 'RouterExplorer', 'NestApplication']);
 
-/** Nest's logger: one JSON object per line for journald and log shippers, or text for a terminal. */
+/** Structured data of one entry: the trailing plain object of a log call. */
+export type LogFields = Record<string, unknown>;
+
+/** One line of `--log-format json`. */
+export interface JsonLogEntry {
+  /** RFC 3339, UTC. */
+  time: string;
+  /** Nest's level names, as its own JSON logger writes them ("log" is --log-level info). */
+  level: LogLevel;
+  context: string;
+  message: string;
+  fields?: LogFields;
+  stack?: string;
+}
+
+export interface LogSink {
+  write(stream: 'stdout' | 'stderr', text: string): void;
+}
+
+export interface AgentLoggerOptions {
+  now?: () => Date;
+  sink?: LogSink;
+  colors?: boolean;
+}
+
+/** A log line is no place for a document: anything longer is cut (the cut says how much). */
+export const MAX_LOGGED_CHARS = 8192;
+const MAX_FIELD_DEPTH = 4;
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?(?:-----END \1-----|$)/g;
+/** Field names whose values are secrets whatever they hold. */
+const SECRET_FIELD = /(?:private.?key|passphrase|password|secret|token)$/i;
+const DEFAULT_CONTEXT = 'nixfleet-agent';
+
+const processSink: LogSink = { write: (stream, text) => process[stream].write(text) };
+
+/**
+ * Nest's logger: one JSON object per line for journald and log shippers, or
+ * Nest's readable text for a terminal.
+ *
+ * Fields: a plain object as the last argument (before Nest's context) is the
+ * entry's `fields`, not a second message:
+ *   this.logger.warn('heartbeat failed; retrying', { status: 503, retryInSecs: 4 });
+ * In text mode the fields follow the message as `key=value`.
+ *
+ * Whatever a caller passes, PEM blocks are replaced and long strings cut:
+ * key material and whole documents never reach the journal.
+ */
 export class AgentLogger extends ConsoleLogger {
-  constructor(format: LogFormat, level: AgentLogLevel) {
-    super('nixfleet-agent', {
+  private readonly format: LogFormat;
+  private readonly now: () => Date;
+  private readonly sink: LogSink;
+
+  constructor(format: LogFormat, level: AgentLogLevel, options: AgentLoggerOptions = {}) {
+    super(DEFAULT_CONTEXT, {
       json: format === 'json',
-      colors: format === 'text' && process.stdout.isTTY === true,
+      colors: format === 'text' && (options.colors ?? process.stdout.isTTY === true),
       logLevels: LEVELS[level],
-      prefix: 'nixfleet-agent',
+      prefix: DEFAULT_CONTEXT,
     });
+    this.format = format;
+    this.now = options.now ?? (() => new Date());
+    this.sink = options.sink ?? processSink;
   }
 
   override log(message: unknown, ...rest: unknown[]): void {
@@ -31,8 +85,122 @@ export class AgentLogger extends ConsoleLogger {
     }
     super.log(message, ...rest);
   }
+
+  protected override printMessages(
+    messages: unknown[],
+    context = '',
+    logLevel: LogLevel = 'log',
+    writeStreamType?: 'stdout' | 'stderr',
+    errorStack?: unknown,
+  ): void {
+    const stream = writeStreamType ?? 'stdout';
+    const { texts, fields } = splitFields(messages);
+    for (const raw of texts) {
+      const { message, stack } = messageOf(raw, errorStack);
+      switch (this.format) {
+        case 'json':
+          this.sink.write(stream, `${JSON.stringify(this.entry(logLevel, context, message, fields, stack))}\n`);
+          break;
+        case 'text':
+          this.sink.write(stream, this.textLine(logLevel, context, message, fields));
+          // Nest prints an error's stack on its own lines; an Error passed as the message has one too.
+          if (stack !== undefined && errorStack === undefined) this.sink.write('stderr', `${stack}\n`);
+          break;
+        default: {
+          const never: never = this.format;
+          return never;
+        }
+      }
+    }
+  }
+
+  protected override printStackTrace(stack: string): void {
+    if (this.format === 'text' && stack) this.sink.write('stderr', `${clean(stack)}\n`);
+  }
+
+  private entry(level: LogLevel, context: string, message: string, fields: LogFields | undefined, stack: string | undefined): JsonLogEntry {
+    const entry: JsonLogEntry = {
+      time: this.now().toISOString(),
+      level,
+      context: context || this.context || DEFAULT_CONTEXT,
+      message,
+    };
+    if (fields !== undefined) entry.fields = fields;
+    if (stack !== undefined) entry.stack = stack;
+    return entry;
+  }
+
+  private textLine(level: LogLevel, context: string, message: string, fields: LogFields | undefined): string {
+    const body = fields === undefined ? message : `${message}${message === '' ? '' : ' '}${textFields(fields)}`;
+    return this.formatMessage(
+      level,
+      body,
+      this.formatPid(process.pid),
+      level.toUpperCase().padStart(7, ' '),
+      this.formatContext(context),
+      this.updateAndGetTimestampDiff(),
+    );
+  }
 }
 
-export function createAgentLogger(format: LogFormat, level: AgentLogLevel): AgentLogger {
-  return new AgentLogger(format, level);
+export function createAgentLogger(format: LogFormat, level: AgentLogLevel, options?: AgentLoggerOptions): AgentLogger {
+  return new AgentLogger(format, level, options);
+}
+
+/** The trailing plain object is the fields; a lone plain object is fields with no message text. */
+function splitFields(messages: unknown[]): { texts: unknown[]; fields: LogFields | undefined } {
+  const last = messages[messages.length - 1];
+  if (!isPlainObject(last)) return { texts: messages, fields: undefined };
+  const texts = messages.length > 1 ? messages.slice(0, -1) : [''];
+  return { texts, fields: scrubFields(last) };
+}
+
+function messageOf(raw: unknown, errorStack: unknown): { message: string; stack: string | undefined } {
+  const given = typeof errorStack === 'string' && errorStack !== '' ? clean(errorStack) : undefined;
+  if (typeof raw === 'string') return { message: clean(raw), stack: given };
+  if (raw instanceof Error) return { message: clean(raw.message), stack: given ?? (raw.stack === undefined ? undefined : clean(raw.stack)) };
+  return { message: clean(inspect(raw, { depth: MAX_FIELD_DEPTH, breakLength: Infinity })), stack: given };
+}
+
+/** PEM blocks out, length capped. */
+export function clean(text: string): string {
+  const redacted = text.replace(PEM_BLOCK, (_block, label: string) => `[${label} redacted]`);
+  return redacted.length > MAX_LOGGED_CHARS
+    ? `${redacted.slice(0, MAX_LOGGED_CHARS)}... (${redacted.length - MAX_LOGGED_CHARS} more characters cut)`
+    : redacted;
+}
+
+/** A copy that is safe to print and to JSON.stringify: no secrets, no raw bytes, no cycles, no depth without end. */
+function scrubFields(fields: LogFields): LogFields {
+  const seen = new WeakSet<object>();
+  const scrub = (value: unknown, depth: number): unknown => {
+    if (typeof value === 'string') return clean(value);
+    if (typeof value === 'bigint' || typeof value === 'symbol' || typeof value === 'function') return String(value);
+    if (typeof value !== 'object' || value === null) return value;
+    if (value instanceof Date) return Number.isNaN(value.getTime()) ? 'Invalid Date' : value.toISOString();
+    if (value instanceof Error) return clean(value.message);
+    // Bytes may be key material: their size is all a log needs.
+    if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return `[${value.byteLength} bytes]`;
+    if (seen.has(value)) return '[circular]';
+    if (depth >= MAX_FIELD_DEPTH) return '[nested too deep]';
+    seen.add(value);
+    if (Array.isArray(value)) return value.map((v) => scrub(v, depth + 1));
+    if (!isPlainObject(value)) return `[${value.constructor?.name ?? 'object'}]`;
+    const out: LogFields = {};
+    for (const [k, v] of Object.entries(value)) out[k] = SECRET_FIELD.test(k) ? '[redacted]' : scrub(v, depth + 1);
+    return out;
+  };
+  return scrub(fields, 0) as LogFields;
+}
+
+function textFields(fields: LogFields): string {
+  return Object.entries(fields)
+    .map(([k, v]) => `${k}=${typeof v === 'string' && /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v)}`)
+    .join(' ');
+}
+
+function isPlainObject(v: unknown): v is LogFields {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
 }

@@ -1,0 +1,488 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  assess,
+  formatDuration,
+  formatSeqs,
+  type Readyz,
+  readyzOf,
+  runStatusCommand,
+  STATUS_EXIT,
+  summarize,
+} from './status.command';
+
+type Json = Record<string, unknown>;
+
+const NOW = new Date('2026-11-28T12:00:00.000Z');
+const DAY = 86_400;
+const READY: Readyz = { kind: 'ready', lastSuccessAt: '2026-11-28T11:59:48.000Z' };
+const CLOSURE = `${'a'.repeat(32)}-nixos-system-web-01-26.05`;
+
+function secondsBefore(secs: number): string {
+  return new Date(NOW.getTime() - secs * 1000).toISOString();
+}
+
+/** A healthy agent's /status, as the controller writes it; `patch` replaces top-level blocks. */
+function statusDoc(patch: Json = {}): Json {
+  return {
+    machineId: 'web-01',
+    agentVersion: '0.1.0',
+    controlPlaneUrl: 'https://cp.fleet.test:8443',
+    pid: 4242,
+    startedAt: secondsBefore(600),
+    uptimeSecs: 600,
+    currentClosure: CLOSURE,
+    heartbeat: {
+      intervalSecs: 60,
+      lastAttemptAt: secondsBefore(12),
+      lastSuccessAt: secondsBefore(12),
+      lastError: null,
+      consecutiveFailures: 0,
+      nextDueAt: secondsBefore(-48),
+      lastReplayFrom: null,
+      clockSkewSecs: 0,
+      inFlight: false,
+      skippedTicks: 0,
+    },
+    recovery: { completedAt: secondsBefore(599), reachedControlPlane: true, snapshotsApplied: 1 },
+    rollouts: [
+      {
+        rolloutId: 'stable@a1b2c3d4',
+        channel: 'stable',
+        state: 'Converged',
+        targetClosure: CLOSURE,
+        lastEventSeq: 5,
+        lastDeliveredSeq: 5,
+      },
+    ],
+    outbound: {
+      pending: 0,
+      delivered: 5,
+      refused: 0,
+      oldestPendingAgeSecs: null,
+      lastDeliveredAt: secondsBefore(30),
+      deliveryPausedReason: null,
+      replay: { running: false, rolloutId: null, fromSeq: null, resent: 0, missing: [] },
+      logBytes: 2048,
+    },
+    activation: { backend: 'nixos', running: null, queued: 0, lastResult: null },
+    certificate: {
+      cn: 'web-01',
+      machineId: 'web-01',
+      keyType: 'ed25519',
+      notBefore: secondsBefore(30 * DAY),
+      notAfter: secondsBefore(-300 * DAY),
+      validity: 'valid',
+      secondsToExpiry: 300 * DAY,
+      daysToExpiry: 300,
+      fingerprint256: 'AB:CD',
+      lastReloadAt: null,
+      lastReloadError: null,
+    },
+    ...patch,
+  };
+}
+
+function withBlock(block: 'heartbeat' | 'outbound' | 'certificate' | 'activation', patch: Json): Json {
+  const doc = statusDoc();
+  return { ...doc, [block]: { ...(doc[block] as Json), ...patch } };
+}
+
+const unreachable = (o: Partial<Extract<Readyz, { kind: 'unreachable' }>> = {}): Readyz => ({
+  kind: 'unreachable',
+  lastError: 'HTTP 503: {"error":"maintenance"}',
+  failingForSecs: 240,
+  lastSuccessAt: secondsBefore(240),
+  consecutiveFailures: 4,
+  ...o,
+});
+
+describe('assess', () => {
+  it('is healthy when /readyz is ready, delivery runs and the certificate has months left', () => {
+    const a = assess(statusDoc(), READY, NOW);
+
+    expect(a.exit).toBe(STATUS_EXIT.healthy);
+    expect(a.problems).toEqual([]);
+    expect(a.warnings).toEqual([]);
+    expect(a.reachability).toEqual({ kind: 'reachable', lastHeartbeatAgeSecs: 12 });
+  });
+
+  it('is degraded when /readyz says the control plane is unreachable, whatever /status holds', () => {
+    const a = assess(statusDoc(), unreachable(), NOW);
+
+    expect(a.exit).toBe(STATUS_EXIT.degraded);
+    expect(a.problems).toEqual([{ kind: 'cp-unreachable', forSecs: 240 }]);
+    expect(a.reachability).toEqual({
+      kind: 'unreachable',
+      forSecs: 240,
+      lastError: 'HTTP 503: {"error":"maintenance"}',
+      consecutiveFailures: 4,
+    });
+  });
+
+  it('fills what a 503 from /readyz leaves out from the heartbeat block', () => {
+    const status = withBlock('heartbeat', {
+      lastSuccessAt: secondsBefore(400),
+      lastError: { kind: 'connect', message: 'cannot connect: ECONNREFUSED', at: secondsBefore(5) },
+      consecutiveFailures: 7,
+    });
+    const a = assess(status, { kind: 'unreachable', lastError: null, failingForSecs: null, lastSuccessAt: null, consecutiveFailures: null }, NOW);
+
+    expect(a.reachability).toEqual({ kind: 'unreachable', forSecs: 400, lastError: 'cannot connect: ECONNREFUSED', consecutiveFailures: 7 });
+  });
+
+  describe('without /readyz (404), by its rule on the heartbeat block', () => {
+    it('is reachable with a success within three intervals', () => {
+      const a = assess(withBlock('heartbeat', { intervalSecs: 10, lastSuccessAt: secondsBefore(30) }), { kind: 'absent' }, NOW);
+
+      expect(a.reachability).toEqual({ kind: 'reachable', lastHeartbeatAgeSecs: 30 });
+      expect(a.exit).toBe(STATUS_EXIT.healthy);
+      expect(a.warnings).toEqual([]);
+    });
+
+    it('is unreachable past three intervals, for as long as the last success is old', () => {
+      const a = assess(
+        withBlock('heartbeat', {
+          intervalSecs: 10,
+          lastSuccessAt: secondsBefore(31),
+          consecutiveFailures: 2,
+          lastError: { kind: 'http-status', message: 'HTTP 503: no body', at: secondsBefore(1) },
+        }),
+        { kind: 'absent' },
+        NOW,
+      );
+
+      expect(a.reachability).toEqual({ kind: 'unreachable', forSecs: 31, lastError: 'HTTP 503: no body', consecutiveFailures: 2 });
+      expect(a.exit).toBe(STATUS_EXIT.degraded);
+    });
+
+    it('is unreachable since start when no heartbeat ever succeeded', () => {
+      const a = assess(withBlock('heartbeat', { lastSuccessAt: null, consecutiveFailures: 1 }), { kind: 'absent' }, NOW);
+
+      expect(a.reachability).toMatchObject({ kind: 'unreachable', forSecs: 600, lastError: null });
+    });
+
+    it('warns, and stays healthy, when neither /readyz nor a heartbeat block says anything', () => {
+      const a = assess(statusDoc({ heartbeat: undefined }), { kind: 'absent' }, NOW);
+
+      expect(a.reachability.kind).toBe('unknown');
+      expect(a.exit).toBe(STATUS_EXIT.healthy);
+      expect(a.warnings).toEqual([{ kind: 'readiness-unknown', why: 'the agent reports neither /readyz nor its heartbeat' }]);
+    });
+  });
+
+  it('judges from the heartbeat, with a warning, when /readyz answers something unexpected', () => {
+    const a = assess(statusDoc(), { kind: 'unknown', why: '/readyz answered HTTP 500' }, NOW);
+
+    expect(a.reachability).toEqual({ kind: 'reachable', lastHeartbeatAgeSecs: 12 });
+    expect(a.warnings).toEqual([{ kind: 'readiness-unknown', why: '/readyz answered HTTP 500; judged from the last heartbeat instead' }]);
+    expect(a.exit).toBe(STATUS_EXIT.healthy);
+  });
+
+  it('is degraded while event delivery is paused', () => {
+    const reason = 'HTTP 403: forbidden: the control plane does not accept this agent\'s identity or version; events are kept and retried';
+    const a = assess(withBlock('outbound', { deliveryPausedReason: reason, pending: 3 }), READY, NOW);
+
+    expect(a.exit).toBe(STATUS_EXIT.degraded);
+    expect(a.problems).toEqual([{ kind: 'delivery-paused', reason }]);
+  });
+
+  describe('certificate expiry', () => {
+    it.each([
+      ['6.99 days left', true, { secondsToExpiry: 7 * DAY - 1 }],
+      ['exactly 7 days left', false, { secondsToExpiry: 7 * DAY }],
+      ['expired', true, { secondsToExpiry: -DAY, validity: 'expired' }],
+      ['only notAfter, 3 days ahead', true, { secondsToExpiry: undefined, daysToExpiry: undefined, notAfter: secondsBefore(-3 * DAY) }],
+      ['only notAfter, 8 days ahead', false, { secondsToExpiry: undefined, daysToExpiry: undefined, notAfter: secondsBefore(-8 * DAY) }],
+      ['only whole days: 6', true, { secondsToExpiry: undefined, notAfter: undefined, daysToExpiry: 6 }],
+      ['only whole days: 7', false, { secondsToExpiry: undefined, notAfter: undefined, daysToExpiry: 7 }],
+      ['no expiry at all', false, { secondsToExpiry: undefined, notAfter: undefined, daysToExpiry: undefined }],
+    ])('with %s: degraded %s', (_what, degraded, patch) => {
+      const a = assess(withBlock('certificate', patch), READY, NOW);
+
+      expect(a.problems.some((p) => p.kind === 'certificate-expiring')).toBe(degraded);
+      expect(a.exit).toBe(degraded ? STATUS_EXIT.degraded : STATUS_EXIT.healthy);
+    });
+
+    it('takes a missing certificate block as not known, not as a problem', () => {
+      expect(assess(statusDoc({ certificate: undefined }), READY, NOW).exit).toBe(STATUS_EXIT.healthy);
+      expect(assess(statusDoc({ certificate: null }), READY, NOW).exit).toBe(STATUS_EXIT.healthy);
+    });
+
+    it('warns about a certificate not valid yet and about renewed files it could not take', () => {
+      const a = assess(withBlock('certificate', { validity: 'not-yet-valid', lastReloadError: 'the new key does not match the certificate' }), READY, NOW);
+
+      expect(a.warnings).toEqual([
+        { kind: 'certificate-not-yet-valid', notBefore: secondsBefore(30 * DAY) },
+        { kind: 'certificate-reload-failed', error: 'the new key does not match the certificate' },
+      ]);
+      expect(a.exit).toBe(STATUS_EXIT.healthy);
+    });
+  });
+
+  it('names every problem at once', () => {
+    const status = { ...withBlock('outbound', { deliveryPausedReason: 'TLS handshake failed: bad certificate' }) };
+    status.certificate = { ...(status.certificate as Json), secondsToExpiry: 2 * DAY };
+    const a = assess(status, unreachable(), NOW);
+
+    expect(a.problems.map((p) => p.kind)).toEqual(['cp-unreachable', 'delivery-paused', 'certificate-expiring']);
+  });
+
+  it('warns, without degrading, about refused events, seqs a replay could not resend, a failed activation and clock skew', () => {
+    const status = withBlock('outbound', {
+      refused: 2,
+      replay: { running: false, rolloutId: 'stable@a1b2c3d4', fromSeq: 1, resent: 3, missing: [2, 3, 4, 7] },
+    });
+    status.activation = {
+      backend: 'command',
+      running: null,
+      queued: 0,
+      lastResult: {
+        rolloutId: 'stable@a1b2c3d4',
+        kind: 'switch',
+        outcome: 'failed',
+        exitCode: 3,
+        at: secondsBefore(60),
+        detail: 'activation command /bin/activate exited with code 3\nerror: unit foo.service failed',
+      },
+    };
+    status.heartbeat = { ...(status.heartbeat as Json), clockSkewSecs: -45 };
+    const a = assess(status, READY, NOW);
+
+    expect(a.exit).toBe(STATUS_EXIT.healthy);
+    expect(a.warnings).toEqual([
+      { kind: 'events-refused', count: 2 },
+      { kind: 'replay-missing', rolloutId: 'stable@a1b2c3d4', seqs: [2, 3, 4, 7] },
+      {
+        kind: 'activation-failed',
+        rolloutId: 'stable@a1b2c3d4',
+        activation: 'switch',
+        exitCode: 3,
+        detail: 'activation command /bin/activate exited with code 3',
+      },
+      { kind: 'clock-skew', secs: -45 },
+    ]);
+  });
+
+  it('does not throw on a document of the wrong shape', () => {
+    const odd = { heartbeat: 'x', outbound: [], certificate: 5, rollouts: {}, activation: { lastResult: 'failed' } };
+
+    const a = assess(odd, { kind: 'absent' }, NOW);
+
+    expect(a.exit).toBe(STATUS_EXIT.healthy);
+    expect(a.reachability.kind).toBe('unknown');
+    expect(() => summarize(odd, a, NOW)).not.toThrow();
+  });
+});
+
+describe('summarize', () => {
+  it('says who, the verdict, reachability, closure, rollouts, backlog, replay and certificate', () => {
+    const status = statusDoc();
+    const text = summarize(status, assess(status, READY, NOW), NOW);
+
+    expect(text.split('\n')).toEqual([
+      'web-01 (nixfleet-agent 0.1.0, pid 4242, up 10 min): HEALTHY',
+      '  control plane https://cp.fleet.test:8443 is reachable, last heartbeat 12 s ago',
+      `  closure       ${CLOSURE}`,
+      '  rollouts      stable@a1b2c3d4  Converged (last seq 5, delivered through 5)',
+      '  outbound      0 pending, 5 delivered, 0 refused',
+      '  replay        none asked for',
+      `  certificate   CN web-01, expires in 300 days (${secondsBefore(-300 * DAY)})`,
+    ]);
+  });
+
+  it('spells out an unreachable control plane: for how long, the last error, the failures in a row', () => {
+    const status = statusDoc();
+    const text = summarize(status, assess(status, unreachable(), NOW), NOW);
+
+    expect(text).toMatch(/^web-01 .*: DEGRADED: control plane unreachable$/m);
+    expect(text).toContain(
+      'control plane https://cp.fleet.test:8443 is UNREACHABLE for 4 min: HTTP 503: {"error":"maintenance"} (4 failure(s) in a row)',
+    );
+  });
+
+  it('says when no heartbeat was ever answered', () => {
+    const status = statusDoc();
+    const text = summarize(status, assess(status, unreachable({ lastError: null, consecutiveFailures: 0, failingForSecs: 3 }), NOW), NOW);
+
+    expect(text).toMatch(/control plane https:\/\/cp\.fleet\.test:8443 is UNREACHABLE for 3 s: no heartbeat answered yet$/m);
+  });
+
+  it('shows the backlog, a paused delivery, a running replay, every rollout and an expiring certificate', () => {
+    const status = withBlock('outbound', {
+      pending: 4,
+      oldestPendingAgeSecs: 185,
+      deliveryPausedReason: 'HTTP 403: forbidden',
+      replay: { running: true, rolloutId: 'canary@0f0f0f0f', fromSeq: 2, resent: 1, missing: [1] },
+    });
+    status.rollouts = [
+      ...(status.rollouts as Json[]),
+      { rolloutId: 'canary@0f0f0f0f', channel: 'canary', state: 'Soaking', targetClosure: null, lastEventSeq: 3, lastDeliveredSeq: null },
+    ];
+    status.certificate = { ...(status.certificate as Json), secondsToExpiry: 3 * DAY + 100 };
+    const text = summarize(status, assess(status, READY, NOW), NOW);
+
+    expect(text).toMatch(/: DEGRADED: event delivery paused; client certificate expires in 3 days$/m);
+    expect(text).toContain('  rollouts      stable@a1b2c3d4  Converged (last seq 5, delivered through 5)\n                canary@0f0f0f0f  Soaking (last seq 3, delivered through -)');
+    expect(text).toContain('  outbound      4 pending (oldest 3 min), 5 delivered, 0 refused; delivery PAUSED: HTTP 403: forbidden');
+    expect(text).toContain('  replay        running, canary@0f0f0f0f from seq 2: 1 resent, missing 1');
+    expect(text).toContain('warning: a replay of canary@0f0f0f0f could not resend seqs 1: retention had dropped them');
+  });
+
+  it('marks an expired certificate and says "not known" for what the agent does not report', () => {
+    const expired = withBlock('certificate', { secondsToExpiry: -2 * 3600 });
+    expect(summarize(expired, assess(expired, READY, NOW), NOW)).toMatch(/certificate {3}CN web-01, EXPIRED 2 h ago \(/);
+
+    const bare = statusDoc({ certificate: undefined, currentClosure: null, rollouts: [] });
+    const text = summarize(bare, assess(bare, READY, NOW), NOW);
+    expect(text).toContain('  certificate   not known');
+    expect(text).toContain('  rollouts      none');
+    expect(text).toContain('  closure       not known (the current-system link is unreadable)');
+  });
+
+  it('ends with one line per warning', () => {
+    const status = withBlock('outbound', { refused: 1 });
+    const text = summarize(status, assess(status, READY, NOW), NOW);
+
+    expect(text.split('\n').at(-1)).toBe('warning: the control plane refused 1 event(s); they are kept on record and not retried');
+  });
+});
+
+describe('readyzOf', () => {
+  it('reads 200 as ready, 503 as unreachable with its fields, 404 as absent, anything else as unknown', () => {
+    expect(readyzOf({ status: 200, body: { status: 'ok', lastSuccessAt: '2026-11-28T11:59:00.000Z' } })).toEqual({
+      kind: 'ready',
+      lastSuccessAt: '2026-11-28T11:59:00.000Z',
+    });
+    expect(
+      readyzOf({
+        status: 503,
+        body: { status: 'unreachable', lastError: 'HTTP 503: down', failingForSecs: 31, lastSuccessAt: null, consecutiveFailures: 3, thresholdSecs: 3 },
+      }),
+    ).toEqual({ kind: 'unreachable', lastError: 'HTTP 503: down', failingForSecs: 31, lastSuccessAt: null, consecutiveFailures: 3 });
+    expect(readyzOf({ status: 503, body: 'busy' })).toEqual({
+      kind: 'unreachable',
+      lastError: null,
+      failingForSecs: null,
+      lastSuccessAt: null,
+      consecutiveFailures: null,
+    });
+    expect(readyzOf({ status: 404, body: { statusCode: 404, message: 'Cannot GET /readyz' } })).toEqual({ kind: 'absent' });
+    expect(readyzOf({ status: 500, body: {} })).toEqual({ kind: 'unknown', why: '/readyz answered HTTP 500' });
+  });
+});
+
+describe('formatDuration and formatSeqs', () => {
+  it.each([
+    [0, '0 s'],
+    [12.7, '12 s'],
+    [119, '119 s'],
+    [120, '2 min'],
+    [7199, '119 min'],
+    [7200, '2 h'],
+    [2 * DAY - 1, '47 h'],
+    [2 * DAY, '2 days'],
+    [-5, '0 s'],
+  ])('%s s is "%s"', (secs, text) => {
+    expect(formatDuration(secs)).toBe(text);
+  });
+
+  it('folds runs of seqs and caps the list', () => {
+    expect(formatSeqs([9, 3, 4, 5, 4])).toBe('3-5, 9');
+    expect(formatSeqs(Array.from({ length: 20 }, (_, i) => i * 2))).toBe('0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, ...');
+  });
+});
+
+describe('runStatusCommand against a real HTTP server on loopback', () => {
+  let server: http.Server;
+  let port: number;
+  let routes: Record<string, { status: number; body: string }>;
+
+  beforeAll(async () => {
+    server = http.createServer((req, res) => {
+      const route = routes[req.url ?? ''] ?? { status: 404, body: JSON.stringify({ statusCode: 404, message: 'Not Found' }) };
+      res.writeHead(route.status, { 'content-type': 'application/json' }).end(route.body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+  });
+
+  async function run(json = false, address: Parameters<typeof runStatusCommand>[0] = { kind: 'tcp', host: '127.0.0.1', port }) {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runStatusCommand(address, json, { out: (t) => out.push(t), err: (t) => err.push(t) }, () => NOW);
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  }
+
+  it('prints the summary and exits 0 for a healthy agent', async () => {
+    routes = {
+      '/status': { status: 200, body: JSON.stringify(statusDoc()) },
+      '/readyz': { status: 200, body: JSON.stringify({ status: 'ok', lastSuccessAt: secondsBefore(12) }) },
+    };
+
+    const r = await run();
+
+    expect(r).toMatchObject({ code: STATUS_EXIT.healthy, err: '' });
+    expect(r.out).toContain('reachable, last heartbeat 12 s ago');
+  });
+
+  it('exits 1 when /readyz answers 503, and --json prints the raw /status with the same exit status', async () => {
+    routes = {
+      '/status': { status: 200, body: JSON.stringify(statusDoc()) },
+      '/readyz': { status: 503, body: JSON.stringify({ status: 'unreachable', lastError: 'HTTP 503: down', failingForSecs: 40, lastSuccessAt: null, consecutiveFailures: 5 }) },
+    };
+
+    const text = await run();
+    const json = await run(true);
+
+    expect(text.code).toBe(STATUS_EXIT.degraded);
+    expect(text.out).toContain('UNREACHABLE for 40 s: HTTP 503: down');
+    expect(json.code).toBe(STATUS_EXIT.degraded);
+    expect(JSON.parse(json.out)).toEqual(statusDoc());
+  });
+
+  it('judges from /status when the agent has no /readyz', async () => {
+    routes = { '/status': { status: 200, body: JSON.stringify(statusDoc()) } };
+
+    const r = await run();
+
+    expect(r.code).toBe(STATUS_EXIT.healthy);
+    expect(r.out).toContain('reachable, last heartbeat 12 s ago');
+  });
+
+  it('exits 3 naming the address and --admin-listen when nothing listens', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nfa-status-'));
+    try {
+      const socket = join(dir, 'admin.sock');
+      const r = await run(false, { kind: 'unix', path: socket });
+
+      expect(r.code).toBe(STATUS_EXIT.unreachable);
+      expect(r.out).toBe('');
+      expect(r.err.split('\n')).toHaveLength(1);
+      expect(r.err).toContain(`no agent answers at unix:${socket}`);
+      expect(r.err).toContain('--admin-listen');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('exits 3 when something else answers at the address', async () => {
+    routes = { '/status': { status: 200, body: '<html>hello</html>' } };
+    const notJson = await run();
+    routes = {};
+    const notFound = await run();
+
+    expect(notJson.code).toBe(STATUS_EXIT.unreachable);
+    expect(notJson.err).toBe(
+      `nixfleet-agent status: 127.0.0.1:${port} answered HTTP 200 to /status, not with an agent's status document; is --admin-listen the address of the agent's admin endpoint?`,
+    );
+    expect(notFound.code).toBe(STATUS_EXIT.unreachable);
+    expect(notFound.err).toContain('answered HTTP 404 to /status');
+  });
+});
