@@ -2,7 +2,6 @@
 // Build and run: npm run bench   (or: npm run build && npx tsc -p bench/tsconfig.json && node dist-bench/bench/replay.bench.js)
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -10,6 +9,7 @@ import { DevControlPlane } from '../dev/control-plane';
 import { makePki } from '../dev/pki';
 import { type AppendItem, EventLog } from '../src/outbound/event-log';
 import type { AgentEvent, EventEnvelope } from '../src/protocol/events.wire';
+import { freePort } from '../dev/free-port';
 
 const EVENTS = 10_000;
 const MACHINE_ID = 'web-01';
@@ -29,15 +29,6 @@ function eventFor(seq: number): AgentEvent {
     default:
       return { kind: 'ProbeResult', seq, probeName: `http-${seq % 5}`, mode: 'enforce', status: seq % 2 ? 'pass' : 'fail', observedAt: at };
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function prepareLog(stateDir: string): Promise<void> {

@@ -2,28 +2,17 @@
 // them, a control-plane wipe healed by replay, and heartbeats until Ctrl-C.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, rmSync, symlinkSync } from 'node:fs';
-import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { DevControlPlane } from './control-plane';
 import { makePki } from './pki';
+import { freePort } from './free-port';
 
 const MACHINE_ID = 'web-01';
 const ROLLOUT = 'stable@a1b2c3d4';
 const CLOSURE = `${'a'.repeat(32)}-nixos-system-${MACHINE_ID}-26.05`;
 const NEXT_CLOSURE = `${'b'.repeat(32)}-nixos-system-${MACHINE_ID}-26.11`;
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => res(port));
-    });
-  });
-}
 
 function say(text: string): void {
   process.stdout.write(`[demo] ${text}\n`);

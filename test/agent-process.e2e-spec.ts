@@ -5,20 +5,9 @@ import type { ReceivedRequest } from '../dev/control-plane';
 import { makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
 import { type RunningAgent, runAgentSync, startAgent } from './support/agent-process';
+import { freePort } from '../dev/free-port';
 
 type Json = Record<string, unknown>;
-
-/** A port that was free a moment ago: bind port 0, read it, let it go. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function getStatus(port: number): Promise<{ status: number; body: Json }> {
   return new Promise((resolve, reject) => {

@@ -1,28 +1,17 @@
 import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { join } from 'node:path';
 import type { ReceivedRequest } from '../dev/control-plane';
 import { CANONICAL_SUFFIX } from '../dev/pki';
 import { makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
 import { type RunningAgent, startAgent } from './support/agent-process';
+import { freePort } from '../dev/free-port';
 
 type Json = Record<string, unknown>;
 
 const DAY_MS = 86_400_000;
 const HOLD_MS = 3_000;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function getStatus(port: number): Promise<Json> {
   return new Promise((resolve, reject) => {

@@ -14,13 +14,13 @@ import {
   symlinkSync,
   unlinkSync,
 } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, posix, relative, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { STATUS_EXIT } from '../src/cli/status.command';
 import { cleanEnv } from './support/agent-process';
+import { freePort } from '../dev/free-port';
 
 /*
  * No Docker engine runs here. This test keeps docker/Dockerfile and
@@ -313,17 +313,6 @@ function services(): Record<string, Service> {
   const doc = parseYaml(readFileSync(COMPOSE_FILE, 'utf8')) as { services?: Record<string, Service> };
   if (!doc.services) throw new Error('compose.yaml has no services');
   return doc.services;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolvePort(port));
-    });
-  });
 }
 
 interface Child {

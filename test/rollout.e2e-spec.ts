@@ -1,10 +1,10 @@
 import { readlinkSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { fakeClosure, makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
 import { type RunningAgent, startAgent } from './support/agent-process';
+import { freePort } from '../dev/free-port';
 
 const ROLLOUT = 'stable@a1b2c3d4';
 const TARGET = fakeClosure('web-01-26.11', 'b');
@@ -16,15 +16,6 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number, what
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 type Status = {

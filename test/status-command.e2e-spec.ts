@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { join } from 'node:path';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { STATUS_EXIT } from '../src/cli/status.command';
 import { makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
 import { AGENT_MAIN, cleanEnv, type RunningAgent, startAgent } from './support/agent-process';
+import { freePort } from '../dev/free-port';
 
 type Json = Record<string, unknown>;
 
@@ -13,18 +13,6 @@ interface CliResult {
   code: number | null;
   stdout: string;
   stderr: string;
-}
-
-/** A port that was free a moment ago: bind port 0, read it, let it go. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -1,4 +1,3 @@
-import net from 'node:net';
 import { DevControlPlane, type ReceivedRequest } from '../../dev/control-plane';
 import {
   type AgentUnderTest,
@@ -16,19 +15,11 @@ import { EMIT_EVENT_PORT, type EmitEventPort } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
 import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
+import { freePort } from '../../dev/free-port';
 
 const MACHINE = 'web-01';
 const BOOT_CLOSURE = fakeClosure('web-01-26.05');
 const TARGET = fakeClosure('web-01-26.11', 'b');
-
-/** A loopback port nothing listens on (just released by the kernel). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** A hand-made event the CP accepts; the drainer does not care which kind it carries. */
 function probeResult(seq: number): AgentEvent {

@@ -1,4 +1,3 @@
-import net from 'node:net';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { DevControlPlane } from '../../dev/control-plane';
 import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
@@ -8,6 +7,7 @@ import { TIMEOUTS } from '../protocol/protocol.constants';
 import { ReducerService } from '../reducer/reducer.service';
 import { HeartbeatExchange } from './heartbeat-exchange';
 import { RecoveryService } from './recovery.service';
+import { freePort } from '../../dev/free-port';
 
 const MACHINE = 'web-01';
 
@@ -22,15 +22,6 @@ function snapshot(rolloutId: string, lastEventSeq: number): Record<string, unkno
     soakDueAt: '2026-11-28T12:10:00.000Z',
     lastEventSeq,
   };
-}
-
-/** A loopback port nothing listens on (just released by the kernel). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 describe('RecoveryService: the boot-recovery handshake', () => {
