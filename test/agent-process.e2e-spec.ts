@@ -145,7 +145,7 @@ describe('the built agent as a child process, against the dev control plane', ()
     agent.child.kill('SIGTERM');
     expect(await exitWithin(agent, 5000)).toBe(0);
     expect(await connectRefused(port)).toBe(true);
-    expect(logLines(agent).some((l) => l.level === 'log' && String(l.message).includes('stopped cleanly'))).toBe(true);
+    expect(logLines(agent).some((l) => l.level === 'info' && String(l.message).includes('stopped cleanly'))).toBe(true);
   });
 
   it('starts while the control plane answers 503, then heartbeats once it recovers', async () => {

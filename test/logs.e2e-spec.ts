@@ -5,7 +5,7 @@ import { testArgs } from './support/agent-config';
 import { type RunningAgent, startAgent } from './support/agent-process';
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
-const LEVELS = ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'];
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'verbose'];
 const KEYS = ['time', 'level', 'context', 'message', 'fields', 'stack'];
 /** Nest's readable line: `[prefix] pid  - date, time   LEVEL [Context] message`. */
 const TEXT_LINE = /^\[nixfleet-agent\] \d+ {2}- \S.* +(LOG|WARN|ERROR|DEBUG|VERBOSE|FATAL) \[[^\]]+\] \S/;
@@ -84,8 +84,8 @@ describe('the built agent logs', () => {
     expect(entries).toContainEqual(
       expect.objectContaining({ level: 'warn', context: 'HeartbeatService', message: expect.stringMatching(/^heartbeat to the control plane failed: HTTP 503/) }),
     );
-    expect(entries).toContainEqual(expect.objectContaining({ level: 'log', context: 'Bootstrap', message: expect.stringMatching(/ started for web-01; /) }));
-    expect(entries).toContainEqual(expect.objectContaining({ level: 'log', context: 'Shutdown', message: 'stopped cleanly' }));
+    expect(entries).toContainEqual(expect.objectContaining({ level: 'info', context: 'Bootstrap', message: expect.stringMatching(/ started for web-01; /) }));
+    expect(entries).toContainEqual(expect.objectContaining({ level: 'info', context: 'Shutdown', message: 'stopped cleanly' }));
   });
 
   it('prints no key material and no PEM, whatever it logs', async () => {

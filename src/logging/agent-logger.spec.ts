@@ -35,7 +35,7 @@ describe('AgentLogger, JSON lines', () => {
     new Logger('DrainerService').warn('delivering seq 3 failed; retrying');
 
     const [first, second] = entries(written);
-    expect(first).toEqual({ time: '2026-11-28T12:00:00.123Z', level: 'log', context: 'HeartbeatService', message: 'heartbeat every 60 s' });
+    expect(first).toEqual({ time: '2026-11-28T12:00:00.123Z', level: 'info', context: 'HeartbeatService', message: 'heartbeat every 60 s' });
     expect(first.time).toMatch(RFC3339);
     expect(second).toMatchObject({ level: 'warn', context: 'DrainerService' });
     expect(written.map((w) => w.stream)).toEqual(['stdout', 'stdout']);
@@ -63,7 +63,7 @@ describe('AgentLogger, JSON lines', () => {
     new Logger('X').log({ rolloutId: 'stable@a1b2c3d4', seq: 3 });
 
     expect(entries(written)).toEqual([
-      { time: NOW.toISOString(), level: 'log', context: 'X', message: '', fields: { rolloutId: 'stable@a1b2c3d4', seq: 3 } },
+      { time: NOW.toISOString(), level: 'info', context: 'X', message: '', fields: { rolloutId: 'stable@a1b2c3d4', seq: 3 } },
     ]);
   });
 

@@ -16,12 +16,23 @@ const FRAMEWORK_CONTEXTS = new Set(['NestFactory', 'InstanceLoader', 'RoutesReso
 /** Structured data of one entry: the trailing plain object of a log call. */
 export type LogFields = Record<string, unknown>;
 
+export type JsonLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'verbose';
+
+const JSON_LEVEL: Record<LogLevel, JsonLevel> = {
+  fatal: 'fatal',
+  error: 'error',
+  warn: 'warn',
+  log: 'info',
+  debug: 'debug',
+  verbose: 'verbose',
+};
+
 /** One line of `--log-format json`. */
 export interface JsonLogEntry {
   /** RFC 3339, UTC. */
   time: string;
-  /** Nest's level names, as its own JSON logger writes them ("log" is --log-level info). */
-  level: LogLevel;
+  /** The names --log-level uses, as log shippers expect them (Nest calls `info` "log"). */
+  level: JsonLevel;
   context: string;
   message: string;
   fields?: LogFields;
@@ -121,7 +132,7 @@ export class AgentLogger extends ConsoleLogger {
   private entry(level: LogLevel, context: string, message: string, fields: LogFields | undefined, stack: string | undefined): JsonLogEntry {
     const entry: JsonLogEntry = {
       time: this.now().toISOString(),
-      level,
+      level: JSON_LEVEL[level],
       context: context || this.context || DEFAULT_CONTEXT,
       message,
     };
