@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { ReceivedRequest } from '../dev/control-plane';
 import { makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
-import { type RunningAgent, runAgentSync, startAgent } from './support/agent-process';
+import { type RunningAgent, runAgentSync, startAgent, killIfRunning } from './support/agent-process';
 import { freePort } from '../dev/free-port';
 
 type Json = Record<string, unknown>;
@@ -92,10 +92,7 @@ describe('the built agent as a child process, against the dev control plane', ()
   });
   afterEach(async () => {
     world.cp.setDefault('heartbeat', null);
-    if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
-      agent.child.kill('SIGKILL');
-      await agent.exited;
-    }
+    await killIfRunning(agent);
     agent = null;
   });
   afterAll(async () => {

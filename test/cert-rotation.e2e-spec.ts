@@ -5,7 +5,7 @@ import type { ReceivedRequest } from '../dev/control-plane';
 import { CANONICAL_SUFFIX } from '../dev/pki';
 import { makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
-import { type RunningAgent, startAgent } from './support/agent-process';
+import { type RunningAgent, startAgent, killIfRunning } from './support/agent-process';
 import { freePort } from '../dev/free-port';
 
 type Json = Record<string, unknown>;
@@ -74,10 +74,7 @@ describe('certificate rotation under load, with the built agent as a child proce
   });
   afterEach(async () => {
     world.cp.setDefault('heartbeat', null);
-    if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
-      agent.child.kill('SIGKILL');
-      await agent.exited;
-    }
+    await killIfRunning(agent);
     agent = null;
   });
   afterAll(async () => {

@@ -19,23 +19,8 @@ import type { EffectOf } from '../src/reducer/reducer.ports';
 import { ReducerService } from '../src/reducer/reducer.service';
 import type { ReducerInput } from '../src/reducer/reducer.types';
 import { type AgentUnderTest, type BuildOptions, buildAgent, fakeClosure, makeWorld, type World } from './support/agent-harness';
+import { type PromFamily, parsePrometheusText } from './support/prometheus';
 
-/** The shape parse-prometheus-text-format documents; the package ships no types. */
-interface Sample {
-  value?: string;
-  labels?: Record<string, string>;
-  buckets?: Record<string, string>;
-  count?: string;
-  sum?: string;
-}
-interface Family {
-  name: string;
-  help: string;
-  type: string;
-  metrics: Sample[];
-}
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const parsePrometheusTextFormat = require('parse-prometheus-text-format') as (text: string) => Family[];
 
 const P = 'nixfleet_agent_';
 const INTERVAL_MS = 60_000;
@@ -76,17 +61,17 @@ function get(port: number, path: string): Promise<Answer> {
 }
 
 class Scrape {
-  private readonly families: Map<string, Family>;
+  private readonly families: Map<string, PromFamily>;
 
   constructor(text: string) {
-    this.families = new Map(parsePrometheusTextFormat(text).map((f) => [f.name, f]));
+    this.families = new Map(parsePrometheusText(text).map((f) => [f.name, f]));
   }
 
   has(name: string): boolean {
     return this.families.has(name);
   }
 
-  family(name: string): Family {
+  family(name: string): PromFamily {
     const f = this.families.get(name);
     if (!f) throw new Error(`${name} is not in /metrics; it has ${[...this.families.keys()].join(', ')}`);
     return f;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { fakeClosure, makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
-import { type RunningAgent, startAgent } from './support/agent-process';
+import { type RunningAgent, startAgent, killIfRunning } from './support/agent-process';
 import { freePort } from '../dev/free-port';
 
 const ROLLOUT = 'stable@a1b2c3d4';
@@ -33,10 +33,7 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
     world = await makeWorld({ dispatchWaitCapMs: 60_000 });
   });
   afterEach(async () => {
-    if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
-      agent.child.kill('SIGKILL');
-      await agent.exited;
-    }
+    await killIfRunning(agent);
     agent = null;
     await world.close();
   });

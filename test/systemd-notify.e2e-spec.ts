@@ -4,7 +4,7 @@ import { createSocket, type UnixDgramSocket } from 'unix-dgram';
 import type { ReceivedRequest } from '../dev/control-plane';
 import { makeWorld, type World } from './support/agent-harness';
 import { testArgs } from './support/agent-config';
-import { type RunningAgent, startAgent } from './support/agent-process';
+import { type RunningAgent, startAgent, killIfRunning } from './support/agent-process';
 
 interface Datagram {
   text: string;
@@ -117,10 +117,7 @@ describe('sd_notify: the built agent talks to a real unix datagram socket as it 
   });
   afterEach(async () => {
     world.cp.setDefault('heartbeat', null);
-    if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
-      agent.child.kill('SIGKILL');
-      await agent.exited;
-    }
+    await killIfRunning(agent);
     agent = null;
     systemd?.close();
     systemd = null;

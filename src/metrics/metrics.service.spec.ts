@@ -1,23 +1,8 @@
 import { register as globalRegistry } from 'prom-client';
 import { ROLLOUT_STATES } from '../protocol/rollout';
 import { type LiveState, MetricsService } from './metrics.service';
+import { type PromFamily, parsePrometheusText } from '../../test/support/prometheus';
 
-/** The shape parse-prometheus-text-format documents; the package ships no types. */
-interface Sample {
-  value?: string;
-  labels?: Record<string, string>;
-  buckets?: Record<string, string>;
-  count?: string;
-  sum?: string;
-}
-interface Family {
-  name: string;
-  help: string;
-  type: string;
-  metrics: Sample[];
-}
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const parsePrometheusTextFormat = require('parse-prometheus-text-format') as (text: string) => Family[];
 
 const P = 'nixfleet_agent_';
 
@@ -31,18 +16,18 @@ const IDLE: LiveState = {
   clientCertSecondsToExpiry: null,
 };
 
-async function scrape(metrics: MetricsService, live: Partial<LiveState> = {}): Promise<Map<string, Family>> {
-  const families = parsePrometheusTextFormat(await metrics.scrape({ ...IDLE, ...live }));
+async function scrape(metrics: MetricsService, live: Partial<LiveState> = {}): Promise<Map<string, PromFamily>> {
+  const families = parsePrometheusText(await metrics.scrape({ ...IDLE, ...live }));
   return new Map(families.map((f) => [f.name, f]));
 }
 
-function family(all: Map<string, Family>, name: string): Family {
+function family(all: Map<string, PromFamily>, name: string): PromFamily {
   const f = all.get(name);
   if (!f) throw new Error(`${name} is not in the exposition; it has ${[...all.keys()].join(', ')}`);
   return f;
 }
 
-function valueOf(all: Map<string, Family>, name: string, labels: Record<string, string> = {}): number {
+function valueOf(all: Map<string, PromFamily>, name: string, labels: Record<string, string> = {}): number {
   const sample = family(all, name).metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
   if (sample?.value === undefined) throw new Error(`${name}${JSON.stringify(labels)} has no sample`);
   return Number(sample.value);

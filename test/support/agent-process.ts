@@ -81,3 +81,11 @@ export function startAgent(args: string[], env: Record<string, string> = {}): Ru
     },
   };
 }
+
+/** Test cleanup: SIGKILLs an agent a test left running and waits until it is gone. */
+export async function killIfRunning(agent: RunningAgent | null): Promise<void> {
+  if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+  }
+}
