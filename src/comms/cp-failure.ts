@@ -88,12 +88,19 @@ export function classifyTransportError(err: unknown, { deadlineMs, deadlineHit, 
   return { kind: 'network', detail: code ? `${code}: ${message}` : message };
 }
 
-/** `Retry-After` in seconds, from the delta-seconds or HTTP-date form; null when absent or unusable. */
+/**
+ * The longest wait a `Retry-After` can impose. A CP (or a host clock years
+ * behind, against the HTTP-date form) must not silence the agent for good;
+ * past 2^31 ms Node's timers would even fire at once.
+ */
+export const MAX_RETRY_AFTER_SECS = 3600;
+
+/** `Retry-After` in seconds, from the delta-seconds or HTTP-date form, at most an hour; null when absent or unusable. */
 export function parseRetryAfter(value: string | undefined, now: Date): number | null {
   if (value === undefined) return null;
   const trimmed = value.trim();
-  if (/^\d{1,9}$/.test(trimmed)) return Number(trimmed);
+  if (/^\d{1,9}$/.test(trimmed)) return Math.min(Number(trimmed), MAX_RETRY_AFTER_SECS);
   const at = Date.parse(trimmed);
   if (Number.isNaN(at)) return null;
-  return Math.max(0, Math.ceil((at - now.getTime()) / 1000));
+  return Math.min(Math.max(0, Math.ceil((at - now.getTime()) / 1000)), MAX_RETRY_AFTER_SECS);
 }

@@ -39,7 +39,11 @@ export class OutboundPorts implements EmitEventPort, ReplayPort {
         ? this.plainTarget(value.fromSeq)
         : value.entries.map((e) => ({ rolloutId: e.rolloutId, fromSeq: e.fromSeq }));
     for (const { rolloutId, fromSeq } of targets) {
-      const seqs = this.log.events(rolloutId).filter((e) => e.seq > fromSeq).map((e) => e.seq);
+      // A refused event was judged invalid by the CP: PROTOCOL §6 says never to send it again.
+      const seqs = this.log
+        .events(rolloutId)
+        .filter((e) => e.seq > fromSeq && e.delivery.state !== 'refused')
+        .map((e) => e.seq);
       const missing = this.log.missing(rolloutId, fromSeq);
       if (missing.length > 0) {
         this.logger.warn(

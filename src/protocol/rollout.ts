@@ -27,3 +27,6 @@ export type ProbeMode = (typeof PROBE_MODES)[number];
 
 export const FAILURE_POLICIES = ['halt', 'rollback-and-halt'] as const;
 export type FailurePolicy = (typeof FAILURE_POLICIES)[number];
+
+/** Seqs stay far below Number.MAX_SAFE_INTEGER, so every seq a rollout will ever need is exact. */
+export const MAX_EVENT_SEQ = 2 ** 50;

@@ -1,5 +1,5 @@
-import { IsIn, IsInt, IsISO8601, IsOptional, IsString, Matches, Min } from 'class-validator';
-import { CLOSURE_PATTERN, ROLLOUT_ID_PATTERN, ROLLOUT_STATES, type RolloutState } from './rollout';
+import { IsIn, IsInt, IsISO8601, IsOptional, IsString, Matches, Max, Min } from 'class-validator';
+import { CLOSURE_PATTERN, MAX_EVENT_SEQ, ROLLOUT_ID_PATTERN, ROLLOUT_STATES, type RolloutState } from './rollout';
 
 const BASENAME = { message: '$property must be a store path basename (<hash>-<name>)' };
 
@@ -51,7 +51,9 @@ export class HostRolloutSnapshot {
   @IsISO8601({ strict: true })
   soakDueAt?: string;
 
+  // Bounded so that lastEventSeq + 1 (and a long run after it) stays an exact integer.
   @IsInt()
   @Min(0)
+  @Max(MAX_EVENT_SEQ)
   lastEventSeq!: number;
 }
