@@ -1,4 +1,4 @@
-import { readlinkSync } from 'node:fs';
+import { mkdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { fakeClosure, makeWorld, type World } from './support/agent-harness';
@@ -38,13 +38,13 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
     await world.close();
   });
 
-  async function launch(stateDir: string, adminPort: number): Promise<RunningAgent> {
+  async function launch(stateDir: string, adminPort: number, backend: string[] = ['--activation-backend', 'symlink']): Promise<RunningAgent> {
     const running = startAgent([
       ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir, currentSystemPath: world.currentSystemPath }),
       '--heartbeat-interval', '1',
       '--admin-listen', `127.0.0.1:${adminPort}`,
-      '--activation-backend', 'symlink',
       '--store-dir', world.storeDir,
+      ...backend,
     ]);
     await running.waitForOutput(/"heartbeat every 1 s/);
     return running;
@@ -134,6 +134,41 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
     for (const [seq, bodies] of bodiesBySeq) expect({ seq, bodies: bodies.size }).toEqual({ seq, bodies: 1 });
     const final = await status(port);
     expect(final.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4 })]);
+
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
+  });
+  it('SIGKILL during the activation itself: after a restart the interrupted activation is resumed and the rollout converges', async () => {
+    const stateDir = join(world.dir, 'state');
+    const port = await freePort();
+    mkdirSync(join(world.storeDir, TARGET), { recursive: true });
+    // A slow activation command that re-points the link the way the symlink backend does.
+    const link = world.currentSystemPath;
+    const slow = [
+      '--activation-backend', 'command',
+      '--activation-command',
+      JSON.stringify(['/bin/sh', '-c', `sleep 1.5 && ln -sfn "$1" "${link}.tmp" && mv -T "${link}.tmp" "${link}"`, 'activate', '{closure}']),
+    ];
+    agent = await launch(stateDir, port, slow);
+    world.cp.queueDispatch(world.pki.machineId, {
+      rollout_id: ROLLOUT,
+      target_closure: TARGET,
+      soak_due_at: new Date(Date.now() + 2_000).toISOString(),
+    });
+    await world.cp.waitFor(() => kinds().includes('2:ActivationStarted') || undefined, 15_000, 'ActivationStarted');
+    agent.child.kill('SIGKILL');
+    expect(await agent.exited).toBe('SIGKILL');
+    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted']);
+
+    // Whether the orphaned command finished meanwhile or not, the restart must finish the rollout.
+    agent = await launch(stateDir, port, slow);
+    await world.cp.waitFor(() => kinds().some((k) => k.endsWith(':Converged')) || undefined, 25_000, 'Converged after the restart');
+    const seen = kinds();
+    expect(seen.slice(0, 2)).toEqual(['1:DispatchAck', '2:ActivationStarted']);
+    expect(seen.slice(-2).map((k) => k.split(':')[1])).toEqual(['ActivationCompleted', 'Converged']);
+    expect(seen.map((k) => Number(k.split(':')[0]))).toEqual(seen.map((_k, i) => i + 1));
+    expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET));
+    expect(agent.output()).toMatch(/was Activating when the agent stopped/);
 
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);

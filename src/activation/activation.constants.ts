@@ -30,6 +30,13 @@ export const NIXOS_DEFAULTS = {
   bootedSystemPath: '/run/booted-system',
 } as const;
 
+/**
+ * An activation command runs in the agent's process tree and dies with it:
+ * shutdown waits this long for it (inside main's 25 s stop deadline, after a
+ * heartbeat's 10 s), then the next start resumes the interrupted rollout.
+ */
+export const IN_TREE_SHUTDOWN_WAIT_MS = 12_000;
+
 /** A detached switch continues without the agent: shutdown waits at most this long for its outcome. */
 export const DETACHED_SHUTDOWN_WAIT_MS = 5_000;
 

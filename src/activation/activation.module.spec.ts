@@ -14,6 +14,7 @@ import { ReducerModule } from '../reducer/reducer.module';
 import { ReducerService } from '../reducer/reducer.service';
 import type { Policy } from '../reducer/reducer.types';
 import { ACTIVATION_BACKEND } from './activation.constants';
+import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { ActivationModule } from './activation.module';
 import { ActivationService } from './activation.service';
 import { CommandBackend } from './backends/command.backend';
@@ -70,7 +71,7 @@ describe('ActivationModule', () => {
 
   async function build(config: AgentConfig, policy = HALT): Promise<{ module: TestingModule; reducer: ReducerService; activation: ActivationService }> {
     const module = await Test.createTestingModule({
-      imports: [ConfigModule.forRoot(config), ClockModule, MetricsModule, ReducerModule.forRoot(policy, [ActivationModule])],
+      imports: [ConfigModule.forRoot(config), ClockModule, LifecycleModule, MetricsModule, ReducerModule.forRoot(policy, [ActivationModule])],
     })
       .overrideProvider(CLOCK)
       .useValue(new FakeClock())

@@ -8,6 +8,8 @@ import type { EffectOf } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
 import { EMPTY_STATE, type ReducerInput, type TransitionResult } from '../reducer/reducer.types';
 import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
+import { BootGate } from '../lifecycle/boot-gate';
+import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { ActivationService } from './activation.service';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan, SwitchMethod } from './activation.types';
 
@@ -94,10 +96,13 @@ class RecordingReducer {
   readonly inputs: ReducerInput[] = [];
   closed = false;
   constructor(private readonly timeline: string[]) {}
+  /** Input types this stand-in rejects, as the reducer does an illegal transition. */
+  readonly refuse = new Set<ReducerInput['type']>();
   submit(input: ReducerInput): Promise<TransitionResult> {
     if (this.closed) return Promise.reject(new Error('the reducer is shut down and takes no more input'));
     this.inputs.push(input);
     this.timeline.push(`submit ${input.type}`);
+    if (this.refuse.has(input.type)) return Promise.resolve({ state: EMPTY_STATE, effects: [], rejected: `${input.type} is illegal now` });
     return Promise.resolve({ state: EMPTY_STATE, effects: [] });
   }
 }
@@ -123,6 +128,9 @@ describe('ActivationService', () => {
         { provide: ACTIVATION_BACKEND, useValue: backend },
         { provide: CLOCK, useValue: clock },
         { provide: ReducerService, useValue: reducer },
+        // Never opened here: resuming after a restart has its own e2e test.
+        BootGate,
+        { provide: CurrentSystemReader, useValue: { read: () => Promise.resolve(null) } },
       ],
     }).compile();
     logs = new CapturingLogger();
@@ -290,16 +298,25 @@ describe('ActivationService', () => {
     expect(reducer.inputs.at(-1)).toMatchObject({ type: 'ActivationCompleted', rolloutId: OTHER });
   });
 
-  it('logs, and does not throw, when the reducer no longer takes input', async () => {
+  it('does not switch, and says so, when the reducer no longer takes input: a switch with no ActivationStarted on record', async () => {
     reducer.closed = true;
     backend.open(TARGET);
     service.handle(fireSwitch());
     await service.idle();
-    expect(messages('error')).toEqual([
-      expect.stringContaining(`ActivationStarted for ${ROLLOUT} not submitted`),
-      expect.stringContaining(`ActivationCompleted for ${ROLLOUT} not submitted`),
-    ]);
-    expect(service.status().lastResult).toMatchObject({ outcome: 'completed' });
+    expect(messages('error')).toEqual([expect.stringContaining(`ActivationStarted for ${ROLLOUT} not submitted`)]);
+    expect(messages('warn')).toEqual([expect.stringContaining(`switch of ${ROLLOUT} to ${TARGET} not run`)]);
+    expect(timeline.filter((t) => t.startsWith('run '))).toEqual([]);
+    expect(service.status().lastResult).toBeNull();
+  });
+
+  it('does not switch when the rollout no longer takes ActivationStarted (it moved on while the job waited)', async () => {
+    reducer.refuse.add('ActivationStarted');
+    backend.open(TARGET);
+    service.handle(fireSwitch());
+    await service.idle();
+    expect(reducer.inputs.map((i) => i.type)).toEqual(['ActivationStarted']);
+    expect(timeline.filter((t) => t.startsWith('run '))).toEqual([]);
+    expect(messages('warn')).toEqual([expect.stringContaining('did not take ActivationStarted')]);
   });
 
   it('waits at shutdown for a running activation in its own process tree, then takes no more', async () => {

@@ -3,12 +3,15 @@ import {
   Inject,
   Injectable,
   Logger,
+  type OnApplicationBootstrap,
   type OnModuleInit,
 } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { type Clock, CLOCK } from '../clock/clock';
 import type { ActivationBackendName } from '../config/settings';
+import { BootGate } from '../lifecycle/boot-gate';
 import { MetricsService } from '../metrics/metrics.service';
+import { CurrentSystemReader } from '../recovery/current-system.reader';
 import type { EffectOf, FireRollbackPort, FireSwitchPort } from '../reducer/reducer.ports';
 import { describeInput, ReducerService } from '../reducer/reducer.service';
 import type { ReducerInput } from '../reducer/reducer.types';
@@ -37,7 +40,9 @@ interface Job {
  * report back to the reducer as inputs.
  */
 @Injectable()
-export class ActivationService implements FireSwitchPort, FireRollbackPort, OnModuleInit, BeforeApplicationShutdown {
+export class ActivationService
+  implements FireSwitchPort, FireRollbackPort, OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown
+{
   private readonly logger = new Logger(ActivationService.name);
   /** The last queued job's completion; each job chains on the one before. Never rejects. */
   private tail: Promise<void> = Promise.resolve();
@@ -56,10 +61,20 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnMo
     // switch would be silently dropped. So it is looked up once both exist.
     private readonly moduleRef: ModuleRef,
     private readonly metrics: MetricsService,
+    private readonly currentSystem: CurrentSystemReader,
+    private readonly bootGate: BootGate,
   ) {}
 
   onModuleInit(): void {
     this.reducer(); // fail at start, not at the first dispatch, if it is missing
+  }
+
+  onApplicationBootstrap(): void {
+    // After the boot handshake: its snapshots may already have settled a rollout.
+    this.bootGate.whenOpen().then(
+      () => this.resumeInterrupted(),
+      (err: unknown) => this.logger.error(`interrupted activations not resumed: ${String(err)}`),
+    ).catch((err: unknown) => this.logger.error(`resuming interrupted activations failed: ${(err as Error).message}`));
   }
 
   handle(effect: ActivationEffect): void {
@@ -144,9 +159,11 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnMo
     this.running = { rolloutId: job.rolloutId, closure: job.closure, kind: job.kind, startedAt: this.clock.now().toISOString() };
     try {
       const plan = await this.planFor(job.closure);
-      if (job.kind === 'switch') {
-        // Rollbacks have no "started" input: the rollout is Failed, not Activating.
-        await this.submit({ type: 'ActivationStarted', rolloutId: job.rolloutId, switchMethod: plan.switchMethod });
+      // Rollbacks have no "started" input: the rollout is Failed, not Activating.
+      if (job.kind === 'switch' && !(await this.submit({ type: 'ActivationStarted', rolloutId: job.rolloutId, switchMethod: plan.switchMethod }))) {
+        // The rollout moved on while the job waited (e.g. a CP snapshot), or its event is not durable: switching now would be unrecorded.
+        this.logger.warn(`switch of ${job.rolloutId} to ${job.closure} not run: the rollout did not take ActivationStarted`);
+        return;
       }
       this.logger.log(`${job.kind} of ${job.rolloutId} to ${job.closure} started (${this.backend.name}: ${plan.switchMethod})`);
       const outcome = await runPlan(plan);
@@ -192,23 +209,26 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnMo
     switch (outcome.kind) {
       case 'completed':
         this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure ?? 'an unreadable current system'}`);
-        return this.submit({
+        await this.submit({
           type: 'ActivationCompleted',
           rolloutId: job.rolloutId,
           observedCurrentClosure: outcome.observedCurrentClosure,
           exitCode: outcome.exitCode,
         });
+        return;
       case 'deferred':
         this.logger.log(`${what} deferred: installed for the next boot (${outcome.component} changed)`);
-        return this.submit({ type: 'ActivationDeferred', rolloutId: job.rolloutId, component: outcome.component });
+        await this.submit({ type: 'ActivationDeferred', rolloutId: job.rolloutId, component: outcome.component });
+        return;
       case 'failed':
         this.logger.warn(`${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}`);
-        return this.submit({
+        await this.submit({
           type: 'ActivationFailed',
           rolloutId: job.rolloutId,
           exitCode: outcome.exitCode,
           stderrTail: outcome.stderrTail,
         });
+        return;
       default: {
         const never: never = outcome;
         return never;
@@ -228,14 +248,42 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnMo
     this.metrics.recordActivation(job.kind, outcome.kind);
   }
 
-  /** A reducer that is shut down takes no input; the outcome is then only in the log and /status. */
-  private async submit(input: ReducerInput): Promise<void> {
+  /**
+   * True when the reducer applied the input. A reducer that is shut down, or
+   * an event log that cannot take the event, leaves the outcome in the log
+   * and /status only; a rejection (the rollout moved on) is the reducer's to warn of.
+   */
+  private async submit(input: ReducerInput): Promise<boolean> {
     try {
-      await this.reducer().submit(input);
+      const result = await this.reducer().submit(input);
+      return result.rejected === undefined;
     } catch (err) {
       this.logger.error(
         `${describeInput(input)} not submitted: ${(err as Error).message}; the control plane learns the outcome from the heartbeat's current closure`,
       );
+      return false;
+    }
+  }
+
+  /**
+   * A rollout still Activating after a restart had its activation cut off
+   * (the switch restarted the agent, a crash, a stop mid-command): nothing
+   * else would ever finish it. If the host already runs the target, the
+   * activation completed; otherwise it runs again (activations are idempotent).
+   */
+  async resumeInterrupted(): Promise<void> {
+    for (const entry of Object.values(this.reducer().current().rollouts)) {
+      if (entry.state !== 'Activating' || entry.targetClosure === '') continue;
+      const current = await this.currentSystem.read();
+      if (current === entry.targetClosure) {
+        this.logger.log(`${entry.rolloutId} was Activating when the agent stopped and the host runs its target: reporting the activation completed`);
+        await this.submit({ type: 'ActivationCompleted', rolloutId: entry.rolloutId, observedCurrentClosure: current, exitCode: 0 });
+      } else {
+        this.logger.warn(
+          `${entry.rolloutId} was Activating when the agent stopped, and the host runs ${current ?? 'an unreadable current system'}, not ${entry.targetClosure}: activating again`,
+        );
+        this.handle({ type: 'FireSwitch', rolloutId: entry.rolloutId, targetClosure: entry.targetClosure });
+      }
     }
   }
 

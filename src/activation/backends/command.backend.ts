@@ -1,5 +1,5 @@
 import type { CurrentSystemReader } from '../../recovery/current-system.reader';
-import { EX_TEMPFAIL } from '../activation.constants';
+import { EX_TEMPFAIL, IN_TREE_SHUTDOWN_WAIT_MS } from '../activation.constants';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan } from '../activation.types';
 import { composeTail, describeEnd, runProcess } from './process-runner';
 import { failingPlan, resolveExisting } from './store-path';
@@ -20,7 +20,7 @@ export const CLOSURE_PLACEHOLDER = '{closure}';
  */
 export class CommandBackend implements ActivationBackend {
   readonly name = 'command';
-  readonly shutdownWaitMs = null;
+  readonly shutdownWaitMs = IN_TREE_SHUTDOWN_WAIT_MS;
 
   constructor(
     private readonly options: CommandBackendOptions,
