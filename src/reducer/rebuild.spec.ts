@@ -6,21 +6,10 @@ import {
   type Policy,
   type ReducerInput,
   type ReducerState,
-  type RolloutEntry,
 } from './reducer.types';
 import { rebuildFromLog } from './rebuild';
+import { at, entry, HALT, iso, OTHER, PREVIOUS, ROLLBACK, ROLLOUT, TARGET } from '../../test/support/reducer-fixtures';
 import { transition } from './transition';
-
-const T0 = Date.parse('2026-05-01T12:00:00.000Z');
-const at = (secs: number): Date => new Date(T0 + secs * 1000);
-const iso = (secs: number): string => at(secs).toISOString();
-
-const ROLLOUT = 'stable@a1b2c3d4';
-const OTHER = 'canary@e5f6a7b8';
-const TARGET = `${'a'.repeat(32)}-nixos-system-web-01-26.05`;
-const PREVIOUS = `${'b'.repeat(32)}-nixos-system-web-01-26.04`;
-const HALT: Policy = { onHealthFailure: 'halt', sustainedFailureThresholdSecs: 120 };
-const ROLLBACK: Policy = { onHealthFailure: 'rollback-and-halt', sustainedFailureThresholdSecs: 120 };
 
 type Script = readonly (readonly [ReducerInput, number])[];
 
@@ -84,12 +73,6 @@ const SOAKING: Script = [
   [started(), 1],
   [completed(), 30],
 ];
-
-function entry(state: ReducerState, rolloutId = ROLLOUT): RolloutEntry {
-  const e = state.rollouts[rolloutId];
-  if (e === undefined) throw new Error(`no entry for ${rolloutId}`);
-  return e;
-}
 
 describe('rebuildFromLog', () => {
   it('rebuilds an empty state from an empty log', () => {
