@@ -8,11 +8,15 @@ import { type AgentConfig, loadConfig } from './config/config.loader';
 import { NOT_STARTED } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
+import { lockStateDir, type StateDirLock } from './lifecycle/state-dir-lock';
 import { createAgentLogger } from './logging/agent-logger';
 import { AGENT_VERSION } from './version';
 
 /** Exit status for a configuration error; the systemd unit does not restart on it. */
 const EXIT_CONFIG = 2;
+
+/** Held until the process exits; the kernel releases it then, whatever the cause of the exit. */
+let stateDirLock: StateDirLock | null = null;
 
 async function main(): Promise<number | null> {
   const loaded = loadConfig({ argv: process.argv.slice(2), env: process.env, stdoutIsTty: process.stdout.isTTY === true });
@@ -49,6 +53,23 @@ async function run(config: AgentConfig): Promise<number | null> {
   }
   const stateDirProblem = prepareStateDir(config.stateDir);
   if (stateDirProblem) return configFailure([stateDirProblem]);
+  // Before anything that writes the state dir: two agents on one event log lose events.
+  const locked = lockStateDir(config.stateDir);
+  switch (locked.kind) {
+    case 'locked':
+      stateDirLock = locked.lock;
+      break;
+    case 'held':
+      // Not a settings mistake to fix in a file: the one line says what to do.
+      process.stderr.write(`${locked.line}\n`);
+      return EXIT_CONFIG;
+    case 'failed':
+      return configFailure([locked.line]);
+    default: {
+      const never: never = locked;
+      return never;
+    }
+  }
 
   const logger = createAgentLogger(config.logFormat, config.logLevel);
   const app = await createAgentApp(config, identity, logger);
