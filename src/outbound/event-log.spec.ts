@@ -81,14 +81,14 @@ class FaultyFs implements LogFs {
 
   private wrap(f: LogFile): LogFile {
     return {
-      write: async (data, position) => {
+      append: async (data) => {
         this.writesInFlight++;
         this.maxWritesInFlight = Math.max(this.maxWritesInFlight, this.writesInFlight);
         try {
           if (this.writeDelayMs > 0) await new Promise((r) => setTimeout(r, this.writeDelayMs));
-          if (this.enospcAfter === null) return await f.write(data, position);
+          if (this.enospcAfter === null) return await f.append(data);
           if (this.enospcAfter === 0) throw errno('ENOSPC', 'write');
-          const n = await f.write(data.subarray(0, Math.min(data.length, this.enospcAfter)), position);
+          const n = await f.append(data.subarray(0, Math.min(data.length, this.enospcAfter)));
           this.enospcAfter -= n;
           return n;
         } finally {
@@ -194,6 +194,24 @@ describe('EventLog', () => {
           return `${r.rolloutId}#${r.seq}`;
         });
       expect(order).toEqual(Array.from({ length: 20 }, (_, i) => `${i % 2 === 1 ? A : B}#${Math.ceil((i + 1) / 2)}`));
+    });
+
+    it("appends after another writer's records, never over them at the offset it last knew", async () => {
+      const first = await open();
+      await first.append([item(A, 1)]);
+      const second = await open();
+      await second.append([item(B, 1), item(B, 2)]);
+      await first.append([item(A, 2)]);
+      await first.markDelivered(A, 1, 204);
+      await first.close();
+      await second.close();
+
+      const again = await open();
+      expect(again.openReport).toMatchObject({ records: 5, events: 4, tornTailBytes: 0, corruptRecords: [] });
+      expect(again.events(A).map((e) => e.seq)).toEqual([1, 2]);
+      expect(again.events(B).map((e) => e.seq)).toEqual([1, 2]);
+      expect(again.get(B, 2)?.envelope).toBe(item(B, 2).envelope);
+      await again.close();
     });
   });
 

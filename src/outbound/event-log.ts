@@ -256,7 +256,7 @@ export class EventLog {
       this.assertWritable();
       const appendedAt = this.opts.now().toISOString();
       const lines = this.encodeBatch(batch, appendedAt);
-      await this.writeAt(Buffer.concat(lines), `append of ${batch.length} event(s)`, true);
+      await this.writeAtEnd(Buffer.concat(lines), `append of ${batch.length} event(s)`, true);
       // The fdatasync above also covered any delivery marks written since the last one.
       this.marksDirty = false;
       batch.forEach(({ rolloutId, seq, kind, envelope, meta }, i) => {
@@ -454,10 +454,10 @@ export class EventLog {
    * any failure the file is cut back to its size before, so nothing half
    * written stays; if even that fails, the log stops taking writes.
    */
-  private async writeAt(data: Buffer, what: string, sync: boolean): Promise<void> {
+  private async writeAtEnd(data: Buffer, what: string, sync: boolean): Promise<void> {
     const before = this.size;
     try {
-      await writeFully(this.file, data, before);
+      await appendFully(this.file, data);
       if (sync) await this.file.datasync();
     } catch (err) {
       const cause = errText(err);
@@ -493,7 +493,7 @@ export class EventLog {
       if (d.state === 'delivered' && entry.ev.delivery.state === 'delivered') return true;
       const line = encodeLine(markRecord(rolloutId, seq, d));
       // Not fsynced one by one: a lost mark only causes a resend, which the CP dedups.
-      await this.writeAt(line, `delivery mark of ${rolloutId} seq ${seq}`, false);
+      await this.writeAtEnd(line, `delivery mark of ${rolloutId} seq ${seq}`, false);
       this.applyDelivery(entry, d, line.length);
       this.marksDirty = true;
       this.scheduleMarkSync();
@@ -599,7 +599,6 @@ export class EventLog {
     let tmp: LogFile | null = null;
     try {
       tmp = await this.fs.create(tmpPath);
-      let pos = 0;
       for (let i = 0; i < kept.length; ) {
         const chunk: Buffer[] = [];
         let len = 0;
@@ -608,8 +607,7 @@ export class EventLog {
           len += kept[i].line.length;
           i++;
         }
-        await writeFully(tmp, Buffer.concat(chunk, len), pos);
-        pos += len;
+        await appendFully(tmp, Buffer.concat(chunk, len));
       }
       await tmp.sync();
       await this.fs.rename(tmpPath, this.path);
@@ -814,10 +812,10 @@ function tmpPathOf(path: string): string {
   return join(dirname(path), `.${basename(path)}.compact.tmp`);
 }
 
-async function writeFully(file: LogFile, data: Buffer, position: number): Promise<void> {
+async function appendFully(file: LogFile, data: Buffer): Promise<void> {
   let done = 0;
   while (done < data.length) {
-    const n = await file.write(data.subarray(done), position + done);
+    const n = await file.append(data.subarray(done));
     // A zero-byte write would loop for ever; a real full disk throws ENOSPC instead.
     if (n <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
     done += n;

@@ -7,8 +7,8 @@ import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
  * without mocking `fs`.
  */
 export interface LogFile {
-  /** One write at `position`; may write fewer bytes than given (a full disk), so callers loop. */
-  write(data: Uint8Array, position: number): Promise<number>;
+  /** One write at the end of the file; may write fewer bytes than given (a full disk), so callers loop. */
+  append(data: Uint8Array): Promise<number>;
   /** fdatasync: the data and the size, not every inode field. */
   datasync(): Promise<void>;
   /** fsync. */
@@ -35,8 +35,9 @@ export interface LogFs {
 class NodeLogFile implements LogFile {
   constructor(private readonly fh: FileHandle) {}
 
-  async write(data: Uint8Array, position: number): Promise<number> {
-    const { bytesWritten } = await this.fh.write(data, 0, data.length, position);
+  async append(data: Uint8Array): Promise<number> {
+    // No position: with O_APPEND the kernel picks the end at each write(2).
+    const { bytesWritten } = await this.fh.write(data, 0, data.length, null);
     return bytesWritten;
   }
 
@@ -69,12 +70,16 @@ class NodeLogFile implements LogFile {
   }
 }
 
+// O_APPEND: every write lands at the file's current end, never at a remembered
+// offset that another writer has since written past, so no record is ever
+// overwritten. A failed batch is still cut back by ftruncate to the size before it.
+const APPEND = constants.O_RDWR | constants.O_CREAT | constants.O_APPEND;
+
 /** The real file system. */
 export const nodeLogFs: LogFs = {
-  // No O_APPEND: the log writes at the offset it tracks, so a failed batch can be cut back exactly.
-  open: async (path) => new NodeLogFile(await open(path, constants.O_RDWR | constants.O_CREAT, 0o600)),
-  create: async (path) =>
-    new NodeLogFile(await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC, 0o600)),
+  open: async (path) => new NodeLogFile(await open(path, APPEND, 0o600)),
+  // The compacted file becomes the log after its rename, so it is opened for appends too.
+  create: async (path) => new NodeLogFile(await open(path, APPEND | constants.O_TRUNC, 0o600)),
   rename: (from, to) => rename(from, to),
   syncDir: async (dir) => {
     const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);

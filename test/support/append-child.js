@@ -30,9 +30,9 @@ function envelopeOf(rolloutId, seq) {
 
 function splitFs(real) {
   const wrap = (f) => ({
-    write: async (data, position) => {
-      if (data.length < 2) return f.write(data, position);
-      const n = await f.write(data.subarray(0, Math.ceil(data.length / 2)), position);
+    append: async (data) => {
+      if (data.length < 2) return f.append(data);
+      const n = await f.append(data.subarray(0, Math.ceil(data.length / 2)));
       await new Promise((r) => setTimeout(r, 1));
       return n;
     },
