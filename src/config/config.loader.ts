@@ -260,6 +260,12 @@ export function errnoText(err: unknown): string {
       return 'permission denied';
     case 'EISDIR':
       return 'it is a directory';
+    case 'ENOTDIR':
+      return 'a part of the path is not a directory';
+    case 'EROFS':
+      return 'read-only file system';
+    case 'ENOSPC':
+      return 'no space left on the device';
     default:
       return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
   }

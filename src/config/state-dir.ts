@@ -1,5 +1,5 @@
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { errnoText } from './config.loader';
 import { settingProblem } from './config.messages';
 
@@ -8,10 +8,10 @@ import { settingProblem } from './config.messages';
  * missing, and proves it writable. Returns a problem line, or null.
  */
 export function prepareStateDir(path: string): string | null {
-  try {
-    mkdirSync(path, { recursive: true, mode: 0o700 });
-  } catch (err) {
-    return settingProblem('stateDir', `cannot create ${path}: ${errnoText(err)}`);
+  const failed = makeDirs(path);
+  if (failed) {
+    const where = failed.dir === resolve(path) ? '' : ` (at ${failed.dir})`;
+    return settingProblem('stateDir', `cannot create ${path}${where}: ${errnoText(failed.err)}`);
   }
   try {
     if (!statSync(path).isDirectory()) return settingProblem('stateDir', `${path} exists but is not a directory`);
@@ -20,6 +20,26 @@ export function prepareStateDir(path: string): string | null {
     rmSync(probe);
   } catch (err) {
     return settingProblem('stateDir', `${path} is not writable: ${errnoText(err)}`);
+  }
+  return null;
+}
+
+/**
+ * One level at a time: Node's recursive mkdir turns every failure below an
+ * existing parent (a read-only file system, a denied write) into ENOENT.
+ */
+function makeDirs(path: string): { dir: string; err: unknown } | null {
+  const missing: string[] = [];
+  for (let dir = resolve(path); !existsSync(dir); dir = dirname(dir)) {
+    missing.unshift(dir);
+    if (dirname(dir) === dir) break;
+  }
+  for (const dir of missing) {
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return { dir, err };
+    }
   }
   return null;
 }
