@@ -107,7 +107,7 @@ describe('lockStateDir', () => {
     writeFileSync(join(dir, 'lock'), '');
     const second = lockStateDir(dir);
     expect(second).toMatchObject({ kind: 'held', holderPid: null });
-    expect((second as { line: string }).line).toContain('in use by another process (its pid is not in the lock file yet)');
+    expect((second as { line: string }).line).toContain('in use by another process (no pid in the lock file)');
   });
 
   it('is opened close-on-exec, so a child process (an activation command) never holds it', () => {

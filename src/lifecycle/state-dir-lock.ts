@@ -71,17 +71,25 @@ export function lockStateDir(dir: string): StateDirLockResult {
   };
 }
 
+/** The holder writes its pid right after it locks: a second agent started at the same moment may look in between. */
+const PID_READ_TRIES = 5;
+const PID_READ_PAUSE_MS = 20;
+
 function readHolderPid(path: string): number | null {
-  try {
-    const text = readFileSync(path, 'utf8').trim();
-    return /^[1-9]\d*$/.test(text) ? Number(text) : null;
-  } catch {
-    return null;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const text = readFileSync(path, 'utf8').trim();
+      if (/^[1-9]\d*$/.test(text)) return Number(text);
+    } catch {
+      // Unreadable: the line then names no pid.
+    }
+    if (attempt === PID_READ_TRIES) return null;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, PID_READ_PAUSE_MS);
   }
 }
 
 function heldLine(dir: string, path: string, pid: number | null): string {
-  const holder = pid === null ? 'another process (its pid is not in the lock file yet)' : `another agent, pid ${pid}`;
+  const holder = pid === null ? 'another process (no pid in the lock file)' : `another agent, pid ${pid}`;
   return settingProblem(
     'stateDir',
     `${dir} is in use by ${holder}, which holds ${path}; this agent did not start: stop that one first, or give this one a state dir of its own`,
