@@ -309,9 +309,10 @@ function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot, now: Date
  * sends no `soakDueAt` (or a cold snapshot after the agent lost its own)
  * gets the default soak, counted from the activation's completion when the
  * snapshot says when that was, else from now, when the agent first saw it
- * soaking. The result goes into the entry, so the `meta` of every later
- * event carries it and a rebuild after a restart keeps it; from
- * `activationCompletedAt` it is the same whenever it is derived again.
+ * soaking. From `activationCompletedAt` it is the same whenever it is
+ * derived again. It goes into the entry, so the `meta` of every later event
+ * carries it and a rebuild keeps it; a restart before any such event
+ * re-derives a first-sight due time later, never earlier.
  */
 function derivedSoakDue(e: RolloutEntry, now: Date): { dueAt: string; notice: string } {
   const completedMs = e.activationCompletedAt === undefined ? Number.NaN : Date.parse(e.activationCompletedAt);
