@@ -10,6 +10,7 @@ import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
 import { lockStateDir, type StateDirLock } from './lifecycle/state-dir-lock';
 import { createAgentLogger } from './logging/agent-logger';
+import { currentNodeRuntime, nodeRuntimeProblem } from './runtime/node-runtime';
 import { AGENT_VERSION } from './version';
 
 /** Exit status for a configuration error; the systemd unit does not restart on it. */
@@ -19,6 +20,12 @@ const EXIT_CONFIG = 2;
 let stateDirLock: StateDirLock | null = null;
 
 async function main(): Promise<number | null> {
+  // First of all: on a Node.js without what the agent needs, every dispatch would fail later.
+  const runtimeProblem = nodeRuntimeProblem(currentNodeRuntime());
+  if (runtimeProblem) {
+    process.stderr.write(`${runtimeProblem}\n`);
+    return EXIT_CONFIG;
+  }
   const loaded = loadConfig({ argv: process.argv.slice(2), env: process.env, stdoutIsTty: process.stdout.isTTY === true });
   switch (loaded.kind) {
     case 'help':

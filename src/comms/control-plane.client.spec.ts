@@ -100,8 +100,100 @@ describe('ControlPlaneClient over real mutual TLS', () => {
       const result = await client.heartbeat(body());
       expect(!result.ok && result.failure.kind).toBe('tls');
       expect(!result.ok && result.failure.detail).toMatch(/refused our client certificate/);
+      // TLS 1.3: the CP judges our certificate once our side of the handshake is done.
+      expect(!result.ok && result.failure.detail).toMatch(/^the control plane closed a new connection right after the TLS handshake/);
     } finally {
       await close();
+    }
+  });
+
+  /** A loopback TCP server; `onClient` gets each accepted socket. Closes everything on `close()`. */
+  async function tcpServer(onClient: (s: net.Socket) => void): Promise<{ url: string; close: () => Promise<void> }> {
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => sockets.delete(s));
+      onClient(s);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+      close: async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  }
+
+  it.each([
+    ['resets the connection (RST)', (s: net.Socket) => s.resetAndDestroy()],
+    ['closes it quietly (FIN)', (s: net.Socket) => s.end()],
+  ])(
+    'says the control plane never presented a certificate when the peer %s right after our ClientHello',
+    async (_how, hangUp) => {
+      const peer = await tcpServer((s) => s.once('data', () => hangUp(s)));
+      const { client, close } = await clientFor(pki.client, pki.caCertPath, peer.url);
+      try {
+        const result = await client.heartbeat(body());
+        expect(!result.ok && result.failure.kind).toBe('tls');
+        const detail = !result.ok ? result.failure.detail : '';
+        expect(detail).toMatch(/^the connection was reset during the TLS handshake, before the control plane presented a certificate \(/);
+        expect(detail).toContain('our client certificate was not sent yet, so it is not the cause');
+        expect(detail).not.toMatch(/refused our client certificate/);
+      } finally {
+        await close();
+        await peer.close();
+      }
+    },
+  );
+
+  it('blames the client certificate when a TLS 1.2 control plane hangs up after presenting its certificate', async () => {
+    // A real TLS 1.2 server behind a relay that cuts the connection when our
+    // second flight (certificate, key exchange, Finished) arrives: the server's
+    // certificate has reached us, the handshake has not completed.
+    const tls = await import('node:tls');
+    const { readFileSync } = await import('node:fs');
+    const real = tls.createServer({
+      key: readFileSync(pki.serverKeyPath),
+      cert: readFileSync(pki.serverCertPath),
+      maxVersion: 'TLSv1.2',
+      requestCert: true,
+      rejectUnauthorized: false,
+    });
+    real.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve) => real.listen(0, '127.0.0.1', resolve));
+    const upstreams: net.Socket[] = [];
+    const relay = await tcpServer((s) => {
+      const up = net.connect((real.address() as net.AddressInfo).port, '127.0.0.1');
+      upstreams.push(up);
+      up.on('error', () => undefined);
+      let serverSpoke = false;
+      up.on('data', (d) => {
+        serverSpoke = true;
+        s.write(d);
+      });
+      s.on('data', (d) => {
+        if (!serverSpoke) {
+          up.write(d);
+          return;
+        }
+        up.destroy();
+        s.resetAndDestroy();
+      });
+    });
+    const { client, close } = await clientFor(pki.client, pki.caCertPath, relay.url);
+    try {
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure.kind).toBe('tls');
+      const detail = !result.ok ? result.failure.detail : '';
+      expect(detail).toMatch(/^the control plane hung up during the TLS handshake, after presenting its certificate \(/);
+      expect(detail).toContain('it most likely refused our client certificate');
+    } finally {
+      await close();
+      for (const up of upstreams) up.destroy();
+      await relay.close();
+      await new Promise<void>((resolve) => real.close(() => resolve()));
     }
   });
 

@@ -1,4 +1,5 @@
 import { CONNECT_TIMEOUT_CODE } from './comms.constants';
+import type { HandshakeStage } from './tls-agent';
 
 /** Why a control-plane call did not produce a usable answer; logs and /status say which. */
 export type CpFailure =
@@ -59,10 +60,12 @@ export interface TransportContext {
   deadlineHit: boolean;
   /** Whether the request went out on a kept-alive connection (Node's `req.reusedSocket`). */
   reusedSocket: boolean;
+  /** How far the connection's TLS handshake got; null when unknown. */
+  handshake: HandshakeStage | null;
 }
 
 /** Maps a transport-level error (the underlying Node error, not an HTTP status) to a failure. */
-export function classifyTransportError(err: unknown, { deadlineMs, deadlineHit, reusedSocket }: TransportContext): CpFailure {
+export function classifyTransportError(err: unknown, { deadlineMs, deadlineHit, reusedSocket, handshake }: TransportContext): CpFailure {
   const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = e.cause?.code ?? e.code ?? '';
   const message = e.cause?.message ?? e.message ?? String(err);
@@ -75,17 +78,43 @@ export function classifyTransportError(err: unknown, { deadlineMs, deadlineHit, 
   if (isTlsCode(code) || /certificate|ssl|tls alert/i.test(message)) {
     return { kind: 'tls', detail: code ? `${code}: ${message}` : message };
   }
-  // TLS 1.3 checks the client certificate after the client's handshake is
-  // done: a CP that refuses it just closes the fresh connection, and Node
-  // reports a hang-up, not the alert. A kept-alive connection closing is
-  // ordinary network trouble.
-  if (code === 'ECONNRESET' && !reusedSocket) {
-    return {
-      kind: 'tls',
-      detail: `the control plane closed a new connection right after the TLS handshake (${message}); it most likely refused our client certificate (check --client-cert against the CA the control plane trusts)`,
-    };
-  }
+  // A kept-alive connection closing is ordinary network trouble.
+  if (code === 'ECONNRESET' && !reusedSocket) return newConnectionReset(message, handshake);
   return { kind: 'network', detail: code ? `${code}: ${message}` : message };
+}
+
+const CHECK_CLIENT_CERT = 'check --client-cert against the CA the control plane trusts';
+
+/** A new connection hung up on: what that means depends on how far its TLS handshake got. */
+function newConnectionReset(message: string, handshake: HandshakeStage | null): CpFailure {
+  switch (handshake) {
+    case 'hello-sent':
+      // Our certificate goes out only after the server's: it was never seen.
+      return {
+        kind: 'tls',
+        detail: `the connection was reset during the TLS handshake, before the control plane presented a certificate (${message}); our client certificate was not sent yet, so it is not the cause: check that --control-plane-url names the control plane's TLS endpoint and that nothing in between cuts TLS`,
+      };
+    case 'server-certificate':
+      // TLS 1.2: the server judges our certificate before its Finished.
+      return {
+        kind: 'tls',
+        detail: `the control plane hung up during the TLS handshake, after presenting its certificate (${message}); it most likely refused our client certificate (${CHECK_CLIENT_CERT})`,
+      };
+    case 'complete':
+      // TLS 1.3 checks the client certificate after the client's handshake is
+      // done: a CP that refuses it just closes the fresh connection, and Node
+      // reports a hang-up, not the alert.
+      return {
+        kind: 'tls',
+        detail: `the control plane closed a new connection right after the TLS handshake (${message}); it most likely refused our client certificate (${CHECK_CLIENT_CERT})`,
+      };
+    case null:
+      return { kind: 'tls', detail: `the control plane closed a new connection during or right after the TLS handshake (${message})` };
+    default: {
+      const never: never = handshake;
+      return never;
+    }
+  }
 }
 
 /**

@@ -30,8 +30,45 @@ export class ConnectTimeoutAgent extends https.Agent {
     const clear = (): void => clearTimeout(timer);
     socket.once('secureConnect', clear);
     socket.once('close', clear);
+    trackHandshake(socket);
     return socket;
   }
+}
+
+/**
+ * How far a new connection's TLS handshake got: our hello sent; the
+ * server's certificate received (its first flight processed); or complete
+ * on our side. A reset means something different at each stage.
+ */
+export type HandshakeStage = 'hello-sent' | 'server-certificate' | 'complete';
+
+const stages = new WeakMap<object, HandshakeStage>();
+
+/** The stage a socket made by ConnectTimeoutAgent reached; null for any other socket. */
+export function handshakeStageOf(socket: unknown): HandshakeStage | null {
+  return typeof socket === 'object' && socket !== null ? (stages.get(socket) ?? null) : null;
+}
+
+// OpenSSL derives these secrets only once the server's first flight,
+// certificate included, has been read: CLIENT_RANDOM after ServerHelloDone
+// (TLS 1.2), SERVER_TRAFFIC_SECRET_0 after the server's Finished (TLS 1.3).
+// Node has no other signal before the handshake completes.
+const AFTER_SERVER_CERTIFICATE = [Buffer.from('CLIENT_RANDOM '), Buffer.from('SERVER_TRAFFIC_SECRET_0 ')];
+
+function trackHandshake(socket: TLSSocket): void {
+  stages.set(socket, 'hello-sent');
+  // Only the label is looked at; the key material in the line is dropped at once, never kept or logged.
+  const onKeylog = (line: Buffer): void => {
+    if (AFTER_SERVER_CERTIFICATE.some((label) => line.subarray(0, label.length).equals(label))) {
+      stages.set(socket, 'server-certificate');
+      socket.off('keylog', onKeylog);
+    }
+  };
+  socket.on('keylog', onKeylog);
+  socket.once('secureConnect', () => {
+    socket.off('keylog', onKeylog);
+    stages.set(socket, 'complete');
+  });
 }
 
 export function buildTlsAgent(identity: TlsIdentity, connectTimeoutMs: number): ConnectTimeoutAgent {

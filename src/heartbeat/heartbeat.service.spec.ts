@@ -14,10 +14,13 @@ import { ControlPlaneClient } from '../comms/control-plane.client';
 import { AGENT_CONFIG } from '../config/config.constants';
 import type { ReplayFrom } from '../protocol/replay-from';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
+import { DrainerService } from '../outbound/drainer.service';
+import type { AgentEvent } from '../protocol/events.wire';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { HeartbeatExchange } from '../recovery/heartbeat-exchange';
 import type { ReplayPort } from '../recovery/recovery.ports';
 import { RecoveryService } from '../recovery/recovery.service';
+import { EMIT_EVENT_PORT, type EmitEventPort } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
 import { AGENT_VERSION } from '../version';
 import { HEARTBEAT_INTERVAL_NAME } from './heartbeat.constants';
@@ -326,6 +329,43 @@ describe('HeartbeatService against the dev control plane over mutual TLS', () =>
       expect(port.requests).toHaveLength(1);
       // A malformed header is not a failed heartbeat.
       expect(hb.status().consecutiveFailures).toBe(0);
+    });
+    it('replays on a 503 answer that carries Replay-From, resending the same seqs and bytes, and still counts the heartbeat as failed', async () => {
+      // The real Outbound module is the replay port here: the events really go out again.
+      const { a, hb } = await start();
+      const rollout = 'stable@restore1';
+      const events: AgentEvent[] = [1, 2, 3].map((seq) => ({
+        kind: 'ProbeResult',
+        seq,
+        probeName: 'http',
+        mode: 'enforce',
+        status: 'pass',
+        observedAt: '2026-11-28T12:00:00.000Z',
+      }));
+      await a.app.get<EmitEventPort>(EMIT_EVENT_PORT).emit(events.map((event) => ({ type: 'EmitEvent', rolloutId: rollout, event, meta: {} })));
+      const drainer = a.app.get(DrainerService);
+      await drainer.idle();
+      const firstSent = new Map(world.cp.events(MACHINE, rollout).map((e) => [e.seq, e.raw]));
+      expect([...firstSent.keys()]).toEqual([1, 2, 3]);
+      const successBefore = hb.status().lastSuccessAt;
+
+      // The CP restarts without its database and answers heartbeats 503 while it restores.
+      world.cp.loseAllState();
+      world.cp.respondNext('heartbeat', { status: 503, retryAfterSecs: 30, headers: { 'X-Nixfleet-Replay-From': '0' } });
+      expect(await advanceAndTick(a, hb, 60_000)).toBe(1);
+      await drainer.idle();
+
+      expect(world.cp.events(MACHINE, rollout).map((e) => [e.seq, e.raw])).toEqual([...firstSent.entries()]);
+      expect(hb.status()).toMatchObject({
+        consecutiveFailures: 1,
+        lastSuccessAt: successBefore,
+        lastError: { kind: 'http-status' },
+        lastReplayFrom: { value: '0', source: 'heartbeat' },
+      });
+      expect(hb.status().lastError?.message).toContain('HTTP 503');
+      // Retry-After still governs the next try.
+      expect(dueInMs(a, hb)).toBe(30_000);
+      expect(warnings(a, 'HeartbeatService')).toHaveLength(1);
     });
   });
 

@@ -92,18 +92,64 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
     expect(outcome.retryAfterSecs).toBe(expected);
   });
 
-  it('takes nothing from a failed answer: no snapshots, no Replay-From', async () => {
+  it('takes no snapshots from a failed answer', async () => {
+    const { a, ex } = await exchange();
+    world.cp.respondNext('heartbeat', { status: 500, body: { received_at: null, bootstrap_rollouts: [snapshot()] } });
+    const outcome = await ex.send('heartbeat', 10_000);
+    expect(outcome).toMatchObject({ ok: false, snapshotsApplied: 0, snapshotsRejected: 0 });
+    expect(a.app.get(ReducerService).current().rollouts).toEqual({});
+  });
+
+  it.each([
+    ['HTTP 503 with Retry-After (a CP restoring its database)', { status: 503, retryAfterSecs: 30 }],
+    ['HTTP 500', { status: 500 }],
+    ['HTTP 502', { status: 502 }],
+    ['HTTP 429', { status: 429 }],
+    ['HTTP 404', { status: 404 }],
+    ['HTTP 200 with a body that breaks the schema', { status: 200, body: { bootstrap_rollouts: 'none' } }],
+  ])('honours Replay-From on a failed answer, %s, and still reports the heartbeat as failed', async (_name, script) => {
     const { a, ex } = await exchange();
     world.cp.respondNext('heartbeat', {
-      status: 500,
+      ...script,
       headers: { 'X-Nixfleet-Replay-From': '3' },
-      body: { received_at: null, bootstrap_rollouts: [snapshot()] },
+      body: 'body' in script ? script.body : { received_at: null, bootstrap_rollouts: [snapshot()] },
     });
     const outcome = await ex.send('heartbeat', 10_000);
-    expect(outcome).toMatchObject({ ok: false, snapshotsApplied: 0, replayFrom: null });
-    expect(a.app.get(ReducerService).current().rollouts).toEqual({});
-    expect(ex.lastReplayFrom).toBeNull();
+    expect(outcome.ok).toBe(false);
+    expect(outcome.failure).toMatchObject({ status: script.status });
+    expect(outcome.replayFrom).toEqual({ form: 'plain', fromSeq: 3 });
+    expect(outcome.snapshotsApplied).toBe(0);
+    expect(replays).toEqual([{ value: { form: 'plain', fromSeq: 3 }, source: 'heartbeat' }]);
+    expect(ex.lastReplayFrom).toMatchObject({ value: '3', source: 'heartbeat' });
+    expect(a.logs.messages('warn', 'HeartbeatExchange')).toContain(
+      `the control plane asks for a replay on a failed HTTP ${script.status} answer (X-Nixfleet-Replay-From: 3); replaying from the event log`,
+    );
+  });
+
+  it.each([401, 403, 426])(
+    'ignores Replay-From on an HTTP %i answer, which refuses our identity or protocol, with one warning',
+    async (status) => {
+      const { a, ex } = await exchange();
+      world.cp.respondNext('heartbeat', { status, headers: { 'X-Nixfleet-Replay-From': '3' } });
+      const outcome = await ex.send('heartbeat', 10_000);
+      expect(outcome).toMatchObject({ ok: false, failure: { kind: 'http-status', status }, replayFrom: null });
+      expect(replays).toEqual([]);
+      expect(ex.lastReplayFrom).toBeNull();
+      expect(a.logs.messages('warn', 'HeartbeatExchange')).toEqual([
+        `X-Nixfleet-Replay-From: 3 came on an HTTP ${status} answer, which refuses this agent's identity or protocol; ignored, nothing is replayed`,
+      ]);
+    },
+  );
+
+  it('ignores a malformed Replay-From on a failed answer with one warning', async () => {
+    const { a, ex } = await exchange();
+    world.cp.respondNext('heartbeat', { status: 503, headers: { 'X-Nixfleet-Replay-From': 'soon' } });
+    const outcome = await ex.send('heartbeat', 10_000);
+    expect(outcome).toMatchObject({ ok: false, replayFrom: null });
     expect(replays).toEqual([]);
+    const warned = a.logs.messages('warn', 'HeartbeatExchange');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatch(/X-Nixfleet-Replay-From .* is malformed .*"soon".*ignored/);
   });
 
   it('treats a 200 whose body breaks the response schema as a failure', async () => {

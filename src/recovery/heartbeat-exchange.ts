@@ -17,6 +17,9 @@ import { REPLAY_PORT, type ReplayPort } from './recovery.ports';
 
 export type ExchangeKind = 'boot-recovery' | 'heartbeat';
 
+/** Statuses that say the CP refuses who we are or the protocol we speak (PROTOCOL §6 treats them alike). */
+const IDENTITY_REFUSED: ReadonlySet<number> = new Set([401, 403, 426]);
+
 export interface ExchangeOutcome {
   ok: boolean;
   failure: CpFailure | null;
@@ -24,6 +27,7 @@ export interface ExchangeOutcome {
   retryAfterSecs: number | null;
   snapshotsApplied: number;
   snapshotsRejected: number;
+  /** A well-formed Replay-From, taken from a failed answer too (see replayFromFailedAnswer). */
   replayFrom: ReplayFrom | null;
 }
 
@@ -92,15 +96,39 @@ export class HeartbeatExchange {
         result.failure.kind === 'http-status' && (result.failure.status === 503 || result.failure.status === 429)
           ? result.failure.retryAfterSecs
           : null;
-      return { ok: false, failure: result.failure, retryAfterSecs, snapshotsApplied: 0, snapshotsRejected: 0, replayFrom: null };
+      const replayFrom = result.headers ? this.replayFromFailedAnswer(result.headers, result.failure, kind) : null;
+      // Snapshots are never taken from a failed answer: its body is not the heartbeat response.
+      return { ok: false, failure: result.failure, retryAfterSecs, snapshotsApplied: 0, snapshotsRejected: 0, replayFrom };
     }
 
-    const replayFrom = this.takeReplayFrom(result.response.headers[HEADER_REPLAY_FROM.toLowerCase()], kind);
+    const replayFrom = this.takeReplayFrom(result.response.headers[HEADER_REPLAY_FROM.toLowerCase()], kind, null);
     const { applied, rejected } = await this.applySnapshots(result.response.body.bootstrap_rollouts ?? [], kind);
     return { ok: true, failure: null, retryAfterSecs: null, snapshotsApplied: applied, snapshotsRejected: rejected, replayFrom };
   }
 
-  private takeReplayFrom(raw: string | undefined, kind: ExchangeKind): ReplayFrom | null {
+  /**
+   * PROTOCOL §2 makes any non-2xx a failed heartbeat, and §7 ties Replay-From
+   * to no status. A CP restoring its database answers 503 and may already
+   * know what it lost; a replay is safe to repeat (the CP dedups on seq), so
+   * it is honoured at once rather than after the first 2xx, and the
+   * heartbeat still counts as failed. Not on 401, 403 or 426: there the CP
+   * refuses our identity or protocol, so it has not matched this host to its
+   * records and its replay request is not about our events.
+   */
+  private replayFromFailedAnswer(headers: Record<string, string>, failure: CpFailure, kind: ExchangeKind): ReplayFrom | null {
+    const raw = headers[HEADER_REPLAY_FROM.toLowerCase()];
+    if (raw === undefined) return null;
+    const status = failure.kind === 'http-status' || failure.kind === 'bad-body' ? failure.status : null;
+    if (status !== null && IDENTITY_REFUSED.has(status)) {
+      this.logger.warn(
+        `${HEADER_REPLAY_FROM}: ${truncate(raw.trim())} came on an HTTP ${status} answer, which refuses this agent's identity or protocol; ignored, nothing is replayed`,
+      );
+      return null;
+    }
+    return this.takeReplayFrom(raw, kind, status);
+  }
+
+  private takeReplayFrom(raw: string | undefined, kind: ExchangeKind, failedStatus: number | null): ReplayFrom | null {
     if (raw === undefined) return null;
     const parsed = parseReplayFrom(raw);
     if (!parsed.ok) {
@@ -110,12 +138,13 @@ export class HeartbeatExchange {
       return null;
     }
     this.lastReplay = { value: raw.trim(), receivedAt: this.clock.now().toISOString(), source: kind };
+    const on = failedStatus === null ? '' : ` on a failed HTTP ${failedStatus} answer`;
     if (this.replayPort) {
-      this.logger.warn(`the control plane asks for a replay (${HEADER_REPLAY_FROM}: ${raw.trim()}); replaying from the event log`);
+      this.logger.warn(`the control plane asks for a replay${on} (${HEADER_REPLAY_FROM}: ${raw.trim()}); replaying from the event log`);
       this.replayPort.requestReplay(parsed.value, kind);
     } else {
       this.logger.warn(
-        `the control plane asks for a replay (${HEADER_REPLAY_FROM}: ${raw.trim()}) but no event log is connected; recorded in status only`,
+        `the control plane asks for a replay${on} (${HEADER_REPLAY_FROM}: ${raw.trim()}) but no event log is connected; recorded in status only`,
       );
     }
     return parsed.value;

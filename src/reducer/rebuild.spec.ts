@@ -1,5 +1,6 @@
 import type { AgentEvent } from '../protocol/events.wire';
 import {
+  DEFAULT_SOAK_SECS,
   EMPTY_STATE,
   type Effect,
   type LogRecord,
@@ -268,5 +269,34 @@ describe('rebuildFromLog', () => {
       lastEventSeq: 5,
       probes: entry(state).probes,
     });
+  });
+
+  it('keeps a soak due time the reducer derived for a snapshot without one, so a restart neither re-derives it later nor loses it', () => {
+    const cold: ReducerInput = {
+      type: 'Snapshot',
+      snapshot: {
+        rolloutId: ROLLOUT,
+        hostname: 'web-01',
+        channel: 'stable',
+        state: 'Soaking',
+        targetClosure: TARGET,
+        dispatchedAt: iso(-5),
+        // Neither soakDueAt nor activationCompletedAt: the due time counts from when the agent first saw it.
+        lastEventSeq: 4,
+      },
+    };
+    const { log } = play([
+      [cold, 100],
+      [declare, 101],
+    ]);
+    const derived = iso(100 + DEFAULT_SOAK_SECS);
+    expect(log.map((r) => r.meta?.soakDueAt)).toEqual([derived]);
+
+    // After a restart: the rebuilt entry has it, and the CP's next snapshot (still without one) keeps it.
+    const rebuilt = rebuildFromLog(log);
+    expect(entry(rebuilt).soakDueAt).toBe(derived);
+    const resent = transition(rebuilt, cold, at(1_000), HALT);
+    expect(entry(resent.state).soakDueAt).toBe(derived);
+    expect(resent.notice).toBeUndefined();
   });
 });

@@ -367,6 +367,19 @@ describe('ReducerService', () => {
     expect(logs.messages('error')).toEqual([]);
   });
 
+  it('logs once, at info, the soak due time it derived for a Soaking snapshot without one', async () => {
+    const { reducer, logs } = await make([]);
+
+    await reducer.submit({ type: 'Snapshot', snapshot: snapshot('Soaking', 2) });
+    await reducer.submit({ type: 'Snapshot', snapshot: snapshot('Soaking', 2) });
+
+    const info = logs.messages('log', 'ReducerService');
+    expect(info).toHaveLength(1);
+    expect(info[0]).toMatch(new RegExp(`^Soaking rollout ${ROLLOUT} has no soakDueAt from the control plane; soak due at `));
+    expect(reducer.current().rollouts[ROLLOUT]?.soakDueAt).toBeDefined();
+    expect(logs.messages('warn')).toEqual([]);
+  });
+
   it('drains the inputs queued before shutdown, then refuses new ones with ReducerClosedError', async () => {
     const emitter = new RecordingEmitPort();
     const hold = gate();

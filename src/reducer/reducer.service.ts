@@ -173,6 +173,7 @@ export class ReducerService implements OnApplicationShutdown {
     }
     this.state = result.state;
     this.stats.applied += 1;
+    if (result.notice) this.logger.log(result.notice);
 
     for (const effect of result.effects) {
       try {

@@ -131,6 +131,14 @@ export interface Policy {
 /** PROTOCOL §5: an enforce probe failing this long fails the rollout. */
 export const DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS = 120;
 
+/**
+ * The soak a Soaking rollout gets when the CP's snapshot names no `soakDueAt`
+ * and the agent has none of its own (ours: the protocol leaves it open).
+ * Upstream derives the due time from the wave's soak minutes; five minutes is
+ * the wave soak its own fleets and tests use.
+ */
+export const DEFAULT_SOAK_SECS = 300;
+
 export interface TransitionResult {
   readonly state: ReducerState;
   readonly effects: readonly Effect[];
@@ -138,6 +146,8 @@ export interface TransitionResult {
   readonly rejected?: string;
   /** Not a rejection, worth a debug line: e.g. a stale snapshot that was ignored. */
   readonly note?: string;
+  /** A rule the reducer applied on its own, worth one info line: e.g. a soak due time it derived. */
+  readonly notice?: string;
 }
 
 /** One durable log record, as `rebuildFromLog` reads it back. */

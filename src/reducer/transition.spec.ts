@@ -2,6 +2,7 @@ import type { AgentEvent } from '../protocol/events.wire';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
 import {
+  DEFAULT_SOAK_SECS,
   EMPTY_STATE,
   type Effect,
   type Policy,
@@ -559,10 +560,15 @@ describe('transition', () => {
       expect(events(r.effects).map((e) => e.kind)).toEqual(['Converged']);
     });
 
-    it('never converges a rollout whose soak due time is unknown', () => {
-      const before = run([[{ type: 'Snapshot', snapshot: snapshot({ soakDueAt: undefined }) }, at(0)]]).state;
-      const r = transition(before, tick(TARGET), at(100_000), HALT);
-      expect(r.effects).toEqual([]);
+    it('converges a cold Soaking snapshot without soakDueAt once the default soak from activationCompletedAt has passed', () => {
+      // Completed at 30 (the fixture), first seen at 100: due at 30 + 300.
+      const before = run([[{ type: 'Snapshot', snapshot: snapshot({ soakDueAt: undefined }) }, at(100)]]).state;
+
+      expect(transition(before, tick(TARGET), at(30 + DEFAULT_SOAK_SECS - 1), HALT).effects).toEqual([]);
+      const r = transition(before, tick(TARGET), at(30 + DEFAULT_SOAK_SECS), HALT);
+      expect(events(r.effects)).toEqual([
+        { kind: 'Converged', seq: 5, convergedAt: iso(30 + DEFAULT_SOAK_SECS), currentClosure: TARGET },
+      ]);
     });
 
     it('advances every rollout and returns the effects of all of them', () => {
@@ -869,6 +875,74 @@ describe('transition', () => {
 
       expect(transition(state, tick(TARGET), at(229), HALT).effects).toEqual([]);
       expect(events(transition(state, tick(TARGET), at(230), HALT).effects)[0]?.kind).toBe('Failed');
+    });
+
+    describe('a Soaking snapshot without soakDueAt', () => {
+      const noSoakDue = (over: Partial<HostRolloutSnapshot> = {}): ReducerInput => ({
+        type: 'Snapshot',
+        snapshot: snapshot({ soakDueAt: undefined, ...over }),
+      });
+
+      it('gets the default soak counted from activationCompletedAt, with one notice saying so', () => {
+        const r = transition(EMPTY_STATE, noSoakDue(), at(100), HALT);
+
+        expect(DEFAULT_SOAK_SECS).toBe(300);
+        expect(entry(r.state).soakDueAt).toBe(iso(330));
+        expect(r.notice).toBe(
+          `Soaking rollout ${ROLLOUT} has no soakDueAt from the control plane; soak due at ${iso(330)}: ` +
+            `the default soak of 300 s from activationCompletedAt ${iso(30)}`,
+        );
+        expect(r.effects).toEqual([{ type: 'ResetProbeCache', rolloutId: ROLLOUT }]);
+      });
+
+      it('derives the same due time whenever the agent sees it: the rule depends on the snapshot, not on the clock', () => {
+        const early = transition(EMPTY_STATE, noSoakDue(), at(40), HALT);
+        const late = transition(EMPTY_STATE, noSoakDue(), at(5_000), HALT);
+        expect(entry(early.state).soakDueAt).toBe(iso(330));
+        expect(entry(late.state).soakDueAt).toBe(iso(330));
+      });
+
+      it('counts from when the agent first saw it soaking when the snapshot has no activationCompletedAt either', () => {
+        const r = transition(EMPTY_STATE, noSoakDue({ activationCompletedAt: undefined }), at(100), HALT);
+
+        expect(entry(r.state).soakDueAt).toBe(iso(400));
+        expect(r.notice).toBe(
+          `Soaking rollout ${ROLLOUT} has no soakDueAt from the control plane; soak due at ${iso(400)}: the default soak of 300 s ` +
+            `from ${iso(100)}, when the agent first saw it soaking (the snapshot has no activationCompletedAt)`,
+        );
+        expect(transition(r.state, tick(TARGET), at(399), HALT).effects).toEqual([]);
+        expect(events(transition(r.state, tick(TARGET), at(400), HALT).effects)[0]?.kind).toBe('Converged');
+      });
+
+      it('keeps the derived due time across later snapshots without one, and gives no second notice', () => {
+        const first = run([[noSoakDue({ activationCompletedAt: undefined }), at(100)]]).state;
+        const again = transition(first, noSoakDue({ activationCompletedAt: undefined }), at(160), HALT);
+
+        expect(entry(again.state).soakDueAt).toBe(iso(400));
+        expect(again.notice).toBeUndefined();
+      });
+
+      it("takes the control plane's soakDueAt as soon as a snapshot carries one", () => {
+        const derived = run([[noSoakDue(), at(100)]]).state;
+        const r = transition(derived, { type: 'Snapshot', snapshot: snapshot({ soakDueAt: iso(900) }) }, at(160), HALT);
+
+        expect(entry(r.state).soakDueAt).toBe(iso(900));
+        expect(r.notice).toBeUndefined();
+      });
+
+      it('keeps the soakDueAt the dispatch gave, with no notice', () => {
+        const r = transition(soaking(), noSoakDue({ lastEventSeq: 3 }), at(40), HALT);
+
+        expect(entry(r.state).soakDueAt).toBe(iso(SOAK_SECS));
+        expect(r.notice).toBeUndefined();
+      });
+
+      it.each(ROLLOUT_STATES.filter((s) => s !== 'Soaking'))('leaves a %s snapshot without a soak due time alone', (state) => {
+        const r = transition(EMPTY_STATE, noSoakDue({ state }), at(100), HALT);
+
+        expect(entry(r.state).soakDueAt).toBeUndefined();
+        expect(r.notice).toBeUndefined();
+      });
     });
 
     it('raises lastEventSeq to a newer snapshot value', () => {

@@ -1,16 +1,17 @@
 import type { AgentEvent, UnnumberedEvent } from '../protocol/events.wire';
 import type { FailurePolicy, RolloutState } from '../protocol/rollout';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
-import type {
-  DeclaredProbe,
-  Effect,
-  LogMeta,
-  Policy,
-  ProbeEntry,
-  ReducerInput,
-  ReducerState,
-  RolloutEntry,
-  TransitionResult,
+import {
+  DEFAULT_SOAK_SECS,
+  type DeclaredProbe,
+  type Effect,
+  type LogMeta,
+  type Policy,
+  type ProbeEntry,
+  type ReducerInput,
+  type ReducerState,
+  type RolloutEntry,
+  type TransitionResult,
 } from './reducer.types';
 
 type InputOf<T extends ReducerInput['type']> = Extract<ReducerInput, { type: T }>;
@@ -102,7 +103,7 @@ export function transition(state: ReducerState, input: ReducerInput, now: Date, 
     case 'Tick':
       return tick(state, input, now, policy);
     case 'Snapshot':
-      return applySnapshot(state, input.snapshot);
+      return applySnapshot(state, input.snapshot, now);
     default: {
       const unreachable: never = input;
       return unreachable;
@@ -258,7 +259,7 @@ function applyFailurePolicy(e: RolloutEntry, policy: Policy): { policyApplied: F
   return { policyApplied: 'halt', effects: [] };
 }
 
-function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot): TransitionResult {
+function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot, now: Date): TransitionResult {
   const existing = lookup(state, snap.rolloutId);
   // Guard: a snapshot behind our own log describes a past we have moved on
   // from (typically a CP that lost events; replay catches it up). Taking its
@@ -298,7 +299,32 @@ function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot): Transiti
     policyApplied: existing?.policyApplied,
   };
   const effects: Effect[] = snap.state === 'Pending' ? [] : [{ type: 'ResetProbeCache', rolloutId: snap.rolloutId }];
-  return { state: withEntry(state, entry), effects };
+  const soak = entry.state === 'Soaking' && entry.soakDueAt === undefined ? derivedSoakDue(entry, now) : undefined;
+  if (soak === undefined) return { state: withEntry(state, entry), effects };
+  return { state: withEntry(state, { ...entry, soakDueAt: soak.dueAt }), effects, notice: soak.notice };
+}
+
+/**
+ * A Soaking rollout without a soak due time would never converge: a CP that
+ * sends no `soakDueAt` (or a cold snapshot after the agent lost its own)
+ * gets the default soak, counted from the activation's completion when the
+ * snapshot says when that was, else from now, when the agent first saw it
+ * soaking. From `activationCompletedAt` it is the same whenever it is
+ * derived again. It goes into the entry, so the `meta` of every later event
+ * carries it and a rebuild keeps it; a restart before any such event
+ * re-derives a first-sight due time later, never earlier.
+ */
+function derivedSoakDue(e: RolloutEntry, now: Date): { dueAt: string; notice: string } {
+  const completedMs = e.activationCompletedAt === undefined ? Number.NaN : Date.parse(e.activationCompletedAt);
+  const fromCompletion = !Number.isNaN(completedMs);
+  const dueAt = new Date((fromCompletion ? completedMs : now.getTime()) + DEFAULT_SOAK_SECS * 1000).toISOString();
+  const from = fromCompletion
+    ? `activationCompletedAt ${e.activationCompletedAt}`
+    : `${now.toISOString()}, when the agent first saw it soaking (the snapshot has no activationCompletedAt)`;
+  return {
+    dueAt,
+    notice: `Soaking rollout ${e.rolloutId} has no soakDueAt from the control plane; soak due at ${dueAt}: the default soak of ${DEFAULT_SOAK_SECS} s from ${from}`,
+  };
 }
 
 /** Runs a step for an input addressed to one rollout, enforcing the `from` state. */

@@ -1,0 +1,122 @@
+import { join } from 'node:path';
+import { freePort } from '../../dev/free-port';
+import { getFromAdmin } from '../../src/cli/admin-request';
+import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
+import { testArgs } from '../support/agent-config';
+import { killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
+
+const ROLLOUT = 'stable@a1b2c3d4';
+const TARGET = fakeClosure('web-01-26.11', 'b');
+
+/** Polls an async condition (real time) until it holds. */
+async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+type Status = {
+  rollouts: { rolloutId: string; state: string; lastEventSeq: number; lastDeliveredSeq: number | null }[];
+  heartbeat: {
+    consecutiveFailures: number;
+    lastError: { kind: string; message: string } | null;
+    lastReplayFrom: { value: string; source: string } | null;
+  };
+  outbound: { replay: { running: boolean; rolloutId: string | null; fromSeq: number | null; resent: number } };
+};
+
+describe('fault: the control plane loses its database and answers heartbeats with an error and Replay-From', () => {
+  let world: World;
+  let agent: RunningAgent | null = null;
+  let port: number;
+
+  beforeEach(async () => {
+    world = await makeWorld({ dispatchWaitCapMs: 60_000 });
+  });
+  afterEach(async () => {
+    await killIfRunning(agent);
+    agent = null;
+    await world.close();
+  });
+
+  async function status(): Promise<Status> {
+    return (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Status;
+  }
+
+  const held = () => world.cp.events(world.pki.machineId, ROLLOUT);
+
+  /** The built agent takes a rollout to Converged; resolves with the events exactly as the CP stored them. */
+  async function convergedRollout(): Promise<{ seq: number; raw: string }[]> {
+    port = await freePort();
+    agent = startAgent([
+      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), currentSystemPath: world.currentSystemPath }),
+      '--heartbeat-interval', '1',
+      '--admin-listen', `127.0.0.1:${port}`,
+      '--store-dir', world.storeDir,
+      '--activation-backend', 'symlink',
+    ]);
+    await agent.waitForOutput(/"heartbeat every 1 s/);
+    world.cp.queueDispatch(world.pki.machineId, {
+      rollout_id: ROLLOUT,
+      target_closure: TARGET,
+      soak_due_at: new Date(Date.now() + 1_000).toISOString(),
+    });
+    await world.cp.waitFor(() => held().some((e) => e.kind === 'Converged'), 20_000, 'Converged');
+    await eventually(async () => (await status()).rollouts[0]?.lastDeliveredSeq === 4, 5_000, 'seq 4 delivered');
+    return held().map((e) => ({ seq: e.seq, raw: e.raw }));
+  }
+
+  it('503 + Retry-After + Replay-From: every event goes out again with its seq and bytes, while each heartbeat still counts as failed', async () => {
+    const before = await convergedRollout();
+    expect(before.map((e) => e.seq)).toEqual([1, 2, 3, 4]);
+
+    // Restarted without its database and still restoring: every heartbeat gets 503, with the replay request.
+    world.cp.loseAllState();
+    world.cp.setDefault('heartbeat', { status: 503, retryAfterSecs: 1, headers: { 'X-Nixfleet-Replay-From': '0' } });
+    const mark = world.cp.heartbeats.length;
+
+    await world.cp.waitFor(() => (held().length === 4 ? true : undefined), 15_000, 'the four events replayed');
+    expect(held().map((e) => ({ seq: e.seq, raw: e.raw }))).toEqual(before);
+    // Only 503s answered the agent since the wipe: the replay came from a failed answer.
+    const since = world.cp.heartbeats.slice(mark);
+    expect(since.length).toBeGreaterThanOrEqual(1);
+    expect(since.every((h) => h.status === 503)).toBe(true);
+
+    const during = await status();
+    expect(during.heartbeat.consecutiveFailures).toBeGreaterThanOrEqual(1);
+    expect(during.heartbeat.lastError).toMatchObject({ kind: 'http-status' });
+    expect(during.heartbeat.lastError?.message).toContain('HTTP 503');
+    expect(during.heartbeat.lastReplayFrom).toMatchObject({ value: '0', source: 'heartbeat' });
+    expect(agent!.output()).toContain('the control plane asks for a replay on a failed HTTP 503 answer');
+
+    // Restored: heartbeats succeed again, and no seq ever reached the CP with two bodies.
+    world.cp.setDefault('heartbeat', null);
+    await eventually(async () => (await status()).heartbeat.consecutiveFailures === 0, 10_000, 'a heartbeat succeeding again');
+    for (const post of world.cp.eventPosts) {
+      const { event } = post.body as { event: { seq: number } };
+      expect(post.raw).toBe(before.find((e) => e.seq === event.seq)?.raw);
+    }
+
+    agent!.child.kill('SIGTERM');
+    expect(await agent!.exited).toBe(0);
+  });
+
+  it('403 + Replay-From: nothing is replayed, since the CP refuses our identity; the agent keeps running and says why', async () => {
+    await convergedRollout();
+    world.cp.loseAllState();
+    world.cp.setDefault('heartbeat', { status: 403, body: { error: 'forbidden' }, headers: { 'X-Nixfleet-Replay-From': '0' } });
+    const mark = world.cp.heartbeats.length;
+
+    await world.cp.waitFor(() => world.cp.heartbeats.length >= mark + 2 || undefined, 15_000, 'two refused heartbeats');
+    await agent!.waitForOutput(/X-Nixfleet-Replay-From: 0 came on an HTTP 403 answer, which refuses this agent's identity or protocol; ignored/);
+    expect(held()).toEqual([]);
+    const s = await status();
+    expect(s.heartbeat.lastError?.message).toContain('HTTP 403');
+    expect(agent!.child.exitCode).toBeNull();
+
+    agent!.child.kill('SIGTERM');
+    expect(await agent!.exited).toBe(0);
+  });
+});
