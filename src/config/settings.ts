@@ -24,16 +24,20 @@ export const HEALTH_FAILURE_POLICIES = ['halt', 'rollback-and-halt'] as const;
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'verbose'] as const;
 export type AgentLogLevel = (typeof LOG_LEVELS)[number];
 
+export const CONTROL_PLANE_URL_RULES = {
+  protocols: ['https'],
+  require_protocol: true,
+  require_tld: false,
+  allow_query_components: false,
+};
+
 /**
  * The agent's settings, after merging flags > env > file > defaults and
  * validating once. Everything else reads this typed object, never the
  * environment.
  */
 export class Settings {
-  @IsUrl(
-    { protocols: ['https'], require_protocol: true, require_tld: false, allow_query_components: false },
-    { message: 'must be an https:// URL' },
-  )
+  @IsUrl(CONTROL_PLANE_URL_RULES, { message: 'must be an https:// URL' })
   controlPlaneUrl!: string;
 
   // The CP compares it with the certificate's CN (PROTOCOL §1).
