@@ -137,7 +137,7 @@ export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:9850';
 
 /** Every setting, in --help order. Flag, env and file key all derive from `key`. */
 export const SETTING_SPECS: readonly SettingSpec[] = [
-  { key: 'controlPlaneUrl', kind: 'string', required: true, help: 'https URL of the control plane' },
+  { key: 'controlPlaneUrl', kind: 'string', required: true, help: 'https URL of the control plane, without a user name or password' },
   { key: 'machineId', kind: 'string', required: true, help: "this host's machine id; must match the client certificate's CN" },
   { key: 'caCert', kind: 'string', help: 'CA bundle (PEM) that signs the control plane certificate; system CAs when unset' },
   { key: 'clientCert', kind: 'string', help: 'client certificate (PEM); set together with --client-key' },
