@@ -70,7 +70,14 @@ async function main(): Promise<number> {
     '--log-format', 'json',
   ];
   const log = createWriteStream(logPath);
-  const agent: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group: Ctrl-C (SIGINT to the terminal's group) and a closed terminal
+  // (SIGHUP, which the agent takes as "re-read certificates") reach only the demo, which
+  // then stops the agent with one SIGTERM, as systemd would.
+  const agent: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  // Whatever ends the demo, the agent does not outlive it.
+  process.once('exit', () => {
+    if (agent.exitCode === null && agent.signalCode === null) agent.kill('SIGTERM');
+  });
   agent.stdout?.pipe(log);
   agent.stderr?.pipe(log);
 
@@ -167,15 +174,28 @@ async function main(): Promise<number> {
   }, 200);
 
   const agentExit = new Promise<number | string>((res) => agent.once('exit', (code, signal) => res(code ?? signal ?? 'unknown')));
+  let stopRequested = false;
   const stopped = new Promise<string>((res) => {
-    process.once('SIGINT', () => res('Ctrl-C'));
-    process.once('SIGTERM', () => res('SIGTERM'));
+    const bySignal = (why: string) => (): void => {
+      // Handlers stay installed: a second Ctrl-C must not kill the demo and orphan the agent.
+      if (stopRequested) {
+        say(`${why} again: still waiting for the agent (pid ${agent.pid}) to finish its stop`);
+        return;
+      }
+      stopRequested = true;
+      res(why);
+    };
+    process.on('SIGINT', bySignal('Ctrl-C'));
+    process.on('SIGTERM', bySignal('SIGTERM'));
+    process.on('SIGHUP', bySignal('terminal closed'));
     if (stopAfterSecs !== null) setTimeout(() => res(`${stopAfterSecs} s elapsed`), stopAfterSecs * 1000).unref();
     void agentExit.then((code) => res(`the agent exited on its own (${code})`));
   });
   const why = await stopped;
-  say(`stopping (${why})`);
-  if (agent.exitCode === null && agent.signalCode === null) agent.kill('SIGTERM');
+  stopRequested = true;
+  const ranOn = agent.exitCode === null && agent.signalCode === null;
+  say(ranOn ? `stopping (${why}): SIGTERM to the agent` : `stopping (${why})`);
+  if (ranOn) agent.kill('SIGTERM');
   const code = await agentExit;
   clearInterval(watcher);
   await cp.close();

@@ -1,21 +1,26 @@
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import type { INestApplication, LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { AdminHttpAdapter } from './admin/admin-http';
 import { AgentModule } from './agent.module';
 import type { TlsIdentity } from './comms/identity';
 import type { AgentConfig } from './config/config.loader';
 import type { ListenAddress } from './config/listen-address';
 
-/** Builds the agent's Nest application (not yet listening). */
+/**
+ * Builds the agent's Nest application (not yet listening). Its only HTTP
+ * surface is the read-only admin listener: no body is ever parsed.
+ */
 export async function createAgentApp(
   config: AgentConfig,
   identity: TlsIdentity,
   logger: LoggerService | false,
 ): Promise<INestApplication> {
-  const app = await NestFactory.create(AgentModule.forRoot(config, identity), {
+  const app = await NestFactory.create(AgentModule.forRoot(config, identity), new AdminHttpAdapter(), {
     logger,
     bufferLogs: false,
     abortOnError: false,
+    bodyParser: false,
   });
   return app;
 }

@@ -4,6 +4,7 @@ import { type INestApplication, Logger, type LoggerService } from '@nestjs/commo
 import { createAgentApp, listenAdmin } from './agent.app';
 import { runStatusCommand } from './cli/status.command';
 import { IdentityError, loadIdentity } from './comms/identity';
+import { IdentityWatcher, type ReloadOutcome, refusalText, reloadText } from './comms/identity-watcher';
 import { type AgentConfig, loadConfig } from './config/config.loader';
 import { NOT_STARTED } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
@@ -91,6 +92,7 @@ async function run(config: AgentConfig): Promise<number | null> {
     return 1;
   }
   handleStopSignals(app, logger);
+  handleReloadSignal(app, logger);
   new Logger('Bootstrap').log(
     `nixfleet-agent ${AGENT_VERSION} started for ${config.machineId}; control plane ${config.controlPlaneUrl}; status at ${formatListenAddress(config.adminAddress)}/status`,
   );
@@ -104,15 +106,28 @@ const SHUTDOWN_DEADLINE_MS = 25_000;
 /**
  * Nest's own shutdown hooks re-raise the signal after closing, so the
  * process would die by SIGTERM; the unit expects exit 0 from a clean stop.
+ *
+ * A second stop signal while stopping is not an order to give up: Ctrl-C
+ * reaches every process of the terminal's group, so an agent under a
+ * supervisor (the demo, a container runtime, a shell script) gets SIGINT
+ * from the terminal and SIGTERM from the supervisor at once. The stop goes
+ * on, bounded by its deadline; only a third signal exits at once.
  */
 function handleStopSignals(app: INestApplication, logger: LoggerService): void {
-  let stopping = false;
+  let signals = 0;
   const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) {
-      logger.warn?.(`${signal} again while stopping; exiting now`, 'Shutdown');
+    signals += 1;
+    if (signals === 2) {
+      logger.log(
+        `${signal} received while already stopping; still finishing in-flight work (at most ${SHUTDOWN_DEADLINE_MS / 1000} s in all); a third signal exits at once`,
+        'Shutdown',
+      );
+      return;
+    }
+    if (signals > 2) {
+      logger.warn?.(`${signal} received a third time while stopping; exiting now without finishing in-flight work`, 'Shutdown');
       process.exit(1);
     }
-    stopping = true;
     logger.log(`${signal} received: stopping the jobs, finishing in-flight work, closing listeners`, 'Shutdown');
     const deadline = setTimeout(() => {
       logger.error(`shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway`, 'Shutdown');
@@ -132,6 +147,39 @@ function handleStopSignals(app: INestApplication, logger: LoggerService): void {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * SIGHUP (`systemctl reload`) re-reads the CA, client certificate and key
+ * at once rather than at the next 2 s poll; settings are not re-read. Node
+ * would otherwise die of it, silently.
+ */
+function handleReloadSignal(app: INestApplication, logger: LoggerService): void {
+  const identity = app.get(IdentityWatcher);
+  process.on('SIGHUP', () => {
+    let outcome: ReloadOutcome;
+    try {
+      outcome = identity.checkNow();
+    } catch (err) {
+      logger.error(`SIGHUP received; re-reading the client identity files failed: ${(err as Error).message}; keeping the current identity`, 'Reload');
+      return;
+    }
+    switch (outcome.kind) {
+      case 'unchanged':
+        logger.log(`SIGHUP received; client identity files re-read: unchanged, still ${outcome.identity}`, 'Reload');
+        return;
+      case 'reloaded':
+        logger.log(`SIGHUP received; client identity reloaded: ${reloadText(outcome)}`, 'Reload');
+        return;
+      case 'refused':
+        logger.warn?.(`SIGHUP received; client identity files cannot be used: ${refusalText(outcome)}`, 'Reload');
+        return;
+      default: {
+        const never: never = outcome;
+        return never;
+      }
+    }
+  });
 }
 
 function configFailure(lines: string[]): number {

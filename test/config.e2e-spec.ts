@@ -83,6 +83,36 @@ describe('the built agent refuses bad settings with exit status 2 before startin
       {},
       /^config error: --admin-listen \(env NIXFLEET_AGENT_ADMIN_LISTEN, file key "adminListen"\): "0.0.0.0:9850" is not a loopback address; .* set --admin-allow-remote/m,
     );
+    // Every wildcard, a host name (it resolves to whatever DNS says), and the setting from the environment.
+    expectRefused([...base, '--admin-listen', '[::]:9850'], {}, /^config error: --admin-listen .*"\[::\]:9850" is not a loopback address/m);
+    expectRefused(base, { NIXFLEET_AGENT_ADMIN_LISTEN: 'fleet-host.example:9850' }, /"fleet-host\.example:9850" is not a loopback address/);
+    expectRefused([...base, '--admin-listen', '192.0.2.1:9850'], { NIXFLEET_AGENT_ADMIN_ALLOW_REMOTE: 'false' }, /"192\.0\.2\.1:9850" is not a loopback address/);
+  });
+
+  it('refuses a control-plane URL carrying a user name or password, naming flag, env and file key, and never echoes the password', () => {
+    const stderr = expectRefused(
+      [...base, '--control-plane-url', 'https://fleet:hunter2-s3cret@cp.example:8443'],
+      {},
+      /^config error: --control-plane-url \(env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"\): must not carry a user name or password .*got "https:\/\/\*\*\*@cp\.example:8443" from --control-plane-url$/m,
+    );
+    expect(stderr.split('\n').filter((l) => l.startsWith('config error:'))).toHaveLength(1);
+    expect(stderr).not.toContain('hunter2');
+    expect(stderr).not.toContain('fleet:');
+
+    const file = join(dir, 'with-credentials.json');
+    writeFileSync(file, JSON.stringify({ controlPlaneUrl: 'https://fleet:hunter2-s3cret@cp.example:8443' }));
+    const fromFile = expectRefused(
+      ['--machine-id', 'web-01', '--state-dir', stateDir, '--config', file],
+      {},
+      new RegExp(`must not carry a user name or password .*from "controlPlaneUrl" in ${file}$`, 'm'),
+    );
+    expect(fromFile).not.toContain('hunter2');
+    const fromEnv = expectRefused(
+      ['--machine-id', 'web-01', '--state-dir', stateDir],
+      { NIXFLEET_AGENT_CONTROL_PLANE_URL: 'https://fleet:hunter2-s3cret@cp.example:8443' },
+      /must not carry a user name or password .*from NIXFLEET_AGENT_CONTROL_PLANE_URL$/m,
+    );
+    expect(fromEnv).not.toContain('hunter2');
   });
 
   it('refuses a heartbeat interval of 0 and says where the value came from', () => {

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +38,50 @@ describe('npm run demo', () => {
       const log = readFileSync(join(dir, 'demo', 'agent.log'), 'utf8');
       for (const line of log.trim().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
       expect(log).toMatch(/boot recovery: control plane reached/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('stopped with Ctrl-C (SIGINT to its whole process group), stops the agent once and exits 0 with a clean last line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nfa-demo-int-'));
+    try {
+      const demo = join(__dirname, '..', 'dist-dev', 'dev', 'demo.js');
+      // Its own process group, as a terminal's foreground job is: Ctrl-C signals the whole group.
+      const child = spawn(process.execPath, [demo, '--dir', join(dir, 'demo'), '--heartbeat-interval', '1'], {
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      let interrupted = false;
+      const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+      await new Promise<void>((resolve, reject) => {
+        const onData = (chunk: Buffer): void => {
+          out += chunk.toString('utf8');
+          if (!interrupted && /CP <- heartbeat #3 /.test(out)) {
+            interrupted = true;
+            process.kill(-(child.pid ?? 0), 'SIGINT');
+            resolve();
+          }
+        };
+        child.stdout.on('data', onData);
+        child.stderr.on('data', onData);
+        void exited.then(() => reject(new Error(`demo exited before it was interrupted:\n${out}`)));
+      });
+      expect(await exited).toBe(0);
+      const agentPid = Number(/\[demo\] agent pid (\d+)/.exec(out)?.[1]);
+      expect(out).toMatch(/\[demo\] stopping \(Ctrl-C\): SIGTERM to the agent\n\[demo\] agent exited with 0; dev control plane closed\n$/);
+      expect(out).not.toMatch(/exited with 1|again|failed/);
+      // The agent got exactly one stop signal, and is gone.
+      const log = readFileSync(join(dir, 'demo', 'agent.log'), 'utf8');
+      const shutdown = log
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { context?: string; message: string })
+        .filter((l) => l.context === 'Shutdown')
+        .map((l) => l.message);
+      expect(shutdown).toEqual(['SIGTERM received: stopping the jobs, finishing in-flight work, closing listeners', 'stopped cleanly']);
+      expect(() => process.kill(agentPid, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,15 +1,22 @@
 import { Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
 import { ActivationModule } from '../activation/activation.module';
 import { HealthModule } from '../health/health.module';
 import { HeartbeatModule } from '../heartbeat/heartbeat.module';
 import { OutboundModule } from '../outbound/outbound.module';
+import { AdminExceptionFilter } from './admin-exception.filter';
 import { HealthController } from './health.controller';
 import { MetricsController } from './metrics.controller';
 import { StatusController } from './status.controller';
 
-/** The operator's window on the agent: read-only HTTP on the admin listener. Nothing imports it. */
+/**
+ * The operator's window on the agent: read-only HTTP on the admin listener
+ * (GET and HEAD only: see admin-http.ts). Nothing imports it.
+ */
 @Module({
   imports: [HeartbeatModule, OutboundModule, ActivationModule, HealthModule],
   controllers: [StatusController, HealthController, MetricsController],
+  // The app's only HTTP listener is this one, so the app-wide filter is the admin edge's.
+  providers: [{ provide: APP_FILTER, useClass: AdminExceptionFilter }],
 })
 export class AdminModule {}

@@ -182,6 +182,36 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     expect(a.watcher.certificateStatus()?.lastReloadError).toBeNull();
   });
 
+  it('checkNow (SIGHUP) re-reads at once and returns what it found, logging nothing; the poll does not repeat its refusal', async () => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+    const agent = a.holder.current();
+    expect(a.watcher.checkNow()).toEqual({ kind: 'unchanged', identity: expect.stringMatching(/^CN "web-01", valid until \d{4}-/) });
+    expect(a.holder.current()).toBe(agent);
+
+    const next = await world.pki.issueClient({ cn: canonicalCn() });
+    replaceFile(live.certPath, readFileSync(next.certPath, 'utf8'));
+    const refused = a.watcher.checkNow();
+    expect(refused).toMatchObject({ kind: 'refused', why: expect.stringMatching(/does not belong to the certificate/), keeping: expect.stringMatching(/^CN "web-01"/) });
+    a.watcher.check();
+    a.watcher.check();
+    expect(a.warnings()).toEqual([]);
+    expect(a.watcher.certificateStatus()?.lastReloadError).toMatch(/does not belong to the certificate/);
+
+    replaceFile(live.keyPath, readFileSync(next.keyPath, 'utf8'));
+    expect(a.watcher.checkNow()).toEqual({
+      kind: 'reloaded',
+      now: expect.stringMatching(new RegExp(`^CN "${canonicalCn()}"`)),
+      was: expect.stringMatching(/^CN "web-01"/),
+    });
+    expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
+    expect(a.watcher.certificateStatus()).toMatchObject({ cn: canonicalCn(), lastReloadError: null, lastReloadAt: a.clock.now().toISOString() });
+    // The poll that follows sees nothing new.
+    a.watcher.check();
+    expect(a.logs.messages('log', IdentityWatcher.name).filter((m) => m.startsWith('client identity reloaded'))).toEqual([]);
+    expect([...a.warnings(), ...a.errors()]).toEqual([]);
+  });
+
   it('leaves an unchanged set alone: a touched file with the same content is no reload', async () => {
     const live = liveFiles(world.pki.client);
     const a = await startComms(live);

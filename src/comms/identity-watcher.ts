@@ -56,6 +56,24 @@ export interface CertificateStatus {
 
 type Client = NonNullable<TlsIdentity['client']>;
 
+/** What a re-read of the identity files found. Identities are described by CN and notAfter, never key material. */
+export type ReloadOutcome =
+  | { kind: 'unchanged'; identity: string }
+  | { kind: 'reloaded'; now: string; was: string }
+  | { kind: 'refused'; why: string; keeping: string };
+
+export function reloadText(outcome: Extract<ReloadOutcome, { kind: 'reloaded' }>): string {
+  return `now ${outcome.now}, was ${outcome.was}; new connections use it, calls in flight finish on the old one`;
+}
+
+export function refusalText(outcome: Extract<ReloadOutcome, { kind: 'refused' }>): string {
+  return `${outcome.why}; keeping the current identity (${outcome.keeping})`;
+}
+
+function refusalLine(outcome: Extract<ReloadOutcome, { kind: 'refused' }>): string {
+  return `client identity files changed but cannot be used: ${refusalText(outcome)}`;
+}
+
 /**
  * Re-reads the CA, client certificate and key when they change (a renewal),
  * validates them as at start, and only then switches new connections to them.
@@ -67,7 +85,10 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
   private timer: NodeJS.Timeout | null = null;
   /** stat() signature of the files when last read; null forces a read (files may change between main's load and here). */
   private seen: string | null = null;
+  /** Why the files on disk are not in use (for /status); null when they are. */
   private refusal: string | null = null;
+  /** The refusal last logged, so a poll does not repeat it. */
+  private toldRefusal: string | null = null;
   private lastReloadAt: Date | null = null;
   /** What the last validity statement was about, and when (monotonic) it was made. */
   private told: { key: string; atMono: number } | null = null;
@@ -114,9 +135,41 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
     const signature = this.signature();
     if (signature !== this.seen) {
       this.seen = signature;
-      this.reload();
+      const outcome = this.reload();
+      switch (outcome.kind) {
+        case 'unchanged':
+          break;
+        case 'reloaded':
+          this.logger.log(`client identity reloaded: ${reloadText(outcome)}`);
+          break;
+        case 'refused': {
+          const line = refusalLine(outcome);
+          // A renewal job that keeps writing the same bad files is told once, not every poll.
+          if (line !== this.toldRefusal) this.logger.warn(line);
+          this.toldRefusal = line;
+          break;
+        }
+        default: {
+          const never: never = outcome;
+          return never;
+        }
+      }
     }
     this.reviewValidity();
+  }
+
+  /**
+   * Re-reads the files now, changed or not (SIGHUP: an operator who has just
+   * put renewed files in place should not wait for the poll, nor doubt that
+   * they were looked at). The caller says what came of it; nothing is logged here.
+   */
+  checkNow(): ReloadOutcome {
+    this.seen = this.signature();
+    const outcome = this.reload();
+    // The caller says this refusal; the poll repeats it only if it changes.
+    if (outcome.kind === 'refused') this.toldRefusal = refusalLine(outcome);
+    this.reviewValidity();
+    return outcome;
   }
 
   /** For the expiry metric; negative once expired; null without a client certificate. */
@@ -145,29 +198,26 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
     };
   }
 
-  private reload(): void {
+  private reload(): ReloadOutcome {
     let next: TlsIdentity;
     try {
       next = loadIdentity(this.config);
     } catch (err) {
-      const what = err instanceof IdentityError ? err.problems.map((p) => p.what).join('; ') : (err as Error).message;
-      const line = `client identity files changed but cannot be used: ${what}; keeping the current identity (${describe(this.holder.currentIdentity())})`;
-      // A renewal job that keeps writing the same bad files is told once, not every poll.
-      if (line !== this.refusal) this.logger.warn(line);
-      this.refusal = line;
-      return;
+      const why = err instanceof IdentityError ? err.problems.map((p) => p.what).join('; ') : (err as Error).message;
+      const refused = { kind: 'refused' as const, why, keeping: describe(this.holder.currentIdentity()) };
+      this.refusal = refusalLine(refused);
+      return refused;
     }
     this.refusal = null;
+    this.toldRefusal = null;
     const current = this.holder.currentIdentity();
-    if (sameIdentity(current, next)) return;
+    if (sameIdentity(current, next)) return { kind: 'unchanged', identity: describe(current) };
     // Expired or not-yet-valid files are taken too, as a restart would take
     // them: the CP judges validity by its clock, which may not be ours.
     this.holder.replace(next);
     this.lastReloadAt = this.clock.now();
     this.told = null;
-    this.logger.log(
-      `client identity reloaded: now ${describe(next)}, was ${describe(current)}; new connections use it, calls in flight finish on the old one`,
-    );
+    return { kind: 'reloaded', now: describe(next), was: describe(current) };
   }
 
   private reviewValidity(): void {

@@ -84,4 +84,52 @@ describe('loadConfig', () => {
       new RegExp(`^config error: --config \\(env NIXFLEET_AGENT_CONFIG\\): ${file} is not valid JSON`),
     );
   });
+
+  it('refuses a control-plane URL with a user name or password, naming where it came from and never echoing the password', () => {
+    const file = join(dir, 'credentials.json');
+    writeFileSync(file, JSON.stringify({ controlPlaneUrl: 'https://fleet:file-s3cret@cp.test:8443' }));
+    const cases: { argv: string[]; env: Record<string, string>; from: string; secret: string }[] = [
+      { argv: ['--control-plane-url', 'https://fleet:flag-s3cret@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 'flag-s3cret' },
+      {
+        argv: ['--machine-id', 'web-01'],
+        env: { NIXFLEET_AGENT_CONTROL_PLANE_URL: 'https://fleet:env-s3cret@cp.test' },
+        from: 'from NIXFLEET_AGENT_CONTROL_PLANE_URL',
+        secret: 'env-s3cret',
+      },
+      { argv: ['--machine-id', 'web-01', '--config', file], env: {}, from: `from "controlPlaneUrl" in ${file}`, secret: 'file-s3cret' },
+      // A "/" or "#" in the password: a URL parser would take "fleet:pa" for the host and the rest for a path or fragment.
+      { argv: ['--control-plane-url', 'https://fleet:pa/s3cret@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 's3cret' },
+      { argv: ['--control-plane-url', 'https://fleet:pa#s3cret@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 's3cret' },
+      { argv: ['--control-plane-url', 'https://only-a-user@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 'only-a-user' },
+    ];
+    for (const c of cases) {
+      const result = loadConfig({ argv: c.argv, env: c.env, stdoutIsTty: false });
+      expect(result.kind).toBe('invalid');
+      const problems = result.kind === 'invalid' ? result.problems : [];
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(
+        /^config error: --control-plane-url \(env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"\): must not carry a user name or password/,
+      );
+      expect(problems[0]).toContain('"https://***@cp.test');
+      expect(problems[0].endsWith(c.from)).toBe(true);
+      expect(problems[0]).not.toContain(c.secret);
+    }
+  });
+
+  it('masks the credentials of a control-plane URL that is refused for another reason too', () => {
+    const result = loadConfig({ argv: ['--control-plane-url', 'http://fleet:s3cret@cp.test', '--machine-id', 'web-01'], env: {}, stdoutIsTty: false });
+    expect(result).toEqual({
+      kind: 'invalid',
+      problems: [
+        'config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): must be an https:// URL, got "http://***@cp.test" from --control-plane-url',
+        expect.stringMatching(/must not carry a user name or password.*got "http:\/\/\*\*\*@cp\.test" from --control-plane-url$/),
+      ],
+    });
+  });
+
+  it('still takes a plain https control-plane URL with a port and a path', () => {
+    expect(run(loadConfig({ argv: ['--control-plane-url', 'https://cp.test:8443/fleet', '--machine-id', 'web-01'], env: {}, stdoutIsTty: false })).controlPlaneUrl).toBe(
+      'https://cp.test:8443/fleet',
+    );
+  });
 });

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { plainToInstance } from 'class-transformer';
-import { validateSync } from 'class-validator';
+import { isURL, validateSync } from 'class-validator';
 import { settingProblem, sourceText, whereToSet, type ValueSource } from './config.messages';
 import { isLoopback, parseListenAddress, type ListenAddress } from './listen-address';
-import { envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
+import { CONTROL_PLANE_URL_RULES, envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
 
 /** Settings after validation, plus what was derived from them. Read-only everywhere. */
 export type AgentConfig = Readonly<Settings> & {
@@ -111,9 +111,22 @@ export function loadConfig(input: LoadInput): LoadResult {
     if (source === undefined) continue; // already reported as missing
     // `status` only needs to find the admin endpoint.
     if (command === 'status' && key !== 'adminListen' && key !== 'adminAllowRemote') continue;
+    let shown: unknown = error.value;
+    if (key === 'controlPlaneUrl' && hasUserinfo(error.value)) {
+      // Said below; whether the rest of the URL is good is judged without the credentials (a "/" in a password breaks it).
+      if (isURL(withoutUserinfo(error.value, ''), CONTROL_PLANE_URL_RULES)) continue;
+      shown = withoutUserinfo(error.value, '***@');
+    }
     const reasons = Object.values(error.constraints ?? {}).join('; ');
+    problems.push(settingProblem(key, `${reasons}, got ${JSON.stringify(shown)} ${sourceText(key, source, configFile ?? undefined)}`));
+  }
+  const cpSource = sources.get('controlPlaneUrl');
+  if (command === 'run' && cpSource !== undefined && hasUserinfo(settings.controlPlaneUrl)) {
     problems.push(
-      settingProblem(key, `${reasons}, got ${JSON.stringify(error.value)} ${sourceText(key, source, configFile ?? undefined)}`),
+      settingProblem(
+        'controlPlaneUrl',
+        `must not carry a user name or password (the agent authenticates with its client certificate, and the URL is shown in logs and /status), got ${JSON.stringify(withoutUserinfo(settings.controlPlaneUrl, '***@'))} ${sourceText('controlPlaneUrl', cpSource, configFile ?? undefined)}`,
+      ),
     );
   }
 
@@ -150,6 +163,22 @@ export function loadConfig(input: LoadInput): LoadResult {
     Object.assign(settings, { adminAddress, configFile, systemd: systemdEnv(input.env, input.pid ?? process.pid) }),
   );
   return { kind: 'run', config };
+}
+
+/**
+ * `user:password@` in a URL: any "@" after the "//". Judged on the text,
+ * not on `new URL()`: a password with a "/", "?" or "#" in it makes a parser
+ * see a host and a path, and the password would be echoed as part of them.
+ */
+const USERINFO = /^([^/?#]*\/\/).*@/s;
+
+function hasUserinfo(value: unknown): value is string {
+  return typeof value === 'string' && USERINFO.test(value);
+}
+
+/** The URL with everything between "//" and its last "@" replaced. */
+function withoutUserinfo(value: string, mask: string): string {
+  return value.replace(USERINFO, `$1${mask}`);
 }
 
 function resolveAdminAddress(settings: Settings, problems: string[]): ListenAddress | undefined {

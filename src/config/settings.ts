@@ -24,16 +24,20 @@ export const HEALTH_FAILURE_POLICIES = ['halt', 'rollback-and-halt'] as const;
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'verbose'] as const;
 export type AgentLogLevel = (typeof LOG_LEVELS)[number];
 
+export const CONTROL_PLANE_URL_RULES = {
+  protocols: ['https'],
+  require_protocol: true,
+  require_tld: false,
+  allow_query_components: false,
+};
+
 /**
  * The agent's settings, after merging flags > env > file > defaults and
  * validating once. Everything else reads this typed object, never the
  * environment.
  */
 export class Settings {
-  @IsUrl(
-    { protocols: ['https'], require_protocol: true, require_tld: false, allow_query_components: false },
-    { message: 'must be an https:// URL' },
-  )
+  @IsUrl(CONTROL_PLANE_URL_RULES, { message: 'must be an https:// URL' })
   controlPlaneUrl!: string;
 
   // The CP compares it with the certificate's CN (PROTOCOL §1).
@@ -133,7 +137,7 @@ export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:9850';
 
 /** Every setting, in --help order. Flag, env and file key all derive from `key`. */
 export const SETTING_SPECS: readonly SettingSpec[] = [
-  { key: 'controlPlaneUrl', kind: 'string', required: true, help: 'https URL of the control plane' },
+  { key: 'controlPlaneUrl', kind: 'string', required: true, help: 'https URL of the control plane, without a user name or password' },
   { key: 'machineId', kind: 'string', required: true, help: "this host's machine id; must match the client certificate's CN" },
   { key: 'caCert', kind: 'string', help: 'CA bundle (PEM) that signs the control plane certificate; system CAs when unset' },
   { key: 'clientCert', kind: 'string', help: 'client certificate (PEM); set together with --client-key' },

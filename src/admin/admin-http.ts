@@ -1,0 +1,61 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { ExpressAdapter } from '@nestjs/platform-express';
+
+/**
+ * Limits of the admin listener's HTTP server. Its clients are curl, a
+ * scraper and `nixfleet-agent status` on this host: they send a few hundred
+ * bytes of headers at once. Anything slower or larger is a client holding
+ * the listener, which any local user can open.
+ */
+export const ADMIN_SERVER_LIMITS = {
+  /** Larger headers are answered 431 by Node itself (its default is 16 KiB). */
+  maxHeaderSize: 8 * 1024,
+  /** Whole headers within this, or 408 and the connection is closed. */
+  headersTimeout: 5_000,
+  /** The whole request within this (GET has no body; a body sent anyway is read and discarded). */
+  requestTimeout: 10_000,
+  /** How often Node enforces the two timeouts above (its default, 30 s, would let a slow client stay 35 s). */
+  connectionsCheckingInterval: 1_000,
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeout: 5_000,
+} as const;
+
+export const READ_ONLY_METHODS = ['GET', 'HEAD'] as const;
+
+/**
+ * The admin listener's HTTP adapter: Express as Nest uses it, on a server
+ * with the limits above, read-only, and without `X-Powered-By`.
+ */
+export class AdminHttpAdapter extends ExpressAdapter {
+  constructor() {
+    super();
+    const app = this.getInstance<{ disable(name: string): void; use(fn: typeof refuseWrites): void }>();
+    app.disable('x-powered-by');
+    // Before Nest's routes: every path answers the same for a method it never serves.
+    app.use(refuseWrites);
+  }
+
+  override initHttpServer(): void {
+    this.httpServer = http.createServer({ ...ADMIN_SERVER_LIMITS }, this.getInstance());
+  }
+}
+
+/** 405 for anything but GET and HEAD; the method is one Node's parser knew, so it is safe to name. */
+function refuseWrites(req: IncomingMessage, res: ServerResponse, next: () => void): void {
+  const method = req.method ?? '';
+  if ((READ_ONLY_METHODS as readonly string[]).includes(method)) {
+    next();
+    return;
+  }
+  const body = JSON.stringify({
+    statusCode: 405,
+    error: 'Method Not Allowed',
+    message: `the admin endpoint is read-only: ${method} is not served, only ${READ_ONLY_METHODS.join(' and ')}`,
+  });
+  res.writeHead(405, {
+    Allow: READ_ONLY_METHODS.join(', '),
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
