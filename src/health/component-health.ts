@@ -234,7 +234,11 @@ export function judgeHeartbeat(i: HeartbeatInput): ComponentHealth {
   return ok(i.lastSuccessAgeSecs === null ? 'reachable' : `last heartbeat ${secs(i.lastSuccessAgeSecs)} ago`);
 }
 
-/** Whole seconds, as the rest of /status counts them. */
+/** "12 s", "4 min", "3 h", "9 days": the unit a person would say. */
 function secs(n: number): string {
-  return `${Math.max(0, Math.floor(n))} s`;
+  const s = Math.max(0, Math.floor(n));
+  if (s < 120) return `${s} s`;
+  if (s < 2 * 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 2 * 86_400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86_400)} days`;
 }

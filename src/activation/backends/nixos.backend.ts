@@ -43,8 +43,8 @@ export class NixosBackend implements ActivationBackend {
   async preflight(searchPath: string): Promise<string[]> {
     const { nixEnv, systemdRun, storeDir } = this.options;
     const found = await Promise.all([
-      missingExecutable(nixEnv, searchPath, 'nix-env (sets the system profile)'),
-      missingExecutable(systemdRun, searchPath, 'systemd-run (runs switch-to-configuration)'),
+      missingExecutable(nixEnv, searchPath, 'sets the system profile'),
+      missingExecutable(systemdRun, searchPath, 'runs switch-to-configuration'),
       missingDirectory(storeDir, 'the store dir'),
     ]);
     return found.filter((p): p is string => p !== null);

@@ -8,17 +8,17 @@ import { errnoText } from '../../config/config.loader';
  * with a slash is taken as a path, a bare name is looked up in each PATH
  * entry in turn. Returns why it cannot run, or null when it can.
  */
-export async function missingExecutable(program: string, searchPath: string, what: string): Promise<string | null> {
+export async function missingExecutable(program: string, searchPath: string, role: string): Promise<string | null> {
   if (program.includes('/')) {
     const why = await notExecutable(program);
-    return why === null ? null : `${what} ${program} ${why}`;
+    return why === null ? null : `${program} (${role}) ${why}`;
   }
   // An empty PATH entry means the working directory: never a place a daemon's tools are meant to come from.
   const dirs = searchPath.split(delimiter).filter((d) => d !== '');
   for (const dir of dirs) {
     if ((await notExecutable(join(dir, program))) === null) return null;
   }
-  return `${what} ${program} is not found on PATH (${dirs.length === 0 ? 'PATH is empty' : dirs.join(delimiter)})`;
+  return `${program} (${role}) is not found on PATH (${dirs.length === 0 ? 'PATH is empty' : dirs.join(delimiter)})`;
 }
 
 /** Why `path` is not a directory the agent can read, or null when it is one. */
