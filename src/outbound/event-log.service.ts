@@ -174,7 +174,7 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
 
   private writeFailed(err: EventLogWriteError): void {
     const at = this.clock.now();
-    const cause = err.cause instanceof Error ? err.cause.message : err.message;
+    const cause = causeText(err);
     this.failuresTotal += 1;
     this.failuresInStreak += 1;
     this.lastError = { message: err.message, cause, code: err.code ?? null, at: at.toISOString() };
@@ -261,4 +261,10 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     await this.log.flush();
     await this.log.close();
   }
+}
+
+/** The errno text under the log's own message; duck-typed, as fs errors may come from another realm. */
+function causeText(err: EventLogWriteError): string {
+  const cause = err.cause as { message?: unknown } | undefined;
+  return typeof cause?.message === 'string' ? cause.message : err.message;
 }
