@@ -304,11 +304,13 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       expect(answer.status).toBe(200);
       expect(answer.json).toEqual({
         status: 'ok',
+        reachable: true,
         lastError: null,
         failingForSecs: null,
         lastSuccessAt,
         consecutiveFailures: 0,
         thresholdSecs: 180,
+        eventLog: { writable: true, failingSince: null, lastError: null },
       });
 
       world.cp.setDefault('heartbeat', { status: 503, body: { error: 'maintenance' } });
@@ -326,11 +328,13 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       expect(seen.slice(0, -1).every((s) => s === 200)).toBe(true);
       expect(answer.json).toEqual({
         status: 'unreachable',
+        reachable: false,
         lastError: expect.stringMatching(/^HTTP 503/),
         failingForSecs: Math.floor((a.clock.monotonicMs() - lastSuccessMono) / 1000),
         lastSuccessAt,
         consecutiveFailures: failures,
         thresholdSecs: 180,
+        eventLog: { writable: true, failingSince: null, lastError: null },
       });
 
       world.cp.setDefault('heartbeat', null);

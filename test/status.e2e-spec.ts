@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ActivationService } from '../src/activation/activation.service';
 import { listenAdmin } from '../src/agent.app';
+import { COMPONENT_NAMES, type ComponentName } from '../src/health/component-health';
 import { HeartbeatService } from '../src/heartbeat/heartbeat.service';
 import { RecoveryService } from '../src/recovery/recovery.service';
 import { ReducerService } from '../src/reducer/reducer.service';
@@ -73,8 +74,23 @@ function expectContractKeys(body: Json): void {
     expect(Object.keys(outbound)).toContain(key);
   }
   expect(Object.keys(outbound.replay as Json).sort()).toEqual(['fromSeq', 'missing', 'resent', 'rolloutId', 'running']);
-  for (const key of ['backend', 'running', 'lastResult']) {
+  for (const key of ['backend', 'running', 'lastResult', 'preflight']) {
     expect(Object.keys(body.activation as Json)).toContain(key);
+  }
+  expect(Object.keys(hb)).toContain('failingSince');
+  expect(Object.keys(body.eventLog as Json).sort()).toEqual(['failingSince', 'failuresInStreak', 'failuresTotal', 'lastError', 'path', 'refusingWrites']);
+  for (const key of ['polling', 'lastPollAt', 'lastOutcome', 'consecutiveFailures', 'failingSince', 'lastError', 'lastErrorAt', 'lastOrder']) {
+    expect(Object.keys(body.dispatch as Json)).toContain(key);
+  }
+  // components: exactly the typed set, each { state, detail, since } and nothing else.
+  const components = body.components as Record<ComponentName, Json>;
+  expect(Object.keys(components).sort()).toEqual([...COMPONENT_NAMES].sort());
+  for (const name of COMPONENT_NAMES) {
+    const c = components[name];
+    expect(Object.keys(c).sort()).toEqual(['detail', 'since', 'state']);
+    expect(['ok', 'warning', 'failing']).toContain(c.state);
+    expect(typeof c.detail).toBe('string');
+    expect(c.since === null || RFC3339.test(String(c.since))).toBe(true);
   }
 }
 
@@ -143,6 +159,16 @@ describe('GET /status on the real module graph, over HTTP', () => {
       });
       // The dev CP's Date header is real time, the agent's clock is fake: only the type is certain.
       expect(typeof hb.clockSkewSecs).toBe('number');
+      // Every component says what it checked.
+      expect(body.components).toEqual({
+        eventLog: { state: 'ok', detail: expect.stringMatching(/^appends work; \d+ event\(s\), \d+ bytes$/), since: null },
+        delivery: { state: 'ok', detail: 'nothing pending', since: null },
+        dispatchPoll: { state: 'ok', detail: expect.stringMatching(/^(waiting for a dispatch|not polling yet)/), since: null },
+        activationBackend: { state: 'ok', detail: 'symlink backend: everything it runs is there (checked at start)', since: null },
+        // The fake clock stands before the freshly issued certificate's notBefore: not yet valid, by this clock.
+        identity: { state: 'warning', detail: expect.stringMatching(/^client certificate CN \S+ is not valid before /), since: null },
+        heartbeat: { state: 'ok', detail: 'last heartbeat 0 s ago', since: null },
+      });
       for (const t of [body.startedAt, hb.lastSuccessAt, hb.nextDueAt, (body.recovery as Json).completedAt]) {
         expect(t).toMatch(RFC3339);
       }

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Test, type TestingModule } from '@nestjs/testing';
@@ -16,6 +16,7 @@ import type { Policy } from '../reducer/reducer.types';
 import { ACTIVATION_BACKEND } from './activation.constants';
 import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { ActivationModule } from './activation.module';
+import { ActivationPreflight } from './activation.preflight';
 import { ActivationService } from './activation.service';
 import { CommandBackend } from './backends/command.backend';
 import { NixosBackend } from './backends/nixos.backend';
@@ -52,7 +53,7 @@ describe('ActivationModule', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function configWith(extra: string[]): AgentConfig {
+  function configWith(extra: string[], env: Record<string, string> = {}): AgentConfig {
     const loaded = loadConfig({
       argv: [
         '--control-plane-url', 'https://cp.test:8443',
@@ -62,14 +63,18 @@ describe('ActivationModule', () => {
         '--store-dir', store,
         ...extra,
       ],
-      env: {},
+      env,
       stdoutIsTty: false,
     });
     if (loaded.kind !== 'run') throw new Error(`test config is invalid: ${JSON.stringify(loaded)}`);
     return loaded.config;
   }
 
-  async function build(config: AgentConfig, policy = HALT): Promise<{ module: TestingModule; reducer: ReducerService; activation: ActivationService }> {
+  async function build(
+    config: AgentConfig,
+    policy = HALT,
+    logs = new CapturingLogger(),
+  ): Promise<{ module: TestingModule; reducer: ReducerService; activation: ActivationService }> {
     const module = await Test.createTestingModule({
       imports: [ConfigModule.forRoot(config), ClockModule, LifecycleModule, MetricsModule, ReducerModule.forRoot(policy, [ActivationModule])],
     })
@@ -77,7 +82,7 @@ describe('ActivationModule', () => {
       .useValue(new FakeClock())
       .compile();
     opened.push(module);
-    module.useLogger(new CapturingLogger());
+    module.useLogger(logs);
     await module.init();
     return { module, reducer: module.get(ReducerService), activation: module.get(ActivationService) };
   }
@@ -137,6 +142,66 @@ describe('ActivationModule', () => {
     });
     expect(readlinkSync(link)).toBe(join(store, OLD));
     expect(activation.status().lastResult).toMatchObject({ kind: 'rollback', outcome: 'completed', exitCode: 0 });
+  });
+
+  describe('preflight at start', () => {
+    /** A directory of executables standing in for the host's PATH. */
+    function bin(...programs: string[]): string {
+      const d = join(dir, `bin-${programs.join('-') || 'empty'}`);
+      mkdirSync(d, { recursive: true });
+      for (const p of programs) writeFileSync(join(d, p), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      return d;
+    }
+
+    async function preflight(extra: string[], env: Record<string, string>): Promise<{ problems: string[]; warnings: string[] }> {
+      const logs = new CapturingLogger();
+      const { module } = await build(configWith(extra, env), HALT, logs);
+      const status = module.get(ActivationPreflight).status();
+      expect(status.checkedAt).not.toBeNull();
+      return { problems: status.problems, warnings: logs.messages('warn', ActivationPreflight.name) };
+    }
+
+    it('nixos: finds nix-env and systemd-run on PATH and the store, and says nothing', async () => {
+      const r = await preflight([], { PATH: `${join(dir, 'nowhere')}:${bin('nix-env', 'systemd-run')}` });
+      expect(r).toEqual({ problems: [], warnings: [] });
+    });
+
+    it('nixos: logs one warning at start naming each missing tool, the PATH searched, and the missing store', async () => {
+      const path = bin('systemd-run');
+      const r = await preflight(['--store-dir', join(dir, 'no-store')], { PATH: path });
+
+      expect(r.problems).toEqual([
+        `nix-env (sets the system profile) is not found on PATH (${path})`,
+        `the store dir ${join(dir, 'no-store')} does not exist`,
+      ]);
+      expect(r.warnings).toHaveLength(1);
+      expect(r.warnings[0]).toBe(
+        `activation backend nixos (--activation-backend) cannot activate: ${r.problems.join('; ')}; the agent runs on, but a dispatch to this host fails with ActivationFailed until this is fixed (checked at start)`,
+      );
+      expect((await preflight([], {})).problems).toEqual([
+        'nix-env (sets the system profile) is not found on PATH (PATH is empty)',
+        'systemd-run (runs switch-to-configuration) is not found on PATH (PATH is empty)',
+      ]);
+    });
+
+    it('command: the executable must exist and be executable, by path or on PATH', async () => {
+      const script = join(dir, 'activate');
+      writeFileSync(script, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+      const command = (argv: string[]): string[] => ['--activation-backend', 'command', '--activation-command', JSON.stringify(argv)];
+
+      expect((await preflight(command([script, '{closure}']), {})).problems).toEqual([`${script} (the activation command) is not executable`]);
+      chmodSync(script, 0o755);
+      expect((await preflight(command([script, '{closure}']), {})).problems).toEqual([]);
+      expect((await preflight(command([join(dir, 'gone'), '{closure}']), {})).problems).toEqual([`${join(dir, 'gone')} (the activation command) does not exist`]);
+      expect((await preflight(command(['activate-it', '{closure}']), { PATH: bin('activate-it') })).problems).toEqual([]);
+    });
+
+    it('symlink: the store dir must exist', async () => {
+      expect((await preflight(['--activation-backend', 'symlink'], {})).problems).toEqual([]);
+      const file = join(dir, 'a-file');
+      writeFileSync(file, '');
+      expect((await preflight(['--activation-backend', 'symlink', '--store-dir', file], {})).problems).toEqual([`the store dir ${file} is not a directory`]);
+    });
   });
 
   it('builds the nixos backend by default', async () => {

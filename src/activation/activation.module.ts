@@ -4,6 +4,7 @@ import { AGENT_CONFIG } from '../config/config.constants';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT } from '../reducer/reducer.ports';
 import { ACTIVATION_BACKEND, DEFAULT_ACTIVATION_TIMEOUT_MS, NIXOS_DEFAULTS } from './activation.constants';
+import { ActivationPreflight } from './activation.preflight';
 import { ActivationService } from './activation.service';
 import type { ActivationBackend } from './activation.types';
 import { CommandBackend } from './backends/command.backend';
@@ -36,7 +37,7 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
 }
 
 /**
- * The activation backends behind the reducer's FireSwitch and FireRollback
+ * The activation backends (checked at start by ActivationPreflight) behind the reducer's FireSwitch and FireRollback
  * ports. Imported by `ReducerModule.forRoot(policy, [ActivationModule])`;
  * ActivationService reaches the (global) ReducerService through ModuleRef,
  * so there is no provider cycle. It reads the current system with its own
@@ -48,9 +49,10 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
     CurrentSystemReader,
     { provide: ACTIVATION_BACKEND, inject: [AGENT_CONFIG, CurrentSystemReader], useFactory: backendFor },
     ActivationService,
+    ActivationPreflight,
     { provide: FIRE_SWITCH_PORT, useExisting: ActivationService },
     { provide: FIRE_ROLLBACK_PORT, useExisting: ActivationService },
   ],
-  exports: [ActivationService, FIRE_SWITCH_PORT, FIRE_ROLLBACK_PORT],
+  exports: [ActivationService, ActivationPreflight, FIRE_SWITCH_PORT, FIRE_ROLLBACK_PORT],
 })
 export class ActivationModule {}

@@ -67,6 +67,10 @@ class GatedBackend implements ActivationBackend {
     this.gateOf(closure).open();
   }
 
+  preflight(): Promise<string[]> {
+    return Promise.resolve([]);
+  }
+
   plan(closure: string): Promise<ActivationPlan> {
     if (this.throwOnPlan) return Promise.reject(this.throwOnPlan);
     this.timeline.push(`plan ${closure}`);

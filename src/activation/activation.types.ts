@@ -34,6 +34,18 @@ export interface ActivationBackend {
   readonly shutdownWaitMs: number | null;
   /** Validates the closure and picks the switch method. Never rejects. */
   plan(closure: string): Promise<ActivationPlan>;
+  /**
+   * What this backend would run or use but cannot find, one line each; empty
+   * when everything is there. Checked at start, so a missing tool is said
+   * before the first rollout needs it. Never rejects.
+   */
+  preflight(searchPath: string): Promise<string[]>;
+}
+
+/** `/status` `activation.preflight`: the backend's prerequisites, as checked at start. */
+export interface ActivationPreflightStatus {
+  checkedAt: string | null;
+  problems: string[];
 }
 
 export type ActivationKind = 'switch' | 'rollback';

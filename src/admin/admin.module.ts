@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { ActivationModule } from '../activation/activation.module';
+import { DispatchModule } from '../dispatch/dispatch.module';
 import { HealthModule } from '../health/health.module';
 import { HeartbeatModule } from '../heartbeat/heartbeat.module';
 import { OutboundModule } from '../outbound/outbound.module';
@@ -14,7 +15,7 @@ import { StatusController } from './status.controller';
  * (GET and HEAD only: see admin-http.ts). Nothing imports it.
  */
 @Module({
-  imports: [HeartbeatModule, OutboundModule, ActivationModule, HealthModule],
+  imports: [HeartbeatModule, OutboundModule, ActivationModule, DispatchModule, HealthModule],
   controllers: [StatusController, HealthController, MetricsController],
   // The app's only HTTP listener is this one, so the app-wide filter is the admin edge's.
   providers: [{ provide: APP_FILTER, useClass: AdminExceptionFilter }],

@@ -34,6 +34,7 @@ export class MetricsController {
       reducerQueueDepth: this.reducer.statistics().queueDepth,
       rolloutStates: Object.values(this.reducer.current().rollouts).map((r) => r.state),
       clientCertSecondsToExpiry: notAfter === undefined ? null : Math.floor((notAfter.getTime() - nowMs) / 1000),
+      eventLogFailing: this.eventLog.writeHealth().failingSince !== null,
     });
     // Sent as bytes: a string would go through Express, which rewrites the content type's parameters.
     return new StreamableFile(Buffer.from(text, 'utf8'), { type: this.metrics.contentType });

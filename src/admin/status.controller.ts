@@ -1,4 +1,5 @@
 import { Controller, Get, Inject } from '@nestjs/common';
+import { ActivationPreflight } from '../activation/activation.preflight';
 import { ActivationService } from '../activation/activation.service';
 import { type Clock, CLOCK } from '../clock/clock';
 import { Uptime } from '../clock/uptime';
@@ -7,6 +8,8 @@ import { DrainerService } from '../outbound/drainer.service';
 import { EventLogService } from '../outbound/event-log.service';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { DispatchWorker } from '../dispatch/dispatch.worker';
+import { ComponentHealthService } from '../health/components.service';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { RecoveryService } from '../recovery/recovery.service';
@@ -28,6 +31,9 @@ export class StatusController {
     private readonly activation: ActivationService,
     @Inject(CLOCK) private readonly clock: Clock,
     private readonly identity: IdentityWatcher,
+    private readonly dispatch: DispatchWorker,
+    private readonly preflight: ActivationPreflight,
+    private readonly components: ComponentHealthService,
   ) {}
 
   @Get('status')
@@ -51,6 +57,8 @@ export class StatusController {
       startedAt: this.uptime.startedAt.toISOString(),
       uptimeSecs: this.uptime.seconds(),
       currentClosure: await this.currentSystem.read(),
+      // Each component's state at a glance: what `status` judges first.
+      components: this.components.components(),
       heartbeat: this.heartbeat.status(),
       recovery: this.recovery.status(),
       rollouts,
@@ -67,7 +75,9 @@ export class StatusController {
         replay: this.drainer.replayStatus(),
         logBytes: log.bytes,
       },
-      activation: this.activation.status(),
+      eventLog: this.eventLog.writeHealth(),
+      dispatch: this.dispatch.status(),
+      activation: { ...this.activation.status(), preflight: this.preflight.status() },
       // The client certificate in use: no key material, no PEM.
       certificate: this.identity.certificateStatus(),
       reducer: this.reducer.statistics(),

@@ -267,6 +267,101 @@ describe('assess', () => {
     ]);
   });
 
+  describe('per-component health', () => {
+    const ok = (detail: string): Json => ({ state: 'ok', detail, since: null });
+    const components = (patch: Json = {}): Json => ({
+      eventLog: ok('appends work; 5 event(s), 2048 bytes'),
+      delivery: ok('nothing pending'),
+      dispatchPoll: ok('waiting for a dispatch; last answer 3 s ago'),
+      activationBackend: ok('nixos backend: everything it runs is there (checked at start)'),
+      identity: ok('client certificate CN web-01, expires in 300 days'),
+      heartbeat: ok('last heartbeat 12 s ago'),
+      ...patch,
+    });
+    const eventLogFailing = {
+      state: 'failing',
+      detail: 'writes to /var/lib/nixfleet-agent/events.log fail (2 in a row): ENOSPC: no space left on device, write; new events cannot be made durable',
+      since: secondsBefore(40),
+    };
+
+    it('is degraded while the event log fails, though /readyz says the control plane is reachable', () => {
+      const a = assess(statusDoc({ components: components({ eventLog: eventLogFailing }) }), READY, NOW);
+
+      expect(a.exit).toBe(STATUS_EXIT.degraded);
+      expect(a.problems).toEqual([{ kind: 'component-failing', component: 'eventLog', detail: eventLogFailing.detail, since: secondsBefore(40) }]);
+      expect(a.reachability).toEqual({ kind: 'reachable', lastHeartbeatAgeSecs: 12 });
+    });
+
+    it('is degraded by a failing dispatch poll, not by warnings; heartbeat, delivery and identity keep their own checks', () => {
+      const warn = { state: 'warning', detail: 'x', since: null };
+      expect(assess(statusDoc({ components: components({ dispatchPoll: { state: 'failing', detail: 'polls fail', since: null } }) }), READY, NOW).problems).toEqual([
+        { kind: 'component-failing', component: 'dispatchPoll', detail: 'polls fail', since: null },
+      ]);
+      const warned = assess(statusDoc({ components: components({ dispatchPoll: warn, activationBackend: warn, identity: warn, delivery: warn, heartbeat: warn }) }), READY, NOW);
+      expect(warned.exit).toBe(STATUS_EXIT.healthy);
+      // The agent's heartbeat component failing is /readyz's call, already made: not a second problem.
+      const failingHeartbeat = { state: 'failing', detail: 'unreachable', since: null };
+      expect(assess(statusDoc({ components: components({ heartbeat: failingHeartbeat }) }), unreachable(), NOW).problems).toEqual([
+        { kind: 'cp-unreachable', forSecs: 240 },
+      ]);
+    });
+
+    it('drops a component it cannot read, and has none from an agent that reports none', () => {
+      const a = assess(statusDoc({ components: { eventLog: { state: 'on fire', detail: 'x' }, delivery: ok('nothing pending') } }), READY, NOW);
+      expect(a.components).toEqual({ delivery: { state: 'ok', detail: 'nothing pending', since: null } });
+      expect(assess(statusDoc(), READY, NOW).components).toBeNull();
+    });
+
+    it('prints a row per component, with since when and how long ago for trouble', () => {
+      const status = statusDoc({
+        components: components({
+          eventLog: eventLogFailing,
+          activationBackend: { state: 'warning', detail: 'nixos backend cannot activate: the store dir /nix/store does not exist', since: secondsBefore(600) },
+        }),
+      });
+      const lines = summarize(status, assess(status, READY, NOW), NOW).split('\n');
+
+      expect(lines[0]).toBe('web-01 (nixfleet-agent 0.1.0, pid 4242, up 10 min): DEGRADED: event log failing');
+      expect(lines.slice(7)).toEqual([
+        `  event log     FAILING since ${secondsBefore(40)} (40 s ago): ${eventLogFailing.detail}`,
+        '  delivery      ok: nothing pending',
+        '  dispatch poll ok: waiting for a dispatch; last answer 3 s ago',
+        `  activation    WARNING since ${secondsBefore(600)} (10 min ago): nixos backend cannot activate: the store dir /nix/store does not exist`,
+        '  identity      ok: client certificate CN web-01, expires in 300 days',
+        '  heartbeat     ok: last heartbeat 12 s ago',
+      ]);
+    });
+  });
+
+  describe('a failed heartbeat attempt while the control plane still counts as reachable', () => {
+    const failedOnce = withBlock('heartbeat', {
+      lastAttemptAt: secondsBefore(2),
+      lastSuccessAt: secondsBefore(7),
+      consecutiveFailures: 1,
+      failingSince: secondsBefore(2),
+      lastError: { kind: 'http-status', message: 'HTTP 503: {"error":"maintenance"}', at: secondsBefore(2) },
+    });
+
+    it('is still healthy, and says at once that the last attempt failed, why and since when', () => {
+      const a = assess(failedOnce, { kind: 'ready', lastSuccessAt: secondsBefore(7) }, NOW);
+
+      expect(a.exit).toBe(STATUS_EXIT.healthy);
+      expect(a.reachability).toEqual({
+        kind: 'reachable',
+        lastHeartbeatAgeSecs: 7,
+        lastAttemptFailed: { error: 'HTTP 503: {"error":"maintenance"}', failingSince: secondsBefore(2), consecutiveFailures: 1 },
+      });
+      expect(summarize(failedOnce, a, NOW).split('\n')[1]).toBe(
+        `  control plane https://cp.fleet.test:8443 is reachable, last heartbeat 7 s ago; the last attempt FAILED: HTTP 503: {"error":"maintenance"} (1 failure(s) in a row, failing since ${secondsBefore(2)} (2 s ago))`,
+      );
+    });
+
+    it('says it from the heartbeat block too, without /readyz', () => {
+      const a = assess(failedOnce, { kind: 'absent' }, NOW);
+      expect(a.reachability).toMatchObject({ kind: 'reachable', lastAttemptFailed: { consecutiveFailures: 1 } });
+    });
+  });
+
   it('does not throw on a document of the wrong shape', () => {
     const odd = { heartbeat: 'x', outbound: [], certificate: 5, rollouts: {}, activation: { lastResult: 'failed' } };
 
@@ -371,6 +466,10 @@ describe('readyzOf', () => {
       consecutiveFailures: null,
     });
     expect(readyzOf({ status: 404, body: { statusCode: 404, message: 'Cannot GET /readyz' } })).toEqual({ kind: 'absent' });
+    // Unready for another reason (the event log): the control plane itself is reachable.
+    expect(
+      readyzOf({ status: 503, body: { status: 'event-log-failing', reachable: true, lastSuccessAt: '2026-11-28T11:59:00.000Z', consecutiveFailures: 0 } }),
+    ).toEqual({ kind: 'ready', lastSuccessAt: '2026-11-28T11:59:00.000Z' });
     expect(readyzOf({ status: 500, body: {} })).toEqual({ kind: 'unknown', why: '/readyz answered HTTP 500' });
   });
 });

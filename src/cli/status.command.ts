@@ -1,4 +1,11 @@
 import { formatListenAddress, type ListenAddress } from '../config/listen-address';
+import {
+  COMPONENT_LABELS,
+  COMPONENT_NAMES,
+  type ComponentHealth,
+  type ComponentName,
+  type ComponentState,
+} from '../health/component-health';
 import { type AdminAnswer, AdminNotJsonError, getFromAdmin } from './admin-request';
 
 /** Exit statuses of `nixfleet-agent status`; the one place they are defined. */
@@ -15,7 +22,12 @@ const DAY_SECS = 86_400;
 
 type Json = Record<string, unknown>;
 
-/** What `/readyz` said. The document may come from an older or newer agent: every field may be missing. */
+/**
+ * What `/readyz` said about the control plane. A 503 that says the CP is
+ * reachable (the event log failed) is `ready` here: /status's components
+ * carry the rest. The document may come from an older or newer agent: every
+ * field may be missing.
+ */
 export type Readyz =
   | { kind: 'ready'; lastSuccessAt: string | null }
   | {
@@ -31,13 +43,33 @@ export type Readyz =
   | { kind: 'unknown'; why: string };
 
 export type Reachability =
-  | { kind: 'reachable'; lastHeartbeatAgeSecs: number | null }
+  | {
+      kind: 'reachable';
+      lastHeartbeatAgeSecs: number | null;
+      /** Set when the last attempt failed though the CP still counts as reachable (within 3 intervals). */
+      lastAttemptFailed?: LastAttemptFailed;
+    }
   | { kind: 'unreachable'; forSecs: number | null; lastError: string | null; consecutiveFailures: number | null }
   | { kind: 'unknown'; why: string };
+
+export interface LastAttemptFailed {
+  error: string | null;
+  /** First failure of the current streak. */
+  failingSince: string | null;
+  consecutiveFailures: number;
+}
+
+/**
+ * Components that `assess` judges from /status's `components` (an older
+ * agent has none). Heartbeat, delivery and identity keep their own checks
+ * below, which also work on an older agent's document.
+ */
+const JUDGED_BY_COMPONENT: readonly ComponentName[] = ['eventLog', 'dispatchPoll', 'activationBackend'];
 
 /** What makes the agent degraded (exit 1). */
 export type Problem =
   | { kind: 'cp-unreachable'; forSecs: number | null }
+  | { kind: 'component-failing'; component: ComponentName; detail: string; since: string | null }
   | { kind: 'delivery-paused'; reason: string }
   | { kind: 'certificate-expiring'; secondsLeft: number };
 
@@ -56,6 +88,8 @@ export interface Assessment {
   reachability: Reachability;
   problems: Problem[];
   warnings: Warning[];
+  /** /status's per-component health; null from an agent that does not report it. */
+  components: Partial<Record<ComponentName, ComponentHealth>> | null;
 }
 
 export interface StatusCommandIo {
@@ -108,6 +142,8 @@ export function readyzOf(answer: AdminAnswer): Readyz {
     case 200:
       return { kind: 'ready', lastSuccessAt: text(body?.lastSuccessAt) };
     case 503:
+      // A newer agent says whether the CP is what made it unready.
+      if (body?.reachable === true) return { kind: 'ready', lastSuccessAt: text(body.lastSuccessAt) };
       return {
         kind: 'unreachable',
         lastError: errorMessage(body?.lastError),
@@ -125,7 +161,8 @@ export function readyzOf(answer: AdminAnswer): Readyz {
 /**
  * The verdict, from the two documents and the time: degraded when the
  * control plane is unreachable (as /readyz judges it), event delivery is
- * paused, or the client certificate has less than 7 days left.
+ * paused, the client certificate has less than 7 days left, or a component
+ * (the event log, the dispatch poll, the activation backend) is failing.
  */
 export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
   const problems: Problem[] = [];
@@ -148,6 +185,12 @@ export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
   }
   if (readyz.kind === 'unknown' && reachability.kind !== 'unknown') {
     warnings.push({ kind: 'readiness-unknown', why: `${readyz.why}; judged from the last heartbeat instead` });
+  }
+
+  const components = componentsOf(status);
+  for (const name of JUDGED_BY_COMPONENT) {
+    const c = components?.[name];
+    if (c?.state === 'failing') problems.push({ kind: 'component-failing', component: name, detail: c.detail, since: c.since });
   }
 
   const outbound = record(status.outbound);
@@ -182,7 +225,39 @@ export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
   const skew = number(record(status.heartbeat)?.clockSkewSecs);
   if (skew !== null && Math.abs(skew) >= CLOCK_SKEW_WARN_SECS) warnings.push({ kind: 'clock-skew', secs: skew });
 
-  return { exit: problems.length > 0 ? STATUS_EXIT.degraded : STATUS_EXIT.healthy, reachability, problems, warnings };
+  return { exit: problems.length > 0 ? STATUS_EXIT.degraded : STATUS_EXIT.healthy, reachability, problems, warnings, components };
+}
+
+/** /status's `components`, each checked; an unknown state or a missing detail drops that component. */
+function componentsOf(status: Json): Partial<Record<ComponentName, ComponentHealth>> | null {
+  const all = record(status.components);
+  if (all === null) return null;
+  const out: Partial<Record<ComponentName, ComponentHealth>> = {};
+  for (const name of COMPONENT_NAMES) {
+    const c = record(all[name]);
+    const state = text(c?.state);
+    const detail = text(c?.detail);
+    if (detail === null || !isComponentState(state)) continue;
+    out[name] = { state, detail, since: text(c?.since) };
+  }
+  return out;
+}
+
+function isComponentState(v: string | null): v is ComponentState {
+  return v === 'ok' || v === 'warning' || v === 'failing';
+}
+
+/** The last heartbeat attempt, when it failed: said at once, before the CP counts as unreachable. */
+function lastAttemptFailed(status: Json): LastAttemptFailed | null {
+  const heartbeat = record(status.heartbeat);
+  const failures = count(heartbeat?.consecutiveFailures);
+  if (heartbeat === null || failures === null || failures === 0) return null;
+  return { error: errorMessage(heartbeat.lastError), failingSince: text(heartbeat.failingSince), consecutiveFailures: failures };
+}
+
+function reachable(status: Json, lastHeartbeatAgeSecs: number | null): Reachability {
+  const failed = lastAttemptFailed(status);
+  return failed === null ? { kind: 'reachable', lastHeartbeatAgeSecs } : { kind: 'reachable', lastHeartbeatAgeSecs, lastAttemptFailed: failed };
 }
 
 function reachabilityOf(status: Json, readyz: Readyz, now: Date): Reachability {
@@ -190,7 +265,7 @@ function reachabilityOf(status: Json, readyz: Readyz, now: Date): Reachability {
   const lastSuccessAt = text(heartbeat?.lastSuccessAt);
   switch (readyz.kind) {
     case 'ready':
-      return { kind: 'reachable', lastHeartbeatAgeSecs: ageSecs(readyz.lastSuccessAt ?? lastSuccessAt, now) };
+      return reachable(status, ageSecs(readyz.lastSuccessAt ?? lastSuccessAt, now));
     case 'unreachable':
       return {
         kind: 'unreachable',
@@ -214,7 +289,7 @@ function reachabilityFromHeartbeat(status: Json, now: Date): Reachability {
   const intervalSecs = number(heartbeat?.intervalSecs);
   if (heartbeat === null || intervalSecs === null) return { kind: 'unknown', why: 'the agent reports neither /readyz nor its heartbeat' };
   const age = ageSecs(text(heartbeat.lastSuccessAt), now);
-  if (age !== null && age <= MISSED_HEARTBEATS * intervalSecs) return { kind: 'reachable', lastHeartbeatAgeSecs: age };
+  if (age !== null && age <= MISSED_HEARTBEATS * intervalSecs) return reachable(status, age);
   return {
     kind: 'unreachable',
     forSecs: age ?? ageSecs(text(status.startedAt), now),
@@ -252,7 +327,7 @@ export function summarize(status: Json, assessment: Assessment, now: Date): stri
   lines.push(`${machine}${about.length > 0 ? ` (${about.join(', ')})` : ''}: ${verdict}`);
 
   const cpUrl = text(status.controlPlaneUrl);
-  lines.push(row('control plane', `${cpUrl === null ? '' : `${cpUrl} is `}${reachabilityText(assessment.reachability)}`));
+  lines.push(row('control plane', `${cpUrl === null ? '' : `${cpUrl} is `}${reachabilityText(assessment.reachability, now)}`));
   lines.push(row('closure', text(status.currentClosure) ?? 'not known (the current-system link is unreadable)'));
 
   const rollouts = Array.isArray(status.rollouts) ? status.rollouts.map(record).filter((r): r is Json => r !== null) : [];
@@ -264,6 +339,12 @@ export function summarize(status: Json, assessment: Assessment, now: Date): stri
   const replay = record(outbound?.replay);
   lines.push(row('replay', replay === null ? 'not known' : replayText(replay)));
   lines.push(row('certificate', certificateText(record(status.certificate), now)));
+  if (assessment.components !== null) {
+    for (const name of COMPONENT_NAMES) {
+      const c = assessment.components[name];
+      lines.push(row(COMPONENT_LABELS[name], c === undefined ? 'not known' : componentText(c, now)));
+    }
+  }
 
   for (const w of assessment.warnings) lines.push(`warning: ${warningText(w)}`);
   return lines.join('\n');
@@ -278,6 +359,8 @@ function problemHeadline(p: Problem): string {
   switch (p.kind) {
     case 'cp-unreachable':
       return 'control plane unreachable';
+    case 'component-failing':
+      return `${COMPONENT_LABELS[p.component]} failing`;
     case 'delivery-paused':
       return 'event delivery paused';
     case 'certificate-expiring':
@@ -289,12 +372,13 @@ function problemHeadline(p: Problem): string {
   }
 }
 
-function reachabilityText(r: Reachability): string {
+function reachabilityText(r: Reachability, now: Date): string {
   switch (r.kind) {
-    case 'reachable':
-      return r.lastHeartbeatAgeSecs === null
-        ? 'reachable'
-        : `reachable, last heartbeat ${formatDuration(r.lastHeartbeatAgeSecs)} ago`;
+    case 'reachable': {
+      const base =
+        r.lastHeartbeatAgeSecs === null ? 'reachable' : `reachable, last heartbeat ${formatDuration(r.lastHeartbeatAgeSecs)} ago`;
+      return r.lastAttemptFailed === undefined ? base : `${base}; ${lastAttemptText(r.lastAttemptFailed, now)}`;
+    }
     case 'unreachable': {
       const since = r.forSecs === null ? '' : ` for ${formatDuration(r.forSecs)}`;
       const failures = r.consecutiveFailures === null || r.consecutiveFailures === 0 ? '' : ` (${r.consecutiveFailures} failure(s) in a row)`;
@@ -304,6 +388,33 @@ function reachabilityText(r: Reachability): string {
       return `not known to be reachable: ${r.why}`;
     default: {
       const never: never = r;
+      return never;
+    }
+  }
+}
+
+function lastAttemptText(f: LastAttemptFailed, now: Date): string {
+  const since = f.failingSince === null ? '' : `, failing since ${sinceText(f.failingSince, now)}`;
+  return `the last attempt FAILED: ${f.error ?? 'no detail'} (${f.consecutiveFailures} failure(s) in a row${since})`;
+}
+
+/** "2026-11-28T11:59:20.000Z (40 s ago)". */
+function sinceText(iso: string, now: Date): string {
+  const age = ageSecs(iso, now);
+  return age === null ? iso : `${iso} (${formatDuration(age)} ago)`;
+}
+
+function componentText(c: ComponentHealth, now: Date): string {
+  const since = c.since === null ? '' : ` since ${sinceText(c.since, now)}`;
+  switch (c.state) {
+    case 'ok':
+      return `ok: ${c.detail}`;
+    case 'warning':
+      return `WARNING${since}: ${c.detail}`;
+    case 'failing':
+      return `FAILING${since}: ${c.detail}`;
+    default: {
+      const never: never = c.state;
       return never;
     }
   }

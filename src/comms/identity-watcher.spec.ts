@@ -8,6 +8,7 @@ import { buildAgent, CapturingLogger, makeWorld, type World } from '../../test/s
 import { FakeClock } from '../../test/support/fake-clock';
 import { CLOCK } from '../clock/clock';
 import { ClockModule } from '../clock/clock.module';
+import { loadConfig } from '../config/config.loader';
 import { ConfigModule } from '../config/config.module';
 import type { HeartbeatRequest } from '../protocol/heartbeat.wire';
 import { HeartbeatExchange } from '../recovery/heartbeat-exchange';
@@ -300,5 +301,27 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     watcher.check();
     expect(errors()).toHaveLength(2);
     expect(watcher.certificateStatus()).toMatchObject({ validity: 'not-yet-valid' });
+  });
+
+  it('warns once at start when no client certificate is configured, rather than saying nothing', async () => {
+    const loaded = loadConfig({
+      argv: ['--control-plane-url', world.cp.url, '--machine-id', machineId(), '--ca-cert', world.pki.caCertPath, '--state-dir', join(world.dir, 'state-no-cert')],
+      env: {},
+      stdoutIsTty: false,
+    });
+    if (loaded.kind !== 'run') throw new Error(`config is invalid: ${JSON.stringify(loaded)}`);
+    const moduleRef = await Test.createTestingModule({
+      imports: [ConfigModule.forRoot(loaded.config), ClockModule, CommsModule.forRoot(loadIdentity(loaded.config))],
+    }).compile();
+    const logs = new CapturingLogger();
+    const app = moduleRef.createNestApplication({ logger: logs });
+    open.push(app);
+    await app.init();
+    app.get(IdentityWatcher).check();
+
+    expect(logs.messages('warn', IdentityWatcher.name)).toEqual([
+      'no client certificate configured (--client-cert and --client-key): the agent connects to the control plane without one, and a control plane that requires mutual TLS refuses it; /status shows this under components.identity',
+    ]);
+    expect(app.get(IdentityWatcher).certificateStatus()).toBeNull();
   });
 });

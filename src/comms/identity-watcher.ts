@@ -112,6 +112,10 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
       this.logger.log(
         `client certificate ${this.config.clientCert}: CN "${client.cn}", valid until ${client.notAfter.toISOString()}; its files are re-read when they change (checked every ${IDENTITY_POLL_MS / 1000} s)`,
       );
+    } else {
+      this.logger.warn(
+        'no client certificate configured (--client-cert and --client-key): the agent connects to the control plane without one, and a control plane that requires mutual TLS refuses it; /status shows this under components.identity',
+      );
     }
     this.reviewValidity();
     this.timer = setInterval(() => {

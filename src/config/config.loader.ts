@@ -12,6 +12,8 @@ export type AgentConfig = Readonly<Settings> & {
   readonly configFile: string | null;
   /** What systemd told this process through its environment (not settings an operator gives). */
   readonly systemd: SystemdEnv;
+  /** `PATH`: where the activation backends' programs are found, as spawning them finds them. */
+  readonly execSearchPath: string;
 };
 
 export interface SystemdEnv {
@@ -160,7 +162,12 @@ export function loadConfig(input: LoadInput): LoadResult {
 
   if (problems.length > 0 || !command || !adminAddress) return { kind: 'invalid', problems };
   const config: AgentConfig = Object.freeze(
-    Object.assign(settings, { adminAddress, configFile, systemd: systemdEnv(input.env, input.pid ?? process.pid) }),
+    Object.assign(settings, {
+      adminAddress,
+      configFile,
+      systemd: systemdEnv(input.env, input.pid ?? process.pid),
+      execSearchPath: input.env.PATH ?? '',
+    }),
   );
   return { kind: 'run', config };
 }

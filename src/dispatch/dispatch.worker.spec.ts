@@ -143,6 +143,7 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
       const polls = world.cp.dispatchPolls.length;
       await world.cp.waitFor(() => world.cp.dispatchPolls.length > polls, 5_000, 'a poll after the refusal');
       await world.cp.waitFor(() => a.app.get(DispatchWorker).status().consecutiveFailures === 0, 5_000, 'the failure cleared');
+      expect(a.app.get(DispatchWorker).status()).toMatchObject({ failingSince: null, lastError: expect.stringContaining('bad response body') });
     }
     expect(activates).toEqual([]);
     expect(a.app.get(ReducerService).current().rollouts).toEqual({});
@@ -192,8 +193,18 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
     world.cp.setDefault('dispatch', { status: 500, body: { error: 'internal' } });
     const before = world.cp.dispatchPolls.length;
     const a = await start();
+    await world.cp.waitFor(() => loggedDelays(a).length >= 1, 5_000, 'a failed poll');
+    const firstFailure = a.clock.now().toISOString();
+    a.clock.advance(60_000);
     await world.cp.waitFor(() => loggedDelays(a).length >= 2, 5_000, 'two failed polls');
     expect(loggedDelays(a)).toEqual([1, 2]);
+    // The streak is dated from its first failure; the last error from the last.
+    expect(a.app.get(DispatchWorker).status()).toMatchObject({
+      lastOutcome: 'failed',
+      failingSince: firstFailure,
+      lastErrorAt: a.clock.now().toISOString(),
+      lastPollAt: a.clock.now().toISOString(),
+    });
     expect(a.logs.messages('warn', DispatchWorker.name)[1]).toMatch(
       /^dispatch poll failed: HTTP 500: .*; polling again in 2\.0 s \(2 failure\(s\) in a row\)$/,
     );

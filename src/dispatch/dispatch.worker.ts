@@ -22,10 +22,18 @@ export const DISPATCH_WAIT_SECS = 60;
 const BACKOFF_FIRST_MS = 1_000;
 const BACKOFF_CAP_MS = 60_000;
 
+/** `/status` `dispatch`: the long-poll's state. */
 export interface DispatchStatus {
   polling: boolean;
+  /** When the last poll ended, and how: an order, no order within the CP's hold, or a failure. */
+  lastPollAt: string | null;
+  lastOutcome: 'order' | 'no-order' | 'failed' | null;
   consecutiveFailures: number;
+  /** First failed poll of the current streak; null while polls work. */
+  failingSince: string | null;
+  /** The last failure, kept after polls work again. */
   lastError: string | null;
+  lastErrorAt: string | null;
   lastOrder: { rolloutId: string; targetClosure: string; receivedAt: string } | null;
 }
 
@@ -40,6 +48,10 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
   private loop: Promise<void> | null = null;
   private failures = 0;
   private lastError: string | null = null;
+  private lastErrorAt: Date | null = null;
+  private failingSince: Date | null = null;
+  private lastPollAt: Date | null = null;
+  private lastOutcome: DispatchStatus['lastOutcome'] = null;
   private lastOrder: DispatchStatus['lastOrder'] = null;
 
   constructor(
@@ -64,8 +76,12 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
   status(): DispatchStatus {
     return {
       polling: this.loop !== null && !this.abort.signal.aborted,
+      lastPollAt: this.lastPollAt?.toISOString() ?? null,
+      lastOutcome: this.lastOutcome,
       consecutiveFailures: this.failures,
+      failingSince: this.failingSince?.toISOString() ?? null,
       lastError: this.lastError,
+      lastErrorAt: this.lastErrorAt?.toISOString() ?? null,
       lastOrder: this.lastOrder,
     };
   }
@@ -81,13 +97,19 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
     while (!signal.aborted) {
       const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
       if (signal.aborted) return;
+      this.lastPollAt = this.clock.now();
       if (result.ok) {
         this.failures = 0;
+        this.failingSince = null;
+        this.lastOutcome = result.response.body ? 'order' : 'no-order';
         if (result.response.body) await this.accept(result.response.body);
         continue;
       }
       this.failures += 1;
+      this.lastOutcome = 'failed';
+      this.failingSince ??= this.lastPollAt;
       this.lastError = describeFailure(result.failure);
+      this.lastErrorAt = this.lastPollAt;
       const retryAfter = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
       const base = Math.min(BACKOFF_FIRST_MS * 2 ** (this.failures - 1), BACKOFF_CAP_MS);
       const delay = Math.max(jitter(base, 0.2, this.random), (retryAfter ?? 0) * 1000);

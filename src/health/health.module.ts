@@ -1,7 +1,15 @@
 import { Module } from '@nestjs/common';
+import { ActivationModule } from '../activation/activation.module';
+import { DispatchModule } from '../dispatch/dispatch.module';
 import { HeartbeatModule } from '../heartbeat/heartbeat.module';
+import { OutboundModule } from '../outbound/outbound.module';
+import { ComponentHealthService } from './components.service';
 import { HealthService } from './health.service';
 
-/** Liveness and readiness, judged from the jobs' own progress. */
-@Module({ imports: [HeartbeatModule], providers: [HealthService], exports: [HealthService] })
+/** Liveness, readiness and per-component health, judged from the jobs' own progress. */
+@Module({
+  imports: [HeartbeatModule, OutboundModule, DispatchModule, ActivationModule],
+  providers: [HealthService, ComponentHealthService],
+  exports: [HealthService, ComponentHealthService],
+})
 export class HealthModule {}

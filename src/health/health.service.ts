@@ -4,6 +4,7 @@ import { type Clock, CLOCK } from '../clock/clock';
 import { Uptime } from '../clock/uptime';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { BootGate } from '../lifecycle/boot-gate';
+import { EventLogService } from '../outbound/event-log.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { ReducerService } from '../reducer/reducer.service';
 
@@ -30,19 +31,32 @@ export interface Liveness {
 }
 
 export interface Readiness {
+  /** Reachable, and the event log takes writes: the agent can do its job. */
   ok: boolean;
+  /** A heartbeat succeeded within 3 × interval (the CP's own "unreachable" threshold). */
+  reachable: boolean;
   lastSuccessAt: string | null;
   /** Seconds since the last success (or since start, when there was none). */
   failingForSecs: number | null;
   consecutiveFailures: number;
   lastError: string | null;
   thresholdSecs: number;
+  eventLog: EventLogReadiness;
+}
+
+export interface EventLogReadiness {
+  /** False from the first failed write of a streak until a write works again. */
+  writable: boolean;
+  failingSince: string | null;
+  /** The errno text of the last failure while failing; null while writable. */
+  lastError: string | null;
 }
 
 /**
  * Three separate truths: liveness (is this process making progress — what
- * systemd's watchdog acts on), readiness (can it reach its CP), and the
- * backlog in /status. An agent that cannot reach its CP is alive, not healthy.
+ * systemd's watchdog acts on), readiness (can it reach its CP, and make its
+ * events durable), and the components in /status. An agent that cannot reach
+ * its CP or write its log is alive, not healthy: a restart fixes neither.
  */
 @Injectable()
 export class HealthService implements OnModuleDestroy {
@@ -56,6 +70,7 @@ export class HealthService implements OnModuleDestroy {
     private readonly reducer: ReducerService,
     private readonly bootGate: BootGate,
     private readonly uptime: Uptime,
+    private readonly eventLog: EventLogService,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {
     this.loopDelay.enable();
@@ -81,14 +96,22 @@ export class HealthService implements OnModuleDestroy {
     const thresholdMs = 3 * p.intervalMs;
     const now = this.clock.monotonicMs();
     const since = p.lastSuccessMono ?? this.uptime.startedMonoMs;
-    const ok = p.lastSuccessMono !== null && now - p.lastSuccessMono <= thresholdMs;
+    const reachable = p.lastSuccessMono !== null && now - p.lastSuccessMono <= thresholdMs;
+    const log = this.eventLog.writeHealth();
+    const writable = log.failingSince === null && log.refusingWrites === null;
     return {
-      ok,
+      ok: reachable && writable,
+      reachable,
       lastSuccessAt: status.lastSuccessAt,
-      failingForSecs: ok ? null : Math.floor((now - since) / 1000),
+      failingForSecs: reachable ? null : Math.floor((now - since) / 1000),
       consecutiveFailures: status.consecutiveFailures,
       lastError: status.lastError?.message ?? null,
       thresholdSecs: thresholdMs / 1000,
+      eventLog: {
+        writable,
+        failingSince: log.failingSince,
+        lastError: writable ? null : (log.refusingWrites ?? log.lastError?.cause ?? null),
+      },
     };
   }
 

@@ -24,6 +24,8 @@ export interface HeartbeatStatus {
   lastSuccessAt: string | null;
   lastError: { kind: CpFailureKind; message: string; at: string } | null;
   consecutiveFailures: number;
+  /** When the current streak of failures began (its first failure); null while the last attempt succeeded. */
+  failingSince: string | null;
   nextDueAt: string | null;
   lastReplayFrom: ReplayFromRecord | null;
   clockSkewSecs: number | null;
@@ -65,6 +67,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
   private lastSuccessAt: Date | null = null;
   private lastSuccessMono: number | null = null;
   private lastError: HeartbeatStatus['lastError'] = null;
+  private failingSince: Date | null = null;
 
   constructor(
     private readonly exchange: HeartbeatExchange,
@@ -97,6 +100,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
     } else {
       // The handshake is the first heartbeat: its failure is the one status reports.
       this.consecutiveFailures = 1;
+      this.failingSince = this.clock.now();
       if (handshake.failure) {
         const { failure } = handshake;
         this.lastError = { kind: failure.kind, message: describeFailure(failure), at: this.clock.now().toISOString() };
@@ -140,6 +144,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
       lastSuccessAt: this.lastSuccessAt?.toISOString() ?? null,
       lastError: this.lastError,
       consecutiveFailures: this.consecutiveFailures,
+      failingSince: this.failingSince?.toISOString() ?? null,
       nextDueAt: this.nextDueMono === null || this.stopped ? null : this.wallOf(this.nextDueMono),
       lastReplayFrom: this.exchange.lastReplayFrom,
       clockSkewSecs: this.exchange.clockSkewSecs,
@@ -194,6 +199,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
         this.logger.log(`heartbeat succeeded again after ${this.consecutiveFailures} failure(s)`);
       }
       this.consecutiveFailures = 0;
+      this.failingSince = null;
       this.lastSuccessAt = this.clock.now();
       this.lastSuccessMono = done;
       let next = startedMono + steadyDelayMs(this.intervalMs, this.random);
@@ -202,6 +208,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
       return;
     }
     this.consecutiveFailures += 1;
+    this.failingSince ??= this.clock.now();
     const failure = outcome.failure ?? { kind: 'network' as const, detail: 'unknown failure' };
     this.lastError = { kind: failure.kind, message: describeFailure(failure), at: this.clock.now().toISOString() };
     const delay = this.failureDelay(outcome);

@@ -14,6 +14,7 @@ const IDLE: LiveState = {
   reducerQueueDepth: 0,
   rolloutStates: [],
   clientCertSecondsToExpiry: null,
+  eventLogFailing: false,
 };
 
 async function scrape(metrics: MetricsService, live: Partial<LiveState> = {}): Promise<Map<string, PromFamily>> {
@@ -46,6 +47,8 @@ describe('MetricsService', () => {
       'replayed_events_total',
       'reducer_queue_depth',
       'rollouts',
+      'event_log_append_failures_total',
+      'event_log_append_failing',
     ]) {
       expect(family(all, P + name).help).not.toBe('');
     }
@@ -132,6 +135,28 @@ describe('MetricsService', () => {
     all = await scrape(metrics, { rolloutStates: ['Converged', 'Converged', 'Converged'] });
     expect(valueOf(all, `${P}rollouts`, { state: 'Soaking' })).toBe(0);
     expect(valueOf(all, `${P}rollouts`, { state: 'Converged' })).toBe(3);
+  });
+
+  it('counts failed event-log appends, keeps the time of the last one, and shows 1 while they fail', async () => {
+    const metrics = new MetricsService();
+    let all = await scrape(metrics);
+    expect(valueOf(all, `${P}event_log_append_failures_total`)).toBe(0);
+    expect(valueOf(all, `${P}event_log_append_failing`)).toBe(0);
+    expect(all.has(`${P}event_log_last_append_failure_timestamp_seconds`)).toBe(false);
+    expect(family(all, `${P}event_log_append_failures_total`).type).toBe('COUNTER');
+
+    metrics.recordEventLogAppendFailure(1_795_000_000);
+    metrics.recordEventLogAppendFailure(1_795_000_005);
+    all = await scrape(metrics, { eventLogFailing: true });
+    expect(valueOf(all, `${P}event_log_append_failures_total`)).toBe(2);
+    expect(valueOf(all, `${P}event_log_last_append_failure_timestamp_seconds`)).toBe(1_795_000_005);
+    expect(valueOf(all, `${P}event_log_append_failing`)).toBe(1);
+
+    // Writes work again: the gauge says so, the counter and the last failure's time stay.
+    all = await scrape(metrics, { eventLogFailing: false });
+    expect(valueOf(all, `${P}event_log_append_failing`)).toBe(0);
+    expect(valueOf(all, `${P}event_log_append_failures_total`)).toBe(2);
+    expect(valueOf(all, `${P}event_log_last_append_failure_timestamp_seconds`)).toBe(1_795_000_005);
   });
 
   it('keeps its own registry: nothing lands in prom-client’s global one or in another instance', async () => {

@@ -20,6 +20,8 @@ export interface LiveState {
   /** The state of every rollout the reducer holds. */
   rolloutStates: readonly RolloutState[];
   clientCertSecondsToExpiry: number | null;
+  /** A streak of failed event-log writes is going on (EventLogService clears it once a write works). */
+  eventLogFailing: boolean;
 }
 
 /** Every member of a string union: the Record makes the compiler reject a list that misses one. */
@@ -83,6 +85,9 @@ export class MetricsService {
   private readonly reducerQueueDepth: Gauge;
   private readonly rollouts: Gauge<'state'>;
   private readonly certExpiry: OptionalGauge;
+  private readonly eventLogFailures: Counter;
+  private readonly eventLogLastFailure: OptionalGauge;
+  private readonly eventLogFailing: Gauge;
 
   constructor() {
     const registers = [this.registry];
@@ -154,6 +159,21 @@ export class MetricsService {
       `${METRIC_PREFIX}client_certificate_expiry_seconds`,
       'Seconds until the mTLS client certificate expires (negative once expired); absent without a client certificate',
     );
+    this.eventLogFailures = new Counter({
+      name: `${METRIC_PREFIX}event_log_append_failures_total`,
+      help: 'Records (events and delivery marks) that could not be appended to the event log: a full disk, an I/O error, a read-only file system',
+      registers,
+    });
+    this.eventLogLastFailure = new OptionalGauge(
+      this.registry,
+      `${METRIC_PREFIX}event_log_last_append_failure_timestamp_seconds`,
+      'Unix time of the last failed event-log append; absent while none failed since start (the error text is in /status eventLog)',
+    );
+    this.eventLogFailing = new Gauge({
+      name: `${METRIC_PREFIX}event_log_append_failing`,
+      help: '1 while event-log appends fail (from the first failure until a write works again), else 0',
+      registers,
+    });
   }
 
   get contentType(): string {
@@ -173,6 +193,11 @@ export class MetricsService {
     this.activations.inc({ kind, outcome });
   }
 
+  recordEventLogAppendFailure(atUnixSecs: number): void {
+    this.eventLogFailures.inc();
+    this.eventLogLastFailure.set(atUnixSecs);
+  }
+
   /** The exposition text, with the gauges set from `live` first. */
   async scrape(live: LiveState): Promise<string> {
     this.consecutiveFailures.set(live.consecutiveFailures);
@@ -184,6 +209,7 @@ export class MetricsService {
     for (const s of live.rolloutStates) byState.set(s, (byState.get(s) ?? 0) + 1);
     for (const [state, count] of byState) this.rollouts.set({ state }, count);
     this.certExpiry.set(live.clientCertSecondsToExpiry);
+    this.eventLogFailing.set(live.eventLogFailing ? 1 : 0);
     return this.registry.metrics();
   }
 }

@@ -201,6 +201,14 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     await emit(a, rollout, [1, 2]);
     await drainer.idle();
     expect(log.stats().pending).toBe(2);
+    const failedAt = a.clock.now().toISOString();
+    expect(drainer.deliveryStatus()).toEqual({
+      started: true,
+      consecutiveFailures: 1,
+      lastError: expect.stringMatching(/^cannot connect: ECONNREFUSED/),
+      failingSince: failedAt,
+      pausedReason: null,
+    });
     const warnings = a.logs.messages('warn', DrainerService.name);
     expect(warnings.at(-1)).toMatch(/ProbeResult seq 1 of stable@dnetaaaa failed: cannot connect: ECONNREFUSED.*retrying the same seq in 1\.0 s/);
 
@@ -211,6 +219,8 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     expect(lateCp.eventPosts.map((p) => `${seqOf(p)}:${p.status}`)).toEqual(['1:204', '2:204']);
     expect(log.stats()).toMatchObject({ pending: 0, delivered: 2 });
     expect(a.logs.messages('log', DrainerService.name)).toContain('event delivery works again (stable@dnetaaaa seq 1 accepted)');
+    // The streak is over; its last error stays on record.
+    expect(drainer.deliveryStatus()).toMatchObject({ consecutiveFailures: 0, failingSince: null, lastError: expect.stringMatching(/^cannot connect/) });
   });
 
   it('409: retries the same seq later', async () => {

@@ -41,6 +41,16 @@ interface ReplayRun {
   missing: number[];
 }
 
+/** The drainer's own trouble, for the delivery component of /status. */
+export interface DeliveryStatus {
+  started: boolean;
+  consecutiveFailures: number;
+  lastError: string | null;
+  /** First failed POST of the current streak; null while delivery works. */
+  failingSince: string | null;
+  pausedReason: string | null;
+}
+
 type Verdict = 'delivered' | 'refused' | 'retry' | 'pause' | 'stop';
 
 /**
@@ -65,6 +75,8 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
   private retryAtMono: number | null = null;
   private wakeTimer: NodeJS.Timeout | null = null;
   private pausedReason: string | null = null;
+  private lastError: string | null = null;
+  private failingSince: Date | null = null;
   private lastReplaySendMono = 0;
 
   constructor(
@@ -143,6 +155,16 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
     return this.pausedReason;
   }
 
+  deliveryStatus(): DeliveryStatus {
+    return {
+      started: this.started && !this.stopped,
+      consecutiveFailures: this.failures,
+      lastError: this.lastError,
+      failingSince: this.failingSince?.toISOString() ?? null,
+      pausedReason: this.pausedReason,
+    };
+  }
+
   /** Resolves when the loop is idle (nothing sendable now). */
   async idle(): Promise<void> {
     while (this.loop) await this.loop;
@@ -214,6 +236,7 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
           await this.log.markDelivered(rolloutId, seq, status);
           if (this.failures > 0 || this.pausedReason) this.logger.log(`event delivery works again (${rolloutId} seq ${seq} accepted)`);
           this.failures = 0;
+          this.failingSince = null;
           this.retryAtMono = null;
           this.pausedReason = null;
           this.done(rolloutId, seq, isReplay);
@@ -229,6 +252,7 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
           );
           // The CP judged the event itself, so it accepts our identity: delivery is not paused.
           this.failures = 0;
+          this.failingSince = null;
           this.retryAtMono = null;
           this.pausedReason = null;
           this.done(rolloutId, seq, isReplay);
@@ -276,6 +300,8 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
 
   private backOff(failure: CpFailure, pause: boolean, what: string): void {
     this.failures += 1;
+    this.failingSince ??= this.clock.now();
+    this.lastError = describeFailure(failure);
     const cap = pause ? DELIVERY_PAUSED_CAP_MS : DELIVERY_BACKOFF_CAP_MS;
     const base = Math.min(DELIVERY_BACKOFF_FIRST_MS * 2 ** (this.failures - 1), cap);
     const retryAfter = failure.kind === 'http-status' ? failure.retryAfterSecs : null;

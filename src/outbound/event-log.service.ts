@@ -1,3 +1,5 @@
+import { open, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   Inject,
   Injectable,
@@ -10,11 +12,32 @@ import { SchedulerRegistry } from '@nestjs/schedule';
 import { type Clock, CLOCK } from '../clock/clock';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { MetricsService } from '../metrics/metrics.service';
 import type { LogRecord } from '../reducer/reducer.types';
-import { type AppendItem, EventLog, type LoggedEvent } from './event-log';
+import { type AppendItem, EventLog, EventLogWriteError, type LoggedEvent } from './event-log';
 import { COMPACT_EVERY_MS, COMPACT_NAME } from './outbound.constants';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+/** While writes fail, the state dir is probed this often, so health returns without waiting for the next event. */
+export const WRITE_PROBE_MS = 5_000;
+const WRITE_PROBE_NAME = 'outbound-write-probe';
+/** A page: on a full file system even one byte needs a whole free block. */
+const WRITE_PROBE_BYTES = 4096;
+const WRITE_PROBE_FILE = 'events.log.probe';
+
+/** `/status` `eventLog`: can the agent make events durable right now. */
+export interface EventLogWriteHealth {
+  path: string;
+  /** First failed write of the current streak; null while writes work. */
+  failingSince: string | null;
+  failuresInStreak: number;
+  /** Failed writes (events and delivery marks) since start. */
+  failuresTotal: number;
+  /** The last failure, kept after writes work again; `cause` is the errno text, `message` the whole story. */
+  lastError: { message: string; cause: string; code: string | null; at: string } | null;
+  /** Why the log refuses every write until the agent restarts (a failed write could not be cut back); null when it does not. */
+  refusingWrites: string | null;
+}
 
 /**
  * The agent's event log, opened (and repaired) before anything else runs:
@@ -24,11 +47,18 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 export class EventLogService implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(EventLogService.name);
   private log!: EventLog;
+  private failingSince: Date | null = null;
+  private failuresInStreak = 0;
+  private failuresTotal = 0;
+  private lastError: EventLogWriteHealth['lastError'] = null;
+  private probing = false;
+  private stopped = false;
 
   constructor(
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
     @Inject(CLOCK) private readonly clock: Clock,
     private readonly scheduler: SchedulerRegistry,
+    private readonly metrics: MetricsService,
   ) {}
 
   private opening: Promise<void> | null = null;
@@ -84,16 +114,106 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     }
   }
 
-  append(batch: readonly AppendItem[]): Promise<void> {
-    return this.log.append(batch);
+  async append(batch: readonly AppendItem[]): Promise<void> {
+    await this.tracked(this.log.append(batch));
+    if (batch.length > 0) this.writesWork('an append');
   }
 
+  // A mark that fails is a failed write too; one that succeeds may have written nothing, so it clears nothing.
   markDelivered(rolloutId: string, seq: number, status: number): Promise<void> {
-    return this.log.markDelivered(rolloutId, seq, status);
+    return this.tracked(this.log.markDelivered(rolloutId, seq, status));
   }
 
   markRefused(rolloutId: string, seq: number, status: number, reason: string): Promise<void> {
-    return this.log.markRefused(rolloutId, seq, status, reason);
+    return this.tracked(this.log.markRefused(rolloutId, seq, status, reason));
+  }
+
+  /** Whether events can be made durable now; /status, /readyz, STATUS= and the metrics read it. */
+  writeHealth(): EventLogWriteHealth {
+    return {
+      path: this.log.path,
+      failingSince: this.failingSince?.toISOString() ?? null,
+      failuresInStreak: this.failuresInStreak,
+      failuresTotal: this.failuresTotal,
+      lastError: this.lastError && { ...this.lastError },
+      refusingWrites: this.log.refusingWrites,
+    };
+  }
+
+  /** One probe of the state dir: a write and an fdatasync beside the log. Public so tests can run it. */
+  async probeWrites(): Promise<boolean> {
+    const path = join(this.config.stateDir, WRITE_PROBE_FILE);
+    try {
+      const file = await open(path, 'w', 0o600);
+      try {
+        await file.write(Buffer.alloc(WRITE_PROBE_BYTES), 0, WRITE_PROBE_BYTES, 0);
+        await file.datasync();
+      } finally {
+        await file.close();
+      }
+      await unlink(path);
+    } catch {
+      await unlink(path).catch(() => undefined);
+      return false;
+    }
+    // A log that could not cut back a failed write stays refused whatever the disk does.
+    if (this.log.refusingWrites !== null) return false;
+    this.writesWork('a write probe');
+    return true;
+  }
+
+  private async tracked(write: Promise<void>): Promise<void> {
+    try {
+      await write;
+    } catch (err) {
+      // Only the disk's refusals: a refused batch (a reused seq) is the caller's bug, and says nothing of the disk.
+      if (err instanceof EventLogWriteError) this.writeFailed(err);
+      throw err;
+    }
+  }
+
+  private writeFailed(err: EventLogWriteError): void {
+    const at = this.clock.now();
+    const cause = causeText(err);
+    this.failuresTotal += 1;
+    this.failuresInStreak += 1;
+    this.lastError = { message: err.message, cause, code: err.code ?? null, at: at.toISOString() };
+    this.metrics.recordEventLogAppendFailure(at.getTime() / 1000);
+    if (this.failingSince !== null) return;
+    this.failingSince = at;
+    this.logger.error(
+      `event log ${this.log.path}: writes fail (${cause}); new events cannot be made durable, so none is sent and no rollout moves; status is DEGRADED until a write works again (probed every ${WRITE_PROBE_MS / 1000} s)`,
+    );
+    this.startProbing();
+  }
+
+  private writesWork(how: string): void {
+    if (this.failingSince === null) return;
+    this.logger.log(
+      `event log ${this.log.path}: ${how} worked again after ${this.failuresInStreak} failed write(s) since ${this.failingSince.toISOString()}; events are made durable again`,
+    );
+    this.failingSince = null;
+    this.failuresInStreak = 0;
+    this.stopProbing();
+  }
+
+  private startProbing(): void {
+    if (this.stopped || this.scheduler.doesExist('interval', WRITE_PROBE_NAME)) return;
+    const timer = setInterval(() => {
+      if (this.probing) return;
+      this.probing = true;
+      this.probeWrites()
+        .catch(() => false)
+        .finally(() => {
+          this.probing = false;
+        });
+    }, WRITE_PROBE_MS);
+    timer.unref();
+    this.scheduler.addInterval(WRITE_PROBE_NAME, timer);
+  }
+
+  private stopProbing(): void {
+    if (this.scheduler.doesExist('interval', WRITE_PROBE_NAME)) this.scheduler.deleteInterval(WRITE_PROBE_NAME);
   }
 
   pending(): LoggedEvent[] {
@@ -134,9 +254,17 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.stopped = true;
+    this.stopProbing();
     if (this.scheduler.doesExist('interval', COMPACT_NAME)) this.scheduler.deleteInterval(COMPACT_NAME);
     // Delivery marks are synced lazily; the events themselves already are.
     await this.log.flush();
     await this.log.close();
   }
+}
+
+/** The errno text under the log's own message; duck-typed, as fs errors may come from another realm. */
+function causeText(err: EventLogWriteError): string {
+  const cause = err.cause as { message?: unknown } | undefined;
+  return typeof cause?.message === 'string' ? cause.message : err.message;
 }

@@ -208,6 +208,11 @@ export class EventLog {
     return this.report;
   }
 
+  /** Why the log refuses every write until it is reopened; null while it takes writes. */
+  get refusingWrites(): string | null {
+    return this.broken;
+  }
+
   /** Opens (or creates) the log, cuts off a torn tail and skips corrupt records; see `openReport`. */
   static async open(opts: EventLogOptions): Promise<EventLog> {
     const fs = opts.fs ?? nodeLogFs;

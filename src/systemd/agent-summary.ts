@@ -6,7 +6,7 @@ import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { EventLogService } from '../outbound/event-log.service';
 import { TERMINAL_STATES } from '../protocol/rollout';
 import { ReducerService } from '../reducer/reducer.service';
-import { type AgentSnapshot, type ControlPlaneView, failureCause } from './notify.format';
+import { type AgentSnapshot, type ControlPlaneView, type EventLogFailingView, failureCause } from './notify.format';
 
 /** Reads what the STATUS= line says from the services that know it; no side effects. */
 @Injectable()
@@ -28,6 +28,7 @@ export class AgentSummary {
     return {
       phase,
       controlPlane: this.controlPlane(),
+      eventLogFailing: this.eventLogFailing(),
       pendingEvents,
       activeRollouts: Object.values(this.reducer.current().rollouts)
         .map((r) => r.state)
@@ -36,12 +37,20 @@ export class AgentSummary {
     };
   }
 
+  private eventLogFailing(): EventLogFailingView | null {
+    const h = this.eventLog.writeHealth();
+    if (h.failingSince === null) return null;
+    const forSecs = Math.max(0, (this.clock.now().getTime() - Date.parse(h.failingSince)) / 1000);
+    // The errno code is what fits a one-line STATUS=; /status has the whole message.
+    return { forSecs, cause: h.lastError?.code ?? h.lastError?.cause ?? null };
+  }
+
   private controlPlane(): ControlPlaneView {
     const readiness = this.health.readiness();
     const status = this.heartbeat.status();
     const cause = status.lastError === null ? null : failureCause(status.lastError.kind, status.lastError.message);
     const lastSuccessMono = this.heartbeat.progress().lastSuccessMono;
-    if (readiness.ok && lastSuccessMono !== null) {
+    if (readiness.reachable && lastSuccessMono !== null) {
       return {
         kind: 'ok',
         lastSuccessSecsAgo: (this.clock.monotonicMs() - lastSuccessMono) / 1000,

@@ -58,6 +58,7 @@ describe('statusLine', () => {
   const running = {
     phase: 'running' as const,
     controlPlane: { kind: 'ok' as const, lastSuccessSecsAgo: 12.7, failuresSince: 0, cause: null },
+    eventLogFailing: null,
     pendingEvents: 0,
     activeRollouts: [],
     notLive: [],
@@ -94,6 +95,19 @@ describe('statusLine', () => {
     const line = statusLine({ ...running, notLive: [{ name: 'heartbeat-job', detail: 'a heartbeat has been in flight for 20 s' }] });
     expect(line).toBe(
       'NOT LIVE, watchdog pings withheld: heartbeat-job: a heartbeat has been in flight for 20 s; heartbeat ok 12 s ago; no events pending',
+    );
+  });
+
+  it('says that event-log writes fail, for how long and why, before the control plane', () => {
+    expect(statusLine({ ...running, eventLogFailing: { forSecs: 185, cause: 'ENOSPC' }, pendingEvents: 2 })).toBe(
+      'DEGRADED: event log writes failing for 3 min (ENOSPC); heartbeat ok 12 s ago; 2 events pending',
+    );
+    expect(statusLine({ ...running, eventLogFailing: { forSecs: 0, cause: null } })).toBe(
+      'DEGRADED: event log writes failing for 0 s; heartbeat ok 12 s ago; no events pending',
+    );
+    const notLive = [{ name: 'reducer' as const, detail: '1 input(s) queued but none taken for 31 s' }];
+    expect(statusLine({ ...running, notLive, eventLogFailing: { forSecs: 5, cause: 'EIO' } })).toMatch(
+      /^NOT LIVE, watchdog pings withheld: reducer: .*; DEGRADED: event log writes failing for 5 s \(EIO\); heartbeat ok/,
     );
   });
 

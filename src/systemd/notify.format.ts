@@ -68,6 +68,8 @@ export type AgentSnapshot =
   | {
       phase: 'running';
       controlPlane: ControlPlaneView;
+      /** Set while event-log writes fail: new events cannot be made durable. */
+      eventLogFailing: EventLogFailingView | null;
       pendingEvents: number;
       /** States of the rollouts that are not over yet. */
       activeRollouts: readonly RolloutState[];
@@ -75,6 +77,12 @@ export type AgentSnapshot =
       notLive: readonly Pick<HealthCheck, 'name' | 'detail'>[];
     }
   | { phase: 'stopping' };
+
+export interface EventLogFailingView {
+  forSecs: number;
+  /** Short: the errno code, e.g. ENOSPC. */
+  cause: string | null;
+}
 
 export type ControlPlaneView =
   | { kind: 'ok'; lastSuccessSecsAgo: number; failuresSince: number; cause: string | null }
@@ -89,6 +97,11 @@ export function statusLine(s: AgentSnapshot): string {
       const parts: string[] = [];
       if (s.notLive.length > 0) {
         parts.push(`NOT LIVE, watchdog pings withheld: ${s.notLive.map((c) => `${c.name}: ${c.detail}`).join(', ')}`);
+      }
+      // First after liveness: it is what the line would otherwise hide behind "heartbeat ok".
+      if (s.eventLogFailing !== null) {
+        const cause = s.eventLogFailing.cause === null ? '' : ` (${s.eventLogFailing.cause})`;
+        parts.push(`DEGRADED: event log writes failing for ${duration(s.eventLogFailing.forSecs)}${cause}`);
       }
       parts.push(controlPlanePart(s.controlPlane), eventsPending(s.pendingEvents));
       const rollouts = rolloutsPart(s.activeRollouts);

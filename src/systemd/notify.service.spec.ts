@@ -14,7 +14,7 @@ import { AGENT_CONFIG } from '../config/config.constants';
 import { type HealthCheck, HealthService, type Liveness, type Readiness } from '../health/health.service';
 import { type HeartbeatProgress, HeartbeatService, type HeartbeatStatus } from '../heartbeat/heartbeat.service';
 import { BootGate } from '../lifecycle/boot-gate';
-import { EventLogService } from '../outbound/event-log.service';
+import { EventLogService, type EventLogWriteHealth } from '../outbound/event-log.service';
 import { ReducerService } from '../reducer/reducer.service';
 import type { ReducerState, RolloutEntry } from '../reducer/reducer.types';
 import { AgentSummary } from './agent-summary';
@@ -94,6 +94,7 @@ class FakeSystemd {
 interface World {
   checks: HealthCheck[];
   readiness: Readiness;
+  eventLog: EventLogWriteHealth;
   pending: number;
   rollouts: Record<string, RolloutEntry>;
 }
@@ -136,12 +137,15 @@ describe('NotifyService, against a real unix datagram socket', () => {
       checks: LIVE,
       readiness: {
         ok: true,
+        reachable: true,
         lastSuccessAt: clock.now().toISOString(),
         failingForSecs: null,
         consecutiveFailures: 0,
         lastError: null,
         thresholdSecs: 180,
+        eventLog: { writable: true, failingSince: null, lastError: null },
       },
+      eventLog: { path: '/state/events.log', failingSince: null, failuresInStreak: 0, failuresTotal: 0, lastError: null, refusingWrites: null },
       pending: 0,
       rollouts: {},
     };
@@ -167,6 +171,7 @@ describe('NotifyService, against a real unix datagram socket', () => {
         lastSuccessAt: world.readiness.lastSuccessAt,
         lastError: world.readiness.lastError === null ? null : { kind: 'http-status', message: world.readiness.lastError, at: '' },
         consecutiveFailures: world.readiness.consecutiveFailures,
+        failingSince: null,
         nextDueAt: null,
         lastReplayFrom: null,
         clockSkewSecs: null,
@@ -176,14 +181,17 @@ describe('NotifyService, against a real unix datagram socket', () => {
       progress: (): HeartbeatProgress => ({
         startedMono,
         lastAttemptMono: startedMono,
-        lastSuccessMono: world.readiness.ok ? startedMono : null,
+        lastSuccessMono: world.readiness.reachable ? startedMono : null,
         nextDueMono: startedMono + 60_000,
         inFlightSinceMono: null,
         intervalMs: 60_000,
         deadlineMs: 10_000,
       }),
     };
-    const eventLog = { stats: () => ({ pending: world.pending }) };
+    const eventLog: Pick<EventLogService, 'writeHealth'> & { stats: () => { pending: number } } = {
+      stats: () => ({ pending: world.pending }),
+      writeHealth: () => world.eventLog,
+    };
     const reducer: Pick<ReducerService, 'current'> = { current: (): ReducerState => ({ rollouts: world.rollouts }) };
 
     const logs = new CapturingLogger();
@@ -284,11 +292,36 @@ describe('NotifyService, against a real unix datagram socket', () => {
     await systemd.waitForCount(2);
     expect(await systemd.settle(() => notify.statusTick())).toEqual([]);
 
-    world.readiness = { ...world.readiness, ok: false, failingForSecs: 185, consecutiveFailures: 4, lastError: 'HTTP 503: unavailable' };
+    world.readiness = { ...world.readiness, ok: false, reachable: false, failingForSecs: 185, consecutiveFailures: 4, lastError: 'HTTP 503: unavailable' };
     world.pending = 4;
     expect(await systemd.settle(() => notify.statusTick())).toEqual([
       'STATUS=control plane unreachable for 3 min (HTTP 503); 4 events pending',
     ]);
+  });
+
+  it('says at once, first, that event-log writes fail, and stops saying it once they work', async () => {
+    const { notify, gate } = await start({ NOTIFY_SOCKET: systemd.path });
+    gate.open({ reachedControlPlane: true });
+    await systemd.waitForCount(2);
+
+    const since = clock.now().toISOString();
+    clock.advance(42_000);
+    const cause = 'ENOSPC: no space left on device, write';
+    world.eventLog = {
+      ...world.eventLog,
+      failingSince: since,
+      failuresInStreak: 2,
+      failuresTotal: 2,
+      lastError: { message: `event log /state/events.log: append of 1 event(s) failed (${cause})`, cause, code: 'ENOSPC', at: since },
+    };
+    world.readiness = { ...world.readiness, ok: false, eventLog: { writable: false, failingSince: since, lastError: cause } };
+    expect(await systemd.settle(() => notify.statusTick())).toEqual([
+      'STATUS=DEGRADED: event log writes failing for 42 s (ENOSPC); heartbeat ok 42 s ago; no events pending',
+    ]);
+
+    world.eventLog = { ...world.eventLog, failingSince: null, failuresInStreak: 0 };
+    world.readiness = { ...world.readiness, ok: true, eventLog: { writable: true, failingSince: null, lastError: null } };
+    expect(await systemd.settle(() => notify.statusTick())).toEqual(['STATUS=heartbeat ok 42 s ago; no events pending']);
   });
 
   it('sends STOPPING=1 when shutdown begins, then nothing more, and clears its timers', async () => {

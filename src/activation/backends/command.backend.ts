@@ -2,6 +2,7 @@ import type { CurrentSystemReader } from '../../recovery/current-system.reader';
 import { EX_TEMPFAIL, IN_TREE_SHUTDOWN_WAIT_MS } from '../activation.constants';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan } from '../activation.types';
 import { composeTail, describeEnd, runProcess } from './process-runner';
+import { missingDirectory, missingExecutable } from './prerequisites';
 import { failingPlan, resolveExisting } from './store-path';
 
 export interface CommandBackendOptions {
@@ -26,6 +27,15 @@ export class CommandBackend implements ActivationBackend {
     private readonly options: CommandBackendOptions,
     private readonly currentSystem: CurrentSystemReader,
   ) {}
+
+  async preflight(searchPath: string): Promise<string[]> {
+    const program = this.options.command[0] ?? '';
+    const found = await Promise.all([
+      program === '' ? 'the activation command is empty' : missingExecutable(program, searchPath, 'the activation command'),
+      missingDirectory(this.options.storeDir, 'the store dir'),
+    ]);
+    return found.filter((p): p is string => p !== null);
+  }
 
   async plan(closure: string): Promise<ActivationPlan> {
     const resolved = await resolveExisting(this.options.storeDir, closure);

@@ -5,6 +5,7 @@ import type { CurrentSystemReader } from '../../recovery/current-system.reader';
 import { DETACHED_SHUTDOWN_WAIT_MS } from '../activation.constants';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan } from '../activation.types';
 import { composeTail, describeEnd, runProcess } from './process-runner';
+import { missingDirectory, missingExecutable } from './prerequisites';
 import { failingPlan, resolveExisting } from './store-path';
 
 export interface NixosBackendOptions {
@@ -38,6 +39,16 @@ export class NixosBackend implements ActivationBackend {
     private readonly options: NixosBackendOptions,
     private readonly currentSystem: CurrentSystemReader,
   ) {}
+
+  async preflight(searchPath: string): Promise<string[]> {
+    const { nixEnv, systemdRun, storeDir } = this.options;
+    const found = await Promise.all([
+      missingExecutable(nixEnv, searchPath, 'sets the system profile'),
+      missingExecutable(systemdRun, searchPath, 'runs switch-to-configuration'),
+      missingDirectory(storeDir, 'the store dir'),
+    ]);
+    return found.filter((p): p is string => p !== null);
+  }
 
   async plan(closure: string): Promise<ActivationPlan> {
     const resolved = await resolveExisting(this.options.storeDir, closure);

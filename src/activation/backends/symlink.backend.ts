@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { errnoText } from '../../config/config.loader';
 import type { CurrentSystemReader } from '../../recovery/current-system.reader';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan } from '../activation.types';
+import { missingDirectory } from './prerequisites';
 import { failingPlan, resolveClosure } from './store-path';
 
 export interface SymlinkBackendOptions {
@@ -24,6 +25,11 @@ export class SymlinkBackend implements ActivationBackend {
     private readonly options: SymlinkBackendOptions,
     private readonly currentSystem: CurrentSystemReader,
   ) {}
+
+  async preflight(): Promise<string[]> {
+    const problem = await missingDirectory(this.options.storeDir, 'the store dir');
+    return problem === null ? [] : [problem];
+  }
 
   plan(closure: string): Promise<ActivationPlan> {
     const resolved = resolveClosure(this.options.storeDir, closure);

@@ -1,0 +1,238 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { freePort } from '../../dev/free-port';
+import { getFromAdmin } from '../../src/cli/admin-request';
+import { STATUS_EXIT } from '../../src/cli/status.command';
+import { testArgs } from '../support/agent-config';
+import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
+import { AGENT_MAIN, cleanEnv, killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
+import { parsePrometheusText } from '../support/prometheus';
+
+type Json = Record<string, unknown>;
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The built CLI, not spawnSync: the dev CP lives in this process and must keep answering meanwhile. */
+function runCli(args: string[]): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [AGENT_MAIN, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function until<T>(probe: () => Promise<T | null>, timeoutMs: number, what: string, agent: RunningAgent): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== null) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms (last error: ${String(last)}); agent output:\n${agent.output()}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function getText(port: number, path: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'GET', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function metric(port: number, name: string): Promise<number> {
+  const { text } = await getText(port, '/metrics');
+  const family = parsePrometheusText(text).find((f) => f.name === name);
+  const value = family?.metrics[0]?.value;
+  if (value === undefined) throw new Error(`${name} is not in /metrics`);
+  return Number(value);
+}
+
+describe('status tells the truth: the built agent, its CLI and the dev CP', () => {
+  let world: World;
+  let agent: RunningAgent | null = null;
+
+  beforeEach(async () => {
+    world = await makeWorld();
+  });
+  // Runs after the file-system case's own afterEach, so the tmpfs is gone before its dir is removed.
+  afterEach(async () => {
+    await killIfRunning(agent);
+    agent = null;
+    await world.close();
+  });
+
+  async function start(stateDir: string, extra: string[]): Promise<{ port: number; admin: string; status: () => Promise<Json> }> {
+    const port = await freePort();
+    const admin = `127.0.0.1:${port}`;
+    agent = startAgent([
+      ...testArgs({
+        pki: world.pki,
+        controlPlaneUrl: world.cp.url,
+        stateDir,
+        currentSystemPath: world.currentSystemPath,
+        extra: ['--activation-backend', 'symlink', '--store-dir', world.storeDir],
+      }),
+      '--admin-listen', admin,
+      ...extra,
+    ]);
+    const status = async (): Promise<Json> => (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Json;
+    const running = agent;
+    await until(async () => (((await status()).heartbeat as Json).lastSuccessAt === null ? null : true), 20_000, 'a first answered heartbeat', running);
+    return { port, admin, status };
+  }
+
+  describe('on a full file system', () => {
+    let mnt: string;
+
+    beforeEach(() => {
+      mnt = join(world.dir, 'tiny');
+      mkdirSync(mnt);
+      const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'tmpfs', mnt]);
+      if (mounted.status !== 0) throw new Error(`cannot mount a 128 KiB tmpfs at ${mnt} (needs root): ${mounted.stderr.toString()}`);
+    });
+    afterEach(async () => {
+      await killIfRunning(agent);
+      spawnSync('umount', [mnt]);
+    });
+
+    it('is DEGRADED with the cause and since when while appends fail, everywhere, and healthy again on its own once there is space', async () => {
+      const { port, admin, status } = await start(join(mnt, 'state'), ['--heartbeat-interval', '1']);
+      const running = agent as RunningAgent;
+      expect((await runCli(['status', '--admin-listen', admin])).code).toBe(STATUS_EXIT.healthy);
+
+      const filler = join(mnt, 'filler');
+      const { bavail, bsize } = statfsSync(mnt);
+      writeFileSync(filler, Buffer.alloc(bavail * bsize));
+      // The dispatch's DispatchAck is the append that fails.
+      world.cp.queueDispatch(world.pki.machineId, {
+        rollout_id: 'stable@a1b2c3d4',
+        target_closure: fakeClosure('web-01-26.11', 'b'),
+        soak_due_at: '2026-11-28T13:00:00.000Z',
+      });
+
+      const failing = await until(
+        async () => {
+          const s = await status();
+          return ((s.components as Json).eventLog as Json).state === 'failing' ? s : null;
+        },
+        20_000,
+        'the event log component failing',
+        running,
+      );
+      const eventLog = failing.eventLog as Json;
+      const since = eventLog.failingSince as string;
+      expect(since).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+      expect(eventLog).toMatchObject({
+        path: join(mnt, 'state', 'events.log'),
+        failuresInStreak: expect.any(Number),
+        lastError: { code: 'ENOSPC', cause: expect.stringMatching(/^ENOSPC: no space left on device/) },
+        refusingWrites: null,
+      });
+      expect((failing.components as Json).eventLog).toEqual({
+        state: 'failing',
+        detail: expect.stringMatching(/^writes to \S+events\.log fail \(\d+ in a row\): ENOSPC: no space left on device/),
+        since,
+      });
+      // The control plane is fine meanwhile: this is about the disk alone.
+      expect(((failing.components as Json).heartbeat as Json).state).toBe('ok');
+
+      const cli = await runCli(['status', '--admin-listen', admin]);
+      expect(cli).toMatchObject({ code: STATUS_EXIT.degraded, stderr: '' });
+      expect(cli.stdout).toMatch(/^\S+ \(nixfleet-agent .*\): DEGRADED: event log failing$/m);
+      expect(cli.stdout).toContain(`  event log     FAILING since ${since} (`);
+      expect(cli.stdout).toMatch(/event log {5}FAILING since .*: writes to \S+ fail \(\d+ in a row\): ENOSPC: no space left on device/);
+
+      expect(await metric(port, 'nixfleet_agent_event_log_append_failures_total')).toBeGreaterThan(0);
+      expect(await metric(port, 'nixfleet_agent_event_log_append_failing')).toBe(1);
+      expect(await metric(port, 'nixfleet_agent_event_log_last_append_failure_timestamp_seconds')).toBeGreaterThanOrEqual(Date.parse(since) / 1000);
+
+      const readyz = await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/readyz');
+      expect(readyz.status).toBe(503);
+      expect(readyz.body).toMatchObject({
+        status: 'event-log-failing',
+        reachable: true,
+        eventLog: { writable: false, failingSince: since, lastError: expect.stringMatching(/^ENOSPC/) },
+      });
+      // Liveness stays: a watchdog restart would free no space.
+      expect((await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/healthz')).status).toBe(200);
+
+      rmSync(filler);
+      const healed = await until(
+        async () => {
+          const s = await status();
+          return ((s.components as Json).eventLog as Json).state === 'ok' ? s : null;
+        },
+        20_000,
+        'the event log component ok again',
+        running,
+      );
+      expect(healed.eventLog).toMatchObject({ failingSince: null, failuresInStreak: 0, lastError: { code: 'ENOSPC' } });
+      const after = await runCli(['status', '--admin-listen', admin]);
+      expect(after).toMatchObject({ code: STATUS_EXIT.healthy, stderr: '' });
+      expect(after.stdout).toMatch(/: HEALTHY$/m);
+      expect(after.stdout).toMatch(/^ {2}event log {5}ok: appends work/m);
+      expect((await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/readyz')).status).toBe(200);
+      expect(await metric(port, 'nixfleet_agent_event_log_append_failing')).toBe(0);
+      expect(running.output()).toMatch(/a write probe worked again after \d+ failed write\(s\) since /);
+    });
+  });
+
+  it('says at once that the last heartbeat failed, why and since when, and stays healthy within 3 intervals', async () => {
+    const { admin, status } = await start(join(world.dir, 'state-hb'), ['--heartbeat-interval', '5']);
+    const running = agent as RunningAgent;
+    // Retry-After holds the next try back, so the failure is the last attempt while the CLI asks.
+    world.cp.respondNext('heartbeat', { status: 503, retryAfterSecs: 10, body: { error: 'maintenance' } });
+
+    const failed = await until(
+      async () => {
+        const s = await status();
+        return (s.heartbeat as Json).consecutiveFailures === 1 ? s : null;
+      },
+      20_000,
+      'a failed heartbeat',
+      running,
+    );
+    const heartbeat = failed.heartbeat as Json;
+    const since = heartbeat.failingSince as string;
+    expect(since).toBe((heartbeat.lastError as Json).at);
+    expect((failed.components as Json).heartbeat).toEqual({
+      state: 'warning',
+      detail: expect.stringMatching(/^the last attempt failed: HTTP 503.*maintenance.* \(1 failure\(s\) in a row\); last success \d+ s ago, unreachable after 15 s$/),
+      since,
+    });
+
+    const cli = await runCli(['status', '--admin-listen', admin]);
+    expect(cli).toMatchObject({ code: STATUS_EXIT.healthy, stderr: '' });
+    expect(cli.stdout).toMatch(/: HEALTHY$/m);
+    expect(cli.stdout).toMatch(
+      new RegExp(
+        `control plane \\S+ is reachable, last heartbeat \\d+ s ago; the last attempt FAILED: HTTP 503.*maintenance.* \\(1 failure\\(s\\) in a row, failing since ${since.replace(/\./g, '\\.')} \\(\\d+ s ago\\)\\)`,
+      ),
+    );
+    expect(cli.stdout).toContain(`  heartbeat     WARNING since ${since} (`);
+  });
+});
