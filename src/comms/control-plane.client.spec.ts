@@ -106,6 +106,20 @@ describe('ControlPlaneClient over real mutual TLS', () => {
     }
   });
 
+  it('says a reset before the TLS handshake finished is not about our certificate', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      cp.setResetConnections(true);
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure.kind).toBe('tls');
+      expect(!result.ok && result.failure.detail).toMatch(/^the connection was reset before the TLS handshake finished \(.*ECONNRESET.*\); no certificate was judged yet/);
+      expect(!result.ok && result.failure.detail).not.toMatch(/client certificate/);
+    } finally {
+      cp.setResetConnections(false);
+      await close();
+    }
+  });
+
   it('cuts a stalled call off at its deadline and says it timed out', async () => {
     const { client, close } = await clientFor(pki.client);
     try {

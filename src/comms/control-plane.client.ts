@@ -10,6 +10,7 @@ import { DispatchOrder } from '../protocol/dispatch.wire';
 import { PATH_DISPATCH, PATH_EVENTS, PATH_HEARTBEAT, TIMEOUTS } from '../protocol/protocol.constants';
 import { validateWire } from '../protocol/validate';
 import { classifyTransportError, type CpFailure, parseRetryAfter } from './cp-failure';
+import { tlsHandshakeDone } from './tls-agent';
 import { TlsAgentHolder } from './tls-agent.holder';
 
 export interface CpResponse<T> {
@@ -140,6 +141,7 @@ export class ControlPlaneClient {
         deadlineMs,
         deadlineHit: deadline.aborted,
         reusedSocket: request?.reusedSocket === true,
+        handshakeDone: tlsHandshakeDone(request?.socket),
       });
       return { ok: false, failure, headers: null };
     }

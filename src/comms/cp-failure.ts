@@ -70,10 +70,15 @@ export interface TransportContext {
   deadlineHit: boolean;
   /** Whether the request went out on a kept-alive connection (Node's `req.reusedSocket`). */
   reusedSocket: boolean;
+  /** Whether the connection got through its TLS handshake before it failed. */
+  handshakeDone: boolean;
 }
 
 /** Maps a transport-level error (the underlying Node error, not an HTTP status) to a failure. */
-export function classifyTransportError(err: unknown, { deadlineMs, deadlineHit, reusedSocket }: TransportContext): CpFailure {
+export function classifyTransportError(
+  err: unknown,
+  { deadlineMs, deadlineHit, reusedSocket, handshakeDone }: TransportContext,
+): CpFailure {
   const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = e.cause?.code ?? e.code ?? '';
   const message = e.cause?.message ?? e.message ?? String(err);
@@ -90,6 +95,13 @@ export function classifyTransportError(err: unknown, { deadlineMs, deadlineHit, 
   // done: a CP that refuses it just closes the fresh connection, and Node
   // reports a hang-up, not the alert. A kept-alive connection closing is
   // ordinary network trouble.
+  if (code === 'ECONNRESET' && !reusedSocket && !handshakeDone) {
+    // Neither side had judged a certificate yet: blaming ours would send the operator the wrong way.
+    return {
+      kind: 'tls',
+      detail: `the connection was reset before the TLS handshake finished (${message}); no certificate was judged yet, so the cause is on the way (a control plane restarting or overloaded, a proxy or firewall)`,
+    };
+  }
   if (code === 'ECONNRESET' && !reusedSocket) {
     return {
       kind: 'tls',

@@ -4,6 +4,13 @@ import type { TLSSocket } from 'node:tls';
 import { CONNECT_TIMEOUT_CODE } from './comms.constants';
 import type { TlsIdentity } from './identity';
 
+const handshaken = new WeakSet<object>();
+
+/** Whether a socket made by a ConnectTimeoutAgent finished its TLS handshake (our side verified the CP). */
+export function tlsHandshakeDone(socket: unknown): boolean {
+  return typeof socket === 'object' && socket !== null && handshaken.has(socket);
+}
+
 /**
  * An https.Agent whose connections must be up (TCP + TLS handshake) within
  * `connectTimeoutMs`. Node's agent has no connect timeout of its own, and the
@@ -28,7 +35,10 @@ export class ConnectTimeoutAgent extends https.Agent {
     }, this.connectTimeoutMs);
     timer.unref();
     const clear = (): void => clearTimeout(timer);
-    socket.once('secureConnect', clear);
+    socket.once('secureConnect', () => {
+      handshaken.add(socket);
+      clear();
+    });
     socket.once('close', clear);
     return socket;
   }
