@@ -107,7 +107,6 @@ describe('faults: the control plane goes away', () => {
     expect(rollout(after, ROLLOUT_B)).toMatchObject({ lastEventSeq: 4, lastDeliveredSeq: 4 });
     await eventually(async () => !(((await agent.status()).outbound as Json).replay as Json).running, 10_000, 'the replay finished');
 
-    process.stderr.write(agent.problems().join("\n"));
     expect(await agent.stop()).toBe(0);
   });
 });
