@@ -17,6 +17,9 @@ import { REPLAY_PORT, type ReplayPort } from './recovery.ports';
 
 export type ExchangeKind = 'boot-recovery' | 'heartbeat';
 
+/** A skew beyond this is said in the log (the `status` command warns from the same figure). */
+export const CLOCK_SKEW_WARN_SECS = 30;
+
 export interface ExchangeOutcome {
   ok: boolean;
   failure: CpFailure | null;
@@ -41,8 +44,12 @@ export interface ReplayFromRecord {
 @Injectable()
 export class HeartbeatExchange {
   private readonly logger = new Logger(HeartbeatExchange.name);
+  /** The clock's own context: an operator filters for it, and it is no fault of the exchange. */
+  private readonly clockLogger = new Logger('ClockSkew');
   private lastReplay: ReplayFromRecord | null = null;
   private skewSecs: number | null = null;
+  /** The skew last warned about; null while the clocks agree. */
+  private warnedSkewSecs: number | null = null;
   private lastClosure: string | null = null;
 
   constructor(
@@ -155,6 +162,21 @@ export class HeartbeatExchange {
     // to the second: compare the middle of that second with our midpoint.
     const ours = (sentAtMs + receivedAtMs) / 2;
     this.skewSecs = Math.round((cpMs + 500 - ours) / 100) / 10;
+    this.sayClockSkew(this.skewSecs);
+  }
+
+  /** Once when the clocks part (and again if the host's clock crosses to the CP's other side), once when they agree again. */
+  private sayClockSkew(skew: number): void {
+    const skewed = Math.abs(skew) >= CLOCK_SKEW_WARN_SECS;
+    if (skewed && (this.warnedSkewSecs === null || Math.sign(skew) !== Math.sign(this.warnedSkewSecs))) {
+      this.warnedSkewSecs = skew;
+      this.clockLogger.warn(
+        `this host's clock is ${Math.round(Math.abs(skew))} s ${skew < 0 ? 'ahead of' : 'behind'} the control plane's (by its Date header); heartbeats keep their cadence, but the times this agent reports are off by as much: check the host's time sync`,
+      );
+    } else if (!skewed && this.warnedSkewSecs !== null) {
+      this.warnedSkewSecs = null;
+      this.clockLogger.log(`this host's clock agrees with the control plane's again (within ${Math.round(Math.abs(skew))} s)`);
+    }
   }
 }
 
