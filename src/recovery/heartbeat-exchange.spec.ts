@@ -168,6 +168,22 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
     ]);
   });
 
+  it('takes no skew estimate from a call during which the wall clock stepped', async () => {
+    const { a, ex } = await exchange();
+    world.cp.respondNext('heartbeat', { headers: { Date: a.clock.now().toUTCString() } });
+    await ex.send('heartbeat', 10_000);
+    const before = ex.clockSkewSecs;
+    expect(Math.abs(before!)).toBeLessThanOrEqual(1);
+    // The wall clock jumps a day while the CP holds the answer: the midpoint would be half a day off.
+    world.cp.respondNext('heartbeat', { delayMs: 100, headers: { Date: a.clock.now().toUTCString() } });
+    const sent = ex.send('heartbeat', 10_000);
+    await world.cp.waitFor(() => world.cp.heartbeats.at(-1)?.scripted && world.cp.heartbeats.at(-1)?.status === null, 2000, 'the held heartbeat');
+    a.clock.stepWall(86_400_000);
+    await sent;
+    expect(ex.clockSkewSecs).toBe(before);
+    expect(a.logs.messages('warn', 'ClockSkew').filter((m) => /43\d\d\d s/.test(m))).toEqual([]);
+  });
+
   it('cuts the call at the deadline it is given', async () => {
     const { ex } = await exchange();
     world.cp.respondNext('heartbeat', { stall: true });

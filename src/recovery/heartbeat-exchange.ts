@@ -19,6 +19,8 @@ export type ExchangeKind = 'boot-recovery' | 'heartbeat';
 
 /** A skew beyond this is said in the log (the `status` command warns from the same figure). */
 export const CLOCK_SKEW_WARN_SECS = 30;
+/** Wall and monotonic time may disagree this much over one call before we call it a clock step. */
+const WALL_STEP_TOLERANCE_MS = 1_000;
 
 export interface ExchangeOutcome {
   ok: boolean;
@@ -89,10 +91,13 @@ export class HeartbeatExchange {
       last_event_seq_by_rollout: this.reducer.lastEventSeqByRollout(),
     };
     const sentAt = this.clock.now().getTime();
+    const sentMono = this.clock.monotonicMs();
     const result = await this.client.heartbeat(body, { deadlineMs, signal });
     const receivedAt = this.clock.now().getTime();
+    // A wall clock that stepped during the call would put our midpoint anywhere between its old and new time.
+    const stepped = Math.abs(receivedAt - sentAt - (this.clock.monotonicMs() - sentMono)) > WALL_STEP_TOLERANCE_MS;
     const headers = result.ok ? result.response.headers : result.headers;
-    if (headers) this.estimateSkew(headers['date'], sentAt, receivedAt);
+    if (headers && !stepped) this.estimateSkew(headers['date'], sentAt, receivedAt);
 
     if (!result.ok) {
       const retryAfterSecs =
