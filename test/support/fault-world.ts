@@ -21,7 +21,6 @@ export type Json = Record<string, unknown>;
 
 export const ROLLOUT_A = 'stable@a1b2c3d4';
 export const ROLLOUT_B = 'stable@b2c3d4e5';
-export const ROLLOUT_C = 'canary@c3d4e5f6';
 
 /** A PKI in its own dir, for worlds that share it (each world's dir goes when the world closes). */
 export async function makeSharedPki(): Promise<{ pki: Pki; remove(): void }> {
