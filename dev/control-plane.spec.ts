@@ -376,10 +376,73 @@ describe('DevControlPlane', () => {
       expect(cp!.eventPosts.map((p) => p.status)).toEqual([503, 503, 204, 204]);
     });
 
-    it('applies a script even to a request the CP would refuse', async () => {
+    it('sends Retry-After as an HTTP date the given seconds after the answer', async () => {
+      await start();
+      cp!.respondNext('heartbeat', { status: 503, retryAfterDateInSecs: 30 });
+      const before = Date.now();
+      const res = await heartbeat();
+      expect(res.status).toBe(503);
+      const at = Date.parse(String(res.headers['retry-after']));
+      expect(String(res.headers['retry-after'])).toMatch(/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+      // An HTTP date has whole seconds.
+      expect(at).toBeGreaterThanOrEqual(before + 29_000);
+      expect(at).toBeLessThanOrEqual(Date.now() + 30_000);
+    });
+
+    it('cuts a response after some body bytes, the status and full Content-Length already sent', async () => {
+      await start();
+      cp!.respondNext('heartbeat', { status: 200, body: { received_at: null, bootstrap_rollouts: [] }, cutAfterBytes: 5 });
+      const failed = await heartbeat().catch((err: unknown) => err);
+      expect(failed).toMatchObject({ code: 'ECONNRESET' });
+      expect(cp!.heartbeats[0]).toMatchObject({ status: 200, cut: true });
+      expect((await heartbeat()).status).toBe(200);
+    });
+
+    it('cuts a body-less answer before its status line, after acting on the request', async () => {
+      await start();
+      cp!.respondNext('events', { cutAfterBytes: 0 });
+      const failed = await postEvent(envelope(1)).catch((err: unknown) => err);
+      expect(failed).toMatchObject({ code: 'ECONNRESET' });
+      expect(cp!.eventPosts[0]).toMatchObject({ status: null, cut: true, outcome: 'stored' });
+      expect(cp!.events('web-01').map((e) => e.seq)).toEqual([1]);
+      // The client's resend is the duplicate it is.
+      expect((await postEvent(envelope(1))).status).toBe(204);
+      expect(cp!.eventPosts[1]).toMatchObject({ status: 204, outcome: 'duplicate' });
+    });
+
+        it('applies a script even to a request the CP would refuse', async () => {
       await start();
       cp!.respondNext('heartbeat', { status: 200, body: { received_at: null } });
       expect((await heartbeat({}, undefined, { protocol: '9' })).status).toBe(200);
+    });
+  });
+
+  describe('outages', () => {
+    it('goes offline (connects refused, open requests cut) and comes back on the same port with its state', async () => {
+      await start();
+      await postEvent(envelope(1));
+      cp!.respondNext('heartbeat', { stall: true });
+      const stalled = heartbeat({}, undefined, { timeoutMs: 3000 }).catch((err: unknown) => err);
+      await cp!.waitFor(() => cp!.heartbeats.length === 1, 2000, 'the stalled heartbeat');
+      const url = cp!.url;
+      await cp!.goOffline();
+      expect(await stalled).toMatchObject({ code: 'ECONNRESET' });
+      expect(await heartbeat().catch((err: unknown) => err)).toMatchObject({ code: 'ECONNREFUSED' });
+
+      await cp!.comeBackOnline();
+      expect(cp!.url).toBe(url);
+      expect((await heartbeat()).status).toBe(200);
+      expect(cp!.events('web-01').map((e) => e.seq)).toEqual([1]);
+    });
+
+    it('resets new connections before the TLS handshake while told to', async () => {
+      await start();
+      cp!.setResetConnections(true);
+      expect(await heartbeat().catch((err: unknown) => err)).toMatchObject({ code: 'ECONNRESET' });
+      expect(cp!.resets).toHaveLength(1);
+      expect(cp!.heartbeats).toHaveLength(0);
+      cp!.setResetConnections(false);
+      expect((await heartbeat()).status).toBe(200);
     });
   });
 

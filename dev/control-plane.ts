@@ -65,6 +65,15 @@ export interface ScriptedResponse {
   /** Omit Content-Length, so the body goes out chunked and its size is undeclared. */
   chunked?: boolean;
   retryAfterSecs?: number;
+  /** `Retry-After` in its HTTP-date form: this many seconds after the answer is written. */
+  retryAfterDateInSecs?: number;
+  /**
+   * Cut the connection mid-response: the status line and headers (declaring
+   * the whole body) go out, then only this many body bytes. A body-less answer
+   * (a 204 to an event) is cut before its status line. The CP has acted by
+   * then (an event is stored): the client just never hears so.
+   */
+  cutAfterBytes?: number;
 }
 
 export interface ReceivedRequest {
@@ -81,12 +90,14 @@ export interface ReceivedRequest {
   raw: string;
   /** Parsed JSON; undefined when absent or not JSON. */
   body: unknown;
-  /** null until answered; stays null when never answered (stall, client gone). */
+  /** null until answered; stays null when never answered (stall, client gone, a body-less answer cut). */
   status: number | null;
   /** Answered by a respondNext/setDefault script. */
   scripted: boolean;
   /** Events only: what the CP did with an accepted envelope. */
   outcome?: 'stored' | 'duplicate';
+  /** The answer was cut off by a `cutAfterBytes` script. */
+  cut?: true;
 }
 
 /** An accepted event, as the CP holds it. */
@@ -149,6 +160,8 @@ export class DevControlPlane {
   readonly dispatchPolls: ReceivedRequest[] = [];
   /** TLS handshakes the CP refused (untrusted client cert, no cert, ...). */
   readonly tlsRejections: { at: Date; reason: string }[] = [];
+  /** TCP connections reset before any TLS byte, while setResetConnections(true) holds. */
+  readonly resets: Date[] = [];
 
   private readonly server: https.Server;
   private readonly sockets = new Set<net.Socket>();
@@ -167,9 +180,13 @@ export class DevControlPlane {
   private waiters = new Map<string, PollWaiter[]>();
   private bootstrap = new Map<string, unknown[]>();
   private wiped = false;
+  private resetConnections = false;
+  private offline = false;
   private closed = false;
   private closing: Promise<void> | null = null;
   private url_ = '';
+  private host = '';
+  private port = 0;
 
   private constructor(private readonly opts: DevCpOptions) {
     this.server = https.createServer({
@@ -180,6 +197,12 @@ export class DevControlPlane {
       rejectUnauthorized: true,
     });
     this.server.on('connection', (socket: net.Socket) => {
+      if (this.resetConnections) {
+        // An RST where the client waits for the ServerHello: a middlebox or a CP process dying mid-accept.
+        this.resets.push(this.now());
+        socket.resetAndDestroy();
+        return;
+      }
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));
     });
@@ -211,8 +234,41 @@ export class DevControlPlane {
       });
     });
     const address = cp.server.address() as net.AddressInfo;
+    cp.host = host;
+    cp.port = address.port;
     cp.url_ = `https://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
     return cp;
+  }
+
+  /**
+   * The CP goes away as a crashed or restarting process does: the port stops
+   * accepting (connects are refused) and every open connection is destroyed.
+   * Its state stays, as a CP that restarts with its database keeps it.
+   */
+  async goOffline(): Promise<void> {
+    if (this.offline || this.closed) return;
+    this.offline = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
+  }
+
+  /** Listens again on the same host and port, with the state it had. */
+  async comeBackOnline(): Promise<void> {
+    if (!this.offline || this.closed) return;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, this.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.offline = false;
+  }
+
+  /** While on, every new TCP connection is reset before the TLS handshake (see `resets`). */
+  setResetConnections(on: boolean): void {
+    this.resetConnections = on;
   }
 
   /** `https://<host>:<port>`, no trailing slash. */
@@ -405,6 +461,9 @@ export class DevControlPlane {
     if (script) {
       const headers = { ...answer.headers };
       if (script.retryAfterSecs !== undefined) headers['Retry-After'] = String(script.retryAfterSecs);
+      if (script.retryAfterDateInSecs !== undefined) {
+        headers['Retry-After'] = new Date(this.now().getTime() + script.retryAfterDateInSecs * 1000).toUTCString();
+      }
       answer = { ...answer, headers: { ...headers, ...script.headers } };
     }
     this.write(res, rec, answer, script);
@@ -578,6 +637,12 @@ export class DevControlPlane {
     const payload = encodeBody(answer.body);
     if (payload !== null) res.setHeader('Content-Type', 'application/json');
     for (const [name, value] of Object.entries(answer.headers ?? {})) res.setHeader(name, value);
+    const cut = script?.cutAfterBytes;
+    if (cut !== undefined) rec.cut = true;
+    if (cut !== undefined && (payload === null || answer.status === 204 || answer.status === 304)) {
+      res.destroy();
+      return;
+    }
     rec.status = answer.status;
     if (payload === null || answer.status === 204 || answer.status === 304) {
       res.writeHead(answer.status);
@@ -585,6 +650,13 @@ export class DevControlPlane {
       return;
     }
     if (!script?.chunked) res.setHeader('Content-Length', payload.length);
+    if (cut !== undefined) {
+      res.writeHead(answer.status);
+      res.flushHeaders();
+      // The partial body must reach the wire before the connection goes.
+      res.write(payload.subarray(0, cut), () => res.destroy());
+      return;
+    }
     const pace = script?.dribbleBytesEveryMs;
     if (pace === undefined) {
       res.writeHead(answer.status);

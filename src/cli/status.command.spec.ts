@@ -438,6 +438,13 @@ describe('summarize', () => {
     expect(text).toContain('  closure       not known (the current-system link is unreadable)');
   });
 
+  it('says which way the host clock is off: clockSkewSecs is how far the CP is ahead', () => {
+    const cpBehind = withBlock('heartbeat', { clockSkewSecs: -45 });
+    expect(summarize(cpBehind, assess(cpBehind, READY, NOW), NOW)).toContain("warning: this host's clock is 45 s ahead of the control plane's");
+    const cpAhead = withBlock('heartbeat', { clockSkewSecs: 90 });
+    expect(summarize(cpAhead, assess(cpAhead, READY, NOW), NOW)).toContain("warning: this host's clock is 90 s behind the control plane's");
+  });
+
   it('ends with one line per warning', () => {
     const status = withBlock('outbound', { refused: 1 });
     const text = summarize(status, assess(status, READY, NOW), NOW);

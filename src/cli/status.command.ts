@@ -471,7 +471,8 @@ function warningText(w: Warning): string {
     case 'activation-failed':
       return `the last ${w.activation}${w.rolloutId === null ? '' : ` of ${w.rolloutId}`} failed${w.exitCode === null ? '' : ` (exit code ${w.exitCode})`}${w.detail ? `: ${w.detail}` : ''}`;
     case 'clock-skew':
-      return `this host's clock is ${Math.abs(w.secs)} s ${w.secs > 0 ? 'ahead of' : 'behind'} the control plane's`;
+      // clockSkewSecs is how far the CP's clock is ahead of ours.
+      return `this host's clock is ${Math.abs(w.secs)} s ${w.secs > 0 ? 'behind' : 'ahead of'} the control plane's`;
     case 'certificate-not-yet-valid':
       return `the client certificate is not valid yet${w.notBefore === null ? '' : ` (from ${w.notBefore})`}; check this host's clock`;
     case 'certificate-reload-failed':

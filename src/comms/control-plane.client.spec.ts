@@ -12,6 +12,7 @@ import type { HeartbeatRequest } from '../protocol/heartbeat.wire';
 import { AGENT_VERSION } from '../version';
 import { CommsModule } from './comms.module';
 import { ControlPlaneClient } from './control-plane.client';
+import { describeFailure } from './cp-failure';
 import { loadIdentity } from './identity';
 import { buildTlsAgent } from './tls-agent';
 
@@ -197,6 +198,20 @@ describe('ControlPlaneClient over real mutual TLS', () => {
     }
   });
 
+  it('says a reset before the TLS handshake finished is not about our certificate', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      cp.setResetConnections(true);
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure.kind).toBe('tls');
+      expect(!result.ok && result.failure.detail).toMatch(/^the connection was reset during the TLS handshake, before the control plane presented a certificate \(.*ECONNRESET/);
+      expect(!result.ok && result.failure.detail).not.toMatch(/refused our client certificate/);
+    } finally {
+      cp.setResetConnections(false);
+      await close();
+    }
+  });
+
   it('cuts a stalled call off at its deadline and says it timed out', async () => {
     const { client, close } = await clientFor(pki.client);
     try {
@@ -255,12 +270,18 @@ describe('ControlPlaneClient over real mutual TLS', () => {
     }
   });
 
-  it('classifies a 503 with Retry-After, and a 200 whose body is not the protocol as a bad body', async () => {
+  it('classifies a 503 with Retry-After (naming one it cannot read), and a 200 whose body is not the protocol as a bad body', async () => {
     const { client, close } = await clientFor(pki.client);
     try {
       cp.respondNext('heartbeat', { status: 503, retryAfterSecs: 17 });
       const busy = await client.heartbeat(body());
       expect(!busy.ok && busy.failure).toMatchObject({ kind: 'http-status', status: 503, retryAfterSecs: 17 });
+      expect(!busy.ok && busy.failure).not.toHaveProperty('unusableRetryAfter');
+
+      cp.respondNext('heartbeat', { status: 503, headers: { 'Retry-After': 'in a bit' } });
+      const garbled = await client.heartbeat(body());
+      expect(!garbled.ok && garbled.failure).toMatchObject({ kind: 'http-status', status: 503, retryAfterSecs: null, unusableRetryAfter: 'in a bit' });
+      expect(!garbled.ok && describeFailure(garbled.failure)).toMatch(/; its Retry-After "in a bit" is neither seconds nor an HTTP date, ignored$/);
 
       cp.respondNext('heartbeat', { status: 200, body: '<html>proxy error</html>' });
       const html = await client.heartbeat(body());

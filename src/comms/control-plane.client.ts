@@ -148,12 +148,12 @@ export class ControlPlaneClient {
   }
 
   statusFailure(answer: RawAnswer): { ok: false; failure: CpFailure; headers: Record<string, string> } {
-    const retryAfterSecs = parseRetryAfter(answer.headers['retry-after'], this.clock.now());
-    return {
-      ok: false,
-      failure: { kind: 'http-status', status: answer.status, retryAfterSecs, detail: snippet(answer.text) },
-      headers: answer.headers,
-    };
+    const rawRetryAfter = answer.headers['retry-after'];
+    const retryAfterSecs = parseRetryAfter(rawRetryAfter, this.clock.now());
+    const failure: Extract<CpFailure, { kind: 'http-status' }> = { kind: 'http-status', status: answer.status, retryAfterSecs, detail: snippet(answer.text) };
+    // A CP that means "wait" but says it wrongly should be told so, not silently overruled by the backoff.
+    if (rawRetryAfter !== undefined && retryAfterSecs === null) failure.unusableRetryAfter = snippet(rawRetryAfter, 40);
+    return { ok: false, failure, headers: answer.headers };
   }
 }
 
@@ -175,8 +175,8 @@ export function parseJson(text: string): { ok: true; value: unknown } | { ok: fa
 }
 
 /** Enough of an error body to say what the CP meant, never a whole page. */
-function snippet(text: string): string {
+function snippet(text: string, max = 200): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   if (flat === '') return 'no body';
-  return flat.length > 200 ? `${flat.slice(0, 197)}...` : flat;
+  return flat.length > max ? `${flat.slice(0, max - 3)}...` : flat;
 }

@@ -8,7 +8,14 @@ export type CpFailure =
   | { kind: 'timeout'; detail: string }
   | { kind: 'network'; detail: string }
   | { kind: 'aborted'; detail: string }
-  | { kind: 'http-status'; detail: string; status: number; retryAfterSecs: number | null }
+  | {
+      kind: 'http-status';
+      detail: string;
+      status: number;
+      retryAfterSecs: number | null;
+      /** A `Retry-After` that is neither delta-seconds nor an HTTP date: ignored, but said. */
+      unusableRetryAfter?: string;
+    }
   | { kind: 'bad-body'; detail: string; status: number | null };
 
 export type CpFailureKind = CpFailure['kind'];
@@ -26,7 +33,11 @@ export function describeFailure(f: CpFailure): string {
     case 'aborted':
       return `aborted: ${f.detail}`;
     case 'http-status':
-      return `HTTP ${f.status}: ${f.detail}`;
+      return `HTTP ${f.status}: ${f.detail}${
+        f.unusableRetryAfter === undefined
+          ? ''
+          : `; its Retry-After "${f.unusableRetryAfter}" is neither seconds nor an HTTP date, ignored`
+      }`;
     case 'bad-body':
       return `bad response body${f.status === null ? '' : ` (HTTP ${f.status})`}: ${f.detail}`;
     default: {

@@ -75,6 +75,19 @@ describe('loadConfig', () => {
     });
   });
 
+  it('says one thing of an --activation-command that is not a JSON argv, and another of an empty one', () => {
+    const problems = (value: string): string[] => {
+      const result = loadConfig({ argv: [...required, '--activation-backend', 'command', '--activation-command', value], env: {}, stdoutIsTty: false });
+      return result.kind === 'invalid' ? result.problems : [];
+    };
+    const prefix = 'config error: --activation-command (env NIXFLEET_AGENT_ACTIVATION_COMMAND, file key "activationCommand"): ';
+    expect(problems('/bin/activate {closure}')).toEqual([
+      `${prefix}must be a JSON array of strings, e.g. ["/usr/local/bin/activate", "{closure}"], got "/bin/activate {closure}" from --activation-command`,
+    ]);
+    expect(problems('[]')).toEqual([`${prefix}must name a program, got []`]);
+    expect(problems('["/bin/activate"]')).toEqual([`${prefix}must contain the {closure} placeholder in some argument`]);
+  });
+
   it('refuses a --config file that is not JSON, naming the file', () => {
     const file = join(dir, 'broken.json');
     writeFileSync(file, '{ "heartbeatInterval": ');

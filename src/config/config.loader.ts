@@ -146,7 +146,9 @@ export function loadConfig(input: LoadInput): LoadResult {
       settingProblem(missing, `must be set together with ${flagOf(given)}; a client certificate needs its key and the other way round`),
     );
   }
-  if (settings.activationBackend === 'command') {
+  if (Array.isArray(settings.activationCommand) && settings.activationCommand.length === 0) {
+    problems.push(settingProblem('activationCommand', 'must name a program, got []'));
+  } else if (settings.activationBackend === 'command') {
     if (settings.activationCommand === undefined) {
       problems.push(settingProblem('activationCommand', 'is required with --activation-backend command'));
     } else if (Array.isArray(settings.activationCommand) && !settings.activationCommand.some((a) => a.includes('{closure}'))) {

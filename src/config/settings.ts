@@ -1,5 +1,4 @@
 import {
-  ArrayNotEmpty,
   IsArray,
   IsBoolean,
   IsIn,
@@ -101,8 +100,8 @@ export class Settings {
   activationBackend!: ActivationBackendName;
 
   @IsOptional()
+  // Empty is checked by the loader: here it would also be said of a value that is no array at all.
   @IsArray({ message: 'must be a JSON array of strings, e.g. ["/usr/local/bin/activate", "{closure}"]' })
-  @ArrayNotEmpty({ message: 'must name a program' })
   @IsString({ each: true, message: 'must hold only strings' })
   activationCommand?: string[];
 

@@ -189,6 +189,47 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
     expect(Math.abs(ex.clockSkewSecs! - -300)).toBeLessThanOrEqual(1);
   });
 
+  it('warns once when the clocks part, again when the host crosses to the other side, and says when they agree again', async () => {
+    const { a, ex } = await exchange();
+    const cpAt = (offsetSecs: number) => ({ headers: { Date: new Date(a.clock.now().getTime() + offsetSecs * 1000).toUTCString() } });
+    // The harness's fake clock is days off the CP's real one: start from agreement.
+    world.cp.respondNext('heartbeat', cpAt(0));
+    await ex.send('heartbeat', 10_000);
+    const before = a.logs.messages('warn', 'ClockSkew').length;
+    const infoBefore = a.logs.messages('log', 'ClockSkew').length;
+    const warnings = () => a.logs.messages('warn', 'ClockSkew').slice(before);
+    world.cp.respondNext('heartbeat', cpAt(-3600));
+    world.cp.respondNext('heartbeat', cpAt(-3601));
+    await ex.send('heartbeat', 10_000);
+    await ex.send('heartbeat', 10_000);
+    expect(warnings()).toEqual([expect.stringMatching(/^this host's clock is 360\d s ahead of the control plane's \(by its Date header\)/)]);
+    world.cp.respondNext('heartbeat', cpAt(600));
+    await ex.send('heartbeat', 10_000);
+    expect(warnings()[1]).toMatch(/^this host's clock is 60\d s behind the control plane's/);
+    world.cp.respondNext('heartbeat', cpAt(0));
+    await ex.send('heartbeat', 10_000);
+    expect(warnings()).toHaveLength(2);
+    expect(a.logs.messages('log', 'ClockSkew').slice(infoBefore)).toEqual([
+      expect.stringMatching(/^this host's clock agrees with the control plane's again \(within \d s\)$/),
+    ]);
+  });
+
+  it('takes no skew estimate from a call during which the wall clock stepped', async () => {
+    const { a, ex } = await exchange();
+    world.cp.respondNext('heartbeat', { headers: { Date: a.clock.now().toUTCString() } });
+    await ex.send('heartbeat', 10_000);
+    const before = ex.clockSkewSecs;
+    expect(Math.abs(before!)).toBeLessThanOrEqual(1);
+    // The wall clock jumps a day while the CP holds the answer: the midpoint would be half a day off.
+    world.cp.respondNext('heartbeat', { delayMs: 100, headers: { Date: a.clock.now().toUTCString() } });
+    const sent = ex.send('heartbeat', 10_000);
+    await world.cp.waitFor(() => world.cp.heartbeats.at(-1)?.scripted && world.cp.heartbeats.at(-1)?.status === null, 2000, 'the held heartbeat');
+    a.clock.stepWall(86_400_000);
+    await sent;
+    expect(ex.clockSkewSecs).toBe(before);
+    expect(a.logs.messages('warn', 'ClockSkew').filter((m) => /43\d\d\d s/.test(m))).toEqual([]);
+  });
+
   it('cuts the call at the deadline it is given', async () => {
     const { ex } = await exchange();
     world.cp.respondNext('heartbeat', { stall: true });

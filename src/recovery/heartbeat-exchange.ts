@@ -19,6 +19,10 @@ export type ExchangeKind = 'boot-recovery' | 'heartbeat';
 
 /** Statuses that say the CP refuses who we are or the protocol we speak (PROTOCOL §6 treats them alike). */
 const IDENTITY_REFUSED: ReadonlySet<number> = new Set([401, 403, 426]);
+/** A skew beyond this is said in the log (the `status` command warns from the same figure). */
+export const CLOCK_SKEW_WARN_SECS = 30;
+/** Wall and monotonic time may disagree this much over one call before we call it a clock step. */
+const WALL_STEP_TOLERANCE_MS = 1_000;
 
 export interface ExchangeOutcome {
   ok: boolean;
@@ -45,8 +49,12 @@ export interface ReplayFromRecord {
 @Injectable()
 export class HeartbeatExchange {
   private readonly logger = new Logger(HeartbeatExchange.name);
+  /** The clock's own context: an operator filters for it, and it is no fault of the exchange. */
+  private readonly clockLogger = new Logger('ClockSkew');
   private lastReplay: ReplayFromRecord | null = null;
   private skewSecs: number | null = null;
+  /** The skew last warned about; null while the clocks agree. */
+  private warnedSkewSecs: number | null = null;
   private lastClosure: string | null = null;
 
   constructor(
@@ -86,10 +94,13 @@ export class HeartbeatExchange {
       last_event_seq_by_rollout: this.reducer.lastEventSeqByRollout(),
     };
     const sentAt = this.clock.now().getTime();
+    const sentMono = this.clock.monotonicMs();
     const result = await this.client.heartbeat(body, { deadlineMs, signal });
     const receivedAt = this.clock.now().getTime();
+    // A wall clock that stepped during the call would put our midpoint anywhere between its old and new time.
+    const stepped = Math.abs(receivedAt - sentAt - (this.clock.monotonicMs() - sentMono)) > WALL_STEP_TOLERANCE_MS;
     const headers = result.ok ? result.response.headers : result.headers;
-    if (headers) this.estimateSkew(headers['date'], sentAt, receivedAt);
+    if (headers && !stepped) this.estimateSkew(headers['date'], sentAt, receivedAt);
 
     if (!result.ok) {
       const retryAfterSecs =
@@ -184,6 +195,21 @@ export class HeartbeatExchange {
     // to the second: compare the middle of that second with our midpoint.
     const ours = (sentAtMs + receivedAtMs) / 2;
     this.skewSecs = Math.round((cpMs + 500 - ours) / 100) / 10;
+    this.sayClockSkew(this.skewSecs);
+  }
+
+  /** Once when the clocks part (and again if the host's clock crosses to the CP's other side), once when they agree again. */
+  private sayClockSkew(skew: number): void {
+    const skewed = Math.abs(skew) >= CLOCK_SKEW_WARN_SECS;
+    if (skewed && (this.warnedSkewSecs === null || Math.sign(skew) !== Math.sign(this.warnedSkewSecs))) {
+      this.warnedSkewSecs = skew;
+      this.clockLogger.warn(
+        `this host's clock is ${Math.round(Math.abs(skew))} s ${skew < 0 ? 'ahead of' : 'behind'} the control plane's (by its Date header); heartbeats keep their cadence, but the times this agent reports are off by as much: check the host's time sync`,
+      );
+    } else if (!skewed && this.warnedSkewSecs !== null) {
+      this.warnedSkewSecs = null;
+      this.clockLogger.log(`this host's clock agrees with the control plane's again (within ${Math.round(Math.abs(skew))} s)`);
+    }
   }
 }
 

@@ -31,9 +31,10 @@ export interface World {
   close(): Promise<void>;
 }
 
-export async function makeWorld(cpOptions: Partial<DevCpOptions> = {}): Promise<World> {
+/** `pki`: reuse one PKI across several worlds (each still gets its own CP and dir). */
+export async function makeWorld(cpOptions: Partial<DevCpOptions> = {}, shared: { pki?: Pki } = {}): Promise<World> {
   const dir = mkdtempSync(join(tmpdir(), 'nfa-world-'));
-  const pki = await makePki(join(dir, 'pki'));
+  const pki = shared.pki ?? (await makePki(join(dir, 'pki')));
   const cp = await DevControlPlane.start({ pki, ...cpOptions });
   const currentSystemPath = join(dir, 'current-system');
   const storeDir = join(dir, 'store');
