@@ -117,7 +117,7 @@ describe('faults: no key material in any output', () => {
 
     // The run did go through the faults it claims to.
     const said = outputs['agent stdout+stderr'];
-    for (const fault of [/reset before the TLS handshake/, /HTTP 500/, /Retry-After .{0,2}whenever/, /connection failed mid-request/, /event delivery paused: HTTP 401/, /does not belong to the certificate/]) {
+    for (const fault of [/reset during the TLS handshake/, /HTTP 500/, /Retry-After .{0,2}whenever/, /connection failed mid-request/, /event delivery paused: HTTP 401/, /does not belong to the certificate/]) {
       expect(said).toMatch(fault);
     }
 
