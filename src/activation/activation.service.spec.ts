@@ -1,7 +1,8 @@
 import { Test, type TestingModule } from '@nestjs/testing';
-import { CapturingLogger, fakeClosure } from '../../test/support/agent-harness';
+import { CapturingLogger, fakeClosure, FixedRandom } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
 import { CLOCK } from '../clock/clock';
+import { RANDOM } from '../clock/random';
 import type { ActivationBackendName } from '../config/settings';
 import { MetricsModule } from '../metrics/metrics.module';
 import type { EffectOf } from '../reducer/reducer.ports';
@@ -131,6 +132,7 @@ describe('ActivationService', () => {
         ActivationService,
         { provide: ACTIVATION_BACKEND, useValue: backend },
         { provide: CLOCK, useValue: clock },
+        { provide: RANDOM, useValue: new FixedRandom() },
         { provide: ReducerService, useValue: reducer },
         // Never opened here: resuming after a restart has its own e2e test.
         BootGate,

@@ -8,6 +8,7 @@ import {
 } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { type Clock, CLOCK } from '../clock/clock';
+import { RANDOM, type RandomSource } from '../clock/random';
 import type { ActivationBackendName } from '../config/settings';
 import { BootGate } from '../lifecycle/boot-gate';
 import { MetricsService } from '../metrics/metrics.service';
@@ -15,6 +16,7 @@ import { CurrentSystemReader } from '../recovery/current-system.reader';
 import type { EffectOf, FireRollbackPort, FireSwitchPort } from '../reducer/reducer.ports';
 import { describeInput, ReducerService } from '../reducer/reducer.service';
 import type { ReducerInput } from '../reducer/reducer.types';
+import { submitUntilDurable } from '../reducer/submit-until-durable';
 import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
 import type {
   ActivationBackend,
@@ -50,6 +52,8 @@ export class ActivationService
   private running: ActivationStatus['running'] = null;
   private lastResult: ActivationStatus['lastResult'] = null;
   private closed = false;
+  /** Aborted when shutdown begins: ends the wait of an outcome the disk would not take. */
+  private readonly stopping = new AbortController();
   private reducerRef: ReducerService | null = null;
 
   constructor(
@@ -63,6 +67,7 @@ export class ActivationService
     private readonly metrics: MetricsService,
     private readonly currentSystem: CurrentSystemReader,
     private readonly bootGate: BootGate,
+    @Inject(RANDOM) private readonly random: RandomSource,
   ) {}
 
   onModuleInit(): void {
@@ -126,6 +131,7 @@ export class ActivationService
    * current closure instead of an event.
    */
   async beforeApplicationShutdown(): Promise<void> {
+    this.stopping.abort();
     const bound = this.backend.shutdownWaitMs;
     if (this.running || this.queued > 0) {
       this.logger.log(`waiting for ${this.running ? `the ${this.running.kind} of ${this.running.rolloutId}` : 'queued activations'} before shutting down`);
@@ -249,13 +255,32 @@ export class ActivationService
   }
 
   /**
-   * True when the reducer applied the input. A reducer that is shut down, or
-   * an event log that cannot take the event, leaves the outcome in the log
-   * and /status only; a rejection (the rollout moved on) is the reducer's to warn of.
+   * True when the reducer applied the input. While its events cannot be made
+   * durable (a full disk) it is submitted again until they are, or until the
+   * agent stops: an outcome dropped here would leave the rollout Activating.
+   * A reducer that is shut down leaves the outcome in /status only; a
+   * rejection (the rollout moved on) is the reducer's to warn of.
    */
   private async submit(input: ReducerInput): Promise<boolean> {
+    let held = 0;
     try {
-      const result = await this.reducer().submit(input);
+      const result = await submitUntilDurable(this.reducer(), input, {
+        signal: this.stopping.signal,
+        random: this.random,
+        onHeld: (err, failures, retryInMs) => {
+          held = failures;
+          if (failures === 1) {
+            this.logger.error(`${describeInput(input)} held: ${err.message}; submitted again with backoff until the event log takes writes (next in ${(retryInMs / 1000).toFixed(1)} s)`);
+          }
+        },
+      });
+      if (result === null) {
+        this.logger.warn(
+          `stopping with ${describeInput(input)} never recorded (${held} attempt(s)); after a restart the agent reads the current system and settles the rollout from it`,
+        );
+        return false;
+      }
+      if (held > 0) this.logger.log(`${describeInput(input)} applied after ${held} failed attempt(s)`);
       return result.rejected === undefined;
     } catch (err) {
       this.logger.error(

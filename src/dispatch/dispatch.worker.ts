@@ -16,6 +16,7 @@ import type { DispatchOrder } from '../protocol/dispatch.wire';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { RecoveryService } from '../recovery/recovery.service';
 import { ReducerService } from '../reducer/reducer.service';
+import { submitUntilDurable } from '../reducer/submit-until-durable';
 
 /** PROTOCOL §8: the CP holds a poll up to this long. */
 export const DISPATCH_WAIT_SECS = 60;
@@ -35,6 +36,22 @@ export interface DispatchStatus {
   lastError: string | null;
   lastErrorAt: string | null;
   lastOrder: { rolloutId: string; targetClosure: string; receivedAt: string } | null;
+  /**
+   * An order taken from the CP whose events cannot be made durable yet (a
+   * full disk): kept in memory and submitted again until it is applied; no
+   * new poll meanwhile. Null when none is held.
+   */
+  heldOrder: HeldOrder | null;
+}
+
+export interface HeldOrder {
+  rolloutId: string;
+  targetClosure: string;
+  receivedAt: string;
+  /** Failed submissions so far. */
+  attempts: number;
+  lastError: string;
+  nextTryAt: string;
 }
 
 /**
@@ -53,6 +70,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
   private lastPollAt: Date | null = null;
   private lastOutcome: DispatchStatus['lastOutcome'] = null;
   private lastOrder: DispatchStatus['lastOrder'] = null;
+  private heldOrder: HeldOrder | null = null;
 
   constructor(
     private readonly client: ControlPlaneClient,
@@ -83,6 +101,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       lastError: this.lastError,
       lastErrorAt: this.lastErrorAt?.toISOString() ?? null,
       lastOrder: this.lastOrder,
+      heldOrder: this.heldOrder && { ...this.heldOrder },
     };
   }
 
@@ -133,21 +152,57 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
     }
     this.lastOrder = { rolloutId: order.rollout_id, targetClosure: order.target_closure, receivedAt: this.clock.now().toISOString() };
     this.logger.log(`dispatch received: ${order.rollout_id} → ${order.target_closure} (soak until ${order.soak_due_at})`);
+    const receivedAt = this.lastOrder.receivedAt;
     let result;
     try {
-      result = await this.reducer.submit({
-        type: 'Activate',
-        rolloutId: order.rollout_id,
-        targetClosure: order.target_closure,
-        soakDueAt: order.soak_due_at,
-        currentClosure: await this.currentSystem.read(),
-        dispatchedAt: order.enqueued_at,
-      });
+      // The CP hands an order out once (§8): one lost to a full disk would never come back.
+      result = await submitUntilDurable(
+        this.reducer,
+        {
+          type: 'Activate',
+          rolloutId: order.rollout_id,
+          targetClosure: order.target_closure,
+          soakDueAt: order.soak_due_at,
+          currentClosure: await this.currentSystem.read(),
+          dispatchedAt: order.enqueued_at,
+        },
+        {
+          signal: this.abort.signal,
+          random: this.random,
+          onHeld: (err, attempts, retryInMs) => {
+            this.heldOrder = {
+              rolloutId: order.rollout_id,
+              targetClosure: order.target_closure,
+              receivedAt,
+              attempts,
+              lastError: err.message,
+              nextTryAt: new Date(this.clock.now().getTime() + retryInMs).toISOString(),
+            };
+            if (attempts === 1) {
+              this.logger.error(
+                `dispatch for ${order.rollout_id} held: ${err.message}; kept in memory and applied once the event log takes writes (tried again with backoff); no new poll meanwhile`,
+              );
+            }
+          },
+        },
+      );
     } catch (err) {
+      this.heldOrder = null; // not applied, for a reason other than the disk: said here, not below
       // A throw here would end the poll loop for good; the next poll goes on.
       this.logger.error(`dispatch for ${order.rollout_id} not applied: ${(err as Error).message}; polling goes on`);
       return;
+    } finally {
+      const held = this.heldOrder;
+      this.heldOrder = null;
+      if (held && this.abort.signal.aborted) {
+        this.logger.warn(
+          `stopping with the dispatch for ${held.rolloutId} → ${held.targetClosure} never applied (${held.attempts} attempt(s): ${held.lastError}); the control plane must dispatch it again`,
+        );
+      } else if (held) {
+        this.logger.log(`dispatch for ${held.rolloutId} applied after ${held.attempts} failed attempt(s) since ${held.receivedAt}`);
+      }
     }
+    if (result === null) return;
     if (result.rejected) this.logger.warn(`dispatch for ${order.rollout_id} not accepted: ${result.rejected}`);
   }
 }

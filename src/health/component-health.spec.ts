@@ -23,6 +23,7 @@ describe('judgeEventLog', () => {
     lastCause: null,
     refusingWrites: null,
     probeEverySecs: 5,
+    clearedBy: null,
     events: 12,
     bytes: 4096,
   };
@@ -32,12 +33,20 @@ describe('judgeEventLog', () => {
   });
 
   it('is failing from the first failed write, with the cause, the count and since when, and says it clears on its own', () => {
-    const c = judgeEventLog({ ...healthy, failingSince: SINCE, failuresInStreak: 3, lastCause: ENOSPC });
+    const c = judgeEventLog({ ...healthy, failingSince: SINCE, failuresInStreak: 3, lastCause: ENOSPC, clearedBy: 'probe' });
 
     expect(c.state).toBe('failing');
     expect(c.since).toBe(SINCE);
     expect(c.detail).toBe(
       `writes to /var/lib/nixfleet-agent/events.log fail (3 in a row): ${ENOSPC}; new events cannot be made durable, so none is sent and no rollout moves; a write probe runs every 5 s and this clears on its own once writes work`,
+    );
+  });
+
+  it('says only an append clears a cause a probe beside the log cannot rule out (EIO on the log itself)', () => {
+    const c = judgeEventLog({ ...healthy, failingSince: SINCE, failuresInStreak: 1, lastCause: 'EIO: i/o error, fdatasync', clearedBy: 'append' });
+
+    expect(c.detail).toBe(
+      'writes to /var/lib/nixfleet-agent/events.log fail (1 in a row): EIO: i/o error, fdatasync; new events cannot be made durable, so none is sent and no rollout moves; this clears once an append to the log works (held work is retried); a probe beside the log cannot rule this cause out',
     );
   });
 
@@ -93,6 +102,7 @@ describe('judgeDispatchPoll', () => {
     failingForSecs: null,
     lastPollAgeSecs: 12,
     thresholdSecs: 180,
+    held: null,
   };
 
   it('is ok while polls are answered, and before it starts', () => {
@@ -109,6 +119,16 @@ describe('judgeDispatchPoll', () => {
       since: SINCE,
     });
     expect(judgeDispatchPoll({ ...failed, failingForSecs: 181 }).state).toBe('failing');
+  });
+
+  it('is failing at once while an order is held because its events cannot be made durable, dated from its receipt', () => {
+    const held = { rolloutId: 'stable@a1b2c3d4', receivedAt: SINCE, attempts: 3, lastError: 'Activate for stable@a1b2c3d4 not applied: its events could not be made durable (ENOSPC)' };
+    expect(judgeDispatchPoll({ ...polling, held })).toEqual({
+      state: 'failing',
+      detail:
+        'the dispatch for stable@a1b2c3d4 is held, not applied (3 attempt(s)): Activate for stable@a1b2c3d4 not applied: its events could not be made durable (ENOSPC); it is applied once the event log takes writes; no new poll meanwhile',
+      since: SINCE,
+    });
   });
 });
 

@@ -47,6 +47,8 @@ export interface EventLogInput {
   refusingWrites: string | null;
   /** Seconds between write probes while failing. */
   probeEverySecs: number;
+  /** What clears the streak: the write probe (a file-system cause), or only an append that works. */
+  clearedBy: 'probe' | 'append' | null;
   events: number;
   bytes: number;
 }
@@ -62,7 +64,11 @@ export function judgeEventLog(i: EventLogInput): ComponentHealth {
   if (i.failingSince !== null) {
     return {
       state: 'failing',
-      detail: `writes to ${i.path} fail (${i.failuresInStreak} in a row): ${i.lastCause ?? 'unknown error'}; new events cannot be made durable, so none is sent and no rollout moves; a write probe runs every ${i.probeEverySecs} s and this clears on its own once writes work`,
+      detail: `writes to ${i.path} fail (${i.failuresInStreak} in a row): ${i.lastCause ?? 'unknown error'}; new events cannot be made durable, so none is sent and no rollout moves; ${
+        i.clearedBy === 'append'
+          ? 'this clears once an append to the log works (held work is retried); a probe beside the log cannot rule this cause out'
+          : `a write probe runs every ${i.probeEverySecs} s and this clears on its own once writes work`
+      }`,
       since: i.failingSince,
     };
   }
@@ -107,9 +113,18 @@ export interface DispatchPollInput {
   lastPollAgeSecs: number | null;
   /** Past this, a streak of failures is failing, not a warning: the CP's own "unreachable" threshold. */
   thresholdSecs: number;
+  /** An order taken but not applied yet, because its events cannot be made durable. */
+  held: { rolloutId: string; receivedAt: string; attempts: number; lastError: string } | null;
 }
 
 export function judgeDispatchPoll(i: DispatchPollInput): ComponentHealth {
+  if (i.held !== null) {
+    return {
+      state: 'failing',
+      detail: `the dispatch for ${i.held.rolloutId} is held, not applied (${i.held.attempts} attempt(s)): ${i.held.lastError}; it is applied once the event log takes writes; no new poll meanwhile`,
+      since: i.held.receivedAt,
+    };
+  }
   if (i.consecutiveFailures > 0) {
     const failing = i.failingForSecs !== null && i.failingForSecs > i.thresholdSecs;
     return {

@@ -55,6 +55,7 @@ export class ComponentHealthService {
         lastCause: write.lastError?.cause ?? null,
         refusingWrites: write.refusingWrites,
         probeEverySecs: WRITE_PROBE_MS / 1000,
+        clearedBy: write.clearedBy,
         events: stats.pending + stats.delivered + stats.refused,
         bytes: stats.bytes,
       }),
@@ -75,6 +76,7 @@ export class ComponentHealthService {
         failingForSecs: dispatch.consecutiveFailures > 0 ? ageSecs(dispatch.failingSince) : null,
         lastPollAgeSecs: ageSecs(dispatch.lastPollAt),
         thresholdSecs: readiness.thresholdSecs,
+        held: dispatch.heldOrder,
       }),
       activationBackend: judgeActivationBackend({
         backend: this.preflight.backendName,

@@ -29,6 +29,14 @@ export class ReducerClosedError extends Error {
   }
 }
 
+/**
+ * An input whose events could not be made durable (the event log refused the
+ * append): nothing changed, and the same input may be submitted again.
+ */
+export class EventsNotDurableError extends Error {
+  override readonly name = 'EventsNotDurableError';
+}
+
 export interface ReducerStats {
   queueDepth: number;
   waitingProducers: number;
@@ -162,10 +170,9 @@ export class ReducerService implements OnApplicationShutdown {
         try {
           await this.emitPort.emit(events);
         } catch (err) {
-          this.logger.error(
-            `${describeInput(input)} not applied: its events could not be made durable (${(err as Error).message}); rollout state unchanged, nothing sent to the control plane`,
-          );
-          throw err;
+          const why = `${describeInput(input)} not applied: its events could not be made durable (${(err as Error).message})`;
+          this.logger.error(`${why}; rollout state unchanged, nothing sent to the control plane`);
+          throw new EventsNotDurableError(why, { cause: err });
         }
       } else {
         this.unconnected('EmitEvent', events.length, events.map((e) => `${e.event.kind}#${e.event.seq}`).join(', '));

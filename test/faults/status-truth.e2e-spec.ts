@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readlinkSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { freePort } from '../../dev/free-port';
@@ -119,7 +119,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
       spawnSync('umount', [mnt]);
     });
 
-    it('is DEGRADED with the cause and since when while appends fail, everywhere, and healthy again on its own once there is space', async () => {
+    it('is DEGRADED with the cause and since when while appends fail, everywhere, holds the dispatch it took, and is healthy again with the rollout applied once there is space', async () => {
       const { port, admin, status } = await start(join(mnt, 'state'), ['--heartbeat-interval', '1']);
       const running = agent as RunningAgent;
       expect((await runCli(['status', '--admin-listen', admin])).code).toBe(STATUS_EXIT.healthy);
@@ -159,10 +159,22 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
       });
       // The control plane is fine meanwhile: this is about the disk alone.
       expect(((failing.components as Json).heartbeat as Json).state).toBe('ok');
+      // The CP hands an order out once: it is held in memory, not dropped.
+      const held = await until(
+        async () => {
+          const s = await status();
+          return ((s.dispatch as Json).heldOrder as Json | null) === null ? null : s;
+        },
+        20_000,
+        'the dispatch held',
+        running,
+      );
+      expect((held.dispatch as Json).heldOrder).toMatchObject({ rolloutId: 'stable@a1b2c3d4', attempts: expect.any(Number), lastError: expect.stringMatching(/ENOSPC/) });
+      expect((held.components as Json).dispatchPoll).toMatchObject({ state: 'failing', detail: expect.stringMatching(/^the dispatch for stable@a1b2c3d4 is held, not applied/) });
 
       const cli = await runCli(['status', '--admin-listen', admin]);
       expect(cli).toMatchObject({ code: STATUS_EXIT.degraded, stderr: '' });
-      expect(cli.stdout).toMatch(/^\S+ \(nixfleet-agent .*\): DEGRADED: event log failing$/m);
+      expect(cli.stdout).toMatch(/^\S+ \(nixfleet-agent .*\): DEGRADED: event log failing; dispatch poll failing$/m);
       expect(cli.stdout).toContain(`  event log     FAILING since ${since} (`);
       expect(cli.stdout).toMatch(/event log {5}FAILING since .*: writes to \S+ fail \(\d+ in a row\): ENOSPC: no space left on device/);
 
@@ -191,13 +203,34 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         running,
       );
       expect(healed.eventLog).toMatchObject({ failingSince: null, failuresInStreak: 0, lastError: { code: 'ENOSPC' } });
+      expect((await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/readyz')).status).toBe(200);
+      expect(await metric(port, 'nixfleet_agent_event_log_append_failing')).toBe(0);
+      // Whichever writes first once there is space, the probe or the held dispatch, clears it.
+      expect(running.output()).toMatch(/(a write probe|an append) worked again after \d+ failed write\(s\) since /);
+
+      // The held dispatch is applied with no new order from the CP: acked, switched, and HEALTHY with nothing held.
+      await world.cp.waitFor(
+        () => world.cp.events(world.pki.machineId, 'stable@a1b2c3d4').some((e) => e.kind === 'ActivationCompleted') || undefined,
+        30_000,
+        'the held rollout acked and activated',
+      );
+      expect(world.cp.events(world.pki.machineId, 'stable@a1b2c3d4')[0]).toMatchObject({ seq: 1, kind: 'DispatchAck' });
+      expect(readlinkSync(world.currentSystemPath)).toContain(fakeClosure('web-01-26.11', 'b'));
+      expect(running.output()).toMatch(/dispatch for stable@a1b2c3d4 applied after \d+ failed attempt\(s\)/);
+      const settled = await until(
+        async () => {
+          const s = await status();
+          return (s.dispatch as Json).heldOrder === null && ((s.components as Json).dispatchPoll as Json).state === 'ok' ? s : null;
+        },
+        10_000,
+        'nothing held',
+        running,
+      );
+      expect((settled.components as Json).eventLog).toMatchObject({ state: 'ok' });
       const after = await runCli(['status', '--admin-listen', admin]);
       expect(after).toMatchObject({ code: STATUS_EXIT.healthy, stderr: '' });
       expect(after.stdout).toMatch(/: HEALTHY$/m);
       expect(after.stdout).toMatch(/^ {2}event log {5}ok: appends work/m);
-      expect((await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/readyz')).status).toBe(200);
-      expect(await metric(port, 'nixfleet_agent_event_log_append_failing')).toBe(0);
-      expect(running.output()).toMatch(/a write probe worked again after \d+ failed write\(s\) since /);
     });
   });
 

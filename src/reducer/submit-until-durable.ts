@@ -1,0 +1,43 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { jitter, type RandomSource } from '../clock/random';
+import { EventsNotDurableError, type ReducerService } from './reducer.service';
+import type { ReducerInput, TransitionResult } from './reducer.types';
+
+const RETRY_FIRST_MS = 1_000;
+// A retry on a full disk costs one failed write: often enough that a held rollout moves soon after space returns.
+const RETRY_CAP_MS = 10_000;
+
+export interface SubmitUntilDurableOptions {
+  /** Aborted at shutdown: the wait ends and the input is given up (null). */
+  signal: AbortSignal;
+  random: RandomSource;
+  /** Each time the input is held back: the failure, how many so far, and the wait before the next try. */
+  onHeld(err: EventsNotDurableError, failures: number, retryInMs: number): void;
+}
+
+/**
+ * Submits an input that must not be lost to a full or failing disk (a
+ * dispatch, an activation's outcome): while its events cannot be made
+ * durable, it is submitted again with backoff, until it is applied or the
+ * agent stops. Any other failure is thrown as it is.
+ */
+export async function submitUntilDurable(
+  reducer: ReducerService,
+  input: ReducerInput,
+  o: SubmitUntilDurableOptions,
+): Promise<TransitionResult | null> {
+  for (let failures = 1; ; failures += 1) {
+    try {
+      return await reducer.submit(input);
+    } catch (err) {
+      if (!(err instanceof EventsNotDurableError)) throw err;
+      const delay = jitter(Math.min(RETRY_FIRST_MS * 2 ** (failures - 1), RETRY_CAP_MS), 0.2, o.random);
+      o.onHeld(err, failures, delay);
+      try {
+        await sleep(delay, undefined, { signal: o.signal });
+      } catch {
+        return null; // aborted: the agent is stopping
+      }
+    }
+  }
+}
