@@ -6,9 +6,11 @@ import { ComponentHealthService } from '../src/health/components.service';
 import { HealthService } from '../src/health/health.service';
 import { MetricsService } from '../src/metrics/metrics.service';
 import { EventLogService } from '../src/outbound/event-log.service';
+import { EVENT_LOG_FS } from '../src/outbound/outbound.constants';
 import { RecoveryService } from '../src/recovery/recovery.service';
-import { ReducerService } from '../src/reducer/reducer.service';
+import { EventsNotDurableError, ReducerService } from '../src/reducer/reducer.service';
 import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from './support/agent-harness';
+import { FaultyFs } from './support/faulty-log-fs';
 
 const ROLLOUT = 'stable@a1b2c3d4';
 
@@ -110,5 +112,107 @@ describe('the event log on a full file system, through the real module graph', (
     expect(applied.rejected).toBeUndefined();
     await world.cp.waitFor(() => world.cp.events(world.pki.machineId, ROLLOUT).length >= 1 || undefined, 10_000, 'DispatchAck');
     expect(world.cp.events(world.pki.machineId, ROLLOUT)[0]).toMatchObject({ seq: 1, kind: 'DispatchAck' });
+  });
+});
+
+describe('the event log failing on its own file (faults a disk will not make on cue), through the real module graph', () => {
+  let world: World;
+  let agent: AgentUnderTest | null = null;
+  let fs: FaultyFs;
+
+  beforeAll(async () => {
+    world = await makeWorld();
+  });
+  afterEach(async () => {
+    await agent?.close();
+    agent = null;
+  });
+  afterAll(async () => {
+    await world.close();
+  });
+
+  async function start(): Promise<AgentUnderTest> {
+    fs = new FaultyFs();
+    world.setCurrentSystem(fakeClosure('web-01-26.05'));
+    agent = await buildAgent(world, { customize: (b) => b.overrideProvider(EVENT_LOG_FS).useValue(fs) });
+    await agent.app.get(RecoveryService).whenComplete();
+    return agent;
+  }
+
+  const activateInput = (rolloutId: string) => ({
+    type: 'Activate' as const,
+    rolloutId,
+    targetClosure: TARGET,
+    soakDueAt: '2026-11-28T13:00:00.000Z',
+    currentClosure: null,
+    dispatchedAt: '2026-11-28T12:00:00.000Z',
+  });
+
+  it('EIO on the log: a probe beside it does not clear the streak, an append that works does', async () => {
+    const a = await start();
+    const reducer = a.app.get(ReducerService);
+    const eventLog = a.app.get(EventLogService);
+    fs.appendError = { code: 'EIO', when: () => true };
+
+    await expect(reducer.submit(activateInput(ROLLOUT))).rejects.toThrow(EventsNotDurableError);
+    const failedAt = a.clock.now().toISOString();
+    expect(eventLog.writeHealth()).toMatchObject({ failingSince: failedAt, clearedBy: 'append', lastError: { code: 'EIO' } });
+    expect(a.logs.messages('error', EventLogService.name)).toEqual([
+      expect.stringMatching(/writes fail \(EIO: injected failure, write\).*\(an append to the log itself must work, a probe beside it proves nothing\)$/),
+    ]);
+    expect(a.app.get(ComponentHealthService).components().eventLog.detail).toMatch(/this clears once an append to the log works/);
+
+    // The state dir takes a probe file fine; that proves nothing about the log's own file.
+    expect(await eventLog.probeWrites()).toBe(false);
+    expect(eventLog.writeHealth().failingSince).toBe(failedAt);
+
+    fs.appendError = null;
+    expect((await reducer.submit(activateInput(ROLLOUT))).rejected).toBeUndefined();
+    expect(eventLog.writeHealth()).toMatchObject({ failingSince: null, failuresInStreak: 0, clearedBy: null });
+    expect(a.logs.messages('log', EventLogService.name)).toContainEqual(expect.stringMatching(/an append worked again after 1 failed write\(s\)/));
+  });
+
+  it('a probe that succeeds while an append fails does not clear the streak', async () => {
+    const a = await start();
+    const reducer = a.app.get(ReducerService);
+    const eventLog = a.app.get(EventLogService);
+    fs.appendError = { code: 'ENOSPC', when: () => true };
+    await expect(reducer.submit(activateInput(ROLLOUT))).rejects.toThrow(/ENOSPC/);
+    expect(eventLog.writeHealth().clearedBy).toBe('probe');
+
+    // The probe's file needs several round trips to the disk; the faulted append fails before any of them.
+    const probe = eventLog.probeWrites();
+    await expect(reducer.submit(activateInput(ROLLOUT))).rejects.toThrow(/ENOSPC/);
+    expect(await probe).toBe(false);
+    expect(eventLog.writeHealth()).toMatchObject({ failuresInStreak: 2 });
+
+    // Nothing fails during this one: it clears.
+    fs.appendError = null;
+    expect(await eventLog.probeWrites()).toBe(true);
+    expect(eventLog.writeHealth().failingSince).toBeNull();
+  });
+
+  it("an activation's outcome the log cannot take is held and submitted again, so the rollout never sticks in Activating", async () => {
+    const a = await start();
+    const reducer = a.app.get(ReducerService);
+    fs.appendError = { code: 'ENOSPC', when: (data) => Buffer.from(data).includes('"ActivationCompleted"') };
+
+    expect((await reducer.submit(activateInput(ROLLOUT))).rejected).toBeUndefined();
+    await world.cp.waitFor(
+      () => a.logs.messages('error', ActivationService.name).find((m) => m.startsWith(`ActivationCompleted for ${ROLLOUT} held:`)),
+      10_000,
+      'the held outcome',
+    );
+    expect(readlinkSync(world.currentSystemPath)).toContain(TARGET);
+    expect(reducer.current().rollouts[ROLLOUT].state).toBe('Activating');
+
+    fs.appendError = null;
+    await world.cp.waitFor(() => reducer.current().rollouts[ROLLOUT].state !== 'Activating' || undefined, 10_000, 'the outcome applied');
+    expect(a.logs.messages('log', ActivationService.name)).toContainEqual(expect.stringMatching(/^ActivationCompleted for stable@a1b2c3d4 applied after \d+ failed attempt\(s\)$/));
+    await world.cp.waitFor(
+      () => world.cp.events(world.pki.machineId, ROLLOUT).some((e) => e.kind === 'ActivationCompleted') || undefined,
+      10_000,
+      'ActivationCompleted at the CP',
+    );
   });
 });

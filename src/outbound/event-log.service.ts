@@ -15,7 +15,8 @@ import { AGENT_CONFIG } from '../config/config.constants';
 import { MetricsService } from '../metrics/metrics.service';
 import type { LogRecord } from '../reducer/reducer.types';
 import { type AppendItem, EventLog, EventLogWriteError, type LoggedEvent } from './event-log';
-import { COMPACT_EVERY_MS, COMPACT_NAME } from './outbound.constants';
+import type { LogFs } from './log-fs';
+import { COMPACT_EVERY_MS, COMPACT_NAME, EVENT_LOG_FS } from './outbound.constants';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** While writes fail, the state dir is probed this often, so health returns without waiting for the next event. */
@@ -24,6 +25,12 @@ const WRITE_PROBE_NAME = 'outbound-write-probe';
 /** A page: on a full file system even one byte needs a whole free block. */
 const WRITE_PROBE_BYTES = 4096;
 const WRITE_PROBE_FILE = 'events.log.probe';
+/**
+ * Causes a probe file beside the log can rule out: they belong to the file
+ * system, not to the log file. Any other (EIO on the log, EFBIG, EPERM) is
+ * cleared only by an append to the log itself that works.
+ */
+const PROBE_CLEARS: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT', 'EROFS']);
 
 /** `/status` `eventLog`: can the agent make events durable right now. */
 export interface EventLogWriteHealth {
@@ -37,6 +44,8 @@ export interface EventLogWriteHealth {
   lastError: { message: string; cause: string; code: string | null; at: string } | null;
   /** Why the log refuses every write until the agent restarts (a failed write could not be cut back); null when it does not. */
   refusingWrites: string | null;
+  /** What clears a failing streak: the write probe (a file-system cause such as ENOSPC), or only an append that works; null while writes work. */
+  clearedBy: 'probe' | 'append' | null;
 }
 
 /**
@@ -59,6 +68,7 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     @Inject(CLOCK) private readonly clock: Clock,
     private readonly scheduler: SchedulerRegistry,
     private readonly metrics: MetricsService,
+    @Inject(EVENT_LOG_FS) private readonly fs: LogFs,
   ) {}
 
   private opening: Promise<void> | null = null;
@@ -79,6 +89,7 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
       maxBytes: this.config.eventLogMaxMb * 1024 * 1024,
       retentionMs: this.config.eventRetentionDays * DAY_MS,
       now: () => this.clock.now(),
+      fs: this.fs,
       // Background work (grouped syncs of delivery marks, automatic compaction) reports here.
       warn: (line) => this.logger.warn(line),
     });
@@ -137,11 +148,18 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
       failuresTotal: this.failuresTotal,
       lastError: this.lastError && { ...this.lastError },
       refusingWrites: this.log.refusingWrites,
+      clearedBy: this.failingSince === null ? null : this.probeClears() ? 'probe' : 'append',
     };
+  }
+
+  private probeClears(): boolean {
+    return this.lastError?.code != null && PROBE_CLEARS.has(this.lastError.code);
   }
 
   /** One probe of the state dir: a write and an fdatasync beside the log. Public so tests can run it. */
   async probeWrites(): Promise<boolean> {
+    // An append that fails while the probe runs outweighs it.
+    const failuresBefore = this.failuresTotal;
     const path = join(this.config.stateDir, WRITE_PROBE_FILE);
     try {
       const file = await open(path, 'w', 0o600);
@@ -158,6 +176,7 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     }
     // A log that could not cut back a failed write stays refused whatever the disk does.
     if (this.log.refusingWrites !== null) return false;
+    if (this.failuresTotal !== failuresBefore || !this.probeClears()) return false;
     this.writesWork('a write probe');
     return true;
   }
@@ -179,12 +198,13 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     this.failuresInStreak += 1;
     this.lastError = { message: err.message, cause, code: err.code ?? null, at: at.toISOString() };
     this.metrics.recordEventLogAppendFailure(at.getTime() / 1000);
+    if (this.probeClears()) this.startProbing();
     if (this.failingSince !== null) return;
     this.failingSince = at;
+    const clears = this.probeClears() ? `probed every ${WRITE_PROBE_MS / 1000} s` : 'an append to the log itself must work, a probe beside it proves nothing';
     this.logger.error(
-      `event log ${this.log.path}: writes fail (${cause}); new events cannot be made durable, so none is sent and no rollout moves; status is DEGRADED until a write works again (probed every ${WRITE_PROBE_MS / 1000} s)`,
+      `event log ${this.log.path}: writes fail (${cause}); new events cannot be made durable, so none is sent and no rollout moves; status is DEGRADED until a write works again (${clears})`,
     );
-    this.startProbing();
   }
 
   private writesWork(how: string): void {

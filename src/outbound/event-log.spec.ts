@@ -7,7 +7,7 @@ import { rebuildFromLog } from '../reducer/rebuild';
 import { EMPTY_STATE, type LogMeta, type Policy, type ReducerInput, type ReducerState } from '../reducer/reducer.types';
 import { transition } from '../reducer/transition';
 import { type AppendItem, EventLog, EventLogInputError, type EventLogOptions, EventLogWriteError } from './event-log';
-import { type LogFile, type LogFs, nodeLogFs } from './log-fs';
+import { FaultyFs } from '../../test/support/faulty-log-fs';
 
 const T0 = Date.parse('2026-05-01T12:00:00.000Z');
 const HOUR = 3600_000;
@@ -54,65 +54,6 @@ function eventOf(kind: AgentEventKind, seq: number, at: string): AgentEvent {
 function item(rolloutId: string, seq: number, kind: AgentEventKind = 'ProbeResult'): AppendItem {
   const envelope: EventEnvelope = { hostname: 'web-01', rolloutId, event: eventOf(kind, seq, new Date(T0 + seq * 1000).toISOString()) };
   return { rolloutId, seq, kind, envelope: JSON.stringify(envelope), meta: META };
-}
-
-/** A LogFs that fails on command; everything else is the real file system. */
-class FaultyFs implements LogFs {
-  /** The next writes may still put this many bytes on disk, then fail with ENOSPC. */
-  enospcAfter: number | null = null;
-  datasyncError: string | null = null;
-  truncateError: string | null = null;
-  renameError: string | null = null;
-  datasyncs = 0;
-  /** Delay of each write, to let concurrent callers pile up. */
-  writeDelayMs = 0;
-  writesInFlight = 0;
-  maxWritesInFlight = 0;
-
-  open = async (path: string): Promise<LogFile> => this.wrap(await nodeLogFs.open(path));
-  create = async (path: string): Promise<LogFile> => this.wrap(await nodeLogFs.create(path));
-  rename = async (from: string, to: string): Promise<void> => {
-    if (this.renameError !== null) throw errno(this.renameError, 'rename');
-    await nodeLogFs.rename(from, to);
-  };
-  syncDir = (dir: string): Promise<void> => nodeLogFs.syncDir(dir);
-  unlink = (path: string): Promise<void> => nodeLogFs.unlink(path);
-  mkdirp = (dir: string): Promise<void> => nodeLogFs.mkdirp(dir);
-
-  private wrap(f: LogFile): LogFile {
-    return {
-      append: async (data) => {
-        this.writesInFlight++;
-        this.maxWritesInFlight = Math.max(this.maxWritesInFlight, this.writesInFlight);
-        try {
-          if (this.writeDelayMs > 0) await new Promise((r) => setTimeout(r, this.writeDelayMs));
-          if (this.enospcAfter === null) return await f.append(data);
-          if (this.enospcAfter === 0) throw errno('ENOSPC', 'write');
-          const n = await f.append(data.subarray(0, Math.min(data.length, this.enospcAfter)));
-          this.enospcAfter -= n;
-          return n;
-        } finally {
-          this.writesInFlight--;
-        }
-      },
-      datasync: async () => {
-        this.datasyncs++;
-        if (this.datasyncError !== null) throw errno(this.datasyncError, 'fdatasync');
-        await f.datasync();
-      },
-      sync: () => f.sync(),
-      truncate: async (len) => {
-        if (this.truncateError !== null) throw errno(this.truncateError, 'ftruncate');
-        await f.truncate(len);
-      },
-      readAll: () => f.readAll(),
-      close: () => f.close(),
-    };
-  }
-}
-
-function errno(code: string, syscall: string): NodeJS.ErrnoException {
-  return Object.assign(new Error(`${code}: injected failure, ${syscall}`), { code, syscall });
 }
 
 describe('EventLog', () => {

@@ -11,3 +11,5 @@ export const REPLAY_MAX_PER_SEC = 500;
 export const COMPACT_EVERY_MS = 60 * 60 * 1000;
 export const DRAIN_SWEEP_NAME = 'outbound-drain';
 export const COMPACT_NAME = 'outbound-compact';
+/** The file operations under the event log; a test may wrap them to inject faults the real disk will not produce on cue. */
+export const EVENT_LOG_FS = Symbol('EVENT_LOG_FS');

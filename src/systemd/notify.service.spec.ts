@@ -145,7 +145,7 @@ describe('NotifyService, against a real unix datagram socket', () => {
         thresholdSecs: 180,
         eventLog: { writable: true, failingSince: null, lastError: null },
       },
-      eventLog: { path: '/state/events.log', failingSince: null, failuresInStreak: 0, failuresTotal: 0, lastError: null, refusingWrites: null },
+      eventLog: { path: '/state/events.log', failingSince: null, failuresInStreak: 0, failuresTotal: 0, lastError: null, refusingWrites: null, clearedBy: null },
       pending: 0,
       rollouts: {},
     };
