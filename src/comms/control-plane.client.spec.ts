@@ -296,6 +296,34 @@ describe('ControlPlaneClient over real mutual TLS', () => {
     }
   });
 
+  it.each([
+    [429, 30],
+    [503, 30],
+    [500, null],
+    [502, null],
+    [409, null],
+    [403, null],
+  ])('takes Retry-After: 30 on HTTP %i as %p, alike on heartbeats, events and dispatch polls', async (status, expected) => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      const calls = {
+        heartbeat: () => client.heartbeat(body()),
+        events: () => client.postEvent('{"hostname":"web-01","rolloutId":"stable@a1b2c3d4","event":{"kind":"Converged","seq":1}}'),
+        dispatch: () => client.pollDispatch(1),
+      } as const;
+      for (const [route, call] of Object.entries(calls)) {
+        cp.respondNext(route as keyof typeof calls, { status, retryAfterSecs: 30, body: { error: 'busy' } });
+        const result = await call();
+        expect([route, !result.ok && result.failure]).toEqual([route, expect.objectContaining({ kind: 'http-status', status, retryAfterSecs: expected })]);
+        const said = !result.ok ? describeFailure(result.failure) : '';
+        if (expected === null) expect(said).toMatch(/; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry$/);
+        else expect(said).not.toMatch(/Retry-After/);
+      }
+    } finally {
+      await close();
+    }
+  });
+
   it('classifies a refused connection as a connect failure', async () => {
     const closed = await new Promise<number>((resolve) => {
       const s = net.createServer().listen(0, '127.0.0.1', () => {

@@ -27,7 +27,7 @@ const WALL_STEP_TOLERANCE_MS = 1_000;
 export interface ExchangeOutcome {
   ok: boolean;
   failure: CpFailure | null;
-  /** From `Retry-After` on a 503 or 429 (PROTOCOL §1): the next try waits at least this long. */
+  /** From `Retry-After` (on the statuses of RETRY_AFTER_STATUSES): the next try waits at least this long. */
   retryAfterSecs: number | null;
   snapshotsApplied: number;
   snapshotsRejected: number;
@@ -103,10 +103,7 @@ export class HeartbeatExchange {
     if (headers && !stepped) this.estimateSkew(headers['date'], sentAt, receivedAt);
 
     if (!result.ok) {
-      const retryAfterSecs =
-        result.failure.kind === 'http-status' && (result.failure.status === 503 || result.failure.status === 429)
-          ? result.failure.retryAfterSecs
-          : null;
+      const retryAfterSecs = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
       const replayFrom = result.headers ? this.replayFromFailedAnswer(result.headers, result.failure, kind) : null;
       // Snapshots are never taken from a failed answer: its body is not the heartbeat response.
       return { ok: false, failure: result.failure, retryAfterSecs, snapshotsApplied: 0, snapshotsRejected: 0, replayFrom };
