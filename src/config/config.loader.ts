@@ -175,19 +175,32 @@ export function loadConfig(input: LoadInput): LoadResult {
 }
 
 /**
- * `user:password@` in a URL: any "@" after the "//". Judged on the text,
- * not on `new URL()`: a password with a "/", "?" or "#" in it makes a parser
- * see a host and a path, and the password would be echoed as part of them.
+ * `user:password@` in a URL. Judged on the text, not on `new URL()`: a
+ * password with an unencoded "/", "?" or "#" makes a parser see a host and a
+ * path, and the password would be echoed as part of them.
+ *
+ * An "@" in the authority (between "//" and the first "/", "?" or "#") is
+ * userinfo. An "@" further on is a path's (`https://cp.example/a@b`), unless
+ * what stands before that first delimiter is no `host[:port]`: then it is a
+ * password cut by its own "/" (`https://fleet:pa/ss@cp.example`).
  */
-const USERINFO = /^([^/?#]*\/\/).*@/s;
+const AUTHORITY = /^[^/?#]*\/\/([^/?#]*)/;
+const HOST_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[^:@[\]]*)(?::\d*)?$/;
 
 function hasUserinfo(value: unknown): value is string {
-  return typeof value === 'string' && USERINFO.test(value);
+  if (typeof value !== 'string') return false;
+  const authority = AUTHORITY.exec(value);
+  if (authority === null) return false;
+  if (authority[1].includes('@')) return true;
+  return value.indexOf('@', authority[0].length) !== -1 && !HOST_PORT.test(authority[1]);
 }
 
-/** The URL with everything between "//" and its last "@" replaced. */
+/**
+ * The URL with everything between "//" and its last "@" replaced: hiding a
+ * path with it is harmless, leaving a piece of a password is not.
+ */
 function withoutUserinfo(value: string, mask: string): string {
-  return value.replace(USERINFO, `$1${mask}`);
+  return value.replace(/^([^/?#]*\/\/).*@/s, `$1${mask}`);
 }
 
 function resolveAdminAddress(settings: Settings, problems: string[]): ListenAddress | undefined {
