@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { plainToInstance } from 'class-transformer';
 import { isURL, validateSync } from 'class-validator';
+import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { settingProblem, sourceText, whereToSet, type ValueSource } from './config.messages';
 import { isLoopback, parseListenAddress, type ListenAddress } from './listen-address';
 import { CONTROL_PLANE_URL_RULES, envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
@@ -365,8 +366,10 @@ export function helpText(stdoutIsTty: boolean): string {
   lines.push(
     '',
     'Exit status of the agent: 0 clean shutdown, 2 configuration error (systemd does not restart on it), 1 any other failure.',
-    'Exit status of status: 0 healthy, 1 degraded (control plane unreachable, event delivery paused, or a',
-    'certificate within 7 days of expiry), 2 bad flags, 3 no agent answers at --admin-listen.',
+    // What `assess` in cli/status.command.ts calls degraded; its spec checks that this says all of it.
+    'Exit status of status: 0 healthy; 1 degraded: control plane unreachable, event log failing, dispatch poll failing,',
+    `event delivery paused, or the client certificate expired or within ${CERT_EXPIRY_WARNING_DAYS} days of expiry; 2 bad flags;`,
+    '3 no agent answers at --admin-listen.',
   );
   return lines.join('\n');
 }

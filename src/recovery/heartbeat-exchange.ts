@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
+import { CLOCK_SKEW_WARN_SECS } from '../clock/thresholds';
 import { Uptime } from '../clock/uptime';
 import { type CpFailure, describeFailure } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
@@ -19,8 +20,6 @@ export type ExchangeKind = 'boot-recovery' | 'heartbeat';
 
 /** Statuses that say the CP refuses who we are or the protocol we speak (PROTOCOL §6 treats them alike). */
 const IDENTITY_REFUSED: ReadonlySet<number> = new Set([401, 403, 426]);
-/** A skew beyond this is said in the log (the `status` command warns from the same figure). */
-export const CLOCK_SKEW_WARN_SECS = 30;
 /** Wall and monotonic time may disagree this much over one call before we call it a clock step. */
 const WALL_STEP_TOLERANCE_MS = 1_000;
 
