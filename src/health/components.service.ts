@@ -61,6 +61,7 @@ export class ComponentHealthService {
       }),
       delivery: judgeDelivery({
         pending: stats.pending,
+        // Wall clock on purpose: the event may have been logged by an earlier process, and no monotonic reading spans a restart.
         oldestPendingAgeSecs: ageSecs(stats.oldestPendingAt),
         pausedReason: delivery.pausedReason,
         consecutiveFailures: delivery.consecutiveFailures,
