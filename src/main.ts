@@ -1,24 +1,24 @@
 #!/usr/bin/env node
 import 'reflect-metadata';
 import { type INestApplication, Logger, type LoggerService } from '@nestjs/common';
-import { createAgentApp, listenAdmin } from './agent.app';
 import { runStatusCommand } from './cli/status.command';
 import { IdentityError, loadIdentity } from './comms/identity';
-import { IdentityWatcher, type ReloadOutcome, refusalText, reloadText } from './comms/identity-watcher';
+import type { ReloadOutcome } from './comms/identity-watcher';
 import { type AgentConfig, loadConfig } from './config/config.loader';
 import { NOT_STARTED } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
-import { lockStateDir, type StateDirLock } from './lifecycle/state-dir-lock';
+import { holdReloadSignal } from './lifecycle/reload-signal';
 import { createAgentLogger } from './logging/agent-logger';
 import { currentNodeRuntime, nodeRuntimeProblem } from './runtime/node-runtime';
 import { AGENT_VERSION } from './version';
 
+// The app, the state-dir lock and the identity watcher are imported inside
+// `run`: `status` needs none of them, and they load native addons (flock(2)
+// via fs-ext, unix datagrams for sd_notify) that a CLI has no use for.
+
 /** Exit status for a configuration error; the systemd unit does not restart on it. */
 const EXIT_CONFIG = 2;
-
-/** Held until the process exits; the kernel releases it then, whatever the cause of the exit. */
-let stateDirLock: StateDirLock | null = null;
 
 async function main(): Promise<number | null> {
   // First of all: on a Node.js without what the agent needs, every dispatch would fail later.
@@ -52,6 +52,9 @@ async function main(): Promise<number | null> {
 }
 
 async function run(config: AgentConfig): Promise<number | null> {
+  const logger = createAgentLogger(config.logFormat, config.logLevel);
+  // Before anything slow: a SIGHUP during start-up must not kill the agent.
+  const reloadSignal = holdReloadSignal(logger);
   let identity;
   try {
     identity = loadIdentity(config);
@@ -62,10 +65,11 @@ async function run(config: AgentConfig): Promise<number | null> {
   const stateDirProblem = prepareStateDir(config.stateDir);
   if (stateDirProblem) return configFailure([stateDirProblem]);
   // Before anything that writes the state dir: two agents on one event log lose events.
+  const { lockStateDir } = await import('./lifecycle/state-dir-lock');
   const locked = lockStateDir(config.stateDir);
   switch (locked.kind) {
     case 'locked':
-      stateDirLock = locked.lock;
+      // Held for the life of the process: its descriptor is never closed, and the kernel drops the lock at exit.
       break;
     case 'held':
       // Not a settings mistake to fix in a file: the one line says what to do.
@@ -79,7 +83,7 @@ async function run(config: AgentConfig): Promise<number | null> {
     }
   }
 
-  const logger = createAgentLogger(config.logFormat, config.logLevel);
+  const { createAgentApp, listenAdmin } = await import('./agent.app');
   const app = await createAgentApp(config, identity, logger);
   try {
     await listenAdmin(app, config.adminAddress);
@@ -92,7 +96,7 @@ async function run(config: AgentConfig): Promise<number | null> {
     return 1;
   }
   handleStopSignals(app, logger);
-  handleReloadSignal(app, logger);
+  await handleReloadSignal(app, logger, reloadSignal);
   new Logger('Bootstrap').log(
     `nixfleet-agent ${AGENT_VERSION} started for ${config.machineId}; control plane ${config.controlPlaneUrl}; status at ${formatListenAddress(config.adminAddress)}/status`,
   );
@@ -151,12 +155,16 @@ function handleStopSignals(app: INestApplication, logger: LoggerService): void {
 
 /**
  * SIGHUP (`systemctl reload`) re-reads the CA, client certificate and key
- * at once rather than at the next 2 s poll; settings are not re-read. Node
- * would otherwise die of it, silently.
+ * at once rather than at the next 2 s poll; settings are not re-read.
  */
-function handleReloadSignal(app: INestApplication, logger: LoggerService): void {
+async function handleReloadSignal(
+  app: INestApplication,
+  logger: LoggerService,
+  signal: ReturnType<typeof holdReloadSignal>,
+): Promise<void> {
+  const { IdentityWatcher, refusalText, reloadText } = await import('./comms/identity-watcher');
   const identity = app.get(IdentityWatcher);
-  process.on('SIGHUP', () => {
+  signal.reloadWith(() => {
     let outcome: ReloadOutcome;
     try {
       outcome = identity.checkNow();

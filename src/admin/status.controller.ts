@@ -66,6 +66,7 @@ export class StatusController {
         pending: log.pending,
         delivered: log.delivered,
         refused: log.refused,
+        // Wall clock on purpose: the event may have been logged by an earlier process, and no monotonic reading spans a restart.
         oldestPendingAgeSecs:
           log.oldestPendingAt === null
             ? null

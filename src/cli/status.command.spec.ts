@@ -3,10 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
+import { helpText } from '../config/config.loader';
+import { COMPONENT_LABELS } from '../health/component-health';
 import {
   assess,
-  formatDuration,
   formatSeqs,
+  JUDGED_BY_COMPONENT,
   type Readyz,
   readyzOf,
   runStatusCommand,
@@ -292,7 +295,7 @@ describe('assess', () => {
       expect(a.reachability).toEqual({ kind: 'reachable', lastHeartbeatAgeSecs: 12 });
     });
 
-    it('is degraded by a failing dispatch poll, not by warnings; heartbeat, delivery and identity keep their own checks', () => {
+    it('is degraded by a failing dispatch poll, not by warnings (the activation backend only ever warns); heartbeat, delivery and identity keep their own checks', () => {
       const warn = { state: 'warning', detail: 'x', since: null };
       expect(assess(statusDoc({ components: components({ dispatchPoll: { state: 'failing', detail: 'polls fail', since: null } }) }), READY, NOW).problems).toEqual([
         { kind: 'component-failing', component: 'dispatchPoll', detail: 'polls fail', since: null },
@@ -481,21 +484,20 @@ describe('readyzOf', () => {
   });
 });
 
-describe('formatDuration and formatSeqs', () => {
-  it.each([
-    [0, '0 s'],
-    [12.7, '12 s'],
-    [119, '119 s'],
-    [120, '2 min'],
-    [7199, '119 min'],
-    [7200, '2 h'],
-    [2 * DAY - 1, '47 h'],
-    [2 * DAY, '2 days'],
-    [-5, '0 s'],
-  ])('%s s is "%s"', (secs, text) => {
-    expect(formatDuration(secs)).toBe(text);
+describe('--help on the exit status of status', () => {
+  it('names every reason assess has for "degraded"', () => {
+    const help = helpText(false).replace(/\n/g, ' ');
+    const reasons = [
+      'control plane unreachable',
+      'event delivery paused',
+      `the client certificate expired or within ${CERT_EXPIRY_WARNING_DAYS} days of expiry`,
+      ...JUDGED_BY_COMPONENT.map((name) => `${COMPONENT_LABELS[name]} failing`),
+    ];
+    for (const reason of reasons) expect([reason, help.includes(reason)]).toEqual([reason, true]);
   });
+});
 
+describe('formatSeqs', () => {
   it('folds runs of seqs and caps the list', () => {
     expect(formatSeqs([9, 3, 4, 5, 4])).toBe('3-5, 9');
     expect(formatSeqs(Array.from({ length: 20 }, (_, i) => i * 2))).toBe('0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, ...');

@@ -1,3 +1,5 @@
+import { formatDuration } from '../clock/duration';
+import { CERT_EXPIRY_WARNING_DAYS, CLOCK_SKEW_WARN_SECS } from '../clock/thresholds';
 import { formatListenAddress, type ListenAddress } from '../config/listen-address';
 import {
   COMPONENT_LABELS,
@@ -12,12 +14,8 @@ import { type AdminAnswer, AdminNotJsonError, getFromAdmin } from './admin-reque
 export const STATUS_EXIT = { healthy: 0, degraded: 1, unreachable: 3 } as const;
 export type StatusExit = (typeof STATUS_EXIT)[keyof typeof STATUS_EXIT];
 
-/** Less than this left on the client certificate is a problem today (the agent's own expiry warning uses 7 days too). */
-export const CERT_DEGRADED_DAYS = 7;
 /** Without /readyz, the CP's own rule: unreachable after three missed heartbeats. */
 const MISSED_HEARTBEATS = 3;
-/** Soak deadlines and certificate validity are wall-clock times: a clock this far off the CP's deserves a word. */
-const CLOCK_SKEW_WARN_SECS = 30;
 const DAY_SECS = 86_400;
 
 type Json = Record<string, unknown>;
@@ -62,9 +60,11 @@ export interface LastAttemptFailed {
 /**
  * Components that `assess` judges from /status's `components` (an older
  * agent has none). Heartbeat, delivery and identity keep their own checks
- * below, which also work on an older agent's document.
+ * below, which also work on an older agent's document. The activation
+ * backend is not here: a missing tool is only ever a warning (the agent's own
+ * work goes on; a dispatch that needs it fails and says so).
  */
-const JUDGED_BY_COMPONENT: readonly ComponentName[] = ['eventLog', 'dispatchPoll', 'activationBackend'];
+export const JUDGED_BY_COMPONENT: readonly ComponentName[] = ['eventLog', 'dispatchPoll'];
 
 /** What makes the agent degraded (exit 1). */
 export type Problem =
@@ -161,8 +161,9 @@ export function readyzOf(answer: AdminAnswer): Readyz {
 /**
  * The verdict, from the two documents and the time: degraded when the
  * control plane is unreachable (as /readyz judges it), event delivery is
- * paused, the client certificate has less than 7 days left, or a component
- * (the event log, the dispatch poll, the activation backend) is failing.
+ * paused, the client certificate has less than CERT_EXPIRY_WARNING_DAYS
+ * left, or a component of JUDGED_BY_COMPONENT is failing. --help says the
+ * same (config.loader.ts).
  */
 export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
   const problems: Problem[] = [];
@@ -205,7 +206,7 @@ export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
   const cert = record(status.certificate);
   if (cert !== null) {
     const left = certSecondsLeft(cert, now);
-    if (left !== null && left < CERT_DEGRADED_DAYS * DAY_SECS) problems.push({ kind: 'certificate-expiring', secondsLeft: left });
+    if (left !== null && left < CERT_EXPIRY_WARNING_DAYS * DAY_SECS) problems.push({ kind: 'certificate-expiring', secondsLeft: left });
     if (cert.validity === 'not-yet-valid') warnings.push({ kind: 'certificate-not-yet-valid', notBefore: text(cert.notBefore) });
     const reloadError = text(cert.lastReloadError);
     if (reloadError !== null && reloadError !== '') warnings.push({ kind: 'certificate-reload-failed', error: reloadError });
@@ -482,15 +483,6 @@ function warningText(w: Warning): string {
       return never;
     }
   }
-}
-
-/** "12 s", "4 min", "3 h", "9 days": the unit a person would say. */
-export function formatDuration(secs: number): string {
-  const s = Math.max(0, Math.floor(secs));
-  if (s < 120) return `${s} s`;
-  if (s < 2 * 3600) return `${Math.floor(s / 60)} min`;
-  if (s < 2 * DAY_SECS) return `${Math.floor(s / 3600)} h`;
-  return `${Math.floor(s / DAY_SECS)} days`;
 }
 
 /** "3-5, 9": runs of seqs, at most a dozen shown. */

@@ -198,20 +198,6 @@ describe('ControlPlaneClient over real mutual TLS', () => {
     }
   });
 
-  it('says a reset before the TLS handshake finished is not about our certificate', async () => {
-    const { client, close } = await clientFor(pki.client);
-    try {
-      cp.setResetConnections(true);
-      const result = await client.heartbeat(body());
-      expect(!result.ok && result.failure.kind).toBe('tls');
-      expect(!result.ok && result.failure.detail).toMatch(/^the connection was reset during the TLS handshake, before the control plane presented a certificate \(.*ECONNRESET/);
-      expect(!result.ok && result.failure.detail).not.toMatch(/refused our client certificate/);
-    } finally {
-      cp.setResetConnections(false);
-      await close();
-    }
-  });
-
   it('cuts a stalled call off at its deadline and says it timed out', async () => {
     const { client, close } = await clientFor(pki.client);
     try {
@@ -291,6 +277,34 @@ describe('ControlPlaneClient over real mutual TLS', () => {
       cp.respondNext('heartbeat', { status: 200, body: { bootstrap_rollouts: 'none' } });
       const wrongShape = await client.heartbeat(body());
       expect(!wrongShape.ok && wrongShape.failure.detail).toMatch(/bootstrap_rollouts/);
+    } finally {
+      await close();
+    }
+  });
+
+  it.each([
+    [429, 30],
+    [503, 30],
+    [500, null],
+    [502, null],
+    [409, null],
+    [403, null],
+  ])('takes Retry-After: 30 on HTTP %i as %p, alike on heartbeats, events and dispatch polls', async (status, expected) => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      const calls = {
+        heartbeat: () => client.heartbeat(body()),
+        events: () => client.postEvent('{"hostname":"web-01","rolloutId":"stable@a1b2c3d4","event":{"kind":"Converged","seq":1}}'),
+        dispatch: () => client.pollDispatch(1),
+      } as const;
+      for (const [route, call] of Object.entries(calls)) {
+        cp.respondNext(route as keyof typeof calls, { status, retryAfterSecs: 30, body: { error: 'busy' } });
+        const result = await call();
+        expect([route, !result.ok && result.failure]).toEqual([route, expect.objectContaining({ kind: 'http-status', status, retryAfterSecs: expected })]);
+        const said = !result.ok ? describeFailure(result.failure) : '';
+        if (expected === null) expect(said).toMatch(/; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry$/);
+        else expect(said).not.toMatch(/Retry-After/);
+      }
     } finally {
       await close();
     }

@@ -9,7 +9,7 @@ import { HeartbeatResponse, type HeartbeatRequest } from '../protocol/heartbeat.
 import { DispatchOrder } from '../protocol/dispatch.wire';
 import { PATH_DISPATCH, PATH_EVENTS, PATH_HEARTBEAT, TIMEOUTS } from '../protocol/protocol.constants';
 import { validateWire } from '../protocol/validate';
-import { classifyTransportError, type CpFailure, parseRetryAfter } from './cp-failure';
+import { classifyTransportError, type CpFailure, parseRetryAfter, RETRY_AFTER_STATUSES } from './cp-failure';
 import { handshakeStageOf } from './tls-agent';
 import { TlsAgentHolder } from './tls-agent.holder';
 
@@ -149,10 +149,16 @@ export class ControlPlaneClient {
 
   statusFailure(answer: RawAnswer): { ok: false; failure: CpFailure; headers: Record<string, string> } {
     const rawRetryAfter = answer.headers['retry-after'];
-    const retryAfterSecs = parseRetryAfter(rawRetryAfter, this.clock.now());
-    const failure: Extract<CpFailure, { kind: 'http-status' }> = { kind: 'http-status', status: answer.status, retryAfterSecs, detail: snippet(answer.text) };
+    const failure: Extract<CpFailure, { kind: 'http-status' }> = { kind: 'http-status', status: answer.status, retryAfterSecs: null, detail: snippet(answer.text) };
+    if (rawRetryAfter === undefined) return { ok: false, failure, headers: answer.headers };
+    // Decided here, once, so that every caller honours the same statuses.
+    if (!RETRY_AFTER_STATUSES.has(answer.status)) {
+      failure.ignoredRetryAfter = snippet(rawRetryAfter, 40);
+      return { ok: false, failure, headers: answer.headers };
+    }
+    failure.retryAfterSecs = parseRetryAfter(rawRetryAfter, this.clock.now());
     // A CP that means "wait" but says it wrongly should be told so, not silently overruled by the backoff.
-    if (rawRetryAfter !== undefined && retryAfterSecs === null) failure.unusableRetryAfter = snippet(rawRetryAfter, 40);
+    if (failure.retryAfterSecs === null) failure.unusableRetryAfter = snippet(rawRetryAfter, 40);
     return { ok: false, failure, headers: answer.headers };
   }
 }

@@ -12,13 +12,24 @@ export type CpFailure =
       kind: 'http-status';
       detail: string;
       status: number;
+      /** From `Retry-After`, on the statuses in RETRY_AFTER_STATUSES only; null otherwise. */
       retryAfterSecs: number | null;
       /** A `Retry-After` that is neither delta-seconds nor an HTTP date: ignored, but said. */
       unusableRetryAfter?: string;
+      /** A `Retry-After` on a status that does not set when to retry (a 500, say): ignored, but said. */
+      ignoredRetryAfter?: string;
     }
   | { kind: 'bad-body'; detail: string; status: number | null };
 
 export type CpFailureKind = CpFailure['kind'];
+
+function retryAfterNote(f: Extract<CpFailure, { kind: 'http-status' }>): string {
+  if (f.unusableRetryAfter !== undefined) return `; its Retry-After "${f.unusableRetryAfter}" is neither seconds nor an HTTP date, ignored`;
+  if (f.ignoredRetryAfter !== undefined) {
+    return `; its Retry-After "${f.ignoredRetryAfter}" is ignored: only a ${[...RETRY_AFTER_STATUSES].join(' or ')} sets when to retry`;
+  }
+  return '';
+}
 
 export function describeFailure(f: CpFailure): string {
   switch (f.kind) {
@@ -33,11 +44,7 @@ export function describeFailure(f: CpFailure): string {
     case 'aborted':
       return `aborted: ${f.detail}`;
     case 'http-status':
-      return `HTTP ${f.status}: ${f.detail}${
-        f.unusableRetryAfter === undefined
-          ? ''
-          : `; its Retry-After "${f.unusableRetryAfter}" is neither seconds nor an HTTP date, ignored`
-      }`;
+      return `HTTP ${f.status}: ${f.detail}${retryAfterNote(f)}`;
     case 'bad-body':
       return `bad response body${f.status === null ? '' : ` (HTTP ${f.status})`}: ${f.detail}`;
     default: {
@@ -127,6 +134,15 @@ function newConnectionReset(message: string, handshake: HandshakeStage | null): 
     }
   }
 }
+
+/**
+ * The statuses whose `Retry-After` the agent honours, alike for every call
+ * (heartbeat, event delivery, dispatch poll): 503, the answer PROTOCOL §1
+ * gives to a CP that is still starting (RFC 9110), and 429 (RFC 6585), the
+ * two that define it as "come back then". On any other status the header is
+ * said in the failure and ignored: the caller's own backoff applies.
+ */
+export const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([429, 503]);
 
 /**
  * The longest wait a `Retry-After` can impose. A CP (or a host clock years

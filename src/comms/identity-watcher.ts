@@ -8,6 +8,7 @@ import {
   Optional,
 } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
+import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { errnoText } from '../config/config.loader';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
@@ -22,8 +23,6 @@ import { TlsAgentHolder } from './tls-agent.holder';
  * on any filesystem. Three stats every few seconds cost nothing.
  */
 export const IDENTITY_POLL_MS = 2_000;
-/** Under this many days to expiry the agent warns, once a day. */
-export const EXPIRY_WARNING_DAYS = 7;
 /** A clock-skew estimate beyond this is named as a likely cause of a validity problem. */
 export const SKEW_NOTE_SECS = 60;
 
@@ -283,7 +282,7 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
 export function validityOf(client: Client, now: Date): CertificateValidity {
   if (now < client.notBefore) return 'not-yet-valid';
   if (now > client.notAfter) return 'expired';
-  if (client.notAfter.getTime() - now.getTime() < EXPIRY_WARNING_DAYS * DAY_MS) return 'expiring';
+  if (client.notAfter.getTime() - now.getTime() < CERT_EXPIRY_WARNING_DAYS * DAY_MS) return 'expiring';
   return 'valid';
 }
 

@@ -145,4 +145,25 @@ describe('loadConfig', () => {
       'https://cp.test:8443/fleet',
     );
   });
+
+  it.each(['https://cp.example/a@b', 'https://cp.example:8443/fleets/ops@example/', 'https://[fd00::1]:8443/a@b'])(
+    'takes an "@" in the path of %s: only the authority can carry credentials',
+    (url) => {
+      expect(run(loadConfig({ argv: ['--control-plane-url', url, '--machine-id', 'web-01'], env: {}, stdoutIsTty: false })).controlPlaneUrl).toBe(url);
+    },
+  );
+
+  it.each([
+    ['https://u:p@cp.example/', 'u:p', '"https://***@cp.example/"'],
+    // Hiding the path too is the price of never leaving a piece of a password.
+    ['https://u:s3cret@cp.example/a@b', 's3cret', '"https://***@b"'],
+    ['https://fleet:pa?s3cret@cp.example', 's3cret', '"https://***@cp.example"'],
+  ])('refuses %s and masks its credentials', (url, secret, shown) => {
+    const result = loadConfig({ argv: ['--control-plane-url', url, '--machine-id', 'web-01'], env: {}, stdoutIsTty: false });
+    expect(result.kind).toBe('invalid');
+    const problems = result.kind === 'invalid' ? result.problems : [];
+    expect(problems).toEqual([expect.stringMatching(/must not carry a user name or password/)]);
+    expect(problems[0]).toContain(`got ${shown} from --control-plane-url`);
+    expect(problems[0]).not.toContain(secret);
+  });
 });

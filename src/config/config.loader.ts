@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { plainToInstance } from 'class-transformer';
 import { isURL, validateSync } from 'class-validator';
+import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { settingProblem, sourceText, whereToSet, type ValueSource } from './config.messages';
 import { isLoopback, parseListenAddress, type ListenAddress } from './listen-address';
 import { CONTROL_PLANE_URL_RULES, envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
@@ -175,19 +176,32 @@ export function loadConfig(input: LoadInput): LoadResult {
 }
 
 /**
- * `user:password@` in a URL: any "@" after the "//". Judged on the text,
- * not on `new URL()`: a password with a "/", "?" or "#" in it makes a parser
- * see a host and a path, and the password would be echoed as part of them.
+ * `user:password@` in a URL. Judged on the text, not on `new URL()`: a
+ * password with an unencoded "/", "?" or "#" makes a parser see a host and a
+ * path, and the password would be echoed as part of them.
+ *
+ * An "@" in the authority (between "//" and the first "/", "?" or "#") is
+ * userinfo. An "@" further on is a path's (`https://cp.example/a@b`), unless
+ * what stands before that first delimiter is no `host[:port]`: then it is a
+ * password cut by its own "/" (`https://fleet:pa/ss@cp.example`).
  */
-const USERINFO = /^([^/?#]*\/\/).*@/s;
+const AUTHORITY = /^[^/?#]*\/\/([^/?#]*)/;
+const HOST_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[^:@[\]]*)(?::\d*)?$/;
 
 function hasUserinfo(value: unknown): value is string {
-  return typeof value === 'string' && USERINFO.test(value);
+  if (typeof value !== 'string') return false;
+  const authority = AUTHORITY.exec(value);
+  if (authority === null) return false;
+  if (authority[1].includes('@')) return true;
+  return value.indexOf('@', authority[0].length) !== -1 && !HOST_PORT.test(authority[1]);
 }
 
-/** The URL with everything between "//" and its last "@" replaced. */
+/**
+ * The URL with everything between "//" and its last "@" replaced: hiding a
+ * path with it is harmless, leaving a piece of a password is not.
+ */
 function withoutUserinfo(value: string, mask: string): string {
-  return value.replace(USERINFO, `$1${mask}`);
+  return value.replace(/^([^/?#]*\/\/).*@/s, `$1${mask}`);
 }
 
 function resolveAdminAddress(settings: Settings, problems: string[]): ListenAddress | undefined {
@@ -352,8 +366,10 @@ export function helpText(stdoutIsTty: boolean): string {
   lines.push(
     '',
     'Exit status of the agent: 0 clean shutdown, 2 configuration error (systemd does not restart on it), 1 any other failure.',
-    'Exit status of status: 0 healthy, 1 degraded (control plane unreachable, event delivery paused, or a',
-    'certificate within 7 days of expiry), 2 bad flags, 3 no agent answers at --admin-listen.',
+    // What `assess` in cli/status.command.ts calls degraded; its spec checks that this says all of it.
+    'Exit status of status: 0 healthy; 1 degraded: control plane unreachable, event log failing, dispatch poll failing,',
+    `event delivery paused, or the client certificate expired or within ${CERT_EXPIRY_WARNING_DAYS} days of expiry; 2 bad flags;`,
+    '3 no agent answers at --admin-listen.',
   );
   return lines.join('\n');
 }

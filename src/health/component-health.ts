@@ -1,3 +1,5 @@
+import { formatDuration } from '../clock/duration';
+
 /**
  * Per-component health: the part of `/status` (`components`) that says, for
  * each thing the agent must do, whether it works. Pure: the service reads the
@@ -98,7 +100,7 @@ export function judgeDelivery(i: DeliveryInput): ComponentHealth {
     };
   }
   if (i.pending === 0) return ok('nothing pending');
-  const age = i.oldestPendingAgeSecs === null ? '' : ` (oldest ${secs(i.oldestPendingAgeSecs)} old)`;
+  const age = i.oldestPendingAgeSecs === null ? '' : ` (oldest ${formatDuration(i.oldestPendingAgeSecs)} old)`;
   return ok(`${i.pending} event(s) pending${age}, ${i.started ? 'sending' : 'sent once boot recovery is over'}`);
 }
 
@@ -129,12 +131,12 @@ export function judgeDispatchPoll(i: DispatchPollInput): ComponentHealth {
     const failing = i.failingForSecs !== null && i.failingForSecs > i.thresholdSecs;
     return {
       state: failing ? 'failing' : 'warning',
-      detail: `polls fail (${i.consecutiveFailures} in a row${i.failingForSecs === null ? '' : `, for ${secs(i.failingForSecs)}`}): ${i.lastError ?? 'unknown error'}; no dispatch can arrive meanwhile; polling again with backoff`,
+      detail: `polls fail (${i.consecutiveFailures} in a row${i.failingForSecs === null ? '' : `, for ${formatDuration(i.failingForSecs)}`}): ${i.lastError ?? 'unknown error'}; no dispatch can arrive meanwhile; polling again with backoff`,
       since: i.failingSince,
     };
   }
   if (!i.polling) return ok('not polling yet: starts once boot recovery is over');
-  return ok(i.lastPollAgeSecs === null ? 'waiting for a dispatch' : `waiting for a dispatch; last answer ${secs(i.lastPollAgeSecs)} ago`);
+  return ok(i.lastPollAgeSecs === null ? 'waiting for a dispatch' : `waiting for a dispatch; last answer ${formatDuration(i.lastPollAgeSecs)} ago`);
 }
 
 /** What the activation backend needs, checked at start. */
@@ -186,13 +188,13 @@ export function judgeIdentity(i: IdentityInput): ComponentHealth {
     case 'expired':
       return {
         state: 'failing',
-        detail: `${who} expired${left === null ? '' : ` ${secs(-left)} ago`}; the control plane refuses it until renewed files are in place (taken without a restart)`,
+        detail: `${who} expired${left === null ? '' : ` ${formatDuration(-left)} ago`}; the control plane refuses it until renewed files are in place (taken without a restart)`,
         since: i.notAfter,
       };
     case 'expiring':
       return {
         state: 'failing',
-        detail: `${who} expires in ${left === null ? 'less than a week' : secs(left)}; renew it (renewed files are taken without a restart)`,
+        detail: `${who} expires in ${left === null ? 'less than a week' : formatDuration(left)}; renew it (renewed files are taken without a restart)`,
         since: i.notAfter === null ? null : new Date(Date.parse(i.notAfter) - i.expiringDays * 86_400_000).toISOString(),
       };
     case 'not-yet-valid':
@@ -210,7 +212,7 @@ export function judgeIdentity(i: IdentityInput): ComponentHealth {
     }
   }
   if (i.lastReloadError !== null) return { state: 'warning', detail: i.lastReloadError, since: null };
-  return ok(`${who}${left === null ? '' : `, expires in ${secs(left)}`}`);
+  return ok(`${who}${left === null ? '' : `, expires in ${formatDuration(left)}`}`);
 }
 
 /** The heartbeat, as /readyz judges it, plus the last attempt. */
@@ -229,31 +231,22 @@ export interface HeartbeatInput {
 export function judgeHeartbeat(i: HeartbeatInput): ComponentHealth {
   const failures = `${i.consecutiveFailures} failure(s) in a row`;
   if (!i.reachable) {
-    const forText = i.failingForSecs === null ? '' : ` for ${secs(i.failingForSecs)}`;
+    const forText = i.failingForSecs === null ? '' : ` for ${formatDuration(i.failingForSecs)}`;
     return {
       state: 'failing',
       detail:
         i.lastSuccessAgeSecs === null && i.consecutiveFailures === 0
           ? `no heartbeat answered yet${forText}`
-          : `control plane unreachable${forText} (past ${secs(i.thresholdSecs)}): ${i.lastError ?? 'no heartbeat answered yet'} (${failures}); retrying with backoff`,
+          : `control plane unreachable${forText} (past ${formatDuration(i.thresholdSecs)}): ${i.lastError ?? 'no heartbeat answered yet'} (${failures}); retrying with backoff`,
       since: i.failingSince,
     };
   }
   if (i.consecutiveFailures > 0) {
     return {
       state: 'warning',
-      detail: `the last attempt failed: ${i.lastError ?? 'unknown error'} (${failures}); last success ${secs(i.lastSuccessAgeSecs ?? 0)} ago, unreachable after ${secs(i.thresholdSecs)}`,
+      detail: `the last attempt failed: ${i.lastError ?? 'unknown error'} (${failures}); last success ${formatDuration(i.lastSuccessAgeSecs ?? 0)} ago, unreachable after ${formatDuration(i.thresholdSecs)}`,
       since: i.failingSince,
     };
   }
-  return ok(i.lastSuccessAgeSecs === null ? 'reachable' : `last heartbeat ${secs(i.lastSuccessAgeSecs)} ago`);
-}
-
-/** "12 s", "4 min", "3 h", "9 days": the unit a person would say. */
-function secs(n: number): string {
-  const s = Math.max(0, Math.floor(n));
-  if (s < 120) return `${s} s`;
-  if (s < 2 * 3600) return `${Math.floor(s / 60)} min`;
-  if (s < 2 * 86_400) return `${Math.floor(s / 3600)} h`;
-  return `${Math.floor(s / 86_400)} days`;
+  return ok(i.lastSuccessAgeSecs === null ? 'reachable' : `last heartbeat ${formatDuration(i.lastSuccessAgeSecs)} ago`);
 }

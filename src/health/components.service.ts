@@ -2,7 +2,8 @@ import { Inject, Injectable } from '@nestjs/common';
 import { ActivationPreflight } from '../activation/activation.preflight';
 import { type Clock, CLOCK } from '../clock/clock';
 import { Uptime } from '../clock/uptime';
-import { EXPIRY_WARNING_DAYS, IdentityWatcher } from '../comms/identity-watcher';
+import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
+import { IdentityWatcher } from '../comms/identity-watcher';
 import { DispatchWorker } from '../dispatch/dispatch.worker';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { DrainerService } from '../outbound/drainer.service';
@@ -61,6 +62,7 @@ export class ComponentHealthService {
       }),
       delivery: judgeDelivery({
         pending: stats.pending,
+        // Wall clock on purpose: the event may have been logged by an earlier process, and no monotonic reading spans a restart.
         oldestPendingAgeSecs: ageSecs(stats.oldestPendingAt),
         pausedReason: delivery.pausedReason,
         consecutiveFailures: delivery.consecutiveFailures,
@@ -91,7 +93,7 @@ export class ComponentHealthService {
         notAfter: cert?.notAfter ?? null,
         secondsToExpiry: cert?.secondsToExpiry ?? null,
         lastReloadError: cert?.lastReloadError ?? null,
-        expiringDays: EXPIRY_WARNING_DAYS,
+        expiringDays: CERT_EXPIRY_WARNING_DAYS,
       }),
       heartbeat: judgeHeartbeat({
         reachable: readiness.reachable,

@@ -161,7 +161,7 @@ export class MetricsService {
     );
     this.eventLogFailures = new Counter({
       name: `${METRIC_PREFIX}event_log_append_failures_total`,
-      help: 'Records (events and delivery marks) that could not be appended to the event log: a full disk, an I/O error, a read-only file system',
+      help: "Failed writes to the event log, each an append of one transition's events or a delivery mark, however many records it held: a full disk, an I/O error, a read-only file system",
       registers,
     });
     this.eventLogLastFailure = new OptionalGauge(

@@ -170,6 +170,31 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     expect(warnings[0]).toMatch(/ProbeResult seq 1 of stable@d5xxaaaa failed: HTTP 503.*retrying the same seq in 1\.0 s/);
   });
 
+  it('ignores Retry-After on a 500 or a 409 (the backoff applies) and honours it on a 429, as the heartbeat and dispatch poll do', async () => {
+    const rollout = 'stable@draaaaaa';
+    const { a, drainer } = await start();
+    world.cp.respondNext('events', { status: 500, retryAfterSecs: 30 });
+    world.cp.respondNext('events', { status: 409, retryAfterSecs: 30 });
+    world.cp.respondNext('events', { status: 429, retryAfterSecs: 30 });
+    await emit(a, rollout, [1]);
+    await drainer.idle();
+    expect(trail(rollout)).toEqual(['1:500']);
+
+    // Jitter is pinned to the middle: 1 s, then 2 s, not 30 s.
+    await advanceAndKick(a, drainer, 1_000);
+    expect(trail(rollout)).toEqual(['1:500', '1:409']);
+    await advanceAndKick(a, drainer, 2_000);
+    expect(trail(rollout)).toEqual(['1:500', '1:409', '1:429']);
+    // The 4 s step is outlasted by the 429's 30 s.
+    await advanceAndKick(a, drainer, 29_999);
+    expect(trail(rollout)).toHaveLength(3);
+    await advanceAndKick(a, drainer, 1);
+    expect(trail(rollout)).toEqual(['1:500', '1:409', '1:429', '1:204']);
+    const warnings = a.logs.messages('warn', DrainerService.name);
+    expect(warnings.map((w) => /retrying the same seq in (\d+\.\d) s/.exec(w)?.[1])).toEqual(['1.0', '2.0', '30.0']);
+    expect(warnings[0]).toMatch(/HTTP 500: .*; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry; retrying/);
+  });
+
   it('keeps the backoff within ±20 % of its doubling steps', async () => {
     const rollout = 'stable@djitaaaa';
     const { a, drainer } = await start();

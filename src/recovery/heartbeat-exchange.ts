@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
+import { CLOCK_SKEW_WARN_SECS } from '../clock/thresholds';
 import { Uptime } from '../clock/uptime';
 import { type CpFailure, describeFailure } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
@@ -19,15 +20,13 @@ export type ExchangeKind = 'boot-recovery' | 'heartbeat';
 
 /** Statuses that say the CP refuses who we are or the protocol we speak (PROTOCOL §6 treats them alike). */
 const IDENTITY_REFUSED: ReadonlySet<number> = new Set([401, 403, 426]);
-/** A skew beyond this is said in the log (the `status` command warns from the same figure). */
-export const CLOCK_SKEW_WARN_SECS = 30;
 /** Wall and monotonic time may disagree this much over one call before we call it a clock step. */
 const WALL_STEP_TOLERANCE_MS = 1_000;
 
 export interface ExchangeOutcome {
   ok: boolean;
   failure: CpFailure | null;
-  /** From `Retry-After` on a 503 or 429 (PROTOCOL §1): the next try waits at least this long. */
+  /** From `Retry-After` (on the statuses of RETRY_AFTER_STATUSES): the next try waits at least this long. */
   retryAfterSecs: number | null;
   snapshotsApplied: number;
   snapshotsRejected: number;
@@ -103,10 +102,7 @@ export class HeartbeatExchange {
     if (headers && !stepped) this.estimateSkew(headers['date'], sentAt, receivedAt);
 
     if (!result.ok) {
-      const retryAfterSecs =
-        result.failure.kind === 'http-status' && (result.failure.status === 503 || result.failure.status === 429)
-          ? result.failure.retryAfterSecs
-          : null;
+      const retryAfterSecs = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
       const replayFrom = result.headers ? this.replayFromFailedAnswer(result.headers, result.failure, kind) : null;
       // Snapshots are never taken from a failed answer: its body is not the heartbeat response.
       return { ok: false, failure: result.failure, retryAfterSecs, snapshotsApplied: 0, snapshotsRejected: 0, replayFrom };

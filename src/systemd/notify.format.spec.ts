@@ -1,5 +1,4 @@
 import {
-  duration,
   failureCause,
   notifyDatagram,
   notifyTarget,
@@ -116,21 +115,6 @@ describe('statusLine', () => {
       'boot recovery: waiting for the handshake with the control plane (3 s); 2 events pending',
     );
     expect(statusLine({ phase: 'stopping' })).toBe('stopping: finishing in-flight work');
-  });
-});
-
-describe('duration', () => {
-  it('is coarse: seconds, then minutes, hours, days', () => {
-    expect([0, 119, 120, 7199, 7200, 172_799, 172_800, -3].map(duration)).toEqual([
-      '0 s',
-      '119 s',
-      '2 min',
-      '119 min',
-      '2 h',
-      '47 h',
-      '2 d',
-      '0 s',
-    ]);
   });
 });
 

@@ -1,3 +1,4 @@
+import { formatDuration } from '../clock/duration';
 import type { CpFailureKind } from '../comms/cp-failure';
 import type { HealthCheck } from '../health/health.service';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
@@ -92,7 +93,7 @@ export type ControlPlaneView =
 export function statusLine(s: AgentSnapshot): string {
   switch (s.phase) {
     case 'booting':
-      return `boot recovery: waiting for the handshake with the control plane (${duration(s.waitedSecs)}); ${eventsPending(s.pendingEvents)}`;
+      return `boot recovery: waiting for the handshake with the control plane (${formatDuration(s.waitedSecs)}); ${eventsPending(s.pendingEvents)}`;
     case 'running': {
       const parts: string[] = [];
       if (s.notLive.length > 0) {
@@ -101,7 +102,7 @@ export function statusLine(s: AgentSnapshot): string {
       // First after liveness: it is what the line would otherwise hide behind "heartbeat ok".
       if (s.eventLogFailing !== null) {
         const cause = s.eventLogFailing.cause === null ? '' : ` (${s.eventLogFailing.cause})`;
-        parts.push(`DEGRADED: event log writes failing for ${duration(s.eventLogFailing.forSecs)}${cause}`);
+        parts.push(`DEGRADED: event log writes failing for ${formatDuration(s.eventLogFailing.forSecs)}${cause}`);
       }
       parts.push(controlPlanePart(s.controlPlane), eventsPending(s.pendingEvents));
       const rollouts = rolloutsPart(s.activeRollouts);
@@ -120,13 +121,13 @@ export function statusLine(s: AgentSnapshot): string {
 function controlPlanePart(cp: ControlPlaneView): string {
   switch (cp.kind) {
     case 'ok': {
-      const base = `heartbeat ok ${duration(cp.lastSuccessSecsAgo)} ago`;
+      const base = `heartbeat ok ${formatDuration(cp.lastSuccessSecsAgo)} ago`;
       if (cp.failuresSince === 0) return base;
       const failures = `${cp.failuresSince} failed attempt${cp.failuresSince === 1 ? '' : 's'} since`;
       return `${base} (${failures}${cp.cause === null ? '' : `: ${cp.cause}`})`;
     }
     case 'unreachable':
-      return `control plane unreachable for ${duration(cp.forSecs)}${cp.cause === null ? '' : ` (${cp.cause})`}`;
+      return `control plane unreachable for ${formatDuration(cp.forSecs)}${cp.cause === null ? '' : ` (${cp.cause})`}`;
     default: {
       const never: never = cp;
       return never;
@@ -146,15 +147,6 @@ function rolloutsPart(states: readonly RolloutState[]): string | null {
   const noun = `rollout${states.length === 1 ? '' : 's'}`;
   if (counts.length === 1) return `${states.length} ${noun} ${counts[0]?.state ?? ''}`;
   return `${states.length} ${noun}: ${counts.map((c) => `${c.n} ${c.state}`).join(', ')}`;
-}
-
-/** Coarse on purpose: an operator reads "3 min", not "187 s". */
-export function duration(secs: number): string {
-  const s = Math.max(0, Math.floor(secs));
-  if (s < 120) return `${s} s`;
-  if (s < 120 * 60) return `${Math.floor(s / 60)} min`;
-  if (s < 48 * 3600) return `${Math.floor(s / 3600)} h`;
-  return `${Math.floor(s / 86400)} d`;
 }
 
 /** The short cause of a failed heartbeat, for the STATUS= line; the full text is in the log and /status. */

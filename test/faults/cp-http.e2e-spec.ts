@@ -2,6 +2,7 @@ import type { ReceivedRequest, ScriptedResponse } from '../../dev/control-plane'
 import type { Pki } from '../../dev/pki';
 import {
   dispatch,
+  eventually,
   fakeClosure,
   FULL_ROLLOUT,
   heldKinds,
@@ -211,8 +212,11 @@ describe('faults: bad HTTP answers from the control plane', () => {
     it('503 without Retry-After: the usual backoff', async () => {
       const { failed, gapSecs } = await tryAndNext('statuses', 3);
       expect(failed.status).toBe(503);
-      expect(failed.headers['retry-after']).toBeUndefined();
-      expect(warning('statuses', /HTTP 503: /).nextTrySecs).toBeGreaterThanOrEqual(5);
+      const w = warning('statuses', /HTTP 503: /);
+      expect(w.message).not.toMatch(/Retry-After/);
+      // The third failure in a row: the 5 s backoff, doubled twice and capped at 5 s (a 1 s interval), ±20 %.
+      expect(w.nextTrySecs).toBeGreaterThanOrEqual(5);
+      expect(w.nextTrySecs).toBeLessThanOrEqual(6);
       expect(gapSecs).toBeGreaterThanOrEqual(5);
     });
 
@@ -232,8 +236,9 @@ describe('faults: bad HTTP answers from the control plane', () => {
 
     it('503 with Retry-After in seconds: the next try waits that long', async () => {
       const { failed, gapSecs } = await tryAndNext('retryAfter', 1);
-      expect(failed.headers).toBeDefined();
-      expect(warning('retryAfter', /HTTP 503: /).nextTrySecs).toBeGreaterThanOrEqual(8);
+      expect(failed.status).toBe(503);
+      // Retry-After: 8 outweighs the first backoff (5 s, at most 6 with jitter): the wait announced is exactly 8 s.
+      expect(warning('retryAfter', /HTTP 503: /).nextTrySecs).toBe(8);
       expect(gapSecs).toBeGreaterThanOrEqual(8);
     });
 
@@ -314,6 +319,47 @@ describe('faults: bad HTTP answers from the control plane', () => {
       expect(gapSecs).toBeGreaterThanOrEqual(15);
       expect(next.status).toBe(200);
       await chains.slowBody.agent.statusWhen((s) => (s.heartbeat as Json).consecutiveFailures === 0, 'a heartbeat ok again');
+    });
+  });
+
+  describe('Retry-After, alike for every caller', () => {
+    let world: World;
+    let agent: FaultAgent;
+    const retryAfter30 = (status: number): ScriptedResponse => ({ status, retryAfterSecs: 30, body: { error: 'busy' } });
+
+    beforeAll(async () => {
+      world = await makeFaultWorld({}, shared.pki);
+      worlds.push(world);
+      world.cp.respondNext('heartbeat', {});
+      world.cp.respondNext('heartbeat', retryAfter30(500));
+      world.cp.respondNext('heartbeat', retryAfter30(429));
+      world.cp.respondNext('dispatch', retryAfter30(500));
+      world.cp.respondNext('dispatch', retryAfter30(429));
+      agent = await startFaultAgent(world);
+    });
+
+    /** The wait each warning of `prefix` announced, in order, once there are `n`. */
+    async function announcedWaits(prefix: string, wait: RegExp, n: number): Promise<{ messages: string[]; secs: number[] }> {
+      const warned = (): string[] => agent.logs().filter((l) => l.level === 'warn' && l.message.startsWith(prefix)).map((l) => l.message);
+      await eventually(() => warned().length >= n, 30_000, `${n} warnings "${prefix}"`, () => agent.run.output());
+      const messages = warned().slice(0, n);
+      return { messages, secs: messages.map((m) => Number(wait.exec(m)?.[1])) };
+    }
+
+    it('the dispatch poll ignores it on a 500 (its 1 s backoff) and waits it out on a 429', async () => {
+      const { messages, secs } = await announcedWaits('dispatch poll failed: ', /polling again in (\d+\.\d) s/, 2);
+      expect(messages[0]).toMatch(/^dispatch poll failed: HTTP 500: .*; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry;/);
+      expect(secs[0]).toBeLessThan(2);
+      expect(messages[1]).toMatch(/^dispatch poll failed: HTTP 429: /);
+      expect(secs[1]).toBe(30);
+    });
+
+    it('the heartbeat ignores it on a 500 (its 5 s backoff) and waits it out on a 429', async () => {
+      const { messages, secs } = await announcedWaits('heartbeat to the control plane failed: ', /next try in (\d+\.\d) s/, 2);
+      expect(messages[0]).toMatch(/HTTP 500: .*; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry;/);
+      expect(secs[0]).toBeLessThan(30);
+      expect(messages[1]).toMatch(/HTTP 429: /);
+      expect(secs[1]).toBe(30);
     });
   });
 });

@@ -4,18 +4,10 @@ import { getFromAdmin } from '../../src/cli/admin-request';
 import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
 import { testArgs } from '../support/agent-config';
 import { killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
+import { eventually } from '../support/fault-world';
 
 const ROLLOUT = 'stable@a1b2c3d4';
 const TARGET = fakeClosure('web-01-26.11', 'b');
-
-/** Polls an async condition (real time) until it holds. */
-async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 type Status = {
   rollouts: { rolloutId: string; state: string; lastEventSeq: number; lastDeliveredSeq: number | null }[];

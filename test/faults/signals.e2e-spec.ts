@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { freePort } from '../../dev/free-port';
@@ -6,7 +8,8 @@ import { CANONICAL_SUFFIX, type ClientIdentity } from '../../dev/pki';
 import type { ReceivedRequest } from '../../dev/control-plane';
 import { makeWorld, type World } from '../support/agent-harness';
 import { testArgs } from '../support/agent-config';
-import { killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
+import { killIfRunning, type RunningAgent, startAgent, startAgentStopped } from '../support/agent-process';
+import { EARLY_SIGHUP_LINE } from '../../src/lifecycle/reload-signal';
 
 type Json = Record<string, unknown>;
 
@@ -73,17 +76,21 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     return live;
   }
 
-  async function start(identity?: ClientIdentity): Promise<{ agent: RunningAgent; port: number; from: number }> {
-    const port = await freePort();
-    const from = world.cp.heartbeats.length;
-    agent = startAgent([
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, `state-${++seq}`), currentSystemPath: world.currentSystemPath, identity }),
+  function agentArgs(stateDir: string, port: number, identity?: ClientIdentity): string[] {
+    return [
+      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir, currentSystemPath: world.currentSystemPath, identity }),
       '--heartbeat-interval', '1',
       '--admin-listen', `127.0.0.1:${port}`,
       // A backend this machine can run, so the only warnings are the ones a test provokes.
       '--activation-backend', 'symlink',
       '--store-dir', world.storeDir,
-    ]);
+    ];
+  }
+
+  async function start(identity?: ClientIdentity): Promise<{ agent: RunningAgent; port: number; from: number }> {
+    const port = await freePort();
+    const from = world.cp.heartbeats.length;
+    agent = startAgent(agentArgs(join(world.dir, `state-${++seq}`), port, identity));
     await agent.waitForOutput(/status at 127\.0\.0\.1:\d+\/status/);
     return { agent, port, from };
   }
@@ -112,6 +119,38 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     expect(logLines(agent).filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([]);
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
+  });
+
+  it('a SIGHUP while it is still starting does not kill it: one line says so, then it starts, and a later SIGHUP reloads as usual', async () => {
+    const port = await freePort();
+    const stateDir = join(world.dir, `state-${++seq}`);
+    mkdirSync(stateDir, { mode: 0o700 });
+    const starting = await startAgentStopped(agentArgs(stateDir, port));
+    agent = starting;
+    const pid = starting.child.pid as number;
+    // Start-up proves the state dir writable with `.write-probe-<pid>`; made a FIFO, the agent's
+    // open of it waits for a reader (this test). Past that point the handler must be there, and
+    // the Nest app is not built yet.
+    const probe = join(stateDir, `.write-probe-${pid}`);
+    execFileSync('mkfifo', [probe]);
+    starting.child.kill('SIGCONT');
+    const reader = await open(probe, 'r');
+    starting.child.kill('SIGHUP');
+    // The agent writes nothing into the probe and closes it: EOF.
+    expect((await reader.readFile()).length).toBe(0);
+    await reader.close();
+
+    await starting.waitForOutput(/status at 127\.0\.0\.1:\d+\/status/);
+    expect(starting.child.signalCode).toBeNull();
+    expect((await getStatus(port)).pid).toBe(pid);
+    expect(reloadLines(starting)).toEqual([expect.objectContaining({ level: 'info', message: EARLY_SIGHUP_LINE })]);
+
+    starting.child.kill('SIGHUP');
+    await starting.waitForOutput(/SIGHUP received; client identity files re-read: unchanged/);
+    expect(reloadLines(starting).map((l) => l.message)).toEqual([EARLY_SIGHUP_LINE, expect.stringMatching(/^SIGHUP received; client identity files re-read: unchanged/)]);
+    expect(logLines(starting).filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([]);
+    starting.child.kill('SIGTERM');
+    expect(await starting.exited).toBe(0);
   });
 
   it('on SIGHUP after a rotation on disk: takes the new certificate at once, says so, and later heartbeats present it', async () => {

@@ -7,6 +7,7 @@ import { freePort } from '../../dev/free-port';
 import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
 import { testArgs } from '../support/agent-config';
 import { killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
+import { eventually, seqsWithTwoBodies } from '../support/fault-world';
 
 // Faults of the state dir, with the built agent as real child processes
 // against the dev control plane: one agent per dir, a kill -9 and a restart,
@@ -48,15 +49,6 @@ function loggedEvents(stateDir: string): string[] {
   return logRecords(stateDir)
     .filter((r) => r.t === 'event' && r.rolloutId === ROLLOUT)
     .map((r) => `${r.seq}:${r.kind}`);
-}
-
-/** Polls an async condition (real time) until it holds. */
-async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** The agent's stderr alone (startAgent interleaves both streams). */
@@ -204,12 +196,7 @@ describe('faults: the state dir (one agent per dir, kill -9, unwritable)', () =>
     const stored = world.cp.events(world.pki.machineId, ROLLOUT);
     expect(stored.slice(0, 3).map((e) => e.raw)).toEqual(logged.map((r) => r.envelope));
     // No seq was ever posted with two different bodies.
-    const bodiesBySeq = new Map<number, Set<string>>();
-    for (const post of world.cp.eventPosts) {
-      const seq = (post.body as { event?: { seq?: number } } | undefined)?.event?.seq ?? -1;
-      bodiesBySeq.set(seq, (bodiesBySeq.get(seq) ?? new Set()).add(post.raw));
-    }
-    expect([...bodiesBySeq].map(([seq, bodies]) => [seq, bodies.size])).toEqual([...bodiesBySeq.keys()].map((seq) => [seq, 1]));
+    expect(seqsWithTwoBodies(world.cp)).toEqual([]);
 
     restarted.child.kill('SIGTERM');
     expect(await restarted.exited).toBe(0);

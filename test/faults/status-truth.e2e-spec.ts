@@ -8,6 +8,7 @@ import { STATUS_EXIT } from '../../src/cli/status.command';
 import { testArgs } from '../support/agent-config';
 import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
 import { AGENT_MAIN, cleanEnv, killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
+import { until } from '../support/fault-world';
 import { parsePrometheusText } from '../support/prometheus';
 
 type Json = Record<string, unknown>;
@@ -33,21 +34,6 @@ function runCli(args: string[]): Promise<CliResult> {
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-async function until<T>(probe: () => Promise<T | null>, timeoutMs: number, what: string, agent: RunningAgent): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== null) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms (last error: ${String(last)}); agent output:\n${agent.output()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 function getText(port: number, path: string): Promise<{ status: number; text: string }> {
@@ -101,7 +87,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
     ]);
     const status = async (): Promise<Json> => (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Json;
     const running = agent;
-    await until(async () => (((await status()).heartbeat as Json).lastSuccessAt === null ? null : true), 20_000, 'a first answered heartbeat', running);
+    await until(async () => (((await status()).heartbeat as Json).lastSuccessAt === null ? null : true), 20_000, 'a first answered heartbeat', () => running.output());
     return { port, admin, status };
   }
 
@@ -141,7 +127,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         },
         20_000,
         'the event log component failing',
-        running,
+        () => running.output(),
       );
       const eventLog = failing.eventLog as Json;
       const since = eventLog.failingSince as string;
@@ -200,7 +186,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         },
         20_000,
         'the event log component ok again',
-        running,
+        () => running.output(),
       );
       expect(healed.eventLog).toMatchObject({ failingSince: null, failuresInStreak: 0, lastError: { code: 'ENOSPC' } });
       expect((await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/readyz')).status).toBe(200);
@@ -235,37 +221,45 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
   });
 
   it('says at once that the last heartbeat failed, why and since when, and stays healthy within 3 intervals', async () => {
-    const { admin, status } = await start(join(world.dir, 'state-hb'), ['--heartbeat-interval', '5']);
+    // 10 s interval: unreachable only 30 s after the last success, far more than the checks below take.
+    const { admin, status } = await start(join(world.dir, 'state-hb'), ['--heartbeat-interval', '10']);
     const running = agent as RunningAgent;
-    // Retry-After holds the next try back, so the failure is the last attempt while the CLI asks.
-    world.cp.respondNext('heartbeat', { status: 503, retryAfterSecs: 10, body: { error: 'maintenance' } });
+    // Every heartbeat fails for the whole check, and Retry-After (the most it honours, an hour)
+    // keeps a second try away: the state asked about is one failed attempt, whenever it is asked.
+    world.cp.setDefault('heartbeat', { status: 503, retryAfterSecs: 3600, body: { error: 'maintenance' } });
+    try {
+      const failed = await until(
+        async () => {
+          const s = await status();
+          return (s.heartbeat as Json).consecutiveFailures === 1 ? s : null;
+        },
+        20_000,
+        'a failed heartbeat',
+        () => running.output(),
+      );
+      const heartbeat = failed.heartbeat as Json;
+      const since = heartbeat.failingSince as string;
+      expect(since).toBe((heartbeat.lastError as Json).at);
+      expect((failed.components as Json).heartbeat).toEqual({
+        state: 'warning',
+        detail: expect.stringMatching(/^the last attempt failed: HTTP 503.*maintenance.* \(1 failure\(s\) in a row\); last success \d+ s ago, unreachable after 30 s$/),
+        since,
+      });
 
-    const failed = await until(
-      async () => {
-        const s = await status();
-        return (s.heartbeat as Json).consecutiveFailures === 1 ? s : null;
-      },
-      20_000,
-      'a failed heartbeat',
-      running,
-    );
-    const heartbeat = failed.heartbeat as Json;
-    const since = heartbeat.failingSince as string;
-    expect(since).toBe((heartbeat.lastError as Json).at);
-    expect((failed.components as Json).heartbeat).toEqual({
-      state: 'warning',
-      detail: expect.stringMatching(/^the last attempt failed: HTTP 503.*maintenance.* \(1 failure\(s\) in a row\); last success \d+ s ago, unreachable after 15 s$/),
-      since,
-    });
-
-    const cli = await runCli(['status', '--admin-listen', admin]);
-    expect(cli).toMatchObject({ code: STATUS_EXIT.healthy, stderr: '' });
-    expect(cli.stdout).toMatch(/: HEALTHY$/m);
-    expect(cli.stdout).toMatch(
-      new RegExp(
-        `control plane \\S+ is reachable, last heartbeat \\d+ s ago; the last attempt FAILED: HTTP 503.*maintenance.* \\(1 failure\\(s\\) in a row, failing since ${since.replace(/\./g, '\\.')} \\(\\d+ s ago\\)\\)`,
-      ),
-    );
-    expect(cli.stdout).toContain(`  heartbeat     WARNING since ${since} (`);
+      const cli = await runCli(['status', '--admin-listen', admin]);
+      expect(cli).toMatchObject({ code: STATUS_EXIT.healthy, stderr: '' });
+      expect(cli.stdout).toMatch(/: HEALTHY$/m);
+      expect(cli.stdout).toMatch(
+        new RegExp(
+          `control plane \\S+ is reachable, last heartbeat \\d+ s ago; the last attempt FAILED: HTTP 503.*maintenance.* \\(1 failure\\(s\\) in a row, failing since ${since.replace(/\./g, '\\.')} \\(\\d+ s ago\\)\\)`,
+        ),
+      );
+      expect(cli.stdout).toContain(`  heartbeat     WARNING since ${since} (`);
+      // Still the one failure: nothing moved while the check ran.
+      expect(((await status()).heartbeat as Json).consecutiveFailures).toBe(1);
+      expect(world.cp.heartbeats.filter((h) => h.status === 503)).toHaveLength(1);
+    } finally {
+      world.cp.setDefault('heartbeat', null);
+    }
   });
 });

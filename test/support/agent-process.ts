@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const AGENT_MAIN = join(__dirname, '..', '..', 'dist', 'main.js');
@@ -38,7 +39,40 @@ export interface RunningAgent {
 
 /** Starts the built agent as a real child process; its stdout and stderr are collected. */
 export function startAgent(args: string[], env: Record<string, string> = {}): RunningAgent {
-  const child = spawn(process.execPath, [AGENT_MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  return collect(spawn(process.execPath, [AGENT_MAIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/**
+ * Like `startAgent`, but the process stops itself (SIGSTOP) before Node
+ * starts, so a test can prepare what needs the agent's pid; SIGCONT lets it
+ * go on. Resolves once it is stopped.
+ */
+export async function startAgentStopped(args: string[], env: Record<string, string> = {}): Promise<RunningAgent> {
+  // `exec` keeps the pid: the stopped shell becomes the agent.
+  const child = spawn('/bin/sh', ['-c', 'kill -STOP $$; exec "$@"', 'sh', process.execPath, AGENT_MAIN, ...args], {
+    env: cleanEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const agent = collect(child);
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the agent's shell exited before stopping; output:\n${agent.output()}`);
+    if (child.pid !== undefined && processState(child.pid) === 'T') return agent;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The state letter of /proc/<pid>/stat (R, S, T for stopped...); null once the process is gone. */
+function processState(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name is in parentheses and may contain anything: the state follows the last ")".
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return null;
+  }
+}
+
+function collect(child: ChildProcess): RunningAgent {
   let text = '';
   const listeners = new Set<() => void>();
   const onData = (chunk: Buffer): void => {
