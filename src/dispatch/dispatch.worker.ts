@@ -71,6 +71,9 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
   private lastOutcome: DispatchStatus['lastOutcome'] = null;
   private lastOrder: DispatchStatus['lastOrder'] = null;
   private heldOrder: HeldOrder | null = null;
+  // Durations are read from the monotonic clock: a wall-clock step must not age a failure.
+  private failingSinceMono: number | null = null;
+  private lastPollMono: number | null = null;
 
   constructor(
     private readonly client: ControlPlaneClient,
@@ -105,6 +108,11 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
     };
   }
 
+  /** Monotonic ms of the last poll's end and of the current failure streak's start; null when none. */
+  progress(): { lastPollMono: number | null; failingSinceMono: number | null } {
+    return { lastPollMono: this.lastPollMono, failingSinceMono: this.failingSinceMono };
+  }
+
   async beforeApplicationShutdown(): Promise<void> {
     // A long-poll holds nothing the agent must finish: cut it.
     this.abort.abort();
@@ -117,9 +125,11 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
       if (signal.aborted) return;
       this.lastPollAt = this.clock.now();
+      this.lastPollMono = this.clock.monotonicMs();
       if (result.ok) {
         this.failures = 0;
         this.failingSince = null;
+        this.failingSinceMono = null;
         this.lastOutcome = result.response.body ? 'order' : 'no-order';
         if (result.response.body) await this.accept(result.response.body);
         continue;
@@ -127,6 +137,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       this.failures += 1;
       this.lastOutcome = 'failed';
       this.failingSince ??= this.lastPollAt;
+      this.failingSinceMono ??= this.lastPollMono;
       this.lastError = describeFailure(result.failure);
       this.lastErrorAt = this.lastPollAt;
       const retryAfter = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;

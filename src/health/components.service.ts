@@ -43,6 +43,9 @@ export class ComponentHealthService {
     const stats = this.eventLog.stats();
     const delivery = this.drainer.deliveryStatus();
     const dispatch = this.dispatch.status();
+    const dispatchProgress = this.dispatch.progress();
+    const monoNow = this.clock.monotonicMs();
+    const monoAgeSecs = (mono: number | null): number | null => (mono === null ? null : Math.max(0, (monoNow - mono) / 1000));
     const preflight = this.preflight.status();
     const cert = this.identity.certificateStatus();
     const hb = this.heartbeat.status();
@@ -75,8 +78,8 @@ export class ComponentHealthService {
         consecutiveFailures: dispatch.consecutiveFailures,
         lastError: dispatch.lastError,
         failingSince: dispatch.failingSince,
-        failingForSecs: dispatch.consecutiveFailures > 0 ? ageSecs(dispatch.failingSince) : null,
-        lastPollAgeSecs: ageSecs(dispatch.lastPollAt),
+        failingForSecs: monoAgeSecs(dispatchProgress.failingSinceMono),
+        lastPollAgeSecs: monoAgeSecs(dispatchProgress.lastPollMono),
         thresholdSecs: readiness.thresholdSecs,
         held: dispatch.heldOrder,
       }),

@@ -57,6 +57,8 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
   private readonly logger = new Logger(EventLogService.name);
   private log!: EventLog;
   private failingSince: Date | null = null;
+  /** The same moment on the monotonic clock: how long writes have failed must not move with a wall-clock step. */
+  private failingSinceMono: number | null = null;
   private failuresInStreak = 0;
   private failuresTotal = 0;
   private lastError: EventLogWriteHealth['lastError'] = null;
@@ -156,6 +158,11 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     return this.lastError?.code != null && PROBE_CLEARS.has(this.lastError.code);
   }
 
+  /** Seconds the current streak of failed writes has lasted, on the monotonic clock; null while writes work. */
+  failingForSecs(): number | null {
+    return this.failingSinceMono === null ? null : Math.max(0, (this.clock.monotonicMs() - this.failingSinceMono) / 1000);
+  }
+
   /** One probe of the state dir: a write and an fdatasync beside the log. Public so tests can run it. */
   async probeWrites(): Promise<boolean> {
     // An append that fails while the probe runs outweighs it.
@@ -201,6 +208,7 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     if (this.probeClears()) this.startProbing();
     if (this.failingSince !== null) return;
     this.failingSince = at;
+    this.failingSinceMono = this.clock.monotonicMs();
     const clears = this.probeClears() ? `probed every ${WRITE_PROBE_MS / 1000} s` : 'an append to the log itself must work, a probe beside it proves nothing';
     this.logger.error(
       `event log ${this.log.path}: writes fail (${cause}); new events cannot be made durable, so none is sent and no rollout moves; status is DEGRADED until a write works again (${clears})`,
@@ -213,6 +221,7 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
       `event log ${this.log.path}: ${how} worked again after ${this.failuresInStreak} failed write(s) since ${this.failingSince.toISOString()}; events are made durable again`,
     );
     this.failingSince = null;
+    this.failingSinceMono = null;
     this.failuresInStreak = 0;
     this.stopProbing();
   }

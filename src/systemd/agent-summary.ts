@@ -39,8 +39,8 @@ export class AgentSummary {
 
   private eventLogFailing(): EventLogFailingView | null {
     const h = this.eventLog.writeHealth();
-    if (h.failingSince === null) return null;
-    const forSecs = Math.max(0, (this.clock.now().getTime() - Date.parse(h.failingSince)) / 1000);
+    const forSecs = this.eventLog.failingForSecs();
+    if (h.failingSince === null || forSecs === null) return null;
     // The errno code is what fits a one-line STATUS=; /status has the whole message.
     return { forSecs, cause: h.lastError?.code ?? h.lastError?.cause ?? null };
   }

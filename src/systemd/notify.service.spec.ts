@@ -128,6 +128,7 @@ describe('NotifyService, against a real unix datagram socket', () => {
   let world: World;
   let clock: FakeClock;
   let scheduler: SchedulerRegistry;
+  let failingSinceMono = 0;
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'nfa-notify-'));
@@ -188,9 +189,11 @@ describe('NotifyService, against a real unix datagram socket', () => {
         deadlineMs: 10_000,
       }),
     };
-    const eventLog: Pick<EventLogService, 'writeHealth'> & { stats: () => { pending: number } } = {
+    const eventLog: Pick<EventLogService, 'writeHealth' | 'failingForSecs'> & { stats: () => { pending: number } } = {
       stats: () => ({ pending: world.pending }),
       writeHealth: () => world.eventLog,
+      // The streak's length as the real service measures it: on the monotonic clock, from when it began.
+      failingForSecs: () => (world.eventLog.failingSince === null ? null : (clock.monotonicMs() - failingSinceMono) / 1000),
     };
     const reducer: Pick<ReducerService, 'current'> = { current: (): ReducerState => ({ rollouts: world.rollouts }) };
 
@@ -305,6 +308,7 @@ describe('NotifyService, against a real unix datagram socket', () => {
     await systemd.waitForCount(2);
 
     const since = clock.now().toISOString();
+    failingSinceMono = clock.monotonicMs();
     clock.advance(42_000);
     const cause = 'ENOSPC: no space left on device, write';
     world.eventLog = {

@@ -153,7 +153,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         },
         20_000,
         'the dispatch held',
-        running,
+        () => running.output(),
       );
       expect((held.dispatch as Json).heldOrder).toMatchObject({ rolloutId: 'stable@a1b2c3d4', attempts: expect.any(Number), lastError: expect.stringMatching(/ENOSPC/) });
       expect((held.components as Json).dispatchPoll).toMatchObject({ state: 'failing', detail: expect.stringMatching(/^the dispatch for stable@a1b2c3d4 is held, not applied/) });
@@ -210,7 +210,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         },
         10_000,
         'nothing held',
-        running,
+        () => running.output(),
       );
       expect((settled.components as Json).eventLog).toMatchObject({ state: 'ok' });
       const after = await runCli(['status', '--admin-listen', admin]);
