@@ -6,7 +6,7 @@ import type { AgentEvent, AgentEventKind, EventEnvelope } from '../protocol/even
 import { rebuildFromLog } from '../reducer/rebuild';
 import { EMPTY_STATE, type LogMeta, type Policy, type ReducerInput, type ReducerState } from '../reducer/reducer.types';
 import { transition } from '../reducer/transition';
-import { type AppendItem, EventLog, EventLogInputError, type EventLogOptions, EventLogWriteError } from './event-log';
+import { type AppendItem, EventLog, EventLogInputError, type EventLogOptions, EventLogWriteError, type ScheduleOnce } from './event-log';
 import { FaultyFs } from '../../test/support/faulty-log-fs';
 
 const T0 = Date.parse('2026-05-01T12:00:00.000Z');
@@ -213,6 +213,36 @@ describe('EventLog', () => {
       await new Promise((r) => setTimeout(r, 80));
       expect(fs.datasyncs).toBe(before + 1);
       await log.close();
+    });
+
+    it('runs the grouped mark sync through the scheduler it is given, and cancels it at close', async () => {
+      const fs = new FaultyFs();
+      const scheduled: { fn: () => void; ms: number; cancelled: boolean }[] = [];
+      const scheduleMarkSync: ScheduleOnce = (fn, ms) => {
+        const call = { fn, ms, cancelled: false };
+        scheduled.push(call);
+        return () => {
+          call.cancelled = true;
+        };
+      };
+      const log = await open({ fs, markSyncMs: 75, scheduleMarkSync });
+      await log.append([item(A, 1), item(A, 2)]);
+      const before = fs.datasyncs;
+      await log.markDelivered(A, 1, 204);
+      await log.markDelivered(A, 2, 204);
+      expect(scheduled.map((c) => c.ms)).toEqual([75]);
+      expect(fs.datasyncs).toBe(before);
+
+      scheduled[0].fn();
+      // flush() queues behind the sync the scheduler started, and finds nothing left to sync.
+      await log.flush();
+      expect(fs.datasyncs).toBe(before + 1);
+
+      await log.markRefused(A, 2, 422, 'late');
+      expect(scheduled).toHaveLength(2);
+      await log.close();
+      expect(scheduled[1].cancelled).toBe(true);
+      expect(fs.datasyncs).toBe(before + 2);
     });
   });
 

@@ -100,3 +100,14 @@ export const nodeLogFs: LogFs = {
     await mkdir(dir, { recursive: true, mode: 0o700 });
   },
 };
+
+/** Writes all of `data` at the end of `file`, looping over short writes. */
+export async function appendFully(file: LogFile, data: Buffer): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const n = await file.append(data.subarray(done));
+    // A zero-byte write would loop for ever; a real full disk throws ENOSPC instead.
+    if (n <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    done += n;
+  }
+}
