@@ -20,6 +20,7 @@ import { parse as parseYaml } from 'yaml';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { STATUS_EXIT } from '../src/cli/status.command';
 import { cleanEnv } from './support/agent-process';
+import { until } from './support/polling';
 import { freePort } from '../dev/free-port';
 
 /*
@@ -336,20 +337,6 @@ async function stop(c: Child | null): Promise<void> {
   await c.exited;
 }
 
-async function until<T>(probe: () => Promise<T | null>, timeoutMs: number, what: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== null) return v;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 /** Every module name that compiled JS under `dir` requires, bare names only (not relative paths). */
 function bareRequires(dir: string): Map<string, string> {
   const found = new Map<string, string>();
@@ -486,7 +473,7 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     expect(cpService.command).toEqual(expect.arrayContaining(['--server-name', 'control-plane']));
     cp = launch(process.execPath, cpArgv.slice(1), replay.hostPath(cpStage, cpConfig.workdir), cleanEnv(cpConfig.env));
     const cpRef = cp;
-    await until(async () => (/listening on/.test(cpRef.output()) ? true : null), 30_000, () => `the dev CP to listen; output:\n${cpRef.output()}`);
+    await until(() => (/listening on/.test(cpRef.output()) ? true : null), 30_000, 'the dev CP to listen', () => `output:\n${cpRef.output()}`);
 
     // Its healthcheck, as Docker would run it inside the container.
     const health = (cpService.healthcheck?.test ?? []).map(remap);
@@ -520,7 +507,8 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
         return (doc.heartbeat as Json).lastSuccessAt === null ? null : doc;
       },
       30_000,
-      () => `a successful heartbeat on /status; agent output:\n${agentRef.output()}\nCP output:\n${cpRef.output()}`,
+      'a successful heartbeat on /status',
+      () => `agent output:\n${agentRef.output()}\nCP output:\n${cpRef.output()}`,
     );
     expect(status).toMatchObject({
       machineId: 'web-01',

@@ -1,54 +1,11 @@
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { getFromAdmin } from '../src/cli/admin-request';
 import { STATUS_EXIT } from '../src/cli/status.command';
+import { type Json, statusWhen } from './support/admin-http';
+import { runCli } from './support/agent-cli';
 import { makeWorld, type World } from './support/agent-harness';
-import { testArgs } from './support/agent-config';
-import { AGENT_MAIN, cleanEnv, type RunningAgent, startAgent } from './support/agent-process';
+import { type RunningAgent, startAdminAgent } from './support/agent-process';
+import { until } from './support/polling';
 import { freePort } from '../dev/free-port';
-
-type Json = Record<string, unknown>;
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * The built CLI as a child process. Not spawnSync: the dev CP lives in this
- * process and must keep answering the agent's heartbeats meanwhile.
- */
-function runCli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AGENT_MAIN, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function until<T>(probe: () => Promise<T | null>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== null) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms (last error: ${String(last)})`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('nixfleet-agent status: the built CLI against the built agent and the dev CP', () => {
   let world: World;
@@ -57,24 +14,9 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
 
   beforeAll(async () => {
     world = await makeWorld();
-    const port = await freePort();
-    admin = `127.0.0.1:${port}`;
-    agent = startAgent([
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), currentSystemPath: world.currentSystemPath }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', admin,
-    ]);
-    await until(
-      async () => {
-        const { body } = await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status');
-        const heartbeat = (body as Json).heartbeat as Json;
-        return heartbeat.lastSuccessAt === null ? null : true;
-      },
-      20_000,
-      'a first successful heartbeat',
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}; agent output:\n${agent.output()}`);
-    });
+    const started = await startAdminAgent(world, { stateDir: join(world.dir, 'state'), readyWhen: null });
+    ({ agent, admin } = started);
+    await statusWhen(agent, started.port, (s) => (s.heartbeat as Json).lastSuccessAt !== null, 'a first successful heartbeat', 20_000);
   });
 
   afterAll(async () => {

@@ -3,12 +3,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../dev/free-port';
+import { type Json, tcpConnect } from '../support/admin-http';
 import { makeWorld, type World } from '../support/agent-harness';
 import { testArgs } from '../support/agent-config';
-import { killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
-
-type Json = Record<string, unknown>;
+import { killIfRunning, logLines, type RunningAgent, startAdminAgent, startAgent } from '../support/agent-process';
 
 interface Answer {
   status: number;
@@ -55,17 +53,6 @@ function raw(port: number, bytes: string | Buffer, opts: { end?: boolean } = {})
   });
 }
 
-function connect(host: string, port: number): Promise<'connected' | string> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
-  });
-}
-
 /** Local addresses of the sockets listening on `port`, from the kernel's own tables (hex in /proc/net/tcp{,6}). */
 function listeningAddresses(port: number): string[] {
   const found: string[] = [];
@@ -83,18 +70,10 @@ function listeningAddresses(port: number): string[] {
 
 async function untilPortFree(port: number): Promise<void> {
   for (let i = 0; ; i++) {
-    if ((await connect('127.0.0.1', port)) === 'ECONNREFUSED') return;
+    if ((await tcpConnect('127.0.0.1', port)) === 'ECONNREFUSED') return;
     if (i >= 300) throw new Error(`port ${port} stayed busy; another agent (or test) holds the default admin port`);
     await new Promise((r) => setTimeout(r, 200));
   }
-}
-
-function logLines(agent: RunningAgent): Json[] {
-  return agent
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Json);
 }
 
 /** What a bad client must never cause: a stack trace, an error line, or Nest's/Express's exception handler speaking. */
@@ -116,14 +95,8 @@ describe('faults at the admin edge: the built agent, bad local clients', () => {
 
   beforeAll(async () => {
     world = await makeWorld();
-    port = await freePort();
-    agent = startAgent([
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), currentSystemPath: world.currentSystemPath }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', `127.0.0.1:${port}`,
-    ]);
+    ({ agent, port } = await startAdminAgent(world, { stateDir: join(world.dir, 'state') }));
     pid = agent.child.pid;
-    await agent.waitForOutput(/status at 127\.0\.0\.1:\d+\/status/);
   });
   afterAll(async () => {
     await killIfRunning(agent);
@@ -238,14 +211,14 @@ describe('faults at the admin edge: the default listener is on loopback only', (
     );
     await agent.waitForOutput(/status at 127\.0\.0\.1:9850\/status/);
     expect(listeningAddresses(9850)).toEqual(['127.0.0.1']);
-    expect(await connect('127.0.0.1', 9850)).toBe('connected');
+    expect(await tcpConnect('127.0.0.1', 9850)).toBe('connected');
     const others = Object.values(networkInterfaces())
       .flat()
       .filter((i) => i !== undefined && !i.internal)
       .map((i) => i?.address ?? '')
       // A link-local IPv6 address needs a scope id to be dialled at all.
       .filter((a) => !a.toLowerCase().startsWith('fe80:'));
-    for (const address of others) expect({ address, result: await connect(address, 9850) }).toEqual({ address, result: 'ECONNREFUSED' });
+    for (const address of others) expect({ address, result: await tcpConnect(address, 9850) }).toEqual({ address, result: 'ECONNREFUSED' });
 
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);

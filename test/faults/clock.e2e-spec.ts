@@ -1,17 +1,9 @@
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ReceivedRequest } from '../../dev/control-plane';
-import { AGENT_MAIN, cleanEnv } from '../support/agent-process';
-import {
-  gapsSecs,
-  killAllFaultAgents,
-  makeFaultWorld,
-  startFaultAgent,
-  type FaultAgent,
-  type Json,
-  type World,
-} from '../support/fault-world';
+import { runCli } from '../support/agent-cli';
+import { gapsSecs } from '../support/cp-record';
+import { killAllFaultAgents, makeFaultWorld, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
 import { parsePrometheusText } from '../support/prometheus';
 
 const DAY_SECS = 86_400;
@@ -29,17 +21,6 @@ function libfaketime(): string {
 /** How far a heartbeat's `at` (the agent's wall clock) is from when the CP received it, in seconds. */
 function atOffsetSecs(h: ReceivedRequest): number {
   return (Date.parse(String((h.body as Json).at)) - h.receivedAt.getTime()) / 1000;
-}
-
-/** The `status` command, run asynchronously so the in-process CP keeps answering meanwhile. */
-function statusCommand(port: number, env: Record<string, string>): Promise<{ code: number | null; stdout: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AGENT_MAIN, 'status', '--admin-listen', `127.0.0.1:${port}`], { env: cleanEnv(env) });
-    let stdout = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout }));
-  });
 }
 
 /**
@@ -107,7 +88,7 @@ describe('faults: a jumping wall clock', () => {
     const logged = /^this host's clock is (\d+) s ahead of the control plane's/.exec(warned.message);
     expect(Math.abs(Number(logged?.[1]) - DAY_SECS)).toBeLessThan(5);
 
-    const cli = await statusCommand(agent.port, fakeEnv);
+    const cli = await runCli(['status', '--admin-listen', `127.0.0.1:${agent.port}`], fakeEnv);
     const said = /^warning: this host's clock is (\d+(?:\.\d)?) s ahead of the control plane's$/m.exec(cli.stdout);
     expect(Math.abs(Number(said?.[1]) - DAY_SECS)).toBeLessThan(5);
   });

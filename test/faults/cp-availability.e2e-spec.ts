@@ -1,19 +1,6 @@
-import {
-  dispatch,
-  eventually,
-  fakeClosure,
-  FULL_ROLLOUT,
-  heldKinds,
-  killAllFaultAgents,
-  makeFaultWorld,
-  ROLLOUT_A,
-  ROLLOUT_B,
-  seqsWithTwoBodies,
-  startFaultAgent,
-  type FaultAgent,
-  type Json,
-  type World,
-} from '../support/fault-world';
+import { dispatch, FULL_ROLLOUT, heldKinds, ROLLOUT_A, ROLLOUT_B, seqsWithTwoBodies } from '../support/cp-record';
+import { fakeClosure, killAllFaultAgents, makeFaultWorld, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
+import { eventually } from '../support/polling';
 
 // One agent lives through the three outages in turn: the CP absent at boot,
 // gone for a while mid-run, and back without its database.

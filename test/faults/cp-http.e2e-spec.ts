@@ -1,20 +1,8 @@
 import type { ReceivedRequest, ScriptedResponse } from '../../dev/control-plane';
 import type { Pki } from '../../dev/pki';
-import {
-  dispatch,
-  eventually,
-  fakeClosure,
-  FULL_ROLLOUT,
-  heldKinds,
-  killAllFaultAgents,
-  makeFaultWorld,
-  makeSharedPki,
-  seqsWithTwoBodies,
-  startFaultAgent,
-  type FaultAgent,
-  type Json,
-  type World,
-} from '../support/fault-world';
+import { dispatch, FULL_ROLLOUT, heldKinds, seqsWithTwoBodies } from '../support/cp-record';
+import { fakeClosure, killAllFaultAgents, makeFaultWorld, makeSharedPki, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
+import { eventually } from '../support/polling';
 import { parsePrometheusText } from '../support/prometheus';
 
 /**

@@ -2,21 +2,8 @@ import { copyFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { DevControlPlane } from '../../dev/control-plane';
 import type { Pki } from '../../dev/pki';
-import {
-  dispatch,
-  fakeClosure,
-  FULL_ROLLOUT,
-  heldKinds,
-  killAllFaultAgents,
-  makeFaultWorld,
-  makeSharedPki,
-  ROLLOUT_A,
-  seqsWithTwoBodies,
-  startFaultAgent,
-  type FaultAgent,
-  type Json,
-  type World,
-} from '../support/fault-world';
+import { dispatch, FULL_ROLLOUT, heldKinds, ROLLOUT_A, seqsWithTwoBodies } from '../support/cp-record';
+import { fakeClosure, killAllFaultAgents, makeFaultWorld, makeSharedPki, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
 
 /**
  * The transport under the HTTP: whom the agent trusts, and connections that

@@ -1,21 +1,10 @@
-import { spawn } from 'node:child_process';
 import { copyFileSync, readFileSync, renameSync } from 'node:fs';
 import * as crypto from 'node:crypto';
 import { join } from 'node:path';
 import sshpk from 'sshpk';
-import { AGENT_MAIN, cleanEnv } from '../support/agent-process';
-import {
-  dispatch,
-  fakeClosure,
-  heldKinds,
-  killAllFaultAgents,
-  makeFaultWorld,
-  ROLLOUT_A,
-  startFaultAgent,
-  type FaultAgent,
-  type Json,
-  type World,
-} from '../support/fault-world';
+import { runCli } from '../support/agent-cli';
+import { dispatch, heldKinds, ROLLOUT_A } from '../support/cp-record';
+import { fakeClosure, killAllFaultAgents, makeFaultWorld, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
 
 /** Every form a key's secret could leak in: PEM/OpenSSH body lines, the raw secret in hex, base64 and base64url, the PKCS#8 DER. */
 function secretForms(keyPath: string): string[] {
@@ -42,15 +31,10 @@ function secretForms(keyPath: string): string[] {
   return forms.filter((f) => f.length >= 16);
 }
 
-function statusJson(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AGENT_MAIN, 'status', '--json', '--admin-listen', `127.0.0.1:${port}`], { env: cleanEnv() });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', () => resolve(out));
-  });
+/** `status --json`, all it printed on stdout and stderr. */
+async function statusJson(port: number): Promise<string> {
+  const cli = await runCli(['status', '--json', '--admin-listen', `127.0.0.1:${port}`]);
+  return cli.stdout + cli.stderr;
 }
 
 /**

@@ -1,20 +1,7 @@
 import { readFileSync, readlinkSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  dispatch,
-  fakeClosure,
-  FULL_ROLLOUT,
-  heldKinds,
-  killAllFaultAgents,
-  makeFaultWorld,
-  ROLLOUT_A,
-  ROLLOUT_B,
-  seqsWithTwoBodies,
-  startFaultAgent,
-  type FaultAgent,
-  type Json,
-  type World,
-} from '../support/fault-world';
+import { dispatch, FULL_ROLLOUT, heldKinds, ROLLOUT_A, ROLLOUT_B, seqsWithTwoBodies } from '../support/cp-record';
+import { fakeClosure, killAllFaultAgents, makeFaultWorld, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
 
 const TARGET_A = fakeClosure('web-01-26.11', 'b');
 const TARGET_B = fakeClosure('web-01-26.12', 'c');

@@ -1,10 +1,9 @@
 import { join } from 'node:path';
-import { freePort } from '../../dev/free-port';
 import { getFromAdmin } from '../../src/cli/admin-request';
+import { adminAt } from '../support/admin-http';
 import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
-import { testArgs } from '../support/agent-config';
-import { killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
-import { eventually } from '../support/fault-world';
+import { HEARTBEAT_STARTED, killIfRunning, type RunningAgent, startAdminAgent } from '../support/agent-process';
+import { eventually } from '../support/polling';
 
 const ROLLOUT = 'stable@a1b2c3d4';
 const TARGET = fakeClosure('web-01-26.11', 'b');
@@ -34,22 +33,14 @@ describe('fault: the control plane loses its database and answers heartbeats wit
   });
 
   async function status(): Promise<Status> {
-    return (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Status;
+    return (await getFromAdmin(adminAt(port), '/status')).body as Status;
   }
 
   const held = () => world.cp.events(world.pki.machineId, ROLLOUT);
 
   /** The built agent takes a rollout to Converged; resolves with the events exactly as the CP stored them. */
   async function convergedRollout(): Promise<{ seq: number; raw: string }[]> {
-    port = await freePort();
-    agent = startAgent([
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), currentSystemPath: world.currentSystemPath }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', `127.0.0.1:${port}`,
-      '--store-dir', world.storeDir,
-      '--activation-backend', 'symlink',
-    ]);
-    await agent.waitForOutput(/"heartbeat every 1 s/);
+    ({ agent, port } = await startAdminAgent(world, { stateDir: join(world.dir, 'state'), symlinkActivation: true, readyWhen: HEARTBEAT_STARTED }));
     world.cp.queueDispatch(world.pki.machineId, {
       rollout_id: ROLLOUT,
       target_closure: TARGET,

@@ -1,53 +1,26 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import http from 'node:http';
 import { join } from 'node:path';
 import { freePort } from '../../dev/free-port';
 import { CANONICAL_SUFFIX, type ClientIdentity } from '../../dev/pki';
 import type { ReceivedRequest } from '../../dev/control-plane';
+import type { JsonLogEntry } from '../../src/logging/agent-logger';
+import { getStatus, type Json } from '../support/admin-http';
 import { makeWorld, type World } from '../support/agent-harness';
-import { testArgs } from '../support/agent-config';
-import { killIfRunning, type RunningAgent, startAgent, startAgentStopped } from '../support/agent-process';
+import { liveIdentity, replaceFile } from '../support/cert-files';
+import {
+  ADMIN_LISTENING,
+  killIfRunning,
+  logLines,
+  type RunningAgent,
+  startAdminAgent,
+  startAgentStopped,
+  worldAgentArgs,
+} from '../support/agent-process';
 import { EARLY_SIGHUP_LINE } from '../../src/lifecycle/reload-signal';
 
-type Json = Record<string, unknown>;
-
 const DAY_MS = 86_400_000;
-
-function getStatus(port: number): Promise<Json> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/status', method: 'GET', agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Json);
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function logLines(agent: RunningAgent): Json[] {
-  return agent
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Json);
-}
-
-/** write tmp + rename, as a renewal job does. */
-function replaceFile(path: string, from: string): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, readFileSync(from), { mode: 0o600 });
-  renameSync(tmp, path);
-}
 
 describe('signals to the built agent: SIGHUP re-reads the certificates, a repeated stop signal is no failure', () => {
   let world: World;
@@ -68,35 +41,19 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
 
   /** The configured cert and key: copies of the test PKI's, in a directory of their own, replaced later. */
   function liveFiles(): ClientIdentity {
-    const dir = join(world.dir, `live-${++seq}`);
-    mkdirSync(dir);
-    const live = { certPath: join(dir, 'client.crt'), keyPath: join(dir, 'client.key'), cn: world.pki.machineId };
-    copyFileSync(world.pki.client.certPath, live.certPath);
-    copyFileSync(world.pki.client.keyPath, live.keyPath);
-    return live;
+    return liveIdentity(world, join(world.dir, `live-${++seq}`));
   }
 
-  function agentArgs(stateDir: string, port: number, identity?: ClientIdentity): string[] {
-    return [
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir, currentSystemPath: world.currentSystemPath, identity }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', `127.0.0.1:${port}`,
-      // A backend this machine can run, so the only warnings are the ones a test provokes.
-      '--activation-backend', 'symlink',
-      '--store-dir', world.storeDir,
-    ];
-  }
-
+  // A backend this machine can run (symlink), so the only warnings are the ones a test provokes.
   async function start(identity?: ClientIdentity): Promise<{ agent: RunningAgent; port: number; from: number }> {
-    const port = await freePort();
     const from = world.cp.heartbeats.length;
-    agent = startAgent(agentArgs(join(world.dir, `state-${++seq}`), port, identity));
-    await agent.waitForOutput(/status at 127\.0\.0\.1:\d+\/status/);
-    return { agent, port, from };
+    const started = await startAdminAgent(world, { stateDir: join(world.dir, `state-${++seq}`), identity, symlinkActivation: true });
+    agent = started.agent;
+    return { agent: started.agent, port: started.port, from };
   }
 
   const since = (from: number): ReceivedRequest[] => world.cp.heartbeats.slice(from);
-  const reloadLines = (a: RunningAgent): Json[] => logLines(a).filter((l) => l.context === 'Reload');
+  const reloadLines = (a: RunningAgent): JsonLogEntry[] => logLines(a).filter((l) => l.context === 'Reload');
 
   it('on SIGHUP with nothing changed: keeps running (same pid, heartbeats go on) and says the files were re-read, unchanged', async () => {
     const { agent, port, from } = await start();
@@ -125,7 +82,7 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     const port = await freePort();
     const stateDir = join(world.dir, `state-${++seq}`);
     mkdirSync(stateDir, { mode: 0o700 });
-    const starting = await startAgentStopped(agentArgs(stateDir, port));
+    const starting = await startAgentStopped(worldAgentArgs(world, { stateDir, adminListen: `127.0.0.1:${port}`, symlinkActivation: true }));
     agent = starting;
     const pid = starting.child.pid as number;
     // Start-up proves the state dir writable with `.write-probe-<pid>`; made a FIFO, the agent's
@@ -140,7 +97,7 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     expect((await reader.readFile()).length).toBe(0);
     await reader.close();
 
-    await starting.waitForOutput(/status at 127\.0\.0\.1:\d+\/status/);
+    await starting.waitForOutput(ADMIN_LISTENING);
     expect(starting.child.signalCode).toBeNull();
     expect((await getStatus(port)).pid).toBe(pid);
     expect(reloadLines(starting)).toEqual([expect.objectContaining({ level: 'info', message: EARLY_SIGHUP_LINE })]);
@@ -162,7 +119,7 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     // The 2 s poll may, rarely, see the files in the instant between the rename and the
     // signal; then SIGHUP finds them unchanged and proves nothing: rotate again.
     const cn = `agent-${world.pki.machineId}.${CANONICAL_SUFFIX}`;
-    let taken: { notAfter: Date; line: Json } | null = null;
+    let taken: { notAfter: Date; line: JsonLogEntry } | null = null;
     for (let attempt = 1; attempt <= 3 && taken === null; attempt++) {
       // Each attempt's certificate is told apart by its notAfter (whole seconds, as X.509 keeps them).
       const notAfter = new Date(Math.floor((Date.now() + (90 + attempt) * DAY_MS) / 1000) * 1000);

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { getFromAdmin } from '../../src/cli/admin-request';
 import { NOT_STARTED } from '../../src/config/config.messages';
 import { freePort } from '../../dev/free-port';
+import { adminAt } from '../support/admin-http';
 import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
-import { testArgs } from '../support/agent-config';
-import { killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
-import { eventually, seqsWithTwoBodies } from '../support/fault-world';
+import { HEARTBEAT_STARTED, killIfRunning, type RunningAgent, startAgent, worldAgentArgs } from '../support/agent-process';
+import { seqsWithTwoBodies } from '../support/cp-record';
+import { eventually } from '../support/polling';
 
 // Faults of the state dir, with the built agent as real child processes
 // against the dev control plane: one agent per dir, a kill -9 and a restart,
@@ -77,25 +78,19 @@ describe('faults: the state dir (one agent per dir, kill -9, unwritable)', () =>
   });
 
   function spawnAgent(stateDir: string, adminPort: number): RunningAgent {
-    const agent = startAgent([
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir, currentSystemPath: world.currentSystemPath }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', `127.0.0.1:${adminPort}`,
-      '--store-dir', world.storeDir,
-      '--activation-backend', 'symlink',
-    ]);
+    const agent = startAgent(worldAgentArgs(world, { stateDir, adminListen: `127.0.0.1:${adminPort}`, symlinkActivation: true }));
     agents.push(agent);
     return agent;
   }
 
   async function launch(stateDir: string, adminPort: number): Promise<RunningAgent> {
     const agent = spawnAgent(stateDir, adminPort);
-    await agent.waitForOutput(/"heartbeat every 1 s/);
+    await agent.waitForOutput(HEARTBEAT_STARTED);
     return agent;
   }
 
   async function status(port: number): Promise<Status> {
-    return (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Status;
+    return (await getFromAdmin(adminAt(port), '/status')).body as Status;
   }
 
   const kinds = (): string[] => world.cp.events(world.pki.machineId, ROLLOUT).map((e) => `${e.seq}:${e.kind}`);

@@ -1,53 +1,14 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readlinkSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { join } from 'node:path';
-import { freePort } from '../../dev/free-port';
 import { getFromAdmin } from '../../src/cli/admin-request';
 import { STATUS_EXIT } from '../../src/cli/status.command';
-import { testArgs } from '../support/agent-config';
+import { adminAt, getStatus, getText, type Json, statusWhen } from '../support/admin-http';
+import { runCli } from '../support/agent-cli';
 import { fakeClosure, makeWorld, type World } from '../support/agent-harness';
-import { AGENT_MAIN, cleanEnv, killIfRunning, type RunningAgent, startAgent } from '../support/agent-process';
-import { until } from '../support/fault-world';
+import { killIfRunning, type RunningAgent, startAdminAgent } from '../support/agent-process';
+import { until } from '../support/polling';
 import { parsePrometheusText } from '../support/prometheus';
-
-type Json = Record<string, unknown>;
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The built CLI, not spawnSync: the dev CP lives in this process and must keep answering meanwhile. */
-function runCli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AGENT_MAIN, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function getText(port: number, path: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method: 'GET', agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 async function metric(port: number, name: string): Promise<number> {
   const { text } = await getText(port, '/metrics');
@@ -71,24 +32,12 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
     await world.close();
   });
 
-  async function start(stateDir: string, extra: string[]): Promise<{ port: number; admin: string; status: () => Promise<Json> }> {
-    const port = await freePort();
-    const admin = `127.0.0.1:${port}`;
-    agent = startAgent([
-      ...testArgs({
-        pki: world.pki,
-        controlPlaneUrl: world.cp.url,
-        stateDir,
-        currentSystemPath: world.currentSystemPath,
-        extra: ['--activation-backend', 'symlink', '--store-dir', world.storeDir],
-      }),
-      '--admin-listen', admin,
-      ...extra,
-    ]);
-    const status = async (): Promise<Json> => (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Json;
-    const running = agent;
-    await until(async () => (((await status()).heartbeat as Json).lastSuccessAt === null ? null : true), 20_000, 'a first answered heartbeat', () => running.output());
-    return { port, admin, status };
+  async function start(stateDir: string, heartbeatSecs: number): Promise<{ port: number; admin: string; status: () => Promise<Json> }> {
+    const started = await startAdminAgent(world, { stateDir, heartbeatSecs, symlinkActivation: true, readyWhen: null });
+    agent = started.agent;
+    const { port, admin } = started;
+    await statusWhen(started.agent, port, (s) => (s.heartbeat as Json).lastSuccessAt !== null, 'a first answered heartbeat', 20_000);
+    return { port, admin, status: () => getStatus(port) };
   }
 
   describe('on a full file system', () => {
@@ -106,7 +55,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
     });
 
     it('is DEGRADED with the cause and since when while appends fail, everywhere, holds the dispatch it took, and is healthy again with the rollout applied once there is space', async () => {
-      const { port, admin, status } = await start(join(mnt, 'state'), ['--heartbeat-interval', '1']);
+      const { port, admin, status } = await start(join(mnt, 'state'), 1);
       const running = agent as RunningAgent;
       expect((await runCli(['status', '--admin-listen', admin])).code).toBe(STATUS_EXIT.healthy);
 
@@ -168,7 +117,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
       expect(await metric(port, 'nixfleet_agent_event_log_append_failing')).toBe(1);
       expect(await metric(port, 'nixfleet_agent_event_log_last_append_failure_timestamp_seconds')).toBeGreaterThanOrEqual(Date.parse(since) / 1000);
 
-      const readyz = await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/readyz');
+      const readyz = await getFromAdmin(adminAt(port), '/readyz');
       expect(readyz.status).toBe(503);
       expect(readyz.body).toMatchObject({
         status: 'event-log-failing',
@@ -176,7 +125,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         eventLog: { writable: false, failingSince: since, lastError: expect.stringMatching(/^ENOSPC/) },
       });
       // Liveness stays: a watchdog restart would free no space.
-      expect((await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/healthz')).status).toBe(200);
+      expect((await getFromAdmin(adminAt(port), '/healthz')).status).toBe(200);
 
       rmSync(filler);
       const healed = await until(
@@ -189,7 +138,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         () => running.output(),
       );
       expect(healed.eventLog).toMatchObject({ failingSince: null, failuresInStreak: 0, lastError: { code: 'ENOSPC' } });
-      expect((await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/readyz')).status).toBe(200);
+      expect((await getFromAdmin(adminAt(port), '/readyz')).status).toBe(200);
       expect(await metric(port, 'nixfleet_agent_event_log_append_failing')).toBe(0);
       // Whichever writes first once there is space, the probe or the held dispatch, clears it.
       expect(running.output()).toMatch(/(a write probe|an append) worked again after \d+ failed write\(s\) since /);
@@ -222,7 +171,7 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
 
   it('says at once that the last heartbeat failed, why and since when, and stays healthy within 3 intervals', async () => {
     // 10 s interval: unreachable only 30 s after the last success, far more than the checks below take.
-    const { admin, status } = await start(join(world.dir, 'state-hb'), ['--heartbeat-interval', '10']);
+    const { admin, status } = await start(join(world.dir, 'state-hb'), 10);
     const running = agent as RunningAgent;
     // Every heartbeat fails for the whole check, and Retry-After (the most it honours, an hour)
     // keeps a second try away: the state asked about is one failed attempt, whenever it is asked.

@@ -1,6 +1,11 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { freePort } from '../../dev/free-port';
+import type { ClientIdentity } from '../../dev/pki';
+import type { JsonLogEntry } from '../../src/logging/agent-logger';
+import { testArgs } from './agent-config';
+import type { World } from './agent-harness';
 
 export const AGENT_MAIN = join(__dirname, '..', '..', 'dist', 'main.js');
 
@@ -122,4 +127,108 @@ export async function killIfRunning(agent: RunningAgent | null): Promise<void> {
     agent.child.kill('SIGKILL');
     await agent.exited;
   }
+}
+
+/** The exit status, or a failure if the process is still there after `ms` (a hang, not a slow stop). */
+export async function exitWithin(agent: RunningAgent, ms: number): Promise<number | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`agent still running ${ms} ms after SIGTERM; output:\n${agent.output()}`)), ms);
+  });
+  try {
+    return await Promise.race([agent.exited, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The agent's JSON log lines so far (stdout and stderr interleaved; other lines are skipped). */
+export function logLines(agent: RunningAgent): JsonLogEntry[] {
+  return agent
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as JsonLogEntry);
+}
+
+/** Printed once the admin listener is up (on a loopback TCP port). */
+export const ADMIN_LISTENING = /status at 127\.0\.0\.1:\d+\/status/;
+/** Printed once the heartbeat job runs, at a 1 s interval. */
+export const HEARTBEAT_STARTED = /"heartbeat every 1 s/;
+
+export interface WorldAgentOptions {
+  stateDir: string;
+  /** `--admin-listen`: `127.0.0.1:<port>` or `unix:<path>`. */
+  adminListen: string;
+  /** Default the world's CP. */
+  controlPlaneUrl?: string;
+  caCertPath?: string;
+  /** Default the world's client certificate and key. */
+  identity?: ClientIdentity;
+  /** Default 1. */
+  heartbeatSecs?: number;
+  /**
+   * Activate by re-pointing the world's current-system link into its store: a
+   * backend this machine can run, so its start-up preflight does not warn.
+   * Default the agent's own default (nixos).
+   */
+  symlinkActivation?: boolean;
+  /** Flags after the others (they win). */
+  extra?: string[];
+}
+
+/** The built agent's flags to run against `world`: its CP and PKI, JSON logs, an admin listener. */
+export function worldAgentArgs(world: World, o: WorldAgentOptions): string[] {
+  return [
+    ...testArgs({
+      pki: world.pki,
+      controlPlaneUrl: o.controlPlaneUrl ?? world.cp.url,
+      stateDir: o.stateDir,
+      currentSystemPath: world.currentSystemPath,
+      caCertPath: o.caCertPath,
+      identity: o.identity,
+    }),
+    '--heartbeat-interval', String(o.heartbeatSecs ?? 1),
+    '--admin-listen', o.adminListen,
+    ...(o.symlinkActivation ? ['--activation-backend', 'symlink', '--store-dir', world.storeDir] : []),
+    ...(o.extra ?? []),
+  ];
+}
+
+export interface AdminAgentOptions extends Omit<WorldAgentOptions, 'adminListen'> {
+  /** The admin port on 127.0.0.1: default a free one; pass the old one to restart on it. */
+  port?: number;
+  env?: Record<string, string>;
+  /** What to wait for in the output before resolving: default `ADMIN_LISTENING`; null: nothing. */
+  readyWhen?: RegExp | null;
+  /** Default 15 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface AdminAgent {
+  agent: RunningAgent;
+  port: number;
+  /** `127.0.0.1:<port>`, for `--admin-listen` of the CLI. */
+  admin: string;
+}
+
+/**
+ * Starts the built agent against `world` with its admin listener on a
+ * loopback port, and waits until it is ready. An agent that never gets
+ * ready is SIGKILLed before the failure is thrown: no test leaves it behind.
+ */
+export async function startAdminAgent(world: World, o: AdminAgentOptions): Promise<AdminAgent> {
+  const port = o.port ?? (await freePort());
+  const admin = `127.0.0.1:${port}`;
+  const agent = startAgent(worldAgentArgs(world, { ...o, adminListen: admin }), o.env);
+  const readyWhen = o.readyWhen === undefined ? ADMIN_LISTENING : o.readyWhen;
+  if (readyWhen) {
+    try {
+      await agent.waitForOutput(readyWhen, o.readyTimeoutMs);
+    } catch (err) {
+      await killIfRunning(agent);
+      throw err;
+    }
+  }
+  return { agent, port, admin };
 }

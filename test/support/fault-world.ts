@@ -1,14 +1,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DevControlPlane, DevCpOptions, ReceivedRequest } from '../../dev/control-plane';
+import type { DevCpOptions } from '../../dev/control-plane';
 import { freePort } from '../../dev/free-port';
-import { makePki, type Pki } from '../../dev/pki';
+import { type ClientIdentity, makePki, type Pki } from '../../dev/pki';
 import { type AdminAnswer, getFromAdmin } from '../../src/cli/admin-request';
 import type { JsonLogEntry } from '../../src/logging/agent-logger';
-import { testArgs } from './agent-config';
+import { adminAt, getText, type Json } from './admin-http';
 import { fakeClosure, makeWorld, type World } from './agent-harness';
-import { killIfRunning, type RunningAgent, startAgent } from './agent-process';
+import { HEARTBEAT_STARTED, killIfRunning, logLines, type RunningAgent, startAgent, worldAgentArgs } from './agent-process';
+import { eventually } from './polling';
 
 /**
  * The fault suite's world: the built agent as a child process against the dev
@@ -17,10 +18,7 @@ import { killIfRunning, type RunningAgent, startAgent } from './agent-process';
  * the JSON log lines, and what the CP received.
  */
 
-export type Json = Record<string, unknown>;
-
-export const ROLLOUT_A = 'stable@a1b2c3d4';
-export const ROLLOUT_B = 'stable@b2c3d4e5';
+export type { Json };
 
 /** A PKI in its own dir, for worlds that share it (each world's dir goes when the world closes). */
 export async function makeSharedPki(): Promise<{ pki: Pki; remove(): void }> {
@@ -40,7 +38,7 @@ export interface FaultAgentOptions {
   adminPort?: number;
   controlPlaneUrl?: string;
   caCertPath?: string;
-  identity?: Parameters<typeof testArgs>[0]['identity'];
+  identity?: ClientIdentity;
   /** Flags after the defaults (they win). */
   extra?: string[];
   env?: Record<string, string>;
@@ -79,27 +77,21 @@ const running = new Set<RunningAgent>();
 export async function startFaultAgent(world: World, o: FaultAgentOptions = {}): Promise<FaultAgent> {
   const stateDir = o.stateDir ?? join(world.dir, 'state');
   const port = o.adminPort ?? (await freePort());
-  const args = [
-    ...testArgs({
-      pki: world.pki,
-      controlPlaneUrl: o.controlPlaneUrl ?? world.cp.url,
-      stateDir,
-      currentSystemPath: world.currentSystemPath,
-      caCertPath: o.caCertPath,
-      identity: o.identity,
-    }),
-    '--heartbeat-interval', '1',
-    '--admin-listen', `127.0.0.1:${port}`,
-    '--activation-backend', 'symlink',
-    '--store-dir', world.storeDir,
-    ...(o.extra ?? []),
-  ];
+  const args = worldAgentArgs(world, {
+    stateDir,
+    adminListen: `127.0.0.1:${port}`,
+    controlPlaneUrl: o.controlPlaneUrl,
+    caCertPath: o.caCertPath,
+    identity: o.identity,
+    symlinkActivation: true,
+    extra: o.extra,
+  });
   const run = startAgent(args, o.env);
   running.add(run);
   void run.exited.then(() => running.delete(run));
   const agent = faultAgent(run, port, stateDir);
   recordStatus(agent);
-  const readyWhen = o.readyWhen === undefined ? /"heartbeat every 1 s/ : o.readyWhen;
+  const readyWhen = o.readyWhen === undefined ? HEARTBEAT_STARTED : o.readyWhen;
   // Generous: several agents may start at once on a loaded machine.
   if (readyWhen) await run.waitForOutput(readyWhen, 40_000);
   return agent;
@@ -111,13 +103,8 @@ export async function killAllFaultAgents(): Promise<void> {
 }
 
 function faultAgent(run: RunningAgent, port: number, stateDir: string): FaultAgent {
-  const address = { kind: 'tcp' as const, host: '127.0.0.1', port };
-  const logs = (): JsonLogEntry[] =>
-    run
-      .output()
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as JsonLogEntry);
+  const address = adminAt(port);
+  const logs = (): JsonLogEntry[] => logLines(run);
   const agent: FaultAgent = {
     run,
     port,
@@ -147,8 +134,7 @@ function faultAgent(run: RunningAgent, port: number, stateDir: string): FaultAge
     },
     async metricsText() {
       // /metrics is text: getFromAdmin wants JSON, so a plain GET.
-      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-      return res.text();
+      return (await getText(port, '/metrics')).text;
     },
     logs,
     problems: () => logs().filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'fatal').map((l) => l.message),
@@ -194,80 +180,6 @@ function recordStatus(agent: FaultAgent): void {
     }
   };
   void poll();
-}
-
-/**
- * Polls (real time, every 50 ms) until `probe` gives something other than
- * null, and resolves with it. A throw counts as "not yet" (an agent not
- * listening yet); the failure says what was awaited and the last error.
- */
-export async function until<T>(
-  probe: () => T | null | Promise<T | null>,
-  timeoutMs: number,
-  what: string,
-  context: () => string = () => '',
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown = null;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== null) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      const last = lastError === null ? '' : ` (last error: ${String(lastError)})`;
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}\n${context()}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** `until` for a yes/no condition. */
-export async function eventually(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-  context: () => string = () => '',
-): Promise<void> {
-  await until(async () => ((await check()) ? true : null), timeoutMs, what, context);
-}
-
-/** Queues a dispatch of `rolloutId` to `target` whose soak ends `soakMs` from now. */
-export function dispatch(world: World, rolloutId: string, target: string, soakMs = 1_500): void {
-  world.cp.queueDispatch(world.pki.machineId, {
-    rollout_id: rolloutId,
-    target_closure: target,
-    soak_due_at: new Date(Date.now() + soakMs).toISOString(),
-  });
-}
-
-/** `seq:Kind` of every event the CP holds for a rollout, in seq order. */
-export function heldKinds(world: World, rolloutId: string): string[] {
-  return world.cp.events(world.pki.machineId, rolloutId).map((e) => `${e.seq}:${e.kind}`);
-}
-
-export const FULL_ROLLOUT = ['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged'];
-
-/**
- * Every (rollout, seq) the CP was ever sent with more than one distinct body:
- * the promise is that there are none, replays and resends included.
- */
-export function seqsWithTwoBodies(cp: DevControlPlane): string[] {
-  const bodies = new Map<string, Set<string>>();
-  for (const post of cp.eventPosts) {
-    const b = post.body as { rolloutId?: string; event?: { seq?: number } } | undefined;
-    if (b?.rolloutId === undefined || b.event?.seq === undefined) continue;
-    const key = `${b.rolloutId}#${b.event.seq}`;
-    bodies.set(key, (bodies.get(key) ?? new Set()).add(post.raw));
-  }
-  return [...bodies].filter(([, set]) => set.size > 1).map(([key]) => key);
-}
-
-/** Seconds between consecutive requests, as the CP saw them arrive. */
-export function gapsSecs(requests: readonly ReceivedRequest[]): number[] {
-  return requests.slice(1).map((r, i) => (r.receivedAt.getTime() - requests[i].receivedAt.getTime()) / 1000);
 }
 
 export { fakeClosure, type World };
