@@ -1,87 +1,9 @@
-import http from 'node:http';
-import net from 'node:net';
 import { join } from 'node:path';
 import type { ReceivedRequest } from '../dev/control-plane';
-import { makeWorld, type World } from './support/agent-harness';
-import { testArgs } from './support/agent-config';
-import { type RunningAgent, runAgentSync, startAgent, killIfRunning } from './support/agent-process';
 import { freePort } from '../dev/free-port';
-
-type Json = Record<string, unknown>;
-
-function getStatus(port: number): Promise<{ status: number; body: Json }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/status', method: 'GET', agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Json });
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** Polls /status until `accept` holds; the agent needs a moment to start listening. */
-async function statusWhen(agent: RunningAgent, port: number, accept: (body: Json) => boolean, timeoutMs: number, what: string): Promise<Json> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = 'no answer yet';
-  for (;;) {
-    if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
-      throw new Error(`agent exited (${agent.child.exitCode ?? agent.child.signalCode}) while waiting for ${what}; output:\n${agent.output()}`);
-    }
-    try {
-      const answer = await getStatus(port);
-      last = answer.body;
-      if (answer.status === 200 && accept(answer.body)) return answer.body;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(`/status never showed ${what} within ${timeoutMs} ms; last: ${JSON.stringify(last)}; output:\n${agent.output()}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** The exit status, or a failure if the process is still there after `ms` (a hang, not a slow stop). */
-async function exitWithin(agent: RunningAgent, ms: number): Promise<number | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`agent still running ${ms} ms after SIGTERM; output:\n${agent.output()}`)), ms);
-  });
-  try {
-    return await Promise.race([agent.exited, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function connectRefused(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
-  });
-}
-
-/** The agent's JSON log lines (stdout and stderr interleaved). */
-function logLines(agent: RunningAgent): Json[] {
-  return agent
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Json);
-}
+import { type Json, statusWhen, tcpConnect } from './support/admin-http';
+import { makeWorld, type World } from './support/agent-harness';
+import { exitWithin, killIfRunning, logLines, type RunningAgent, runAgentSync, startAdminAgent } from './support/agent-process';
 
 describe('the built agent as a child process, against the dev control plane', () => {
   let world: World;
@@ -102,13 +24,9 @@ describe('the built agent as a child process, against the dev control plane', ()
   async function start(): Promise<{ agent: RunningAgent; port: number; from: number }> {
     const port = await freePort();
     const from = world.cp.heartbeats.length;
-    const args = [
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, `state-${port}`), currentSystemPath: world.currentSystemPath }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', `127.0.0.1:${port}`,
-    ];
-    agent = startAgent(args);
-    return { agent, port, from };
+    const started = await startAdminAgent(world, { stateDir: join(world.dir, `state-${port}`), port, readyWhen: null });
+    agent = started.agent;
+    return { agent: started.agent, port, from };
   }
 
   const since = (from: number): ReceivedRequest[] => world.cp.heartbeats.slice(from);
@@ -122,7 +40,7 @@ describe('the built agent as a child process, against the dev control plane', ()
     expect(beats.every((h) => h.machineId === world.pki.machineId)).toBe(true);
     expect((beats[0]?.body as Json).current_closure).toBe((beats[2]?.body as Json).current_closure);
 
-    const body = await statusWhen(agent, port, (b) => (b.heartbeat as Json).lastSuccessAt !== null, 5000, 'a successful heartbeat');
+    const body = await statusWhen(agent, port, (b) => (b.heartbeat as Json).lastSuccessAt !== null, 'a successful heartbeat', 5000);
     expect(body).toMatchObject({
       machineId: world.pki.machineId,
       controlPlaneUrl: world.cp.url,
@@ -141,7 +59,7 @@ describe('the built agent as a child process, against the dev control plane', ()
 
     agent.child.kill('SIGTERM');
     expect(await exitWithin(agent, 5000)).toBe(0);
-    expect(await connectRefused(port)).toBe(true);
+    expect(await tcpConnect('127.0.0.1', port)).toBe('ECONNREFUSED');
     expect(logLines(agent).some((l) => l.level === 'info' && String(l.message).includes('stopped cleanly'))).toBe(true);
   });
 
@@ -149,7 +67,7 @@ describe('the built agent as a child process, against the dev control plane', ()
     world.cp.setDefault('heartbeat', { status: 503, retryAfterSecs: 1, body: { error: 'starting' } });
     const { agent, port, from } = await start();
 
-    const down = await statusWhen(agent, port, (b) => (b.recovery as Json).completedAt !== null, 10_000, 'the handshake finished');
+    const down = await statusWhen(agent, port, (b) => (b.recovery as Json).completedAt !== null, 'the handshake finished', 10_000);
     expect(down).toMatchObject({
       recovery: { reachedControlPlane: false, snapshotsApplied: 0 },
       heartbeat: { lastSuccessAt: null, consecutiveFailures: 1 },
@@ -159,7 +77,7 @@ describe('the built agent as a child process, against the dev control plane', ()
     world.cp.setDefault('heartbeat', null);
     // The agent backs off at least 5 s after the first failure.
     await world.cp.waitFor(() => since(from).some((h) => h.status === 200), 15_000, 'a heartbeat answered 200');
-    const up = await statusWhen(agent, port, (b) => (b.heartbeat as Json).lastSuccessAt !== null, 5000, 'a successful heartbeat');
+    const up = await statusWhen(agent, port, (b) => (b.heartbeat as Json).lastSuccessAt !== null, 'a successful heartbeat', 5000);
     expect(up).toMatchObject({ recovery: { reachedControlPlane: false }, heartbeat: { consecutiveFailures: 0 } });
 
     agent.child.kill('SIGTERM');
@@ -169,7 +87,7 @@ describe('the built agent as a child process, against the dev control plane', ()
   it('lets an in-flight heartbeat finish on SIGTERM, then exits 0', async () => {
     const { agent, port, from } = await start();
     await world.cp.waitFor(() => since(from).filter((h) => h.status === 200).length >= 2, 15_000, '2 answered heartbeats');
-    await statusWhen(agent, port, (b) => (b.heartbeat as Json).lastSuccessAt !== null, 5000, 'a successful heartbeat');
+    await statusWhen(agent, port, (b) => (b.heartbeat as Json).lastSuccessAt !== null, 'a successful heartbeat', 5000);
 
     world.cp.respondNext('heartbeat', { delayMs: 1500 });
     const slow = await world.cp.waitFor(() => since(from).find((h) => h.scripted), 5000, 'the delayed heartbeat');

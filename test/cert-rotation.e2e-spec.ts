@@ -1,69 +1,13 @@
-import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { join } from 'node:path';
 import type { ReceivedRequest } from '../dev/control-plane';
 import { CANONICAL_SUFFIX } from '../dev/pki';
+import { type Json, statusWhen } from './support/admin-http';
 import { makeWorld, type World } from './support/agent-harness';
-import { testArgs } from './support/agent-config';
-import { type RunningAgent, startAgent, killIfRunning } from './support/agent-process';
-import { freePort } from '../dev/free-port';
-
-type Json = Record<string, unknown>;
+import { liveIdentity, replaceFile } from './support/cert-files';
+import { killIfRunning, logLines, type RunningAgent, startAdminAgent } from './support/agent-process';
 
 const DAY_MS = 86_400_000;
 const HOLD_MS = 3_000;
-
-function getStatus(port: number): Promise<Json> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/status', method: 'GET', agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Json);
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-async function statusWhen(agent: RunningAgent, port: number, accept: (body: Json) => boolean, what: string, timeoutMs = 10_000): Promise<Json> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = 'no answer yet';
-  for (;;) {
-    if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
-      throw new Error(`agent exited while waiting for ${what}; output:\n${agent.output()}`);
-    }
-    try {
-      last = await getStatus(port);
-      if (accept(last as Json)) return last as Json;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    if (Date.now() >= deadline) throw new Error(`/status never showed ${what}; last: ${JSON.stringify(last)}; output:\n${agent.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-function logLines(agent: RunningAgent): Json[] {
-  return agent
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Json);
-}
-
-/** write tmp + rename, as a renewal job does: the file is always whole and gets a new inode. */
-function replaceFile(path: string, from: string): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, readFileSync(from), { mode: 0o600 });
-  renameSync(tmp, path);
-}
 
 describe('certificate rotation under load, with the built agent as a child process', () => {
   let world: World;
@@ -84,25 +28,18 @@ describe('certificate rotation under load, with the built agent as a child proce
   it('takes renewed files while heartbeats flow: new CN on later heartbeats, none failed, same pid, new notAfter on /status', async () => {
     const machineId = world.pki.machineId;
     const canonical = `agent-${machineId}.${CANONICAL_SUFFIX}`;
-    const liveDir = join(world.dir, 'live');
-    mkdirSync(liveDir);
-    const live = { certPath: join(liveDir, 'client.crt'), keyPath: join(liveDir, 'client.key'), cn: machineId };
-    copyFileSync(world.pki.client.certPath, live.certPath);
-    copyFileSync(world.pki.client.keyPath, live.keyPath);
+    const live = liveIdentity(world, join(world.dir, 'live'));
     // A notAfter unlike the first cert's (365 days), whole seconds as X.509 keeps them.
     const renewedNotAfter = new Date(Math.floor((Date.now() + 90 * DAY_MS) / 1000) * 1000);
     const renewed = await world.pki.issueClient({ cn: canonical, notAfter: renewedNotAfter });
 
-    const port = await freePort();
     const from = world.cp.heartbeats.length;
     // Each heartbeat is held longer than a poll period (2 s): one received
     // just before the key is replaced is still in flight when the swap happens.
     world.cp.setDefault('heartbeat', { delayMs: HOLD_MS });
-    agent = startAgent([
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), currentSystemPath: world.currentSystemPath, identity: live }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', `127.0.0.1:${port}`,
-    ]);
+    const started = await startAdminAgent(world, { stateDir: join(world.dir, 'state'), identity: live, readyWhen: null });
+    agent = started.agent;
+    const { port } = started;
     const pid = agent.child.pid;
     const since = (): ReceivedRequest[] => world.cp.heartbeats.slice(from);
 

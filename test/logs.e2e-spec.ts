@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeWorld, type World } from './support/agent-harness';
-import { testArgs } from './support/agent-config';
-import { type RunningAgent, startAgent } from './support/agent-process';
+import { type RunningAgent, startAgent, worldAgentArgs } from './support/agent-process';
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'verbose'];
@@ -18,10 +17,10 @@ interface Started {
 
 /** The built agent with the test's flags, minus the harness's own --log-format. */
 function start(world: World, name: string, extra: string[]): Started {
-  const args = testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, name), currentSystemPath: world.currentSystemPath });
+  const args = worldAgentArgs(world, { stateDir: join(world.dir, name), adminListen: `unix:${join(world.dir, `${name}.sock`)}` });
   const at = args.indexOf('--log-format');
   if (at >= 0) args.splice(at, 2);
-  const agent = startAgent([...args, '--heartbeat-interval', '1', '--admin-listen', `unix:${join(world.dir, `${name}.sock`)}`, ...extra]);
+  const agent = startAgent([...args, ...extra]);
   let stdout = '';
   let stderr = '';
   agent.child.stdout?.on('data', (c: Buffer) => (stdout += c.toString('utf8')));

@@ -1,9 +1,9 @@
 import { mkdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { getFromAdmin } from '../src/cli/admin-request';
+import { adminAt } from './support/admin-http';
 import { fakeClosure, makeWorld, type World } from './support/agent-harness';
-import { testArgs } from './support/agent-config';
-import { type RunningAgent, startAgent, killIfRunning } from './support/agent-process';
+import { HEARTBEAT_STARTED, killIfRunning, type RunningAgent, startAdminAgent } from './support/agent-process';
 import { freePort } from '../dev/free-port';
 
 const ROLLOUT = 'stable@a1b2c3d4';
@@ -38,20 +38,13 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
     await world.close();
   });
 
-  async function launch(stateDir: string, adminPort: number, backend: string[] = ['--activation-backend', 'symlink']): Promise<RunningAgent> {
-    const running = startAgent([
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir, currentSystemPath: world.currentSystemPath }),
-      '--heartbeat-interval', '1',
-      '--admin-listen', `127.0.0.1:${adminPort}`,
-      '--store-dir', world.storeDir,
-      ...backend,
-    ]);
-    await running.waitForOutput(/"heartbeat every 1 s/);
-    return running;
+  async function launch(stateDir: string, port: number, backend: string[] = ['--activation-backend', 'symlink']): Promise<RunningAgent> {
+    const started = await startAdminAgent(world, { stateDir, port, extra: ['--store-dir', world.storeDir, ...backend], readyWhen: HEARTBEAT_STARTED });
+    return started.agent;
   }
 
   async function status(port: number): Promise<Status> {
-    return (await getFromAdmin({ kind: 'tcp', host: '127.0.0.1', port }, '/status')).body as Status;
+    return (await getFromAdmin(adminAt(port), '/status')).body as Status;
   }
 
   const kinds = () => world.cp.events(world.pki.machineId, ROLLOUT).map((e) => `${e.seq}:${e.kind}`);

@@ -3,8 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { createSocket, type UnixDgramSocket } from 'unix-dgram';
 import type { ReceivedRequest } from '../dev/control-plane';
 import { makeWorld, type World } from './support/agent-harness';
-import { testArgs } from './support/agent-config';
-import { type RunningAgent, startAgent, killIfRunning } from './support/agent-process';
+import { exitWithin, killIfRunning, logLines, type RunningAgent, startAgent, worldAgentArgs } from './support/agent-process';
 
 interface Datagram {
   text: string;
@@ -74,29 +73,12 @@ const isStopping = (d: Datagram): boolean => d.text.split('\n').includes('STOPPI
 const statusLines = (ds: Datagram[]): string[] =>
   ds.flatMap((d) => d.text.split('\n')).filter((l) => l.startsWith('STATUS=')).map((l) => l.slice('STATUS='.length));
 
-/** The exit status, or a failure if the process is still there after `ms`. */
-async function exitWithin(agent: RunningAgent, ms: number): Promise<number | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`agent still running ${ms} ms after SIGTERM; output:\n${agent.output()}`)), ms);
-  });
-  try {
-    return await Promise.race([agent.exited, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Warnings and errors the agent logged about notifying systemd. */
 function problems(agent: RunningAgent): string[] {
-  return agent
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as { level: string; message: string; context?: string })
+  return logLines(agent)
     .filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'fatal')
     .filter((l) => l.context === 'NotifyService' || l.context === 'NotifySocket')
-    .map((l) => `${l.context ?? ''}: ${l.message}`);
+    .map((l) => `${l.context}: ${l.message}`);
 }
 
 describe('sd_notify: the built agent talks to a real unix datagram socket as it would to systemd', () => {
@@ -129,12 +111,8 @@ describe('sd_notify: the built agent talks to a real unix datagram socket as it 
 
   function start(env: Record<string, string>): RunningAgent {
     n += 1;
-    const args = [
-      ...testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, `state-${n}`), currentSystemPath: world.currentSystemPath }),
-      '--heartbeat-interval', '1',
-      // A unix admin socket: no TCP port to race other suites for.
-      '--admin-listen', `unix:${join(world.dir, `admin-${n}.sock`)}`,
-    ];
+    // A unix admin socket: no TCP port to race other suites for.
+    const args = worldAgentArgs(world, { stateDir: join(world.dir, `state-${n}`), adminListen: `unix:${join(world.dir, `admin-${n}.sock`)}` });
     agent = startAgent(args, env);
     return agent;
   }
