@@ -9,15 +9,7 @@ import type { JsonLogEntry } from '../../src/logging/agent-logger';
 import { getStatus, type Json } from '../support/admin-http';
 import { makeWorld, type World } from '../support/agent-harness';
 import { liveIdentity, replaceFile } from '../support/cert-files';
-import {
-  ADMIN_LISTENING,
-  killIfRunning,
-  logLines,
-  type RunningAgent,
-  startAdminAgent,
-  startAgentStopped,
-  worldAgentArgs,
-} from '../support/agent-process';
+import { ADMIN_LISTENING, killIfRunning, logLines, type RunningAgent, startAdminAgent, startAgentStopped, worldAgentArgs } from '../support/agent-process';
 import { EARLY_SIGHUP_LINE } from '../../src/lifecycle/reload-signal';
 
 const DAY_MS = 86_400_000;

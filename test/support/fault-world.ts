@@ -14,8 +14,8 @@ import { eventually } from './polling';
 /**
  * The fault suite's world: the built agent as a child process against the dev
  * CP, with a 1 s heartbeat and its admin listener on a free loopback port.
- * Everything an operator would look at is here: /status, /metrics, /readyz,
- * the JSON log lines, and what the CP received.
+ * Everything an operator would look at is here: /status, /metrics, /readyz
+ * and the JSON log lines; what the CP received is in cp-record.ts.
  */
 
 export type { Json };
