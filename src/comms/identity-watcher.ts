@@ -9,7 +9,7 @@ import {
 } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
-import { errnoText } from '../config/config.loader';
+import { errnoText } from '../common/errno';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { IdentityError, loadIdentity, type TlsIdentity } from './identity';
