@@ -1,8 +1,10 @@
 import { Module } from '@nestjs/common';
+import { RecoveryModule } from '../recovery/recovery.module';
 import { HeartbeatService } from './heartbeat.service';
 
-/** The steady-state heartbeat job. Recovery (its exchange and handshake) is provided by the root module's imports. */
+/** The steady-state heartbeat job; each beat is recovery's heartbeat exchange, started once the boot handshake is over. */
 @Module({
+  imports: [RecoveryModule],
   providers: [HeartbeatService],
   exports: [HeartbeatService],
 })
