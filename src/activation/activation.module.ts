@@ -8,6 +8,7 @@ import { ReducerModule } from '../reducer/reducer.module';
 import { ACTIVATION_BACKEND, DEFAULT_ACTIVATION_TIMEOUT_MS, NIXOS_DEFAULTS } from './activation.constants';
 import { ActivationPreflight } from './activation.preflight';
 import { ActivationService } from './activation.service';
+import { ActivationStatusContributor } from './activation.status';
 import type { ActivationBackend } from './activation.types';
 import { CommandBackend } from './backends/command.backend';
 import { NixosBackend } from './backends/nixos.backend';
@@ -54,7 +55,8 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
     ActivationPreflight,
     serveEffectPort('FireSwitch', ActivationService),
     serveEffectPort('FireRollback', ActivationService),
+    ActivationStatusContributor,
   ],
-  exports: [ActivationService, ActivationPreflight],
+  exports: [ActivationService, ActivationPreflight, ActivationStatusContributor],
 })
 export class ActivationModule {}

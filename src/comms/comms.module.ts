@@ -5,6 +5,7 @@ import { AGENT_CONFIG } from '../config/config.constants';
 import { HEADER_PROTOCOL, MAX_RESPONSE_BYTES, PROTOCOL_MAJOR } from '../protocol/protocol.constants';
 import { AGENT_VERSION } from '../version';
 import { ClockSkew } from './clock-skew';
+import { CommsStatusContributor } from './comms.status';
 import { TLS_IDENTITY } from './comms.constants';
 import { ControlPlaneClient } from './control-plane.client';
 import { loadIdentity, type TlsIdentity } from './identity';
@@ -49,7 +50,8 @@ function startupIdentity(config: AgentConfig): TlsIdentity {
     ControlPlaneClient,
     IdentityWatcher,
     ClockSkew,
+    CommsStatusContributor,
   ],
-  exports: [ControlPlaneClient, TlsAgentHolder, IdentityWatcher, ClockSkew],
+  exports: [ControlPlaneClient, TlsAgentHolder, IdentityWatcher, ClockSkew, CommsStatusContributor],
 })
 export class CommsModule {}

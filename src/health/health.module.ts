@@ -8,11 +8,12 @@ import { OutboundModule } from '../outbound/outbound.module';
 import { ReducerModule } from '../reducer/reducer.module';
 import { ComponentHealthService } from './components.service';
 import { HealthService } from './health.service';
+import { HealthStatusContributor } from './health.status';
 
 /** Liveness, readiness and per-component health, judged from the jobs' own progress. */
 @Module({
   imports: [HeartbeatModule, OutboundModule, DispatchModule, ActivationModule, CommsModule, ReducerModule, LifecycleModule],
-  providers: [HealthService, ComponentHealthService],
-  exports: [HealthService, ComponentHealthService],
+  providers: [HealthService, ComponentHealthService, HealthStatusContributor],
+  exports: [HealthService, HealthStatusContributor],
 })
 export class HealthModule {}

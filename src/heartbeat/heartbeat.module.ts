@@ -1,11 +1,12 @@
 import { Module } from '@nestjs/common';
 import { RecoveryModule } from '../recovery/recovery.module';
 import { HeartbeatService } from './heartbeat.service';
+import { HeartbeatStatusContributor } from './heartbeat.status';
 
 /** The steady-state heartbeat job; each beat is recovery's heartbeat exchange, started once the boot handshake is over. */
 @Module({
   imports: [RecoveryModule],
-  providers: [HeartbeatService],
-  exports: [HeartbeatService],
+  providers: [HeartbeatService, HeartbeatStatusContributor],
+  exports: [HeartbeatService, HeartbeatStatusContributor],
 })
 export class HeartbeatModule {}

@@ -8,6 +8,7 @@ import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
 import { EVENT_LOG_FS } from './outbound.constants';
 import { OutboundPorts } from './outbound.ports';
+import { OutboundStatusContributor } from './outbound.status';
 import { nodeLogFs } from './log-fs';
 
 /**
@@ -25,7 +26,8 @@ import { nodeLogFs } from './log-fs';
     serveEffectPort('EmitEvent', OutboundPorts),
     { provide: REPLAY_PORT, useExisting: OutboundPorts },
     { provide: EVENT_HISTORY_PORT, useExisting: OutboundPorts },
+    OutboundStatusContributor,
   ],
-  exports: [EventLogService, DrainerService, REPLAY_PORT, EVENT_HISTORY_PORT],
+  exports: [EventLogService, DrainerService, REPLAY_PORT, EVENT_HISTORY_PORT, OutboundStatusContributor],
 })
 export class OutboundModule {}

@@ -6,6 +6,7 @@ import { ReducerModule } from '../reducer/reducer.module';
 import { CurrentSystemReader } from './current-system.reader';
 import { HeartbeatExchange } from './heartbeat-exchange';
 import { RecoveryService } from './recovery.service';
+import { RecoveryStatusContributor } from './recovery.status';
 
 /**
  * What the host runs and what the CP remembers of it: the closure reader,
@@ -14,7 +15,7 @@ import { RecoveryService } from './recovery.service';
  */
 @Module({
   imports: [CommsModule, ReducerModule, OutboundModule, LifecycleModule],
-  providers: [CurrentSystemReader, HeartbeatExchange, RecoveryService],
-  exports: [CurrentSystemReader, HeartbeatExchange, RecoveryService],
+  providers: [CurrentSystemReader, HeartbeatExchange, RecoveryService, RecoveryStatusContributor],
+  exports: [CurrentSystemReader, HeartbeatExchange, RecoveryService, RecoveryStatusContributor],
 })
 export class RecoveryModule {}

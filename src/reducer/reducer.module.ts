@@ -4,6 +4,7 @@ import { AGENT_CONFIG } from '../config/config.constants';
 import { EffectPortRegistry } from './effect-ports';
 import { REDUCER_INPUT, REDUCER_POLICY } from './reducer.ports';
 import { ReducerService } from './reducer.service';
+import { ReducerStatusContributor } from './reducer.status';
 import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS, type Policy } from './reducer.types';
 
 export function policyFrom(config: AgentConfig): Policy {
@@ -22,7 +23,8 @@ export function policyFrom(config: AgentConfig): Policy {
     EffectPortRegistry,
     ReducerService,
     { provide: REDUCER_INPUT, useExisting: ReducerService },
+    ReducerStatusContributor,
   ],
-  exports: [ReducerService, REDUCER_INPUT, EffectPortRegistry],
+  exports: [ReducerService, REDUCER_INPUT, EffectPortRegistry, ReducerStatusContributor],
 })
 export class ReducerModule {}
