@@ -57,6 +57,6 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
     serveEffectPort('FireRollback', ActivationService),
     ActivationStatusContributor,
   ],
-  exports: [ActivationService, ActivationPreflight, ActivationStatusContributor],
+  exports: [ActivationPreflight, ActivationStatusContributor],
 })
 export class ActivationModule {}

@@ -8,6 +8,5 @@ import { AdvanceTicker } from './advance.ticker';
 @Module({
   imports: [ReducerModule, RecoveryModule, LifecycleModule],
   providers: [AdvanceTicker],
-  exports: [AdvanceTicker],
 })
 export class AdvanceModule {}
