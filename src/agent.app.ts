@@ -3,7 +3,6 @@ import type { INestApplication, LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { AdminHttpAdapter } from './admin/admin-http';
 import { AgentModule } from './agent.module';
-import type { TlsIdentity } from './comms/identity';
 import type { AgentConfig } from './config/config.loader';
 import type { ListenAddress } from './config/listen-address';
 
@@ -13,10 +12,9 @@ import type { ListenAddress } from './config/listen-address';
  */
 export async function createAgentApp(
   config: AgentConfig,
-  identity: TlsIdentity,
   logger: LoggerService | false,
 ): Promise<INestApplication> {
-  const app = await NestFactory.create(AgentModule.forRoot(config, identity), new AdminHttpAdapter(), {
+  const app = await NestFactory.create(AgentModule.forRoot(config), new AdminHttpAdapter(), {
     logger,
     bufferLogs: false,
     abortOnError: false,

@@ -5,41 +5,36 @@ import { AdminModule } from './admin/admin.module';
 import { AdvanceModule } from './advance/advance.module';
 import { ClockModule } from './clock/clock.module';
 import { CommsModule } from './comms/comms.module';
-import type { TlsIdentity } from './comms/identity';
 import type { AgentConfig } from './config/config.loader';
 import { ConfigModule } from './config/config.module';
 import { DispatchModule } from './dispatch/dispatch.module';
 import { HeartbeatModule } from './heartbeat/heartbeat.module';
-import { LifecycleModule } from './lifecycle/lifecycle.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OutboundModule } from './outbound/outbound.module';
 import { RecoveryModule } from './recovery/recovery.module';
 import { ReducerModule } from './reducer/reducer.module';
-import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS } from './reducer/reducer.types';
 import { SystemdModule } from './systemd/systemd.module';
 
-/** The root module: the feature modules, wired by DI; nothing else. */
+/**
+ * The root module: the feature modules, nothing else. Config, clock and
+ * metrics are global (every module uses them); each other dependency is in
+ * the `imports` of the module that has it (ARCHITECTURE.md draws them).
+ */
 @Module({})
 export class AgentModule {
-  static forRoot(config: AgentConfig, identity: TlsIdentity): DynamicModule {
+  static forRoot(config: AgentConfig): DynamicModule {
     return {
       module: AgentModule,
       imports: [
         ConfigModule.forRoot(config),
         ClockModule,
-        LifecycleModule,
         MetricsModule,
         ScheduleModule.forRoot(),
-        CommsModule.forRoot(identity),
-        // The reducer's effects leave through ports these modules provide.
-        ReducerModule.forRoot(
-          {
-            onHealthFailure: config.onHealthFailure,
-            sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS,
-          },
-          [OutboundModule, ActivationModule],
-        ),
-        RecoveryModule.forRoot([OutboundModule]),
+        CommsModule,
+        ReducerModule,
+        OutboundModule,
+        RecoveryModule,
+        ActivationModule,
         HeartbeatModule,
         DispatchModule,
         AdvanceModule,

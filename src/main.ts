@@ -55,9 +55,10 @@ async function run(config: AgentConfig): Promise<number | null> {
   const logger = createAgentLogger(config.logFormat, config.logLevel);
   // Before anything slow: a SIGHUP during start-up must not kill the agent.
   const reloadSignal = holdReloadSignal(logger);
-  let identity;
+  // Checked here, before anything starts, so that a bad file is one line and
+  // exit 2; CommsModule loads the files again for use (and watches them).
   try {
-    identity = loadIdentity(config);
+    loadIdentity(config);
   } catch (err) {
     if (err instanceof IdentityError) return configFailure(err.lines);
     throw err;
@@ -84,7 +85,7 @@ async function run(config: AgentConfig): Promise<number | null> {
   }
 
   const { createAgentApp, listenAdmin } = await import('./agent.app');
-  const app = await createAgentApp(config, identity, logger);
+  const app = await createAgentApp(config, logger);
   try {
     await listenAdmin(app, config.adminAddress);
   } catch (err) {

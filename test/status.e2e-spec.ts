@@ -3,12 +3,18 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ActivationService } from '../src/activation/activation.service';
+import { statusContractProblems } from '../src/admin/status.contract';
 import { listenAdmin } from '../src/agent.app';
+import { DispatchWorker } from '../src/dispatch/dispatch.worker';
 import { COMPONENT_NAMES, type ComponentName } from '../src/health/component-health';
 import { HeartbeatService } from '../src/heartbeat/heartbeat.service';
+import { DrainerService } from '../src/outbound/drainer.service';
+import { EVENT_LOG_FS } from '../src/outbound/outbound.constants';
+import { HEADER_REPLAY_FROM } from '../src/protocol/protocol.constants';
 import { RecoveryService } from '../src/recovery/recovery.service';
-import { ReducerService } from '../src/reducer/reducer.service';
+import { EventsNotDurableError, ReducerService } from '../src/reducer/reducer.service';
 import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from './support/agent-harness';
+import { FaultyFs } from './support/faulty-log-fs';
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const ROLLOUT = 'stable@a1b2c3d4';
@@ -52,8 +58,10 @@ function portOf(agent: AgentUnderTest): number {
 
 type Json = Record<string, unknown>;
 
-/** Every key of the /status contract, each present with a value that is not undefined. */
+/** Every key of the /status contract, each present with a value that is not undefined, and the document conforms to its type. */
 function expectContractKeys(body: Json): void {
+  // The typed contract (src/admin/status.contract.ts): every key and value, and no key it does not declare.
+  expect(statusContractProblems(body)).toEqual([]);
   for (const key of ['machineId', 'agentVersion', 'controlPlaneUrl', 'pid', 'startedAt', 'uptimeSecs', 'currentClosure', 'heartbeat', 'recovery', 'rollouts']) {
     expect(Object.keys(body)).toContain(key);
   }
@@ -322,5 +330,88 @@ describe('GET /status on the real module graph, over HTTP', () => {
     const body = answer.json as Json;
     expectContractKeys(body);
     expect(body).toMatchObject({ machineId: world.pki.machineId, recovery: { reachedControlPlane: true } });
+  });
+});
+
+describe('GET /status with every section in use conforms to the typed contract', () => {
+  let world: World;
+  let agent: AgentUnderTest | null = null;
+
+  beforeAll(async () => {
+    // A poll the CP holds returns 204 after 200 ms: the dispatch loop turns quickly.
+    world = await makeWorld({ dispatchWaitCapMs: 200 });
+  });
+  afterAll(async () => {
+    await agent?.close();
+    await world.close();
+  });
+
+  it('after a dispatch, a refused re-dispatch, a failed heartbeat asking for a replay, a failed event-log write and failing polls', async () => {
+    const fs = new FaultyFs();
+    agent = await buildAgent(world, { customize: (b) => b.overrideProvider(EVENT_LOG_FS).useValue(fs) });
+    const a = agent;
+    await a.app.get(RecoveryService).whenComplete();
+    await listenAdmin(a.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+    const reducer = a.app.get(ReducerService);
+    const worker = a.app.get(DispatchWorker);
+    const machine = world.pki.machineId;
+
+    // A dispatch applied by the symlink backend, then the same rollout again: the reducer refuses it.
+    world.cp.queueDispatch(machine, { rollout_id: ROLLOUT, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
+    await world.cp.waitFor(() => reducer.current().rollouts[ROLLOUT]?.state === 'Soaking', 5_000, 'the rollout Soaking');
+    await a.app.get(ActivationService).idle();
+    world.cp.queueDispatch(machine, { rollout_id: ROLLOUT, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
+    await world.cp.waitFor(() => worker.status().lastOrder?.outcome === 'rejected', 5_000, 'the re-dispatch rejected');
+
+    // A steady heartbeat answered 503 that asks for a replay (a CP restoring its database).
+    world.cp.respondNext('heartbeat', { status: 503, headers: { [HEADER_REPLAY_FROM]: '0' }, body: { error: 'restoring' } });
+    const heartbeat = a.app.get(HeartbeatService);
+    a.clock.advance(60_000);
+    heartbeat.tick();
+    await heartbeat.settled();
+    await a.app.get(DrainerService).idle();
+
+    // One append the disk refuses.
+    fs.appendError = { code: 'EIO', when: () => true };
+    await expect(
+      reducer.submit({
+        type: 'Activate',
+        rolloutId: 'canary@e5f6a7b8',
+        targetClosure: TARGET,
+        soakDueAt: '2026-11-28T12:30:00.000Z',
+        currentClosure: PREVIOUS,
+        dispatchedAt: '2026-11-28T12:00:00.000Z',
+      }),
+    ).rejects.toBeInstanceOf(EventsNotDurableError);
+    fs.appendError = null;
+
+    // Polls failing: the next one waits out a backoff.
+    world.cp.setDefault('dispatch', { status: 500, body: { error: 'internal' } });
+    try {
+      await world.cp.waitFor(() => worker.status().nextPollAt ?? undefined, 5_000, 'a failed poll backing off');
+      const answer = await get({ port: portOf(a) }, '/status');
+
+      expect(answer.status).toBe(200);
+      const body = answer.json as Json;
+      expectContractKeys(body);
+      // What this document has that the others do not, each in its contracted shape.
+      expect(body.heartbeat).toMatchObject({
+        lastError: { kind: 'http-status', message: expect.stringContaining('503'), at: expect.stringMatching(RFC3339) },
+        lastReplayFrom: { value: '0', source: 'heartbeat' },
+      });
+      expect(body.eventLog).toMatchObject({ lastError: { code: 'EIO', cause: expect.any(String), message: expect.any(String) } });
+      expect(body.dispatch).toMatchObject({
+        lastOutcome: 'failed',
+        lastError: expect.stringContaining('HTTP 500'),
+        nextPollAt: expect.stringMatching(RFC3339),
+        lastOrder: { rolloutId: ROLLOUT, targetClosure: TARGET, outcome: 'rejected', detail: expect.stringContaining('illegal in state Soaking') },
+      });
+      expect((body.outbound as Json).replay).toMatchObject({ rolloutId: ROLLOUT, fromSeq: 0 });
+      expect(body.activation).toMatchObject({ backend: 'symlink', lastResult: { rolloutId: ROLLOUT, kind: 'switch', outcome: 'completed' } });
+      expect(body.certificate).toMatchObject({ machineId: machine });
+      expect(body.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Soaking', lastEventSeq: 3 })]);
+    } finally {
+      world.cp.setDefault('dispatch', null);
+    }
   });
 });

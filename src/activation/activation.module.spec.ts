@@ -9,12 +9,11 @@ import { ClockModule } from '../clock/clock.module';
 import { type AgentConfig, loadConfig } from '../config/config.loader';
 import { ConfigModule } from '../config/config.module';
 import { MetricsModule } from '../metrics/metrics.module';
-import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT } from '../reducer/reducer.ports';
-import { ReducerModule } from '../reducer/reducer.module';
+import { EffectPortRegistry } from '../reducer/effect-ports';
+import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT, REDUCER_POLICY } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
 import type { Policy } from '../reducer/reducer.types';
 import { ACTIVATION_BACKEND } from './activation.constants';
-import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { ActivationModule } from './activation.module';
 import { ActivationPreflight } from './activation.preflight';
 import { ActivationService } from './activation.service';
@@ -29,9 +28,9 @@ const HALT: Policy = { onHealthFailure: 'halt', sustainedFailureThresholdSecs: 1
 const ROLLBACK: Policy = { onHealthFailure: 'rollback-and-halt', sustainedFailureThresholdSecs: 120 };
 
 /**
- * The module as the root module wires it: ReducerModule imports
- * ActivationModule for its ports, and ActivationService submits back to the
- * (global) ReducerService — a real one, with the real transition function.
+ * The module with what it imports (ReducerModule, LifecycleModule) and the
+ * globals: ActivationService serves the reducer's switch and rollback ports
+ * and submits back to it — a real reducer, with the real transition function.
  */
 describe('ActivationModule', () => {
   let dir: string;
@@ -76,10 +75,12 @@ describe('ActivationModule', () => {
     logs = new CapturingLogger(),
   ): Promise<{ module: TestingModule; reducer: ReducerService; activation: ActivationService }> {
     const module = await Test.createTestingModule({
-      imports: [ConfigModule.forRoot(config), ClockModule, LifecycleModule, MetricsModule, ReducerModule.forRoot(policy, [ActivationModule])],
+      imports: [ConfigModule.forRoot(config), ClockModule, MetricsModule, ActivationModule],
     })
       .overrideProvider(CLOCK)
       .useValue(new FakeClock())
+      .overrideProvider(REDUCER_POLICY)
+      .useValue(policy)
       .compile();
     opened.push(module);
     module.useLogger(logs);
@@ -99,6 +100,9 @@ describe('ActivationModule', () => {
 
   it('connects the reducer’s switch and rollback ports to one ActivationService, without a DI cycle', async () => {
     const { module, activation } = await build(configWith(['--activation-backend', 'symlink']));
+    const ports = module.get(EffectPortRegistry);
+    expect(ports.port('FireSwitch')).toBe(activation);
+    expect(ports.port('FireRollback')).toBe(activation);
     expect(module.get(FIRE_SWITCH_PORT)).toBe(activation);
     expect(module.get(FIRE_ROLLBACK_PORT)).toBe(activation);
     expect(module.get(ACTIVATION_BACKEND)).toBeInstanceOf(SymlinkBackend);
@@ -110,9 +114,7 @@ describe('ActivationModule', () => {
     await activation.idle();
     expect(readlinkSync(link)).toBe(join(store, NEW));
     expect(reducer.current().rollouts[ROLLOUT]).toMatchObject({ state: 'Soaking', currentClosure: NEW, lastEventSeq: 3 });
-    // The ports' wiring shows here: with the reducer injected back into the
-    // service's constructor Nest compiles too, but leaves the reducer's
-    // @Optional ports undefined and counts the switch as unconnected.
+    // The ports' wiring shows here: a port left unbound would count the switch as unconnected.
     expect(reducer.statistics()).toMatchObject({
       rejected: 0,
       unconnectedEffects: { FireSwitch: 0, FireRollback: 0 },

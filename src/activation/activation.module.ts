@@ -2,10 +2,13 @@ import { Module } from '@nestjs/common';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
-import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT } from '../reducer/reducer.ports';
+import { LifecycleModule } from '../lifecycle/lifecycle.module';
+import { serveEffectPort } from '../reducer/effect-ports';
+import { ReducerModule } from '../reducer/reducer.module';
 import { ACTIVATION_BACKEND, DEFAULT_ACTIVATION_TIMEOUT_MS, NIXOS_DEFAULTS } from './activation.constants';
 import { ActivationPreflight } from './activation.preflight';
 import { ActivationService } from './activation.service';
+import { ActivationStatusContributor } from './activation.status';
 import type { ActivationBackend } from './activation.types';
 import { CommandBackend } from './backends/command.backend';
 import { NixosBackend } from './backends/nixos.backend';
@@ -37,22 +40,23 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
 }
 
 /**
- * The activation backends (checked at start by ActivationPreflight) behind the reducer's FireSwitch and FireRollback
- * ports. Imported by `ReducerModule.forRoot(policy, [ActivationModule])`;
- * ActivationService reaches the (global) ReducerService through ModuleRef,
- * so there is no provider cycle. It reads the current system with its own
- * CurrentSystemReader (stateless but for log dedup), so it needs only the
- * global config and clock, not RecoveryModule and the comms behind it.
+ * The activation backends (checked at start by ActivationPreflight) behind
+ * the reducer's FireSwitch and FireRollback ports, which it serves; the
+ * outcomes go back to the reducer as inputs (REDUCER_INPUT). It reads the
+ * current system with its own CurrentSystemReader (stateless but for log
+ * dedup), so it needs neither RecoveryModule nor the comms behind it.
  */
 @Module({
+  imports: [ReducerModule, LifecycleModule],
   providers: [
     CurrentSystemReader,
     { provide: ACTIVATION_BACKEND, inject: [AGENT_CONFIG, CurrentSystemReader], useFactory: backendFor },
     ActivationService,
     ActivationPreflight,
-    { provide: FIRE_SWITCH_PORT, useExisting: ActivationService },
-    { provide: FIRE_ROLLBACK_PORT, useExisting: ActivationService },
+    serveEffectPort('FireSwitch', ActivationService),
+    serveEffectPort('FireRollback', ActivationService),
+    ActivationStatusContributor,
   ],
-  exports: [ActivationService, ActivationPreflight, FIRE_SWITCH_PORT, FIRE_ROLLBACK_PORT],
+  exports: [ActivationPreflight, ActivationStatusContributor],
 })
 export class ActivationModule {}

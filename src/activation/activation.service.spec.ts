@@ -6,8 +6,8 @@ import { RANDOM } from '../clock/random';
 import type { ActivationBackendName } from '../config/settings';
 import { MetricsModule } from '../metrics/metrics.module';
 import type { EffectOf } from '../reducer/reducer.ports';
-import { ReducerService } from '../reducer/reducer.service';
-import { EMPTY_STATE, type ReducerInput, type TransitionResult } from '../reducer/reducer.types';
+import { REDUCER_INPUT, type ReducerInputPort } from '../reducer/reducer.ports';
+import { EMPTY_STATE, type ReducerInput, type ReducerState, type TransitionResult } from '../reducer/reducer.types';
 import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
 import { BootGate } from '../lifecycle/boot-gate';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
@@ -96,8 +96,8 @@ class GatedBackend implements ActivationBackend {
   }
 }
 
-/** ReducerService's stand-in: records the inputs on the shared timeline. */
-class RecordingReducer {
+/** The reducer's stand-in behind REDUCER_INPUT: records the inputs on the shared timeline. */
+class RecordingReducer implements ReducerInputPort {
   readonly inputs: ReducerInput[] = [];
   closed = false;
   constructor(private readonly timeline: string[]) {}
@@ -109,6 +109,9 @@ class RecordingReducer {
     this.timeline.push(`submit ${input.type}`);
     if (this.refuse.has(input.type)) return Promise.resolve({ state: EMPTY_STATE, effects: [], rejected: `${input.type} is illegal now` });
     return Promise.resolve({ state: EMPTY_STATE, effects: [] });
+  }
+  current(): ReducerState {
+    return EMPTY_STATE;
   }
 }
 
@@ -133,7 +136,7 @@ describe('ActivationService', () => {
         { provide: ACTIVATION_BACKEND, useValue: backend },
         { provide: CLOCK, useValue: clock },
         { provide: RANDOM, useValue: new FixedRandom() },
-        { provide: ReducerService, useValue: reducer },
+        { provide: REDUCER_INPUT, useValue: reducer },
         // Never opened here: resuming after a restart has its own e2e test.
         BootGate,
         { provide: CurrentSystemReader, useValue: { read: () => Promise.resolve(null) } },

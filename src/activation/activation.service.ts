@@ -1,20 +1,12 @@
-import {
-  type BeforeApplicationShutdown,
-  Inject,
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-  type OnModuleInit,
-} from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
+import { type BeforeApplicationShutdown, Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { RANDOM, type RandomSource } from '../clock/random';
 import type { ActivationBackendName } from '../config/settings';
 import { BootGate } from '../lifecycle/boot-gate';
 import { MetricsService } from '../metrics/metrics.service';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
-import type { EffectOf, FireRollbackPort, FireSwitchPort } from '../reducer/reducer.ports';
-import { describeInput, ReducerService } from '../reducer/reducer.service';
+import { type EffectOf, type FireRollbackPort, type FireSwitchPort, REDUCER_INPUT, type ReducerInputPort } from '../reducer/reducer.ports';
+import { describeInput } from '../reducer/reducer.service';
 import type { ReducerInput } from '../reducer/reducer.types';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
 import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
@@ -36,15 +28,13 @@ interface Job {
 }
 
 /**
- * The reducer's FireSwitch and FireRollback ports. `handle` only queues:
- * the reducer calls it from its one consumer, which must not wait for a
- * switch. Activations run one at a time, in the order they were fired, and
- * report back to the reducer as inputs.
+ * The reducer's FireSwitch and FireRollback ports (ActivationModule binds
+ * them). `handle` only queues: the reducer calls it from its one consumer,
+ * which must not wait for a switch. Activations run one at a time, in the
+ * order they were fired, and report back to the reducer as inputs.
  */
 @Injectable()
-export class ActivationService
-  implements FireSwitchPort, FireRollbackPort, OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown
-{
+export class ActivationService implements FireSwitchPort, FireRollbackPort, OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(ActivationService.name);
   /** The last queued job's completion; each job chains on the one before. Never rejects. */
   private tail: Promise<void> = Promise.resolve();
@@ -54,25 +44,16 @@ export class ActivationService
   private closed = false;
   /** Aborted when shutdown begins: ends the wait of an outcome the disk would not take. */
   private readonly stopping = new AbortController();
-  private reducerRef: ReducerService | null = null;
 
   constructor(
     @Inject(ACTIVATION_BACKEND) private readonly backend: ActivationBackend,
     @Inject(CLOCK) private readonly clock: Clock,
-    // ReducerService injects this service (as its ports) in its constructor.
-    // Injecting it back is a provider cycle, and as those ports are
-    // @Optional Nest does not even fail: it leaves them undefined, and every
-    // switch would be silently dropped. So it is looked up once both exist.
-    private readonly moduleRef: ModuleRef,
+    @Inject(REDUCER_INPUT) private readonly reducer: ReducerInputPort,
     private readonly metrics: MetricsService,
     private readonly currentSystem: CurrentSystemReader,
     private readonly bootGate: BootGate,
     @Inject(RANDOM) private readonly random: RandomSource,
   ) {}
-
-  onModuleInit(): void {
-    this.reducer(); // fail at start, not at the first dispatch, if it is missing
-  }
 
   onApplicationBootstrap(): void {
     // After the boot handshake: its snapshots may already have settled a rollout.
@@ -264,7 +245,7 @@ export class ActivationService
   private async submit(input: ReducerInput): Promise<boolean> {
     let held = 0;
     try {
-      const result = await submitUntilDurable(this.reducer(), input, {
+      const result = await submitUntilDurable(this.reducer, input, {
         signal: this.stopping.signal,
         random: this.random,
         onHeld: (err, failures, retryInMs) => {
@@ -297,7 +278,7 @@ export class ActivationService
    * activation completed; otherwise it runs again (activations are idempotent).
    */
   async resumeInterrupted(): Promise<void> {
-    for (const entry of Object.values(this.reducer().current().rollouts)) {
+    for (const entry of Object.values(this.reducer.current().rollouts)) {
       if (entry.state !== 'Activating' || entry.targetClosure === '') continue;
       const current = await this.currentSystem.read();
       if (current === entry.targetClosure) {
@@ -310,12 +291,6 @@ export class ActivationService
         this.handle({ type: 'FireSwitch', rolloutId: entry.rolloutId, targetClosure: entry.targetClosure });
       }
     }
-  }
-
-  private reducer(): ReducerService {
-    const reducer = this.reducerRef ?? this.moduleRef.get<ReducerService>(ReducerService, { strict: false });
-    this.reducerRef = reducer;
-    return reducer;
   }
 }
 

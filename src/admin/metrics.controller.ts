@@ -3,7 +3,6 @@ import { type Clock, CLOCK } from '../clock/clock';
 import { TlsAgentHolder } from '../comms/tls-agent.holder';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { MetricsService } from '../metrics/metrics.service';
-import { DrainerService } from '../outbound/drainer.service';
 import { EventLogService } from '../outbound/event-log.service';
 import { ReducerService } from '../reducer/reducer.service';
 
@@ -14,7 +13,6 @@ export class MetricsController {
     private readonly metrics: MetricsService,
     private readonly heartbeat: HeartbeatService,
     private readonly eventLog: EventLogService,
-    private readonly drainer: DrainerService,
     private readonly reducer: ReducerService,
     private readonly tls: TlsAgentHolder,
     @Inject(CLOCK) private readonly clock: Clock,

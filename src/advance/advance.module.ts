@@ -1,6 +1,12 @@
 import { Module } from '@nestjs/common';
+import { LifecycleModule } from '../lifecycle/lifecycle.module';
+import { RecoveryModule } from '../recovery/recovery.module';
+import { ReducerModule } from '../reducer/reducer.module';
 import { AdvanceTicker } from './advance.ticker';
 
 /** Time for the reducer: the advance tick that converges soaking rollouts. */
-@Module({ providers: [AdvanceTicker], exports: [AdvanceTicker] })
+@Module({
+  imports: [ReducerModule, RecoveryModule, LifecycleModule],
+  providers: [AdvanceTicker],
+})
 export class AdvanceModule {}

@@ -34,7 +34,7 @@ describe('ControlPlaneClient over real mutual TLS', () => {
   async function clientFor(identity: ClientIdentity, caCertPath = pki.caCertPath, url = cp.url) {
     const config = testConfig({ pki, controlPlaneUrl: url, stateDir: join(dir, 'state'), identity, caCertPath });
     const module = await Test.createTestingModule({
-      imports: [ConfigModule.forRoot(config), ClockModule, CommsModule.forRoot(loadIdentity(config))],
+      imports: [ConfigModule.forRoot(config), ClockModule, CommsModule],
     }).compile();
     await module.init();
     return { client: module.get(ControlPlaneClient), close: () => module.close() };

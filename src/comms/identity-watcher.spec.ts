@@ -15,7 +15,6 @@ import { HeartbeatExchange } from '../recovery/heartbeat-exchange';
 import { AGENT_VERSION } from '../version';
 import { CommsModule } from './comms.module';
 import { ControlPlaneClient } from './control-plane.client';
-import { loadIdentity } from './identity';
 import { IdentityWatcher } from './identity-watcher';
 import { TlsAgentHolder } from './tls-agent.holder';
 
@@ -67,7 +66,7 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
   async function startComms(identity: ClientIdentity, clock = new FakeClock(new Date())) {
     const config = testConfig({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), identity });
     const moduleRef = await Test.createTestingModule({
-      imports: [ConfigModule.forRoot(config), ClockModule, CommsModule.forRoot(loadIdentity(config))],
+      imports: [ConfigModule.forRoot(config), ClockModule, CommsModule],
     })
       .overrideProvider(CLOCK)
       .useValue(clock)
@@ -311,7 +310,7 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     });
     if (loaded.kind !== 'run') throw new Error(`config is invalid: ${JSON.stringify(loaded)}`);
     const moduleRef = await Test.createTestingModule({
-      imports: [ConfigModule.forRoot(loaded.config), ClockModule, CommsModule.forRoot(loadIdentity(loaded.config))],
+      imports: [ConfigModule.forRoot(loaded.config), ClockModule, CommsModule],
     }).compile();
     const logs = new CapturingLogger();
     const app = moduleRef.createNestApplication({ logger: logs });

@@ -1,17 +1,11 @@
 import { statSync } from 'node:fs';
-import {
-  Inject,
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-  type OnModuleDestroy,
-  Optional,
-} from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
-import { errnoText } from '../config/config.loader';
+import { errnoText } from '../common/errno';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { ClockSkew } from './clock-skew';
 import { IdentityError, loadIdentity, type TlsIdentity } from './identity';
 import { TlsAgentHolder } from './tls-agent.holder';
 
@@ -27,12 +21,6 @@ export const IDENTITY_POLL_MS = 2_000;
 export const SKEW_NOTE_SECS = 60;
 
 const DAY_MS = 86_400_000;
-
-/** The estimate of how far the CP's clock is ahead of ours (the heartbeat exchange has it). */
-export interface ClockSkewSource {
-  readonly clockSkewSecs: number | null;
-}
-export const CLOCK_SKEW_SOURCE = Symbol('CLOCK_SKEW_SOURCE');
 
 export type CertificateValidity = 'valid' | 'expiring' | 'expired' | 'not-yet-valid';
 
@@ -96,7 +84,7 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
     @Inject(CLOCK) private readonly clock: Clock,
     private readonly holder: TlsAgentHolder,
-    @Optional() @Inject(CLOCK_SKEW_SOURCE) private readonly skew?: ClockSkewSource,
+    private readonly skew: ClockSkew,
   ) {}
 
   /*
@@ -260,7 +248,7 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
   }
 
   private clockSkewSecs(): number | null {
-    return this.skew?.clockSkewSecs ?? null;
+    return this.skew.secs;
   }
 
   /** Changes with any replacement (rename: new inode), rewrite or chmod of the files; errors count as a state too. */

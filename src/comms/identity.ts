@@ -1,7 +1,7 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import sshpk from 'sshpk';
-import { errnoText } from '../config/config.loader';
+import { errnoText } from '../common/errno';
 import { settingProblem } from '../config/config.messages';
 
 /** What the agent presents and trusts on every control-plane connection. */

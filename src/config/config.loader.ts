@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { plainToInstance } from 'class-transformer';
 import { isURL, validateSync } from 'class-validator';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
+import { errnoText } from '../common/errno';
 import { settingProblem, sourceText, whereToSet, type ValueSource } from './config.messages';
 import { isLoopback, parseListenAddress, type ListenAddress } from './listen-address';
 import { CONTROL_PLANE_URL_RULES, envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
@@ -299,27 +300,6 @@ function unreadable(path: string): string | null {
     return null;
   } catch (err) {
     return errnoText(err);
-  }
-}
-
-export function errnoText(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  switch (e.code) {
-    case 'ENOENT':
-      return 'no such file';
-    case 'EACCES':
-    case 'EPERM':
-      return 'permission denied';
-    case 'EISDIR':
-      return 'it is a directory';
-    case 'ENOTDIR':
-      return 'a part of the path is not a directory';
-    case 'EROFS':
-      return 'read-only file system';
-    case 'ENOSPC':
-      return 'no space left on the device';
-    default:
-      return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
   }
 }
 

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { errnoText } from './config.loader';
+import { errnoText } from '../common/errno';
 import { settingProblem } from './config.messages';
 
 /**

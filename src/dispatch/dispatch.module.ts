@@ -1,6 +1,14 @@
 import { Module } from '@nestjs/common';
+import { CommsModule } from '../comms/comms.module';
+import { RecoveryModule } from '../recovery/recovery.module';
+import { ReducerModule } from '../reducer/reducer.module';
+import { DispatchStatusContributor } from './dispatch.status';
 import { DispatchWorker } from './dispatch.worker';
 
 /** The dispatch long-poll: the CP's "activate this closure" orders, into the reducer. */
-@Module({ providers: [DispatchWorker], exports: [DispatchWorker] })
+@Module({
+  imports: [CommsModule, ReducerModule, RecoveryModule],
+  providers: [DispatchWorker, DispatchStatusContributor],
+  exports: [DispatchWorker, DispatchStatusContributor],
+})
 export class DispatchModule {}

@@ -95,8 +95,34 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
     expect(a.app.get(DispatchWorker).status()).toMatchObject({
       polling: true,
       consecutiveFailures: 0,
-      lastOrder: { rolloutId, targetClosure: TARGET },
+      nextPollAt: null,
+      lastOrder: { rolloutId, targetClosure: TARGET, outcome: 'accepted', detail: null },
     });
+  });
+
+  it('says in status when the reducer refuses an order: a second dispatch of a rollout it already holds is rejected, with why', async () => {
+    const rolloutId = 'stable@aa000002';
+    const a = await start();
+    const reducer = a.app.get(ReducerService);
+    const worker = a.app.get(DispatchWorker);
+    await world.cp.waitFor(() => world.cp.dispatchPolls.length > 0, 5_000, 'the first poll');
+    world.cp.queueDispatch(MACHINE, { rollout_id: rolloutId, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
+    await world.cp.waitFor(() => reducer.current().rollouts[rolloutId]?.state === 'Soaking', 5_000, 'the rollout Soaking');
+
+    world.cp.queueDispatch(MACHINE, { rollout_id: rolloutId, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
+
+    const lastOrder = await world.cp.waitFor(() => {
+      const o = worker.status().lastOrder;
+      return o?.outcome === 'rejected' ? o : undefined;
+    }, 5_000, 'the second order rejected');
+    expect(lastOrder).toEqual({
+      rolloutId,
+      targetClosure: TARGET,
+      receivedAt: a.clock.now().toISOString(),
+      outcome: 'rejected',
+      detail: expect.stringContaining(`Activate for ${rolloutId} is illegal in state Soaking`),
+    });
+    expect(a.logs.messages('warn', DispatchWorker.name)).toEqual([expect.stringContaining(`dispatch for ${rolloutId} not accepted`)]);
   });
 
   it('polls again after a 204, each poll asking wait=60', async () => {
@@ -186,7 +212,10 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
 
     const polls = world.cp.dispatchPolls.length;
     await world.cp.waitFor(() => world.cp.dispatchPolls.length > polls, 5_000, 'a poll after the failed order');
-    expect(a.app.get(DispatchWorker).status().polling).toBe(true);
+    expect(a.app.get(DispatchWorker).status()).toMatchObject({
+      polling: true,
+      lastOrder: { rolloutId: 'stable@dd000001', outcome: 'not-applied', detail: 'event log: ENOSPC' },
+    });
   });
 
   it('backs off on errors: 500s are retried after 1 s, then 2 s (jitter pinned)', async () => {
@@ -220,7 +249,12 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
     await world.cp.waitFor(() => loggedDelays(a).length >= 1, 5_000, 'the failed poll');
     // The first backoff alone would be 1 s.
     expect(loggedDelays(a)).toEqual([3]);
-    expect(a.app.get(DispatchWorker).status()).toMatchObject({ consecutiveFailures: 1, lastError: expect.stringContaining('HTTP 503') });
+    expect(a.app.get(DispatchWorker).status()).toMatchObject({
+      consecutiveFailures: 1,
+      lastError: expect.stringContaining('HTTP 503'),
+      // Said in status too, not only in the warning.
+      nextPollAt: new Date(a.clock.now().getTime() + 3_000).toISOString(),
+    });
   });
 
   it('shutdown during a backoff sleep (Retry-After 60 s) ends the loop at once', async () => {
@@ -231,7 +265,7 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
     await a.close();
     agent = null;
     expect(Date.now() - started).toBeLessThan(5_000);
-    expect(a.app.get(DispatchWorker).status().polling).toBe(false);
+    expect(a.app.get(DispatchWorker).status()).toMatchObject({ polling: false, nextPollAt: null });
   });
 });
 

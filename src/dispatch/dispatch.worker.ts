@@ -35,13 +35,31 @@ export interface DispatchStatus {
   /** The last failure, kept after polls work again. */
   lastError: string | null;
   lastErrorAt: string | null;
-  lastOrder: { rolloutId: string; targetClosure: string; receivedAt: string } | null;
+  /** While a failed poll's backoff runs: when the next poll starts. Null while a poll is open, or none failed. */
+  nextPollAt: string | null;
+  /** The last order for this host, and what became of it. */
+  lastOrder: LastOrder | null;
   /**
    * An order taken from the CP whose events cannot be made durable yet (a
    * full disk): kept in memory and submitted again until it is applied; no
    * new poll meanwhile. Null when none is held.
    */
   heldOrder: HeldOrder | null;
+}
+
+export interface LastOrder {
+  rolloutId: string;
+  targetClosure: string;
+  receivedAt: string;
+  /**
+   * `submitting` until the reducer has it (a held order stays so: see
+   * heldOrder); `accepted`: the rollout took it (DispatchAck); `rejected`:
+   * the reducer refused it (the rollout is past it); `not-applied`: it failed
+   * otherwise, or the agent stopped before it could be applied.
+   */
+  outcome: 'submitting' | 'accepted' | 'rejected' | 'not-applied';
+  /** Why it was rejected or not applied; null otherwise. */
+  detail: string | null;
 }
 
 export interface HeldOrder {
@@ -69,7 +87,8 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
   private failingSince: Date | null = null;
   private lastPollAt: Date | null = null;
   private lastOutcome: DispatchStatus['lastOutcome'] = null;
-  private lastOrder: DispatchStatus['lastOrder'] = null;
+  private lastOrder: LastOrder | null = null;
+  private nextPollAt: Date | null = null;
   private heldOrder: HeldOrder | null = null;
   // Durations are read from the monotonic clock: a wall-clock step must not age a failure.
   private failingSinceMono: number | null = null;
@@ -103,7 +122,8 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       failingSince: this.failingSince?.toISOString() ?? null,
       lastError: this.lastError,
       lastErrorAt: this.lastErrorAt?.toISOString() ?? null,
-      lastOrder: this.lastOrder,
+      nextPollAt: this.abort.signal.aborted ? null : (this.nextPollAt?.toISOString() ?? null),
+      lastOrder: this.lastOrder && { ...this.lastOrder },
       heldOrder: this.heldOrder && { ...this.heldOrder },
     };
   }
@@ -122,6 +142,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
   private async run(): Promise<void> {
     const signal = this.abort.signal;
     while (!signal.aborted) {
+      this.nextPollAt = null;
       const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
       if (signal.aborted) return;
       this.lastPollAt = this.clock.now();
@@ -143,6 +164,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       const retryAfter = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
       const base = Math.min(BACKOFF_FIRST_MS * 2 ** (this.failures - 1), BACKOFF_CAP_MS);
       const delay = Math.max(jitter(base, 0.2, this.random), (retryAfter ?? 0) * 1000);
+      this.nextPollAt = new Date(this.lastPollAt.getTime() + delay);
       this.logger.warn(
         `dispatch poll failed: ${this.lastError}; polling again in ${(delay / 1000).toFixed(1)} s (${this.failures} failure(s) in a row)`,
       );
@@ -161,9 +183,20 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       );
       return;
     }
-    this.lastOrder = { rolloutId: order.rollout_id, targetClosure: order.target_closure, receivedAt: this.clock.now().toISOString() };
+    const lastOrder: LastOrder = {
+      rolloutId: order.rollout_id,
+      targetClosure: order.target_closure,
+      receivedAt: this.clock.now().toISOString(),
+      outcome: 'submitting',
+      detail: null,
+    };
+    this.lastOrder = lastOrder;
     this.logger.log(`dispatch received: ${order.rollout_id} → ${order.target_closure} (soak until ${order.soak_due_at})`);
-    const receivedAt = this.lastOrder.receivedAt;
+    const receivedAt = lastOrder.receivedAt;
+    const settle = (outcome: LastOrder['outcome'], detail: string | null = null): void => {
+      lastOrder.outcome = outcome;
+      lastOrder.detail = detail;
+    };
     let result;
     try {
       // The CP hands an order out once (§8): one lost to a full disk would never come back.
@@ -199,6 +232,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       );
     } catch (err) {
       this.heldOrder = null; // not applied, for a reason other than the disk: said here, not below
+      settle('not-applied', (err as Error).message);
       // A throw here would end the poll loop for good; the next poll goes on.
       this.logger.error(`dispatch for ${order.rollout_id} not applied: ${(err as Error).message}; polling goes on`);
       return;
@@ -206,6 +240,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
       const held = this.heldOrder;
       this.heldOrder = null;
       if (held && this.abort.signal.aborted) {
+        settle('not-applied', `the agent stopped first (${held.attempts} attempt(s): ${held.lastError})`);
         this.logger.warn(
           `stopping with the dispatch for ${held.rolloutId} → ${held.targetClosure} never applied (${held.attempts} attempt(s): ${held.lastError}); the control plane must dispatch it again`,
         );
@@ -213,7 +248,15 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
         this.logger.log(`dispatch for ${held.rolloutId} applied after ${held.attempts} failed attempt(s) since ${held.receivedAt}`);
       }
     }
-    if (result === null) return;
-    if (result.rejected) this.logger.warn(`dispatch for ${order.rollout_id} not accepted: ${result.rejected}`);
+    if (result === null) {
+      if (lastOrder.outcome === 'submitting') settle('not-applied', 'the agent stopped first');
+      return;
+    }
+    if (result.rejected) {
+      settle('rejected', result.rejected);
+      this.logger.warn(`dispatch for ${order.rollout_id} not accepted: ${result.rejected}`);
+    } else {
+      settle('accepted');
+    }
   }
 }

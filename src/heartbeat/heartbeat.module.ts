@@ -1,9 +1,12 @@
 import { Module } from '@nestjs/common';
+import { RecoveryModule } from '../recovery/recovery.module';
 import { HeartbeatService } from './heartbeat.service';
+import { HeartbeatStatusContributor } from './heartbeat.status';
 
-/** The steady-state heartbeat job. Recovery (its exchange and handshake) is provided by the root module's imports. */
+/** The steady-state heartbeat job; each beat is recovery's heartbeat exchange, started once the boot handshake is over. */
 @Module({
-  providers: [HeartbeatService],
-  exports: [HeartbeatService],
+  imports: [RecoveryModule],
+  providers: [HeartbeatService, HeartbeatStatusContributor],
+  exports: [HeartbeatService, HeartbeatStatusContributor],
 })
 export class HeartbeatModule {}

@@ -8,17 +8,11 @@ import {
   type World,
 } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
-import { CLOCK } from '../clock/clock';
-import { Uptime } from '../clock/uptime';
-import { ControlPlaneClient } from '../comms/control-plane.client';
-import { AGENT_CONFIG } from '../config/config.constants';
 import type { ReplayFrom } from '../protocol/replay-from';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
 import { DrainerService } from '../outbound/drainer.service';
 import type { AgentEvent } from '../protocol/events.wire';
-import { CurrentSystemReader } from '../recovery/current-system.reader';
-import { HeartbeatExchange } from '../recovery/heartbeat-exchange';
-import type { ReplayPort } from '../recovery/recovery.ports';
+import { REPLAY_PORT, type ReplayPort } from '../recovery/recovery.ports';
 import { RecoveryService } from '../recovery/recovery.service';
 import { EMIT_EVENT_PORT, type EmitEventPort } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
@@ -57,18 +51,9 @@ class RecordingReplayPort implements ReplayPort {
   }
 }
 
-/**
- * REPLAY_PORT is optional and no module of the agent provides it yet, so
- * overriding the token alone changes nothing: the exchange is rebuilt with
- * its real dependencies plus the recording port.
- */
+/** The agent with the replay port (OutboundModule's) replaced by a recording one. */
 function withReplayPort(port: ReplayPort): BuildOptions['customize'] {
-  return (b) =>
-    b.overrideProvider(HeartbeatExchange).useFactory({
-      factory: (...deps: ConstructorParameters<typeof HeartbeatExchange>) =>
-        new HeartbeatExchange(deps[0], deps[1], deps[2], deps[3], deps[4], deps[5], port),
-      inject: [ControlPlaneClient, ReducerService, CurrentSystemReader, Uptime, AGENT_CONFIG, CLOCK],
-    });
+  return (b) => b.overrideProvider(REPLAY_PORT).useValue(port);
 }
 
 describe('HeartbeatService against the dev control plane over mutual TLS', () => {

@@ -1,6 +1,6 @@
-import { Global, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import { BootGate } from './boot-gate';
 
-@Global()
+/** The boot gate every worker waits on; imported by each module that has one. */
 @Module({ providers: [BootGate], exports: [BootGate] })
 export class LifecycleModule {}

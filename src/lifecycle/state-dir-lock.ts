@@ -1,7 +1,7 @@
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { flockSync } from 'fs-ext';
-import { errnoText } from '../config/config.loader';
+import { errnoText } from '../common/errno';
 import { settingProblem } from '../config/config.messages';
 
 // flock(2) rather than an O_EXCL lock file with a pid check: the kernel drops

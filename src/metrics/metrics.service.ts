@@ -1,13 +1,17 @@
 import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ActivationKind, ActivationOutcome } from '../activation/activation.types';
-import type { CpFailureKind } from '../comms/cp-failure';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
 import { HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX } from './metrics.constants';
 
+/*
+ * The label values are the registry's own: it imports no feature. A feature
+ * passes its own kinds (comms' CpFailureKind, activation's outcome), so a
+ * kind added there without a label here fails to compile at the call site.
+ */
 /** A heartbeat's `result` label: `ok`, or why the CP gave no usable answer. */
-export type HeartbeatResult = 'ok' | CpFailureKind;
-export type ActivationResult = ActivationOutcome['kind'];
+export type HeartbeatResult = 'ok' | 'connect' | 'tls' | 'timeout' | 'network' | 'http-status' | 'bad-body' | 'aborted';
+export type ActivationKind = 'switch' | 'rollback';
+export type ActivationResult = 'completed' | 'failed' | 'deferred';
 export type OutboundState = 'pending' | 'delivered' | 'refused';
 
 /** What the gauges show, read from the services at scrape time. null means not known: that gauge is left out. */

@@ -1,22 +1,33 @@
 import { Module } from '@nestjs/common';
-import { REPLAY_PORT } from '../recovery/recovery.ports';
-import { EMIT_EVENT_PORT } from '../reducer/reducer.ports';
+import { CommsModule } from '../comms/comms.module';
+import { LifecycleModule } from '../lifecycle/lifecycle.module';
+import { EVENT_HISTORY_PORT, REPLAY_PORT } from '../recovery/recovery.ports';
+import { serveEffectPort } from '../reducer/effect-ports';
+import { ReducerModule } from '../reducer/reducer.module';
 import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
 import { EVENT_LOG_FS } from './outbound.constants';
 import { OutboundPorts } from './outbound.ports';
+import { OutboundStatusContributor } from './outbound.status';
 import { nodeLogFs } from './log-fs';
 
-/** The durable event log, its drainer to the CP, and replay. */
+/**
+ * The durable event log, its drainer to the CP, and replay. It serves the
+ * reducer's EmitEvent port and provides recovery's ports (replay, and the
+ * history the reducer is rebuilt from).
+ */
 @Module({
+  imports: [ReducerModule, CommsModule, LifecycleModule],
   providers: [
     { provide: EVENT_LOG_FS, useValue: nodeLogFs },
     EventLogService,
     DrainerService,
     OutboundPorts,
-    { provide: EMIT_EVENT_PORT, useExisting: OutboundPorts },
+    serveEffectPort('EmitEvent', OutboundPorts),
     { provide: REPLAY_PORT, useExisting: OutboundPorts },
+    { provide: EVENT_HISTORY_PORT, useExisting: OutboundPorts },
+    OutboundStatusContributor,
   ],
-  exports: [EventLogService, DrainerService, EMIT_EVENT_PORT, REPLAY_PORT],
+  exports: [EventLogService, DrainerService, REPLAY_PORT, EVENT_HISTORY_PORT, OutboundStatusContributor],
 })
 export class OutboundModule {}

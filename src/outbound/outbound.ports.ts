@@ -3,18 +3,20 @@ import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import type { EventEnvelope } from '../protocol/events.wire';
 import { formatReplayFrom, type ReplayFrom } from '../protocol/replay-from';
-import type { ReplayPort } from '../recovery/recovery.ports';
+import type { EventHistoryPort, ReplayPort } from '../recovery/recovery.ports';
 import type { EffectOf, EmitEventPort } from '../reducer/reducer.ports';
+import type { LogRecord } from '../reducer/reducer.types';
 import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
 
 /**
  * What the Outbound module offers the rest of the agent: the reducer's
- * emit-event port (durable first, then delivered) and the replay port that
- * Replay-From feeds.
+ * emit-event port (durable first, then delivered), and recovery's replay
+ * port (Replay-From feeds it) and event history (the reducer is rebuilt
+ * from it at start).
  */
 @Injectable()
-export class OutboundPorts implements EmitEventPort, ReplayPort {
+export class OutboundPorts implements EmitEventPort, ReplayPort, EventHistoryPort {
   private readonly logger = new Logger(OutboundPorts.name);
 
   constructor(
@@ -31,6 +33,18 @@ export class OutboundPorts implements EmitEventPort, ReplayPort {
     });
     await this.log.append(batch);
     this.drainer.eventsAppended(batch);
+  }
+
+  ready(): Promise<void> {
+    return this.log.ready();
+  }
+
+  records(): readonly LogRecord[] {
+    return this.log.records();
+  }
+
+  lastSeq(rolloutId: string): number {
+    return this.log.lastSeq(rolloutId);
   }
 
   requestReplay(value: ReplayFrom, source: 'boot-recovery' | 'heartbeat'): void {

@@ -5,17 +5,26 @@ import { validateSync, type ValidationError } from 'class-validator';
 
 export type WireResult<T> = { ok: true; value: T } | { ok: false; problems: string[] };
 
+export interface WireOptions {
+  /**
+   * Every key must be one the class declares, at every depth: for a document
+   * whose every key is part of a contract. A body from the CP is not exact:
+   * the protocol lets it grow.
+   */
+  exact?: boolean;
+}
+
 /**
  * Validates a body that came off the wire against its class. Problems name
  * the offending key path (e.g. `bootstrap_rollouts[0].state`) so a warning
  * can say which field was bad.
  */
-export function validateWire<T extends object>(cls: ClassConstructor<T>, plain: unknown, path = ''): WireResult<T> {
+export function validateWire<T extends object>(cls: ClassConstructor<T>, plain: unknown, path = '', options: WireOptions = {}): WireResult<T> {
   if (typeof plain !== 'object' || plain === null || Array.isArray(plain)) {
     return { ok: false, problems: [`${path || 'body'}: expected a JSON object, got ${describe(plain)}`] };
   }
   const instance = plainToInstance(cls, plain);
-  const errors = validateSync(instance, { forbidUnknownValues: false });
+  const errors = validateSync(instance, options.exact ? { forbidUnknownValues: false, whitelist: true, forbidNonWhitelisted: true } : { forbidUnknownValues: false });
   if (errors.length === 0) return { ok: true, value: instance };
   return { ok: false, problems: flatten(errors, path) };
 }

@@ -1,13 +1,8 @@
 import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
-import { CLOCK } from '../clock/clock';
-import { Uptime } from '../clock/uptime';
-import { ControlPlaneClient } from '../comms/control-plane.client';
-import { AGENT_CONFIG } from '../config/config.constants';
 import type { ReplayFrom } from '../protocol/replay-from';
 import { ReducerService } from '../reducer/reducer.service';
-import { CurrentSystemReader } from './current-system.reader';
 import { HeartbeatExchange } from './heartbeat-exchange';
-import type { ReplayPort } from './recovery.ports';
+import { REPLAY_PORT, type ReplayPort } from './recovery.ports';
 import { RecoveryService } from './recovery.service';
 
 const MACHINE = 'web-01';
@@ -48,15 +43,8 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
   async function exchange(): Promise<{ a: AgentUnderTest; ex: HeartbeatExchange }> {
     replays = [];
     const port: ReplayPort = { requestReplay: (value, source) => replays.push({ value, source }) };
-    agent = await buildAgent(world, {
-      // REPLAY_PORT is optional and unprovided: rebuild the exchange with its real dependencies plus the port.
-      customize: (b) =>
-        b.overrideProvider(HeartbeatExchange).useFactory({
-          factory: (...deps: ConstructorParameters<typeof HeartbeatExchange>) =>
-            new HeartbeatExchange(deps[0], deps[1], deps[2], deps[3], deps[4], deps[5], port),
-          inject: [ControlPlaneClient, ReducerService, CurrentSystemReader, Uptime, AGENT_CONFIG, CLOCK],
-        }),
-    });
+    // OutboundModule's replay port, replaced by one that records.
+    agent = await buildAgent(world, { customize: (b) => b.overrideProvider(REPLAY_PORT).useValue(port) });
     await agent.app.get(RecoveryService).whenComplete();
     return { a: agent, ex: agent.app.get(HeartbeatExchange) };
   }

@@ -1,7 +1,8 @@
-import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { CLOCK_SKEW_WARN_SECS } from '../clock/thresholds';
 import { Uptime } from '../clock/uptime';
+import { ClockSkew } from '../comms/clock-skew';
 import { type CpFailure, describeFailure } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
 import type { AgentConfig } from '../config/config.loader';
@@ -51,7 +52,6 @@ export class HeartbeatExchange {
   /** The clock's own context: an operator filters for it, and it is no fault of the exchange. */
   private readonly clockLogger = new Logger('ClockSkew');
   private lastReplay: ReplayFromRecord | null = null;
-  private skewSecs: number | null = null;
   /** The skew last warned about; null while the clocks agree. */
   private warnedSkewSecs: number | null = null;
   private lastClosure: string | null = null;
@@ -63,7 +63,8 @@ export class HeartbeatExchange {
     private readonly uptime: Uptime,
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
     @Inject(CLOCK) private readonly clock: Clock,
-    @Optional() @Inject(REPLAY_PORT) private readonly replayPort?: ReplayPort,
+    private readonly skew: ClockSkew,
+    @Inject(REPLAY_PORT) private readonly replayPort: ReplayPort,
   ) {}
 
   get lastReplayFrom(): ReplayFromRecord | null {
@@ -72,7 +73,7 @@ export class HeartbeatExchange {
 
   /** Seconds the CP's clock is ahead of ours (negative: behind), from its `Date` header; ±1 s. */
   get clockSkewSecs(): number | null {
-    return this.skewSecs;
+    return this.skew.secs;
   }
 
   /** The closure the last heartbeat reported; null when the link was unreadable. */
@@ -146,14 +147,8 @@ export class HeartbeatExchange {
     }
     this.lastReplay = { value: raw.trim(), receivedAt: this.clock.now().toISOString(), source: kind };
     const on = failedStatus === null ? '' : ` on a failed HTTP ${failedStatus} answer`;
-    if (this.replayPort) {
-      this.logger.warn(`the control plane asks for a replay${on} (${HEADER_REPLAY_FROM}: ${raw.trim()}); replaying from the event log`);
-      this.replayPort.requestReplay(parsed.value, kind);
-    } else {
-      this.logger.warn(
-        `the control plane asks for a replay${on} (${HEADER_REPLAY_FROM}: ${raw.trim()}) but no event log is connected; recorded in status only`,
-      );
-    }
+    this.logger.warn(`the control plane asks for a replay${on} (${HEADER_REPLAY_FROM}: ${raw.trim()}); replaying from the event log`);
+    this.replayPort.requestReplay(parsed.value, kind);
     return parsed.value;
   }
 
@@ -190,8 +185,9 @@ export class HeartbeatExchange {
     // The CP stamped Date somewhere between our send and receive, truncated
     // to the second: compare the middle of that second with our midpoint.
     const ours = (sentAtMs + receivedAtMs) / 2;
-    this.skewSecs = Math.round((cpMs + 500 - ours) / 100) / 10;
-    this.sayClockSkew(this.skewSecs);
+    const skew = Math.round((cpMs + 500 - ours) / 100) / 10;
+    this.skew.record(skew);
+    this.sayClockSkew(skew);
   }
 
   /** Once when the clocks part (and again if the host's clock crosses to the CP's other side), once when they agree again. */

@@ -1,29 +1,21 @@
-import { type DynamicModule, Module, type ModuleMetadata } from '@nestjs/common';
-import { CLOCK_SKEW_SOURCE } from '../comms/identity-watcher';
+import { Module } from '@nestjs/common';
+import { CommsModule } from '../comms/comms.module';
+import { LifecycleModule } from '../lifecycle/lifecycle.module';
+import { OutboundModule } from '../outbound/outbound.module';
+import { ReducerModule } from '../reducer/reducer.module';
 import { CurrentSystemReader } from './current-system.reader';
 import { HeartbeatExchange } from './heartbeat-exchange';
 import { RecoveryService } from './recovery.service';
+import { RecoveryStatusContributor } from './recovery.status';
 
 /**
  * What the host runs and what the CP remembers of it: the closure reader,
- * the heartbeat exchange, and the boot-recovery handshake. `portModules`
- * provide the replay port.
+ * the heartbeat exchange, and the boot-recovery handshake (which opens the
+ * boot gate). Its ports (recovery.ports.ts) are provided by OutboundModule.
  */
-@Module({})
-export class RecoveryModule {
-  static forRoot(portModules: NonNullable<ModuleMetadata['imports']> = []): DynamicModule {
-    return {
-      module: RecoveryModule,
-      global: true,
-      imports: portModules,
-      providers: [
-        CurrentSystemReader,
-        HeartbeatExchange,
-        RecoveryService,
-        // The skew estimate the certificate checks quote when a cert looks expired.
-        { provide: CLOCK_SKEW_SOURCE, useExisting: HeartbeatExchange },
-      ],
-      exports: [CurrentSystemReader, HeartbeatExchange, RecoveryService, CLOCK_SKEW_SOURCE],
-    };
-  }
-}
+@Module({
+  imports: [CommsModule, ReducerModule, OutboundModule, LifecycleModule],
+  providers: [CurrentSystemReader, HeartbeatExchange, RecoveryService, RecoveryStatusContributor],
+  exports: [CurrentSystemReader, HeartbeatExchange, RecoveryService, RecoveryStatusContributor],
+})
+export class RecoveryModule {}

@@ -9,11 +9,11 @@ import {
 import { type Clock, CLOCK } from '../clock/clock';
 import { describeFailure } from '../comms/cp-failure';
 import { BootGate } from '../lifecycle/boot-gate';
-import { EventLogService } from '../outbound/event-log.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { rebuildFromLog } from '../reducer/rebuild';
 import { ReducerService } from '../reducer/reducer.service';
 import { type ExchangeOutcome, HeartbeatExchange } from './heartbeat-exchange';
+import { EVENT_HISTORY_PORT, type EventHistoryPort } from './recovery.ports';
 
 export interface RecoveryStatus {
   completedAt: string | null;
@@ -42,7 +42,7 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
     private readonly exchange: HeartbeatExchange,
     private readonly bootGate: BootGate,
     private readonly reducer: ReducerService,
-    private readonly eventLog: EventLogService,
+    @Inject(EVENT_HISTORY_PORT) private readonly history: EventHistoryPort,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
 
@@ -52,13 +52,13 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
    * flight nor reuses a seq (the CP's dedup would drop it for good).
    */
   async onModuleInit(): Promise<void> {
-    await this.eventLog.ready();
-    const records = this.eventLog.records();
+    await this.history.ready();
+    const records = this.history.records();
     if (records.length === 0) return;
     const rebuilt = rebuildFromLog(records);
     // Compaction may have dropped a rollout's newest events; its seq counter must not go back.
     const rollouts = Object.fromEntries(
-      Object.entries(rebuilt.rollouts).map(([id, r]) => [id, { ...r, lastEventSeq: Math.max(r.lastEventSeq, this.eventLog.lastSeq(id)) }]),
+      Object.entries(rebuilt.rollouts).map(([id, r]) => [id, { ...r, lastEventSeq: Math.max(r.lastEventSeq, this.history.lastSeq(id)) }]),
     );
     const state = { rollouts };
     this.reducer.restore(state);

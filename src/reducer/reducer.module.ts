@@ -1,21 +1,30 @@
-import { type DynamicModule, Module, type ModuleMetadata } from '@nestjs/common';
-import { REDUCER_POLICY } from './reducer.ports';
+import { Module } from '@nestjs/common';
+import type { AgentConfig } from '../config/config.loader';
+import { AGENT_CONFIG } from '../config/config.constants';
+import { EffectPortRegistry } from './effect-ports';
+import { REDUCER_INPUT, REDUCER_POLICY } from './reducer.ports';
 import { ReducerService } from './reducer.service';
-import type { Policy } from './reducer.types';
+import { ReducerStatusContributor } from './reducer.status';
+import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS, type Policy } from './reducer.types';
+
+export function policyFrom(config: AgentConfig): Policy {
+  return { onHealthFailure: config.onHealthFailure, sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS };
+}
 
 /**
- * The rollout state machine. `portModules` are the modules that provide its
- * effect ports; the reducer itself imports none of them.
+ * The rollout state machine: its input queue (REDUCER_INPUT; ReducerService
+ * for readers of its state and statistics) and the registry its effect ports
+ * are served through. It imports no feature module: one that serves a port
+ * imports this one and binds itself (see effect-ports.ts).
  */
-@Module({})
-export class ReducerModule {
-  static forRoot(policy: Policy, portModules: NonNullable<ModuleMetadata['imports']> = []): DynamicModule {
-    return {
-      module: ReducerModule,
-      global: true,
-      imports: portModules,
-      providers: [{ provide: REDUCER_POLICY, useValue: policy }, ReducerService],
-      exports: [ReducerService],
-    };
-  }
-}
+@Module({
+  providers: [
+    { provide: REDUCER_POLICY, inject: [AGENT_CONFIG], useFactory: policyFrom },
+    EffectPortRegistry,
+    ReducerService,
+    { provide: REDUCER_INPUT, useExisting: ReducerService },
+    ReducerStatusContributor,
+  ],
+  exports: [ReducerService, REDUCER_INPUT, EffectPortRegistry, ReducerStatusContributor],
+})
+export class ReducerModule {}

@@ -1,4 +1,3 @@
-import type { Provider } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { CapturingLogger } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
@@ -7,16 +6,14 @@ import type { AgentEvent } from '../protocol/events.wire';
 import type { RolloutState } from '../protocol/rollout';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
 import { REDUCER_QUEUE_CAPACITY } from './reducer.constants';
+import { EffectPortRegistry } from './effect-ports';
 import {
-  EMIT_EVENT_PORT,
   type EffectOf,
+  type EffectPorts,
   type EmitEventPort,
-  FIRE_ROLLBACK_PORT,
-  FIRE_SWITCH_PORT,
   type FireRollbackPort,
   type FireSwitchPort,
   REDUCER_POLICY,
-  RESET_PROBE_CACHE_PORT,
   type ResetProbeCachePort,
 } from './reducer.ports';
 import { ReducerClosedError, ReducerService } from './reducer.service';
@@ -124,16 +121,18 @@ interface Built {
   clock: FakeClock;
 }
 
-async function build(ports: Provider[], policy: Policy = HALT): Promise<Built> {
+/** A reducer with `ports` bound, as the serving modules bind theirs; the others unserved. */
+async function build(ports: Partial<EffectPorts>, policy: Policy = HALT): Promise<Built> {
   const clock = new FakeClock();
   const module = await Test.createTestingModule({
-    providers: [
-      ReducerService,
-      { provide: CLOCK, useValue: clock },
-      { provide: REDUCER_POLICY, useValue: policy },
-      ...ports,
-    ],
+    providers: [ReducerService, EffectPortRegistry, { provide: CLOCK, useValue: clock }, { provide: REDUCER_POLICY, useValue: policy }],
   }).compile();
+  const registry = module.get(EffectPortRegistry);
+  const bind = <K extends keyof EffectPorts>(kind: K): void => {
+    const port = ports[kind];
+    if (port) registry.bind(kind, port);
+  };
+  for (const kind of ['EmitEvent', 'FireSwitch', 'FireRollback', 'ResetProbeCache'] as const) bind(kind);
   const logs = new CapturingLogger();
   // The reducer's `new Logger(...)` writes through the application logger.
   module.useLogger(logs);
@@ -148,7 +147,7 @@ describe('ReducerService', () => {
   afterEach(async () => {
     for (const m of opened.splice(0)) await m.close();
   });
-  async function make(ports: Provider[], policy: Policy = HALT): Promise<Built> {
+  async function make(ports: Partial<EffectPorts>, policy: Policy = HALT): Promise<Built> {
     const b = await build(ports, policy);
     opened.push(b.module);
     return b;
@@ -156,7 +155,7 @@ describe('ReducerService', () => {
 
   it('applies concurrently submitted inputs in submission order, through one consumer', async () => {
     const emitter = new RecordingEmitPort();
-    const { reducer } = await make([{ provide: EMIT_EVENT_PORT, useValue: emitter }]);
+    const { reducer } = await make({ EmitEvent: emitter });
 
     const results = await Promise.all([reducer.submit(activate()), reducer.submit(started()), reducer.submit(completed())]);
 
@@ -175,7 +174,7 @@ describe('ReducerService', () => {
   it('applies an input submitted just as the consumer finds the queue empty: none is stranded', async () => {
     // The consumer's wind-down spans a few microtasks; probe every offset in and around it.
     for (let offset = 0; offset < 12; offset++) {
-      const { reducer } = await make([]);
+      const { reducer } = await make({});
       const tick: ReducerInput = { type: 'Tick', currentClosure: TARGET };
       const first = reducer.submit(tick);
       let late = Promise.resolve();
@@ -195,7 +194,7 @@ describe('ReducerService', () => {
 
   it('resolves submit with the transition result once the state has changed, and lastEventSeqByRollout follows', async () => {
     const emitter = new RecordingEmitPort();
-    const { reducer } = await make([{ provide: EMIT_EVENT_PORT, useValue: emitter }]);
+    const { reducer } = await make({ EmitEvent: emitter });
     expect(reducer.lastEventSeqByRollout()).toEqual({});
 
     const first = await reducer.submit(activate());
@@ -216,7 +215,7 @@ describe('ReducerService', () => {
     const emitter = new RecordingEmitPort();
     const hold = gate();
     emitter.blockedBy = hold.promise;
-    const { reducer } = await make([{ provide: EMIT_EVENT_PORT, useValue: emitter }]);
+    const { reducer } = await make({ EmitEvent: emitter });
 
     // The first input is taken off the queue and blocks in the append; 64 fill the queue; 5 more must wait.
     const total = 1 + REDUCER_QUEUE_CAPACITY + 5;
@@ -247,7 +246,7 @@ describe('ReducerService', () => {
 
   it('rejects an illegal transition with a warning and leaves the state as it was', async () => {
     const emitter = new RecordingEmitPort();
-    const { reducer, logs } = await make([{ provide: EMIT_EVENT_PORT, useValue: emitter }]);
+    const { reducer, logs } = await make({ EmitEvent: emitter });
     await reducer.submit(activate());
     await reducer.submit(started());
     await reducer.submit(completed());
@@ -271,10 +270,10 @@ describe('ReducerService', () => {
     const timeline: Timeline = [];
     const emitter = new RecordingEmitPort(timeline);
     const switches = new RecordingPort<EffectOf<'FireSwitch'>>(timeline);
-    const { reducer, logs } = await make([
-      { provide: EMIT_EVENT_PORT, useValue: emitter },
-      { provide: FIRE_SWITCH_PORT, useValue: switches },
-    ]);
+    const { reducer, logs } = await make({
+      EmitEvent: emitter,
+      FireSwitch: switches,
+    });
     emitter.failNext = new Error('ENOSPC: no space left on device');
 
     await expect(reducer.submit(activate())).rejects.toThrow('ENOSPC: no space left on device');
@@ -305,12 +304,12 @@ describe('ReducerService', () => {
     const rollbacks = new RecordingPort<EffectOf<'FireRollback'>>(timeline);
     const probeCache = new RecordingPort<EffectOf<'ResetProbeCache'>>(timeline);
     const { reducer } = await make(
-      [
-        { provide: EMIT_EVENT_PORT, useValue: emitter satisfies EmitEventPort },
-        { provide: FIRE_SWITCH_PORT, useValue: switches satisfies FireSwitchPort },
-        { provide: FIRE_ROLLBACK_PORT, useValue: rollbacks satisfies FireRollbackPort },
-        { provide: RESET_PROBE_CACHE_PORT, useValue: probeCache satisfies ResetProbeCachePort },
-      ],
+      {
+        EmitEvent: emitter satisfies EmitEventPort,
+        FireSwitch: switches satisfies FireSwitchPort,
+        FireRollback: rollbacks satisfies FireRollbackPort,
+        ResetProbeCache: probeCache satisfies ResetProbeCachePort,
+      },
       ROLLBACK,
     );
     for (const p of [switches, rollbacks, probeCache]) p.reducer = reducer;
@@ -345,7 +344,7 @@ describe('ReducerService', () => {
   });
 
   it('counts effects for ports no module provides and logs them at debug, still applying the input', async () => {
-    const { reducer, logs } = await make([], ROLLBACK);
+    const { reducer, logs } = await make({}, ROLLBACK);
 
     await reducer.submit(activate());
     await reducer.submit(started());
@@ -368,7 +367,7 @@ describe('ReducerService', () => {
   });
 
   it('logs once, at info, the soak due time it derived for a Soaking snapshot without one', async () => {
-    const { reducer, logs } = await make([]);
+    const { reducer, logs } = await make({});
 
     await reducer.submit({ type: 'Snapshot', snapshot: snapshot('Soaking', 2) });
     await reducer.submit({ type: 'Snapshot', snapshot: snapshot('Soaking', 2) });
@@ -384,7 +383,7 @@ describe('ReducerService', () => {
     const emitter = new RecordingEmitPort();
     const hold = gate();
     emitter.blockedBy = hold.promise;
-    const { module, reducer } = await build([{ provide: EMIT_EVENT_PORT, useValue: emitter }]);
+    const { module, reducer } = await build({ EmitEvent: emitter });
 
     const queued = [reducer.submit(activate()), reducer.submit(started()), reducer.submit(completed())];
     await turn();

@@ -1,18 +1,8 @@
-import { Inject, Injectable, Logger, type OnApplicationShutdown, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
+import { EffectPortRegistry } from './effect-ports';
 import { REDUCER_QUEUE_CAPACITY } from './reducer.constants';
-import {
-  EMIT_EVENT_PORT,
-  type EffectOf,
-  type EmitEventPort,
-  FIRE_ROLLBACK_PORT,
-  FIRE_SWITCH_PORT,
-  type FireRollbackPort,
-  type FireSwitchPort,
-  REDUCER_POLICY,
-  RESET_PROBE_CACHE_PORT,
-  type ResetProbeCachePort,
-} from './reducer.ports';
+import { type EffectOf, REDUCER_POLICY, type ReducerInputPort } from './reducer.ports';
 import { EMPTY_STATE, type Effect, type Policy, type ReducerInput, type ReducerState, type TransitionResult } from './reducer.types';
 import { transition } from './transition';
 
@@ -43,7 +33,7 @@ export interface ReducerStats {
   applied: number;
   rejected: number;
   failed: number;
-  /** Effects that reached a port no module provides yet. */
+  /** Effects that reached a port no module serves yet. */
   unconnectedEffects: Record<Effect['type'], number>;
   /** Monotonic ms of the last input taken off the queue; liveness reads it. */
   lastProgressMono: number | null;
@@ -55,7 +45,7 @@ export interface ReducerStats {
  * through ports.
  */
 @Injectable()
-export class ReducerService implements OnApplicationShutdown {
+export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
   private readonly logger = new Logger(ReducerService.name);
   private state: ReducerState = EMPTY_STATE;
   private readonly queue: Queued[] = [];
@@ -75,10 +65,7 @@ export class ReducerService implements OnApplicationShutdown {
   constructor(
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(REDUCER_POLICY) private readonly policy: Policy,
-    @Optional() @Inject(EMIT_EVENT_PORT) private readonly emitPort?: EmitEventPort,
-    @Optional() @Inject(FIRE_SWITCH_PORT) private readonly switchPort?: FireSwitchPort,
-    @Optional() @Inject(FIRE_ROLLBACK_PORT) private readonly rollbackPort?: FireRollbackPort,
-    @Optional() @Inject(RESET_PROBE_CACHE_PORT) private readonly probeCachePort?: ResetProbeCachePort,
+    private readonly ports: EffectPortRegistry,
   ) {}
 
   /** Queues an input; waits while the queue is full. Resolves once the input is applied (or rejected). */
@@ -166,9 +153,10 @@ export class ReducerService implements OnApplicationShutdown {
 
     const events = result.effects.filter((e): e is EffectOf<'EmitEvent'> => e.type === 'EmitEvent');
     if (events.length > 0) {
-      if (this.emitPort) {
+      const emitPort = this.ports.port('EmitEvent');
+      if (emitPort) {
         try {
-          await this.emitPort.emit(events);
+          await emitPort.emit(events);
         } catch (err) {
           const why = `${describeInput(input)} not applied: its events could not be made durable (${(err as Error).message})`;
           this.logger.error(`${why}; rollout state unchanged, nothing sent to the control plane`);
@@ -196,15 +184,21 @@ export class ReducerService implements OnApplicationShutdown {
     switch (effect.type) {
       case 'EmitEvent':
         return; // already made durable before the state was committed
-      case 'FireSwitch':
-        if (this.switchPort) return this.switchPort.handle(effect);
+      case 'FireSwitch': {
+        const port = this.ports.port('FireSwitch');
+        if (port) return port.handle(effect);
         return this.unconnected(effect.type, 1, `${effect.rolloutId} → ${effect.targetClosure}`);
-      case 'FireRollback':
-        if (this.rollbackPort) return this.rollbackPort.handle(effect);
+      }
+      case 'FireRollback': {
+        const port = this.ports.port('FireRollback');
+        if (port) return port.handle(effect);
         return this.unconnected(effect.type, 1, `${effect.rolloutId} → ${effect.toClosure}`);
-      case 'ResetProbeCache':
-        if (this.probeCachePort) return this.probeCachePort.handle(effect);
+      }
+      case 'ResetProbeCache': {
+        const port = this.ports.port('ResetProbeCache');
+        if (port) return port.handle(effect);
         return this.unconnected(effect.type, 1, effect.rolloutId);
+      }
       default: {
         const never: never = effect;
         return never;

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jitter, type RandomSource } from '../clock/random';
-import { EventsNotDurableError, type ReducerService } from './reducer.service';
+import type { ReducerInputPort } from './reducer.ports';
+import { EventsNotDurableError } from './reducer.service';
 import type { ReducerInput, TransitionResult } from './reducer.types';
 
 const RETRY_FIRST_MS = 1_000;
@@ -22,7 +23,7 @@ export interface SubmitUntilDurableOptions {
  * agent stops. Any other failure is thrown as it is.
  */
 export async function submitUntilDurable(
-  reducer: ReducerService,
+  reducer: Pick<ReducerInputPort, 'submit'>,
   input: ReducerInput,
   o: SubmitUntilDurableOptions,
 ): Promise<TransitionResult | null> {

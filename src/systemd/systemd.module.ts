@@ -1,7 +1,9 @@
 import { Module } from '@nestjs/common';
 import { HealthModule } from '../health/health.module';
 import { HeartbeatModule } from '../heartbeat/heartbeat.module';
+import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { OutboundModule } from '../outbound/outbound.module';
+import { ReducerModule } from '../reducer/reducer.module';
 import { AgentSummary } from './agent-summary';
 import { NotifyService } from './notify.service';
 import { NotifySocket } from './notify.socket';
@@ -12,7 +14,7 @@ import { NotifySocket } from './notify.socket';
  * before the deeper modules' shutdown work. Nothing imports it; it exports nothing.
  */
 @Module({
-  imports: [HealthModule, HeartbeatModule, OutboundModule],
+  imports: [HealthModule, HeartbeatModule, OutboundModule, ReducerModule, LifecycleModule],
   providers: [NotifySocket, AgentSummary, NotifyService],
 })
 export class SystemdModule {}

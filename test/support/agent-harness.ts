@@ -8,7 +8,6 @@ import { makePki, type Pki } from '../../dev/pki';
 import { AgentModule } from '../../src/agent.module';
 import { CLOCK } from '../../src/clock/clock';
 import { RANDOM, type RandomSource } from '../../src/clock/random';
-import { loadIdentity } from '../../src/comms/identity';
 import type { AgentConfig } from '../../src/config/config.loader';
 import { testConfig, type TestConfigOptions } from './agent-config';
 import { FakeClock } from './fake-clock';
@@ -141,7 +140,7 @@ export async function buildAgent(world: World, options: BuildOptions = {}): Prom
   });
   const clock = options.clock ?? new FakeClock();
   const random = new FixedRandom();
-  let builder = Test.createTestingModule({ imports: [AgentModule.forRoot(config, loadIdentity(config))] })
+  let builder = Test.createTestingModule({ imports: [AgentModule.forRoot(config)] })
     .overrideProvider(CLOCK)
     .useValue(clock)
     .overrideProvider(RANDOM)

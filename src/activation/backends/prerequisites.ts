@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { errnoText } from '../../config/config.loader';
+import { errnoText } from '../../common/errno';
 
 /**
  * Where `program` would be run from, found as execvp(3) finds it: a name

@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoText } from '../../config/config.loader';
+import { errnoText } from '../../common/errno';
 import type { ActivationOutcome, ActivationPlan, SwitchMethod } from '../activation.types';
 
 export type Resolved = { ok: true; storePath: string } | { ok: false; reason: string };

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { rename, rm, symlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { errnoText } from '../../config/config.loader';
+import { errnoText } from '../../common/errno';
 import type { CurrentSystemReader } from '../../recovery/current-system.reader';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan } from '../activation.types';
 import { missingDirectory } from './prerequisites';

@@ -1,0 +1,173 @@
+import { STATUS_KEYS, statusContractProblems } from './status.contract';
+
+const AT = '2026-11-28T12:00:00.000Z';
+const CLOSURE = `${'a'.repeat(32)}-nixos-system-web-01-26.05`;
+
+type Json = Record<string, unknown>;
+
+/** A document as an agent in the middle of things writes it: every section, most values set. */
+function document(): Json {
+  const component = (): Json => ({ state: 'ok', detail: 'fine', since: null });
+  return {
+    machineId: 'web-01',
+    agentVersion: '0.1.0',
+    controlPlaneUrl: 'https://cp.test:8443',
+    pid: 4242,
+    startedAt: AT,
+    uptimeSecs: 12,
+    currentClosure: CLOSURE,
+    components: {
+      eventLog: component(),
+      delivery: component(),
+      dispatchPoll: { state: 'warning', detail: 'a poll failed', since: AT },
+      activationBackend: component(),
+      identity: component(),
+      heartbeat: component(),
+    },
+    heartbeat: {
+      intervalSecs: 60,
+      lastAttemptAt: AT,
+      lastSuccessAt: null,
+      lastError: { kind: 'http-status', message: 'HTTP 503: starting', at: AT },
+      consecutiveFailures: 1,
+      failingSince: AT,
+      nextDueAt: AT,
+      lastReplayFrom: { value: '3', receivedAt: AT, source: 'heartbeat' },
+      clockSkewSecs: -0.4,
+      inFlight: false,
+      skippedTicks: 0,
+    },
+    recovery: { completedAt: AT, reachedControlPlane: true, snapshotsApplied: 1 },
+    rollouts: [
+      { rolloutId: 'stable@a1b2c3d4', channel: 'stable', state: 'Soaking', targetClosure: CLOSURE, lastEventSeq: 3, lastDeliveredSeq: 2 },
+      { rolloutId: 'beta@0badc0de', channel: 'beta', state: 'Deferred', targetClosure: null, lastEventSeq: 2, lastDeliveredSeq: null },
+    ],
+    outbound: {
+      pending: 1,
+      delivered: 4,
+      refused: 0,
+      oldestPendingAgeSecs: 3,
+      lastDeliveredAt: AT,
+      deliveryPausedReason: null,
+      replay: { running: false, rolloutId: 'stable@a1b2c3d4', fromSeq: 0, resent: 3, missing: [] },
+      logBytes: 2048,
+    },
+    eventLog: {
+      path: '/var/lib/nixfleet-agent/events.log',
+      failingSince: null,
+      failuresInStreak: 0,
+      failuresTotal: 1,
+      lastError: { message: 'event log: cannot append', cause: 'ENOSPC: no space left on device, write', code: 'ENOSPC', at: AT },
+      refusingWrites: null,
+      clearedBy: null,
+    },
+    dispatch: {
+      polling: true,
+      lastPollAt: AT,
+      lastOutcome: 'failed',
+      consecutiveFailures: 1,
+      failingSince: AT,
+      lastError: 'HTTP 500: internal',
+      lastErrorAt: AT,
+      nextPollAt: AT,
+      lastOrder: { rolloutId: 'stable@a1b2c3d4', targetClosure: CLOSURE, receivedAt: AT, outcome: 'accepted', detail: null },
+      heldOrder: null,
+    },
+    activation: {
+      backend: 'symlink',
+      running: null,
+      queued: 0,
+      lastResult: { rolloutId: 'stable@a1b2c3d4', kind: 'switch', outcome: 'completed', exitCode: 0, at: AT, detail: `now running ${CLOSURE}` },
+      preflight: { checkedAt: AT, problems: [] },
+    },
+    certificate: null,
+    reducer: {
+      queueDepth: 0,
+      waitingProducers: 0,
+      applied: 5,
+      rejected: 1,
+      failed: 0,
+      unconnectedEffects: { EmitEvent: 0, FireSwitch: 0, FireRollback: 0, ResetProbeCache: 0 },
+      lastProgressMono: 12_345.6,
+    },
+  };
+}
+
+const section = (doc: Json, key: string): Json => doc[key] as Json;
+
+describe('the /status contract', () => {
+  it('takes a document with every section filled in, and one with every value not known yet as null', () => {
+    expect(statusContractProblems(document())).toEqual([]);
+
+    const early = document();
+    Object.assign(section(early, 'heartbeat'), { lastAttemptAt: null, lastError: null, failingSince: null, nextDueAt: null, lastReplayFrom: null, clockSkewSecs: null });
+    Object.assign(section(early, 'dispatch'), { lastPollAt: null, lastOutcome: null, lastOrder: null, nextPollAt: null, lastError: null, lastErrorAt: null, failingSince: null });
+    Object.assign(section(early, 'recovery'), { completedAt: null, reachedControlPlane: null });
+    early.currentClosure = null;
+    early.rollouts = [];
+    expect(statusContractProblems(early)).toEqual([]);
+  });
+
+  it('names the key path of a key that is missing, even one whose value would be null', () => {
+    const doc = document();
+    delete doc.currentClosure;
+    delete section(doc, 'dispatch').nextPollAt;
+    delete section(section(doc, 'outbound'), 'replay').missing;
+
+    const problems = statusContractProblems(doc);
+
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^currentClosure: .*\(got nothing\)$/),
+        expect.stringMatching(/^dispatch\.nextPollAt: .*\(got nothing\)$/),
+        expect.stringMatching(/^outbound\.replay\.missing: /),
+      ]),
+    );
+    expect(problems).toHaveLength(3);
+  });
+
+  it('refuses a key the contract does not declare, at any depth: a new key is added here first', () => {
+    const doc = document();
+    doc.uptimeMs = 12_000;
+    section(doc, 'heartbeat').lastBeatMs = 4;
+
+    expect(statusContractProblems(doc)).toEqual([
+      expect.stringMatching(/^uptimeMs: property uptimeMs should not exist/),
+      expect.stringMatching(/^heartbeat\.lastBeatMs: property lastBeatMs should not exist/),
+    ]);
+  });
+
+  it('holds lastError to the shape of its section: an object in heartbeat and eventLog, a string in dispatch', () => {
+    const swapped = document();
+    section(swapped, 'heartbeat').lastError = 'HTTP 503: starting';
+    section(swapped, 'eventLog').lastError = 'ENOSPC';
+    section(swapped, 'dispatch').lastError = { message: 'HTTP 500: internal', at: AT };
+
+    expect(statusContractProblems(swapped)).toEqual([
+      expect.stringMatching(/^heartbeat\.lastError: .*object/),
+      expect.stringMatching(/^eventLog\.lastError: .*object/),
+      expect.stringMatching(/^dispatch\.lastError: .*string/),
+    ]);
+  });
+
+  it('checks values: times are RFC 3339, states and kinds are from their sets, counts are whole and not negative', () => {
+    const doc = document();
+    doc.startedAt = '28/11/2026 12:00';
+    section(section(doc, 'components'), 'delivery').state = 'degraded';
+    section(section(doc, 'heartbeat'), 'lastError').kind = 'dns';
+    section(doc, 'outbound').pending = -1;
+    section(section(doc, 'dispatch'), 'lastOrder').outcome = 'applied';
+
+    expect(statusContractProblems(doc)).toEqual([
+      expect.stringMatching(/^startedAt: startedAt must be an RFC 3339 time/),
+      expect.stringMatching(/^components\.delivery\.state: /),
+      expect.stringMatching(/^heartbeat\.lastError\.kind: /),
+      expect.stringMatching(/^outbound\.pending: /),
+      expect.stringMatching(/^dispatch\.lastOrder\.outcome: /),
+    ]);
+  });
+
+  it('lists every top-level key once, in the order the document is written', () => {
+    expect(STATUS_KEYS).toEqual(Object.keys(document()));
+  });
+});

@@ -1,0 +1,325 @@
+import { Type } from 'class-transformer';
+import { IsArray, IsBoolean, IsIn, IsInt, IsNumber, IsObject, IsString, Matches, Min, ValidateIf, ValidateNested } from 'class-validator';
+import type { ActivationSectionStatus, ActivationStatusPart } from '../activation/activation.status';
+import type { ActivationKind, ActivationOutcome, ActivationPreflightStatus, ActivationStatus } from '../activation/activation.types';
+import type { CommsStatusPart } from '../comms/comms.status';
+import type { CpFailureKind } from '../comms/cp-failure';
+import type { CertificateStatus, CertificateValidity } from '../comms/identity-watcher';
+import type { DispatchStatusPart } from '../dispatch/dispatch.status';
+import type { DispatchStatus, HeldOrder, LastOrder } from '../dispatch/dispatch.worker';
+import type { ComponentHealth, ComponentName, ComponentState } from '../health/component-health';
+import type { HealthStatusPart } from '../health/health.status';
+import type { HeartbeatStatusPart } from '../heartbeat/heartbeat.status';
+import type { HeartbeatStatus } from '../heartbeat/heartbeat.service';
+import type { ReplayStatus } from '../outbound/drainer.service';
+import type { EventLogWriteHealth } from '../outbound/event-log.service';
+import type { OutboundStatus, OutboundStatusPart, RolloutStatus } from '../outbound/outbound.status';
+import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
+import { validateWire } from '../protocol/validate';
+import type { ExchangeKind, ReplayFromRecord } from '../recovery/heartbeat-exchange';
+import type { RecoveryStatus } from '../recovery/recovery.service';
+import type { RecoveryStatusPart } from '../recovery/recovery.status';
+import type { ReducerStats } from '../reducer/reducer.service';
+import type { ReducerStatusPart } from '../reducer/reducer.status';
+import type { Effect } from '../reducer/reducer.types';
+import type { AgentStatusPart } from './agent.status';
+
+/*
+ * `GET /status`, typed once. `nixfleet-agent status`, the systemd STATUS=
+ * line's readers and other programs read this document: a key is never
+ * removed or renamed, and never changes meaning. A value not known is null,
+ * never a missing key. Each module contributes its own keys
+ * (StatusContributor); every section class here `implements` the type its
+ * module returns, so the compiler holds the two together, and
+ * test/status.e2e-spec.ts checks the live document against these classes
+ * (exact: no key this file does not declare).
+ *
+ * `lastError` is not one shape. It is an object in `heartbeat`
+ * ({ kind, message, at }) and `eventLog` ({ message, cause, code, at }), and
+ * a string in `dispatch` (and in `/readyz`); readers already handle both, so
+ * neither shape changes. `reducer.lastProgressMono` is a monotonic-clock
+ * reading in ms, comparable only with others from the same process.
+ */
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+/** Every member of a string union: the Record makes the compiler reject a list that misses one. */
+function members<T extends string>(all: Record<T, true>): T[] {
+  return Object.keys(all) as T[];
+}
+
+function all(...decorators: PropertyDecorator[]): PropertyDecorator {
+  return (target, key) => {
+    for (const decorate of decorators) decorate(target, key);
+  };
+}
+
+/** The key is present; null is a value (not known), anything else is checked by the other decorators. */
+const Nullable = (): PropertyDecorator => ValidateIf((_: object, value: unknown) => value !== null);
+const Time = (): PropertyDecorator => all(IsString(), Matches(RFC3339, { message: '$property must be an RFC 3339 time' }));
+const Count = (): PropertyDecorator => all(IsInt(), Min(0));
+const Section = (cls: () => new () => object): PropertyDecorator => all(IsObject(), ValidateNested(), Type(cls));
+
+const CP_FAILURE_KINDS = members<CpFailureKind>({
+  connect: true,
+  tls: true,
+  timeout: true,
+  network: true,
+  'http-status': true,
+  'bad-body': true,
+  aborted: true,
+});
+const COMPONENT_STATES = members<ComponentState>({ ok: true, warning: true, failing: true });
+const EXCHANGE_KINDS = members<ExchangeKind>({ 'boot-recovery': true, heartbeat: true });
+const ACTIVATION_KINDS = members<ActivationKind>({ switch: true, rollback: true });
+const ACTIVATION_OUTCOMES = members<ActivationOutcome['kind']>({ completed: true, failed: true, deferred: true });
+const CERTIFICATE_VALIDITIES = members<CertificateValidity>({ valid: true, expiring: true, expired: true, 'not-yet-valid': true });
+const POLL_OUTCOMES = members<NonNullable<DispatchStatus['lastOutcome']>>({ order: true, 'no-order': true, failed: true });
+const ORDER_OUTCOMES = members<LastOrder['outcome']>({ submitting: true, accepted: true, rejected: true, 'not-applied': true });
+const CLEARED_BY = members<NonNullable<EventLogWriteHealth['clearedBy']>>({ probe: true, append: true });
+
+export class ComponentSection implements ComponentHealth {
+  @IsIn(COMPONENT_STATES) state!: ComponentState;
+  @IsString() detail!: string;
+  @Nullable() @Time() since!: string | null;
+}
+
+export class ComponentsSection implements Record<ComponentName, ComponentHealth> {
+  @Section(() => ComponentSection) eventLog!: ComponentSection;
+  @Section(() => ComponentSection) delivery!: ComponentSection;
+  @Section(() => ComponentSection) dispatchPoll!: ComponentSection;
+  @Section(() => ComponentSection) activationBackend!: ComponentSection;
+  @Section(() => ComponentSection) identity!: ComponentSection;
+  @Section(() => ComponentSection) heartbeat!: ComponentSection;
+}
+
+/** `heartbeat.lastError`: an object. */
+export class HeartbeatError implements NonNullable<HeartbeatStatus['lastError']> {
+  @IsIn(CP_FAILURE_KINDS) kind!: CpFailureKind;
+  @IsString() message!: string;
+  @Time() at!: string;
+}
+
+export class ReplayFromSection implements ReplayFromRecord {
+  @IsString() value!: string;
+  @Time() receivedAt!: string;
+  @IsIn(EXCHANGE_KINDS) source!: ExchangeKind;
+}
+
+export class HeartbeatSection implements HeartbeatStatus {
+  @IsNumber() intervalSecs!: number;
+  @Nullable() @Time() lastAttemptAt!: string | null;
+  @Nullable() @Time() lastSuccessAt!: string | null;
+  @Nullable() @Section(() => HeartbeatError) lastError!: HeartbeatError | null;
+  @Count() consecutiveFailures!: number;
+  @Nullable() @Time() failingSince!: string | null;
+  @Nullable() @Time() nextDueAt!: string | null;
+  @Nullable() @Section(() => ReplayFromSection) lastReplayFrom!: ReplayFromSection | null;
+  @Nullable() @IsNumber() clockSkewSecs!: number | null;
+  @IsBoolean() inFlight!: boolean;
+  @Count() skippedTicks!: number;
+}
+
+export class RecoverySection implements RecoveryStatus {
+  @Nullable() @Time() completedAt!: string | null;
+  @Nullable() @IsBoolean() reachedControlPlane!: boolean | null;
+  @Count() snapshotsApplied!: number;
+}
+
+export class RolloutSection implements RolloutStatus {
+  @IsString() rolloutId!: string;
+  @IsString() channel!: string;
+  @IsIn(ROLLOUT_STATES) state!: RolloutState;
+  @Nullable() @IsString() targetClosure!: string | null;
+  @Count() lastEventSeq!: number;
+  @Nullable() @Count() lastDeliveredSeq!: number | null;
+}
+
+export class ReplaySection implements ReplayStatus {
+  @IsBoolean() running!: boolean;
+  @Nullable() @IsString() rolloutId!: string | null;
+  @Nullable() @Count() fromSeq!: number | null;
+  @Count() resent!: number;
+  @IsArray() @IsInt({ each: true }) missing!: number[];
+}
+
+export class OutboundSection implements OutboundStatus {
+  @Count() pending!: number;
+  @Count() delivered!: number;
+  @Count() refused!: number;
+  @Nullable() @Count() oldestPendingAgeSecs!: number | null;
+  @Nullable() @Time() lastDeliveredAt!: string | null;
+  @Nullable() @IsString() deliveryPausedReason!: string | null;
+  @Section(() => ReplaySection) replay!: ReplaySection;
+  @Count() logBytes!: number;
+}
+
+/** `eventLog.lastError`: an object, with the errno text as `cause` and its `code`. */
+export class EventLogError implements NonNullable<EventLogWriteHealth['lastError']> {
+  @IsString() message!: string;
+  @IsString() cause!: string;
+  @Nullable() @IsString() code!: string | null;
+  @Time() at!: string;
+}
+
+export class EventLogSection implements EventLogWriteHealth {
+  @IsString() path!: string;
+  @Nullable() @Time() failingSince!: string | null;
+  @Count() failuresInStreak!: number;
+  @Count() failuresTotal!: number;
+  @Nullable() @Section(() => EventLogError) lastError!: EventLogError | null;
+  @Nullable() @IsString() refusingWrites!: string | null;
+  @Nullable() @IsIn(CLEARED_BY) clearedBy!: 'probe' | 'append' | null;
+}
+
+export class LastOrderSection implements LastOrder {
+  @IsString() rolloutId!: string;
+  @IsString() targetClosure!: string;
+  @Time() receivedAt!: string;
+  @IsIn(ORDER_OUTCOMES) outcome!: LastOrder['outcome'];
+  @Nullable() @IsString() detail!: string | null;
+}
+
+export class HeldOrderSection implements HeldOrder {
+  @IsString() rolloutId!: string;
+  @IsString() targetClosure!: string;
+  @Time() receivedAt!: string;
+  @Count() attempts!: number;
+  @IsString() lastError!: string;
+  @Time() nextTryAt!: string;
+}
+
+export class DispatchSection implements DispatchStatus {
+  @IsBoolean() polling!: boolean;
+  @Nullable() @Time() lastPollAt!: string | null;
+  @Nullable() @IsIn(POLL_OUTCOMES) lastOutcome!: DispatchStatus['lastOutcome'];
+  @Count() consecutiveFailures!: number;
+  @Nullable() @Time() failingSince!: string | null;
+  /** `dispatch.lastError`: a string. */
+  @Nullable() @IsString() lastError!: string | null;
+  @Nullable() @Time() lastErrorAt!: string | null;
+  @Nullable() @Time() nextPollAt!: string | null;
+  @Nullable() @Section(() => LastOrderSection) lastOrder!: LastOrderSection | null;
+  @Nullable() @Section(() => HeldOrderSection) heldOrder!: HeldOrderSection | null;
+}
+
+export class RunningActivation implements NonNullable<ActivationStatus['running']> {
+  @IsString() rolloutId!: string;
+  @IsString() closure!: string;
+  @IsIn(ACTIVATION_KINDS) kind!: ActivationKind;
+  @Time() startedAt!: string;
+}
+
+export class ActivationResult implements NonNullable<ActivationStatus['lastResult']> {
+  @IsString() rolloutId!: string;
+  @IsIn(ACTIVATION_KINDS) kind!: ActivationKind;
+  @IsIn(ACTIVATION_OUTCOMES) outcome!: ActivationOutcome['kind'];
+  @Nullable() @IsInt() exitCode!: number | null;
+  @Time() at!: string;
+  @IsString() detail!: string;
+}
+
+export class PreflightSection implements ActivationPreflightStatus {
+  @Nullable() @Time() checkedAt!: string | null;
+  @IsArray() @IsString({ each: true }) problems!: string[];
+}
+
+export class ActivationSection implements ActivationSectionStatus {
+  @IsString() backend!: string;
+  @Nullable() @Section(() => RunningActivation) running!: RunningActivation | null;
+  @Count() queued!: number;
+  @Nullable() @Section(() => ActivationResult) lastResult!: ActivationResult | null;
+  @Section(() => PreflightSection) preflight!: PreflightSection;
+}
+
+export class CertificateSection implements CertificateStatus {
+  @IsString() cn!: string;
+  @IsString() machineId!: string;
+  @IsString() keyType!: string;
+  @Time() notBefore!: string;
+  @Time() notAfter!: string;
+  @IsIn(CERTIFICATE_VALIDITIES) validity!: CertificateValidity;
+  @IsNumber() secondsToExpiry!: number;
+  @IsNumber() daysToExpiry!: number;
+  @IsString() fingerprint256!: string;
+  @Nullable() @Time() lastReloadAt!: string | null;
+  @Nullable() @IsString() lastReloadError!: string | null;
+}
+
+export class UnconnectedEffects implements Record<Effect['type'], number> {
+  @Count() EmitEvent!: number;
+  @Count() FireSwitch!: number;
+  @Count() FireRollback!: number;
+  @Count() ResetProbeCache!: number;
+}
+
+export class ReducerSection implements ReducerStats {
+  @Count() queueDepth!: number;
+  @Count() waitingProducers!: number;
+  @Count() applied!: number;
+  @Count() rejected!: number;
+  @Count() failed!: number;
+  @Section(() => UnconnectedEffects) unconnectedEffects!: UnconnectedEffects;
+  @Nullable() @IsNumber() lastProgressMono!: number | null;
+}
+
+/** The whole document. */
+export class StatusDocument
+  implements
+    AgentStatusPart,
+    RecoveryStatusPart,
+    HealthStatusPart,
+    HeartbeatStatusPart,
+    OutboundStatusPart,
+    DispatchStatusPart,
+    ActivationStatusPart,
+    CommsStatusPart,
+    ReducerStatusPart
+{
+  @IsString() machineId!: string;
+  @IsString() agentVersion!: string;
+  @IsString() controlPlaneUrl!: string;
+  @IsInt() pid!: number;
+  @Time() startedAt!: string;
+  @Count() uptimeSecs!: number;
+  /** Read afresh; null when the current-system link is unreadable. */
+  @Nullable() @IsString() currentClosure!: string | null;
+  @Section(() => ComponentsSection) components!: ComponentsSection;
+  @Section(() => HeartbeatSection) heartbeat!: HeartbeatSection;
+  @Section(() => RecoverySection) recovery!: RecoverySection;
+  @IsArray() @ValidateNested({ each: true }) @Type(() => RolloutSection) rollouts!: RolloutSection[];
+  @Section(() => OutboundSection) outbound!: OutboundSection;
+  @Section(() => EventLogSection) eventLog!: EventLogSection;
+  @Section(() => DispatchSection) dispatch!: DispatchSection;
+  @Section(() => ActivationSection) activation!: ActivationSection;
+  /** null without a client certificate. */
+  @Nullable() @Section(() => CertificateSection) certificate!: CertificateSection | null;
+  @Section(() => ReducerSection) reducer!: ReducerSection;
+}
+
+/** The document's keys in the order it is written; the compiler checks each is there once. */
+export const STATUS_KEYS = Object.keys({
+  machineId: true,
+  agentVersion: true,
+  controlPlaneUrl: true,
+  pid: true,
+  startedAt: true,
+  uptimeSecs: true,
+  currentClosure: true,
+  components: true,
+  heartbeat: true,
+  recovery: true,
+  rollouts: true,
+  outbound: true,
+  eventLog: true,
+  dispatch: true,
+  activation: true,
+  certificate: true,
+  reducer: true,
+} satisfies Record<keyof StatusDocument, true>) as (keyof StatusDocument)[];
+
+/** What is wrong with a document that claims to be `/status`, one line per problem naming its key path; empty when it conforms. */
+export function statusContractProblems(document: unknown): string[] {
+  const checked = validateWire(StatusDocument, document, '', { exact: true });
+  return checked.ok ? [] : checked.problems;
+}
