@@ -77,7 +77,9 @@ export class JobRunner implements JobHandle {
       if (this.enabled) this.nextDueMono = now + this.failureDelayMs(seed);
     }
     this.definition.onStarted?.(this.nextDueMono === null ? null : this.wallOf(this.nextDueMono));
-    this.deps.changed(this);
+    // Due at once (a loop, a first run without delay): it starts now, not a timer turn later.
+    if (this.nextDueMono !== null && this.nextDueMono <= now) this.launch(now);
+    else this.deps.changed(this);
   }
 
   tick(): void {

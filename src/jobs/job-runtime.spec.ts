@@ -178,17 +178,18 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
       expect(r.registry.getTimeouts()).toEqual(['quick']);
     });
 
-    it('starts a `loop` job at once and runs it again as soon as a run ends', async () => {
+    it('starts a `loop` job at once, with the application, and runs it again as soon as a run ends', async () => {
       const script = new Script();
       let handle!: JobHandle;
       const r = await rig((rt) => {
         handle = rt.register(job('poll', script, { schedule: { kind: 'loop' } }));
       });
+      expect(script.runs).toBe(1);
+      await handle.settled();
       expect(r.dueIn(handle)).toBe(0);
       handle.tick();
       await handle.settled();
-      expect(script.runs).toBe(1);
-      expect(r.dueIn(handle)).toBe(0);
+      expect(script.runs).toBe(2);
     });
 
     it('takes `firstAfterMs` for the first run only', async () => {
@@ -197,8 +198,8 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
       const r = await rig((rt) => {
         handle = rt.register(job('first-now', script, { schedule: { kind: 'every', intervalMs: 10_000, firstAfterMs: 0 } }));
       });
-      await r.advanceAndTick(handle, 0);
       expect(script.runs).toBe(1);
+      await handle.settled();
       expect(r.dueIn(handle)).toBe(10_000);
     });
 
@@ -567,13 +568,12 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
   describe('shutdown', () => {
     it('cuts a run in flight at once when the job says abort, and leaves no timer behind', async () => {
       const script = new Script();
+      script.hold();
       let h!: JobHandle;
       const r = await rig((rt) => {
         h = rt.register(job('long-poll', script, { schedule: { kind: 'loop' }, onShutdown: { kind: 'abort' } }));
         rt.register(job('idle', new Script()));
       });
-      script.hold();
-      h.tick();
       expect(h.status().state).toBe('running');
       await r.module.close();
       open.splice(open.indexOf(r.module), 1);

@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { JobsModule } from '../jobs/jobs.module';
 import { REPLAY_PORT } from '../recovery/recovery.ports';
 import { EMIT_EVENT_PORT } from '../reducer/reducer.ports';
 import { DrainerService } from './drainer.service';
@@ -9,6 +10,7 @@ import { nodeLogFs } from './log-fs';
 
 /** The durable event log, its drainer to the CP, and replay. */
 @Module({
+  imports: [JobsModule],
   providers: [
     { provide: EVENT_LOG_FS, useValue: nodeLogFs },
     EventLogService,
