@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
+import { JobsModule } from '../jobs/jobs.module';
 import { DispatchWorker } from './dispatch.worker';
 
 /** The dispatch long-poll: the CP's "activate this closure" orders, into the reducer. */
-@Module({ providers: [DispatchWorker], exports: [DispatchWorker] })
+@Module({ imports: [JobsModule], providers: [DispatchWorker], exports: [DispatchWorker] })
 export class DispatchModule {}
