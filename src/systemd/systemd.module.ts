@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { HealthModule } from '../health/health.module';
 import { HeartbeatModule } from '../heartbeat/heartbeat.module';
+import { JobsModule } from '../jobs/jobs.module';
 import { OutboundModule } from '../outbound/outbound.module';
 import { AgentSummary } from './agent-summary';
 import { NotifyService } from './notify.service';
@@ -12,7 +13,7 @@ import { NotifySocket } from './notify.socket';
  * before the deeper modules' shutdown work. Nothing imports it; it exports nothing.
  */
 @Module({
-  imports: [HealthModule, HeartbeatModule, OutboundModule],
+  imports: [HealthModule, HeartbeatModule, OutboundModule, JobsModule],
   providers: [NotifySocket, AgentSummary, NotifyService],
 })
 export class SystemdModule {}
