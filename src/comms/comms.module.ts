@@ -1,5 +1,6 @@
 import { HttpModule } from '@nestjs/axios';
 import { type DynamicModule, Module } from '@nestjs/common';
+import { JobsModule } from '../jobs/jobs.module';
 import { HEADER_PROTOCOL, MAX_RESPONSE_BYTES, PROTOCOL_MAJOR } from '../protocol/protocol.constants';
 import { AGENT_VERSION } from '../version';
 import { TLS_IDENTITY } from './comms.constants';
@@ -20,6 +21,7 @@ export class CommsModule {
       module: CommsModule,
       global: true,
       imports: [
+        JobsModule,
         HttpModule.register({
           headers: {
             [HEADER_PROTOCOL]: String(PROTOCOL_MAJOR),
