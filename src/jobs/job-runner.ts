@@ -82,10 +82,11 @@ export class JobRunner implements JobHandle {
     else this.deps.changed(this);
   }
 
-  tick(): void {
+  /** `earlyMs`: how far before its due time a run still counts as due (a timer's slack; none for a tick). */
+  tick(earlyMs = 0): void {
     if (!this.active()) return;
     const now = this.deps.clock.monotonicMs();
-    if (this.nextDueMono === null || now < this.nextDueMono) return;
+    if (this.nextDueMono === null || now + earlyMs < this.nextDueMono) return;
     if (this.flight) {
       if (!this.skipCounted) {
         this.skipCounted = true;

@@ -11,7 +11,7 @@ import { RANDOM, type RandomSource } from '../clock/random';
 import { BootGate } from '../lifecycle/boot-gate';
 import { JobRunner } from './job-runner';
 import type { JobDefinition, JobHandle, JobStatus } from './job.types';
-import { MAX_TIMER_MS } from './jobs.constants';
+import { MAX_TIMER_MS, TIMER_SLACK_MS } from './jobs.constants';
 
 /**
  * Every periodic worker of the agent runs here: the runtime owns due times,
@@ -107,11 +107,11 @@ export class JobRuntime implements OnApplicationBootstrap, BeforeApplicationShut
     this.disarm(runner.name);
     const due = runner.armedFor();
     if (due === null || this.stopping) return;
-    const delay = Math.min(Math.max(0, due - this.clock.monotonicMs()), MAX_TIMER_MS);
+    const delay = Math.min(Math.max(0, Math.ceil(due - this.clock.monotonicMs())), MAX_TIMER_MS);
     const timer = setTimeout(() => {
       this.disarm(runner.name);
       // The timer only prompts: the job runs if the clock says it is due, else the timer is re-armed.
-      runner.tick();
+      runner.tick(TIMER_SLACK_MS);
       this.arm(runner);
     }, delay);
     // What keeps the daemon alive is its listener and its work, never a job waiting for its turn.

@@ -8,3 +8,10 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 5_000;
 export const ABORT_SETTLE_MS = 2_000;
 /** setTimeout takes at most a signed 32-bit delay; a longer wait is re-armed when it fires. */
 export const MAX_TIMER_MS = 2_147_483_647;
+/**
+ * A timer may fire a little before the clock's due time: libuv counts in
+ * whole milliseconds from a loop time cached at the start of the loop's
+ * turn. A run that close to due is on time; re-arming for the rest would
+ * cost a second wake-up for nothing.
+ */
+export const TIMER_SLACK_MS = 5;
