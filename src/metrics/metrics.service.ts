@@ -3,7 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { ActivationKind, ActivationOutcome } from '../activation/activation.types';
 import type { CpFailureKind } from '../comms/cp-failure';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
-import { HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX } from './metrics.constants';
+import { EVENT_LOOP_LAG_SAMPLE_MS, HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX } from './metrics.constants';
 
 /** A heartbeat's `result` label: `ok`, or why the CP gave no usable answer. */
 export type HeartbeatResult = 'ok' | CpFailureKind;
@@ -91,7 +91,7 @@ export class MetricsService {
 
   constructor() {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_LAG_SAMPLE_MS });
 
     this.heartbeats = new Counter({
       name: `${METRIC_PREFIX}heartbeats_total`,
