@@ -49,7 +49,8 @@ describe('the heartbeat job: an @Interval that @nestjs/schedule mounts at bootst
     expect(registry.getIntervals()).toEqual([]);
 
     await agent.app.init();
-    expect(registry.getIntervals()).toContain(HEARTBEAT_INTERVAL_NAME);
+    // The agent's only interval: every other job has a timeout armed for its own due time.
+    expect(registry.getIntervals()).toEqual([HEARTBEAT_INTERVAL_NAME]);
     expect(jobState(agent)).toBe('waiting');
     agent.clock.advance(5_000);
     agent.app.get(HeartbeatService).tick();
@@ -67,7 +68,20 @@ describe('the heartbeat job: an @Interval that @nestjs/schedule mounts at bootst
     await agent.app.get(RecoveryService).whenComplete();
     const registry = agent.app.get(SchedulerRegistry);
     const runtime = agent.app.get(JobRuntime);
-    expect(registry.getIntervals()).toContain(HEARTBEAT_INTERVAL_NAME);
+    expect(registry.getIntervals()).toEqual([HEARTBEAT_INTERVAL_NAME]);
+    // Every periodic worker of the agent is a job of the runtime (the systemd ones only under systemd).
+    expect(runtime.status().map((j) => j.name).sort()).toEqual([
+      'advance-tick',
+      'dispatch-poll',
+      'event-loop-sampler',
+      'heartbeat',
+      'identity-poll',
+      'outbound-compact',
+      'outbound-drain',
+      'outbound-write-probe',
+      'systemd-status',
+      'tls-agent-retire',
+    ]);
 
     const a = agent;
     await a.close();
