@@ -78,7 +78,7 @@ export class JobRunner implements JobHandle {
     }
     this.definition.onStarted?.(this.nextDueMono === null ? null : this.wallOf(this.nextDueMono));
     // Due at once (a loop, a first run without delay): it starts now, not a timer turn later.
-    if (this.nextDueMono !== null && this.nextDueMono <= now) this.launch(now);
+    if (this.nextDueMono !== null && this.nextDueMono <= now && !this.flight) this.launch(now);
     else this.deps.changed(this);
   }
 
