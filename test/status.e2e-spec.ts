@@ -78,7 +78,7 @@ function expectContractKeys(body: Json): void {
     expect(Object.keys(body.activation as Json)).toContain(key);
   }
   expect(Object.keys(hb)).toContain('failingSince');
-  expect(Object.keys(body.eventLog as Json).sort()).toEqual(['failingSince', 'failuresInStreak', 'failuresTotal', 'lastError', 'path', 'refusingWrites']);
+  expect(Object.keys(body.eventLog as Json).sort()).toEqual(['clearedBy', 'failingSince', 'failuresInStreak', 'failuresTotal', 'lastError', 'path', 'refusingWrites']);
   for (const key of ['polling', 'lastPollAt', 'lastOutcome', 'consecutiveFailures', 'failingSince', 'lastError', 'lastErrorAt', 'lastOrder']) {
     expect(Object.keys(body.dispatch as Json)).toContain(key);
   }
