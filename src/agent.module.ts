@@ -1,5 +1,4 @@
 import { type DynamicModule, Module } from '@nestjs/common';
-import { ScheduleModule } from '@nestjs/schedule';
 import { ActivationModule } from './activation/activation.module';
 import { AdminModule } from './admin/admin.module';
 import { AdvanceModule } from './advance/advance.module';
@@ -9,6 +8,7 @@ import type { AgentConfig } from './config/config.loader';
 import { ConfigModule } from './config/config.module';
 import { DispatchModule } from './dispatch/dispatch.module';
 import { HeartbeatModule } from './heartbeat/heartbeat.module';
+import { JobsModule } from './jobs/jobs.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OutboundModule } from './outbound/outbound.module';
 import { RecoveryModule } from './recovery/recovery.module';
@@ -29,7 +29,7 @@ export class AgentModule {
         ConfigModule.forRoot(config),
         ClockModule,
         MetricsModule,
-        ScheduleModule.forRoot(),
+        JobsModule,
         CommsModule,
         ReducerModule,
         OutboundModule,

@@ -134,7 +134,7 @@ function handleStopSignals(app: INestApplication, logger: LoggerService): void {
       process.exit(1);
     }
     logger.log(`${signal} received: stopping the jobs, finishing in-flight work, closing listeners`, 'Shutdown');
-    const deadline = setTimeout(() => {
+    const deadline = setTimeout(() => { // not a job: it bounds the stop of the app, job runtime included
       logger.error(`shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway`, 'Shutdown');
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS);

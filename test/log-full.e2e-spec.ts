@@ -5,7 +5,8 @@ import { ActivationService } from '../src/activation/activation.service';
 import { ComponentHealthService } from '../src/health/components.service';
 import { HealthService } from '../src/health/health.service';
 import { MetricsService } from '../src/metrics/metrics.service';
-import { EventLogService } from '../src/outbound/event-log.service';
+import { JobRuntime } from '../src/jobs/job-runtime.service';
+import { EventLogService, WRITE_PROBE_MS, WRITE_PROBE_NAME } from '../src/outbound/event-log.service';
 import { EVENT_LOG_FS } from '../src/outbound/outbound.constants';
 import { RecoveryService } from '../src/recovery/recovery.service';
 import { EventsNotDurableError, ReducerService } from '../src/reducer/reducer.service';
@@ -96,6 +97,10 @@ describe('the event log on a full file system, through the real module graph', (
     expect(agent.logs.messages('error', EventLogService.name)).toEqual([expect.stringMatching(/writes fail \(ENOSPC.*status is DEGRADED until a write works again/)]);
     expect(await agent.app.get(MetricsService).scrape(idle())).toMatch(/^nixfleet_agent_event_log_append_failures_total 1$/m);
 
+    // The write probe, a job of the runtime, is switched on while the cause is the file system's.
+    const probeJob = () => agent!.app.get(JobRuntime).status().find((j) => j.name === WRITE_PROBE_NAME);
+    expect(probeJob()).toMatchObject({ state: 'scheduled', nextDueAt: new Date(Date.parse(failedAt) + WRITE_PROBE_MS).toISOString() });
+
     // Still full: the probe fails too, and the streak stands.
     agent.clock.advance(5_000);
     expect(await eventLog.probeWrites()).toBe(false);
@@ -105,6 +110,7 @@ describe('the event log on a full file system, through the real module graph', (
     // Space again: the probe clears the streak before any event is appended.
     expect(await eventLog.probeWrites()).toBe(true);
     expect(eventLog.writeHealth()).toMatchObject({ failingSince: null, failuresInStreak: 0, failuresTotal: 1, lastError: { code: 'ENOSPC' } });
+    expect(probeJob()).toMatchObject({ state: 'disabled', nextDueAt: null });
     expect(agent.app.get(HealthService).readiness()).toMatchObject({ ok: true, eventLog: { writable: true } });
     expect(agent.app.get(ComponentHealthService).components().eventLog.state).toBe('ok');
 

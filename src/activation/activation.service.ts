@@ -124,7 +124,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       const timedOut = await Promise.race([
         this.idle().then(() => false),
         new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(true), bound);
+          timer = setTimeout(() => resolve(true), bound); // not a job: the bound of this one shutdown wait
         }),
       ]);
       clearTimeout(timer);

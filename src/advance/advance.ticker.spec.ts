@@ -2,6 +2,7 @@ import { readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
+import { JobRuntime } from '../jobs/job-runtime.service';
 import { BootGate } from '../lifecycle/boot-gate';
 import { RecoveryService } from '../recovery/recovery.service';
 import { ReducerService } from '../reducer/reducer.service';
@@ -126,18 +127,25 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
     const bootGate = a.app.get(BootGate);
     gate = bootGate;
     const scheduler = a.app.get(SchedulerRegistry);
+    // A job of the runtime: its state says whether it runs, its armed timeout sits in the registry under its name.
+    const state = (): string | undefined => a.app.get(JobRuntime).status().find((j) => j.name === ADVANCE_TICK_NAME)?.state;
     expect(bootGate.isOpen()).toBe(false);
-    expect(scheduler.doesExist('interval', ADVANCE_TICK_NAME)).toBe(false);
+    expect(state()).toBe('waiting');
+    expect(scheduler.doesExist('timeout', ADVANCE_TICK_NAME)).toBe(false);
+    // Ticks fall due by the clock while the handshake is held: an ungated job's timer would find one due within it.
+    a.clock.advance(5_000);
 
     await bootGate.whenOpen();
-    expect(scheduler.doesExist('interval', ADVANCE_TICK_NAME)).toBe(true);
-    // The 1 s interval (real time) delivers a tick once the gate is open.
+    expect(state()).not.toBe('waiting');
+    // The job's timer delivers a tick once the clock says one is due.
+    a.clock.advance(1_000);
     await world.cp.waitFor(() => ticks.length >= 1, 5_000, 'a scheduled tick');
     expect(ticks.every((t) => t.gateOpen)).toBe(true);
 
     await a.close();
     agent = null;
-    expect(scheduler.doesExist('interval', ADVANCE_TICK_NAME)).toBe(false);
+    expect(state()).toBe('stopped');
+    expect(scheduler.doesExist('timeout', ADVANCE_TICK_NAME)).toBe(false);
     expect(scheduler.getIntervals()).not.toContain(ADVANCE_TICK_NAME);
     const after = ticks.length;
     await a.app.get(AdvanceTicker).tick();

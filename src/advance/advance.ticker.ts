@@ -1,11 +1,6 @@
-import {
-  type BeforeApplicationShutdown,
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
-import { SchedulerRegistry } from '@nestjs/schedule';
-import { BootGate } from '../lifecycle/boot-gate';
+import { Injectable, Logger } from '@nestjs/common';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { failed, type JobHandle, type JobResult, ok } from '../jobs/job.types';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { ReducerService } from '../reducer/reducer.service';
 
@@ -15,53 +10,43 @@ export const ADVANCE_TICK_NAME = 'advance-tick';
 
 /**
  * Feeds the reducer its `Tick`: time passing is an input like any other, so
- * a Soaking rollout converges (or fails) inside the one mutator.
+ * a Soaking rollout converges (or fails) inside the one mutator. A job of
+ * the runtime, every second once boot recovery is over; a tick still queued
+ * in the reducer when the next falls due is not doubled.
  */
 @Injectable()
-export class AdvanceTicker implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class AdvanceTicker {
   private readonly logger = new Logger(AdvanceTicker.name);
-  private inFlight: Promise<void> | null = null;
-  private stopped = false;
+  private readonly job: JobHandle;
 
   constructor(
     private readonly reducer: ReducerService,
     private readonly currentSystem: CurrentSystemReader,
-    private readonly scheduler: SchedulerRegistry,
-    private readonly bootGate: BootGate,
-  ) {}
-
-  onApplicationBootstrap(): void {
-    this.bootGate.whenOpen().then(
-      () => {
-        if (this.stopped) return;
-        this.scheduler.addInterval(ADVANCE_TICK_NAME, setInterval(() => this.tick(), ADVANCE_TICK_MS));
-      },
-      (err: unknown) => this.logger.error(`advance ticker not started: ${String(err)}`),
-    );
+    runtime: JobRuntime,
+  ) {
+    this.job = runtime.register({
+      name: ADVANCE_TICK_NAME,
+      afterBoot: true,
+      schedule: { kind: 'every', intervalMs: ADVANCE_TICK_MS },
+      // A failed tick changes nothing that waiting would fix sooner: the next one is on the usual beat.
+      backoff: { firstMs: ADVANCE_TICK_MS, capMs: ADVANCE_TICK_MS },
+      run: () => this.submit(),
+    });
   }
 
-  /** One tick; skipped while the previous one is still queued. Public so tests drive it. */
+  /** One tick now; while one is still queued, waits for it instead. Public so tests drive it. */
   tick(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    if (!this.inFlight) {
-      this.inFlight = this.submit().finally(() => {
-        this.inFlight = null;
-      });
-    }
-    return this.inFlight;
+    return this.job.runNow();
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
-    this.stopped = true;
-    if (this.scheduler.doesExist('interval', ADVANCE_TICK_NAME)) this.scheduler.deleteInterval(ADVANCE_TICK_NAME);
-    await this.inFlight;
-  }
-
-  private async submit(): Promise<void> {
+  private async submit(): Promise<JobResult> {
     try {
       await this.reducer.submit({ type: 'Tick', currentClosure: await this.currentSystem.read() });
+      return ok();
     } catch (err) {
-      this.logger.warn(`advance tick not applied: ${(err as Error).message}; the next tick tries again`);
+      const cause = (err as Error).message;
+      this.logger.warn(`advance tick not applied: ${cause}; the next tick tries again`);
+      return failed(cause);
     }
   }
 }

@@ -2,6 +2,7 @@ import { HttpModule } from '@nestjs/axios';
 import { Module } from '@nestjs/common';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { JobsModule } from '../jobs/jobs.module';
 import { HEADER_PROTOCOL, MAX_RESPONSE_BYTES, PROTOCOL_MAJOR } from '../protocol/protocol.constants';
 import { AGENT_VERSION } from '../version';
 import { ClockSkew } from './clock-skew';
@@ -28,6 +29,7 @@ function startupIdentity(config: AgentConfig): TlsIdentity {
  */
 @Module({
   imports: [
+    JobsModule,
     HttpModule.register({
       headers: {
         [HEADER_PROTOCOL]: String(PROTOCOL_MAJOR),

@@ -11,12 +11,13 @@ import { ClockModule } from '../clock/clock.module';
 import { loadConfig } from '../config/config.loader';
 import { ConfigModule } from '../config/config.module';
 import type { HeartbeatRequest } from '../protocol/heartbeat.wire';
+import { JobRuntime } from '../jobs/job-runtime.service';
 import { HeartbeatExchange } from '../recovery/heartbeat-exchange';
 import { AGENT_VERSION } from '../version';
 import { CommsModule } from './comms.module';
 import { ControlPlaneClient } from './control-plane.client';
 import { IdentityWatcher } from './identity-watcher';
-import { TlsAgentHolder } from './tls-agent.holder';
+import { TLS_RETIRE_NAME, TlsAgentHolder } from './tls-agent.holder';
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -131,8 +132,19 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     });
     expect(a.logs.messages('log', IdentityWatcher.name).filter((m) => m.startsWith('client identity reloaded'))).toHaveLength(1);
     expect([...a.warnings(), ...a.errors()]).toEqual([]);
-    // The old agent goes once its last call is done (two idle checks, 1 s apart).
-    await world.cp.waitFor(() => a.holder.retiringCount() === 0, 5000, 'the old agent destroyed');
+    // The old agent goes once its last call is done (two idle checks in a row). The checks are a job due every
+    // 1 s by the agent's clock, switched on while an agent is retiring; the test runs them itself on its fake clock.
+    const retireJob = () => a.app.get(JobRuntime).status().find((j) => j.name === TLS_RETIRE_NAME);
+    expect(retireJob()).toMatchObject({ state: 'scheduled', nextDueAt: new Date(a.clock.now().getTime() + 1_000).toISOString() });
+    await world.cp.waitFor(
+      () => {
+        a.holder.checkRetired();
+        return a.holder.retiringCount() === 0;
+      },
+      5000,
+      'the old agent destroyed',
+    );
+    expect(retireJob()).toMatchObject({ state: 'disabled', nextDueAt: null });
   });
 
   it.each([

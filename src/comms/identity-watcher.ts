@@ -1,10 +1,12 @@
 import { statSync } from 'node:fs';
-import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { errnoText } from '../common/errno';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { failed, type JobResult, ok } from '../jobs/job.types';
 import { ClockSkew } from './clock-skew';
 import { IdentityError, loadIdentity, type TlsIdentity } from './identity';
 import { TlsAgentHolder } from './tls-agent.holder';
@@ -17,6 +19,7 @@ import { TlsAgentHolder } from './tls-agent.holder';
  * on any filesystem. Three stats every few seconds cost nothing.
  */
 export const IDENTITY_POLL_MS = 2_000;
+export const IDENTITY_POLL_NAME = 'identity-poll';
 /** A clock-skew estimate beyond this is named as a likely cause of a validity problem. */
 export const SKEW_NOTE_SECS = 60;
 
@@ -65,11 +68,11 @@ function refusalLine(outcome: Extract<ReloadOutcome, { kind: 'refused' }>): stri
  * Re-reads the CA, client certificate and key when they change (a renewal),
  * validates them as at start, and only then switches new connections to them.
  * Also says when the certificate in use is expiring, expired or not yet valid.
+ * The poll is a job of the runtime, every 2 s from the start.
  */
 @Injectable()
-export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy {
+export class IdentityWatcher implements OnApplicationBootstrap {
   private readonly logger = new Logger(IdentityWatcher.name);
-  private timer: NodeJS.Timeout | null = null;
   /** stat() signature of the files when last read; null forces a read (files may change between main's load and here). */
   private seen: string | null = null;
   /** Why the files on disk are not in use (for /status); null when they are. */
@@ -85,7 +88,16 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
     @Inject(CLOCK) private readonly clock: Clock,
     private readonly holder: TlsAgentHolder,
     private readonly skew: ClockSkew,
-  ) {}
+    runtime: JobRuntime,
+  ) {
+    runtime.register({
+      name: IDENTITY_POLL_NAME,
+      afterBoot: false,
+      schedule: { kind: 'every', intervalMs: IDENTITY_POLL_MS },
+      backoff: { firstMs: IDENTITY_POLL_MS, capMs: IDENTITY_POLL_MS },
+      run: async () => this.poll(),
+    });
+  }
 
   /*
    * An expired or not-yet-valid certificate at start is said here, not made
@@ -105,20 +117,17 @@ export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy 
       );
     }
     this.reviewValidity();
-    this.timer = setInterval(() => {
-      // A throw in a timer would take the daemon down with it.
-      try {
-        this.check();
-      } catch (err) {
-        this.logger.error(`checking the identity files failed: ${(err as Error).message}; keeping the current identity, next check in ${IDENTITY_POLL_MS / 1000} s`);
-      }
-    }, IDENTITY_POLL_MS);
-    this.timer.unref();
   }
 
-  onModuleDestroy(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+  private poll(): JobResult {
+    try {
+      this.check();
+      return ok();
+    } catch (err) {
+      const cause = (err as Error).message;
+      this.logger.error(`checking the identity files failed: ${cause}; keeping the current identity, next check in ${IDENTITY_POLL_MS / 1000} s`);
+      return failed(cause);
+    }
   }
 
   /** One poll: take changed files if they are good, then restate validity if due. */

@@ -1,4 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { type JobHandle, ok } from '../jobs/job.types';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { TLS_IDENTITY } from './comms.constants';
 import type { TlsIdentity } from './identity';
@@ -6,6 +9,7 @@ import { buildTlsAgent, type ConnectTimeoutAgent } from './tls-agent';
 
 /** How often a retired agent is checked for idleness. */
 const RETIRE_CHECK_MS = 1_000;
+export const TLS_RETIRE_NAME = 'tls-agent-retire';
 /**
  * A retired agent is destroyed at the latest after this: longer than the
  * longest call deadline (the dispatch long-poll, 60 s + 10 s), so a call that
@@ -15,19 +19,40 @@ export const RETIRE_GRACE_MS = 90_000;
 
 interface Retired {
   agent: ConnectTimeoutAgent;
-  timer: NodeJS.Timeout;
+  retiredMono: number;
+  idleChecks: number;
 }
 
-/** The https.Agent in use. Callers ask for it per request so a renewed identity applies to new connections. */
+/**
+ * The https.Agent in use. Callers ask for it per request so a renewed
+ * identity applies to new connections. Retired agents are checked by a job
+ * of the runtime, switched on only while there are some.
+ */
 @Injectable()
 export class TlsAgentHolder implements OnApplicationShutdown {
   private agent: ConnectTimeoutAgent;
   private identity: TlsIdentity;
   private readonly retired = new Set<Retired>();
+  private readonly job: JobHandle;
 
-  constructor(@Inject(TLS_IDENTITY) identity: TlsIdentity) {
+  constructor(
+    @Inject(TLS_IDENTITY) identity: TlsIdentity,
+    @Inject(CLOCK) private readonly clock: Clock,
+    runtime: JobRuntime,
+  ) {
     this.identity = identity;
     this.agent = buildTlsAgent(identity, TIMEOUTS.connectMs);
+    this.job = runtime.register({
+      name: TLS_RETIRE_NAME,
+      afterBoot: false,
+      enabled: false,
+      schedule: { kind: 'every', intervalMs: RETIRE_CHECK_MS },
+      backoff: { firstMs: RETIRE_CHECK_MS, capMs: RETIRE_CHECK_MS },
+      run: async () => {
+        this.checkRetired();
+        return ok();
+      },
+    });
   }
 
   current(): ConnectTimeoutAgent {
@@ -58,37 +83,33 @@ export class TlsAgentHolder implements OnApplicationShutdown {
 
   // The last shutdown phase: an in-flight heartbeat is let finish before its sockets go.
   onApplicationShutdown(): void {
-    for (const r of this.retired) {
-      clearInterval(r.timer);
-      r.agent.destroy();
-    }
+    for (const r of this.retired) r.agent.destroy();
     this.retired.clear();
     this.agent.destroy();
   }
 
   /**
-   * Destroys `agent` once it has no request in flight or queued (its idle
-   * keep-alive sockets go with it), or after the grace period. Idle must hold
-   * on two checks in a row: a caller that took the agent from current() just
-   * before the swap may not have handed it its request yet.
+   * One check of the retired agents (the job's run; public so tests can
+   * drive it): each goes once it has no request in flight or queued (its
+   * idle keep-alive sockets go with it), or after the grace period. Idle
+   * must hold on two checks in a row: a caller that took the agent from
+   * current() just before the swap may not have handed it its request yet.
    */
+  checkRetired(): void {
+    const now = this.clock.monotonicMs();
+    for (const entry of this.retired) {
+      entry.idleChecks = isIdle(entry.agent) ? entry.idleChecks + 1 : 0;
+      if (entry.idleChecks >= 2 || now - entry.retiredMono >= RETIRE_GRACE_MS) {
+        this.retired.delete(entry);
+        entry.agent.destroy();
+      }
+    }
+    if (this.retired.size === 0) this.job.disable();
+  }
+
   private retire(agent: ConnectTimeoutAgent): void {
-    let idleChecks = 0;
-    let waitedMs = 0;
-    const entry: Retired = {
-      agent,
-      timer: setInterval(() => {
-        waitedMs += RETIRE_CHECK_MS;
-        idleChecks = isIdle(agent) ? idleChecks + 1 : 0;
-        if (idleChecks >= 2 || waitedMs >= RETIRE_GRACE_MS) {
-          clearInterval(entry.timer);
-          this.retired.delete(entry);
-          agent.destroy();
-        }
-      }, RETIRE_CHECK_MS),
-    };
-    entry.timer.unref();
-    this.retired.add(entry);
+    this.retired.add({ agent, retiredMono: this.clock.monotonicMs(), idleChecks: 0 });
+    this.job.enable();
   }
 }
 

@@ -165,8 +165,9 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
       expect(warning).toContain('dispatch poll failed: bad response body (HTTP 200)');
       expect(warning).toContain(`${b.field}: `);
       expect(warning).toContain(JSON.stringify(b.value));
-      // Polling goes on (after the 1 s backoff), and the next good poll clears the failure.
+      // Polling goes on after the 1 s backoff (by the agent's clock), and the next good poll clears the failure.
       const polls = world.cp.dispatchPolls.length;
+      a.clock.advance(1_000);
       await world.cp.waitFor(() => world.cp.dispatchPolls.length > polls, 5_000, 'a poll after the refusal');
       await world.cp.waitFor(() => a.app.get(DispatchWorker).status().consecutiveFailures === 0, 5_000, 'the failure cleared');
       expect(a.app.get(DispatchWorker).status()).toMatchObject({ failingSince: null, lastError: expect.stringContaining('bad response body') });

@@ -1,27 +1,22 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  type BeforeApplicationShutdown,
-  Inject,
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
-import { jitter, RANDOM, type RandomSource } from '../clock/random';
+import { RANDOM, type RandomSource } from '../clock/random';
 import { describeFailure } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import type { BackoffPolicy } from '../jobs/backoff';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { failed, type JobHandle, type JobResult, ok, retryAfter, type SettledRun } from '../jobs/job.types';
 import type { DispatchOrder } from '../protocol/dispatch.wire';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
-import { RecoveryService } from '../recovery/recovery.service';
 import { ReducerService } from '../reducer/reducer.service';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
 
 /** PROTOCOL §8: the CP holds a poll up to this long. */
 export const DISPATCH_WAIT_SECS = 60;
-const BACKOFF_FIRST_MS = 1_000;
-const BACKOFF_CAP_MS = 60_000;
+export const DISPATCH_POLL_NAME = 'dispatch-poll';
+const DISPATCH_BACKOFF: BackoffPolicy = { firstMs: 1_000, capMs: 60_000 };
 
 /** `/status` `dispatch`: the long-poll's state. */
 export interface DispatchStatus {
@@ -74,21 +69,19 @@ export interface HeldOrder {
 
 /**
  * Long-polls the CP for dispatches and turns each valid one into the
- * reducer's `Activate` input. Runs after the boot handshake; errors back off.
+ * reducer's `Activate` input. A job of the runtime: after the boot
+ * handshake, one poll per run, the next as soon as it ends; a failed poll
+ * backs off, and shutdown cuts the poll in flight.
  */
 @Injectable()
-export class DispatchWorker implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class DispatchWorker {
   private readonly logger = new Logger(DispatchWorker.name);
-  private readonly abort = new AbortController();
-  private loop: Promise<void> | null = null;
-  private failures = 0;
+  private readonly job: JobHandle;
   private lastError: string | null = null;
   private lastErrorAt: Date | null = null;
-  private failingSince: Date | null = null;
   private lastPollAt: Date | null = null;
   private lastOutcome: DispatchStatus['lastOutcome'] = null;
   private lastOrder: LastOrder | null = null;
-  private nextPollAt: Date | null = null;
   private heldOrder: HeldOrder | null = null;
   // Durations are read from the monotonic clock: a wall-clock step must not age a failure.
   private failingSinceMono: number | null = null;
@@ -97,32 +90,36 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
   constructor(
     private readonly client: ControlPlaneClient,
     private readonly reducer: ReducerService,
-    private readonly recovery: RecoveryService,
     private readonly currentSystem: CurrentSystemReader,
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
     @Inject(RANDOM) private readonly random: RandomSource,
     @Inject(CLOCK) private readonly clock: Clock,
-  ) {}
-
-  onApplicationBootstrap(): void {
-    this.recovery.whenComplete().then(
-      () => {
-        if (!this.abort.signal.aborted) this.loop = this.run();
-      },
-      (err: unknown) => this.logger.error(`dispatch polling not started: ${String(err)}`),
-    );
+    runtime: JobRuntime,
+  ) {
+    this.job = runtime.register({
+      name: DISPATCH_POLL_NAME,
+      afterBoot: true,
+      schedule: { kind: 'loop' },
+      backoff: DISPATCH_BACKOFF,
+      // A long-poll holds nothing the agent must finish: cut it.
+      onShutdown: { kind: 'abort' },
+      run: ({ signal }) => this.poll(signal),
+      onSettled: (run) => this.settledRun(run),
+    });
   }
 
   status(): DispatchStatus {
+    const job = this.job.status();
     return {
-      polling: this.loop !== null && !this.abort.signal.aborted,
+      polling: job.state === 'scheduled' || job.state === 'running',
       lastPollAt: this.lastPollAt?.toISOString() ?? null,
       lastOutcome: this.lastOutcome,
-      consecutiveFailures: this.failures,
-      failingSince: this.failingSince?.toISOString() ?? null,
+      consecutiveFailures: job.consecutiveFailures,
+      failingSince: job.failingSince,
       lastError: this.lastError,
       lastErrorAt: this.lastErrorAt?.toISOString() ?? null,
-      nextPollAt: this.abort.signal.aborted ? null : (this.nextPollAt?.toISOString() ?? null),
+      // Only while a failed poll backs off: otherwise the next poll follows the last at once.
+      nextPollAt: job.consecutiveFailures > 0 && job.state === 'scheduled' ? job.nextDueAt : null,
       lastOrder: this.lastOrder && { ...this.lastOrder },
       heldOrder: this.heldOrder && { ...this.heldOrder },
     };
@@ -133,50 +130,33 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
     return { lastPollMono: this.lastPollMono, failingSinceMono: this.failingSinceMono };
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
-    // A long-poll holds nothing the agent must finish: cut it.
-    this.abort.abort();
-    await this.loop;
-  }
-
-  private async run(): Promise<void> {
-    const signal = this.abort.signal;
-    while (!signal.aborted) {
-      this.nextPollAt = null;
-      const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
-      if (signal.aborted) return;
-      this.lastPollAt = this.clock.now();
-      this.lastPollMono = this.clock.monotonicMs();
-      if (result.ok) {
-        this.failures = 0;
-        this.failingSince = null;
-        this.failingSinceMono = null;
-        this.lastOutcome = result.response.body ? 'order' : 'no-order';
-        if (result.response.body) await this.accept(result.response.body);
-        continue;
-      }
-      this.failures += 1;
-      this.lastOutcome = 'failed';
-      this.failingSince ??= this.lastPollAt;
-      this.failingSinceMono ??= this.lastPollMono;
-      this.lastError = describeFailure(result.failure);
-      this.lastErrorAt = this.lastPollAt;
-      const retryAfter = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
-      const base = Math.min(BACKOFF_FIRST_MS * 2 ** (this.failures - 1), BACKOFF_CAP_MS);
-      const delay = Math.max(jitter(base, 0.2, this.random), (retryAfter ?? 0) * 1000);
-      this.nextPollAt = new Date(this.lastPollAt.getTime() + delay);
-      this.logger.warn(
-        `dispatch poll failed: ${this.lastError}; polling again in ${(delay / 1000).toFixed(1)} s (${this.failures} failure(s) in a row)`,
-      );
-      try {
-        await sleep(delay, undefined, { signal });
-      } catch {
-        return; // aborted: shutting down
-      }
+  private async poll(signal: AbortSignal): Promise<JobResult> {
+    const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
+    if (signal.aborted) return failed('cut short by shutdown');
+    this.lastPollAt = this.clock.now();
+    this.lastPollMono = this.clock.monotonicMs();
+    if (result.ok) {
+      this.failingSinceMono = null;
+      this.lastOutcome = result.response.body ? 'order' : 'no-order';
+      if (result.response.body) await this.accept(result.response.body, signal);
+      return ok();
     }
+    this.lastOutcome = 'failed';
+    this.failingSinceMono ??= this.lastPollMono;
+    this.lastError = describeFailure(result.failure);
+    this.lastErrorAt = this.lastPollAt;
+    const retryAfterSecs = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
+    return retryAfterSecs === null ? failed(this.lastError) : retryAfter(retryAfterSecs, this.lastError);
   }
 
-  private async accept(order: DispatchOrder): Promise<void> {
+  private settledRun(run: SettledRun): void {
+    if (run.result.kind === 'ok') return;
+    this.logger.warn(
+      `dispatch poll failed: ${run.result.cause}; polling again in ${(run.delayMs / 1000).toFixed(1)} s (${run.consecutiveFailures} failure(s) in a row)`,
+    );
+  }
+
+  private async accept(order: DispatchOrder, signal: AbortSignal): Promise<void> {
     if (order.hostname !== this.config.machineId) {
       this.logger.warn(
         `dispatch for ${order.rollout_id} names host "${order.hostname}", not "${this.config.machineId}"; ignored`,
@@ -211,7 +191,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
           dispatchedAt: order.enqueued_at,
         },
         {
-          signal: this.abort.signal,
+          signal,
           random: this.random,
           onHeld: (err, attempts, retryInMs) => {
             this.heldOrder = {
@@ -239,7 +219,7 @@ export class DispatchWorker implements OnApplicationBootstrap, BeforeApplication
     } finally {
       const held = this.heldOrder;
       this.heldOrder = null;
-      if (held && this.abort.signal.aborted) {
+      if (held && signal.aborted) {
         settle('not-applied', `the agent stopped first (${held.attempts} attempt(s): ${held.lastError})`);
         this.logger.warn(
           `stopping with the dispatch for ${held.rolloutId} → ${held.targetClosure} never applied (${held.attempts} attempt(s): ${held.lastError}); the control plane must dispatch it again`,

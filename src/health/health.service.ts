@@ -3,6 +3,8 @@ import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { Uptime } from '../clock/uptime';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { ok } from '../jobs/job.types';
 import { BootGate } from '../lifecycle/boot-gate';
 import { EventLogService } from '../outbound/event-log.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
@@ -12,6 +14,13 @@ import { ReducerService } from '../reducer/reducer.service';
 export const EVENT_LOOP_STALL_MS = 5_000;
 /** Seconds of event-loop delay samples liveness looks back over. */
 const LOOP_WINDOW_SAMPLES = 10;
+/**
+ * How often the loop-delay monitor's own timer fires. A stall reads short by
+ * at most this much, which a 5 s threshold does not notice; at Node's usual
+ * 10–20 ms the monitor alone would wake an idle agent 50–100 times a second.
+ */
+export const LOOP_DELAY_RESOLUTION_MS = 500;
+export const LOOP_SAMPLER_NAME = 'event-loop-sampler';
 /** With input queued, the reducer must take one within this long. */
 export const REDUCER_STALL_MS = 30_000;
 /** Grace beyond the boot handshake's own 30 s deadline. */
@@ -60,10 +69,9 @@ export interface EventLogReadiness {
  */
 @Injectable()
 export class HealthService implements OnModuleDestroy {
-  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 20 });
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
   /** Worst event-loop delay of each of the last few seconds, newest last. */
   private readonly recentDelaysMs: number[] = [];
-  private readonly sampler: NodeJS.Timeout;
 
   constructor(
     private readonly heartbeat: HeartbeatService,
@@ -72,15 +80,27 @@ export class HealthService implements OnModuleDestroy {
     private readonly uptime: Uptime,
     private readonly eventLog: EventLogService,
     @Inject(CLOCK) private readonly clock: Clock,
+    runtime: JobRuntime,
   ) {
     this.loopDelay.enable();
-    // Sampled on its own timer so that every reader (/healthz, the watchdog) sees the same window.
-    this.sampler = setInterval(() => {
-      this.recentDelaysMs.push(this.loopDelay.max / 1e6);
-      if (this.recentDelaysMs.length > LOOP_WINDOW_SAMPLES) this.recentDelaysMs.shift();
-      this.loopDelay.reset();
-    }, 1000);
-    this.sampler.unref();
+    // Sampled by a job of its own, so that every reader (/healthz, the watchdog) sees the same window.
+    runtime.register({
+      name: LOOP_SAMPLER_NAME,
+      afterBoot: false,
+      schedule: { kind: 'every', intervalMs: 1_000 },
+      backoff: { firstMs: 1_000, capMs: 1_000 },
+      run: async () => {
+        this.sampleLoopDelay();
+        return ok();
+      },
+    });
+  }
+
+  /** Closes one second of the window (the sampler job's run). */
+  private sampleLoopDelay(): void {
+    this.recentDelaysMs.push(this.loopDelay.max / 1e6);
+    if (this.recentDelaysMs.length > LOOP_WINDOW_SAMPLES) this.recentDelaysMs.shift();
+    this.loopDelay.reset();
   }
 
   liveness(): Liveness {
@@ -116,7 +136,6 @@ export class HealthService implements OnModuleDestroy {
   }
 
   onModuleDestroy(): void {
-    clearInterval(this.sampler);
     this.loopDelay.disable();
   }
 

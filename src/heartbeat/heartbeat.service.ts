@@ -1,22 +1,17 @@
-import {
-  type BeforeApplicationShutdown,
-  Inject,
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
-import { SchedulerRegistry } from '@nestjs/schedule';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Interval } from '@nestjs/schedule';
 import { type Clock, CLOCK } from '../clock/clock';
-import { RANDOM, type RandomSource } from '../clock/random';
-import { type CpFailureKind, describeFailure } from '../comms/cp-failure';
+import { type CpFailure, type CpFailureKind, describeFailure } from '../comms/cp-failure';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { failed, type JobHandle, type JobResult, ok, retryAfter, type SettledRun } from '../jobs/job.types';
 import { MetricsService } from '../metrics/metrics.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { type ExchangeOutcome, HeartbeatExchange, type ReplayFromRecord } from '../recovery/heartbeat-exchange';
 import { RecoveryService } from '../recovery/recovery.service';
-import { HEARTBEAT_INTERVAL_NAME } from './heartbeat.constants';
-import { failureDelayMs, steadyDelayMs } from './heartbeat.schedule';
+import { HEARTBEAT_INTERVAL_NAME, HEARTBEAT_TICK_MS } from './heartbeat.constants';
+import { heartbeatBackoff, INTERVAL_JITTER } from './heartbeat.schedule';
 
 export interface HeartbeatStatus {
   intervalSecs: number;
@@ -46,143 +41,108 @@ export interface HeartbeatProgress {
 }
 
 /**
- * The steady heartbeat (PROTOCOL §2). A scheduler interval checks, at a fine
- * resolution, whether the next heartbeat is due: a fixed setInterval could
- * not carry per-period jitter, backoff or Retry-After. At most one heartbeat
- * is in flight; a tick that falls due meanwhile is skipped, never queued.
+ * The steady heartbeat (PROTOCOL §2), an `@Interval` job. The decorator's
+ * period is fixed when the class is defined and its ticks may overlap, so
+ * it is a short fixed tick that only asks the job runtime whether a beat is
+ * due: the configured interval, its jitter, the backoff and Retry-After live
+ * in the due time. At most one heartbeat is in flight; a tick that falls due
+ * meanwhile is skipped, never queued. The job starts once the boot handshake
+ * is over, which counts as its first beat.
  */
 @Injectable()
-export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class HeartbeatService {
   private readonly logger = new Logger(HeartbeatService.name);
   private readonly intervalMs: number;
-  private nextDueMono: number | null = null;
-  private startedMono: number | null = null;
-  private inFlight: Promise<void> | null = null;
-  private skipCounted = false;
-  private stopped = false;
-  private consecutiveFailures = 0;
-  private skipped = 0;
+  private readonly job: JobHandle;
   private lastAttemptAt: Date | null = null;
-  private lastAttemptMono: number | null = null;
   private lastSuccessAt: Date | null = null;
-  private lastSuccessMono: number | null = null;
   private lastError: HeartbeatStatus['lastError'] = null;
-  private failingSince: Date | null = null;
 
   constructor(
     private readonly exchange: HeartbeatExchange,
     private readonly recovery: RecoveryService,
-    private readonly scheduler: SchedulerRegistry,
+    runtime: JobRuntime,
     @Inject(AGENT_CONFIG) config: AgentConfig,
     @Inject(CLOCK) private readonly clock: Clock,
-    @Inject(RANDOM) private readonly random: RandomSource,
     private readonly metrics: MetricsService,
   ) {
     this.intervalMs = config.heartbeatInterval * 1000;
-  }
-
-  onApplicationBootstrap(): void {
-    this.recovery.whenComplete().then(
-      (outcome) => this.start(outcome),
-      (err: unknown) => this.logger.error(`heartbeat not started: ${String(err)}`),
-    );
-  }
-
-  /** Starts the job once the boot handshake is over; its outcome sets the first due time. */
-  start(handshake: ExchangeOutcome): void {
-    if (this.stopped || this.scheduler.doesExist('interval', HEARTBEAT_INTERVAL_NAME)) return;
-    const now = this.clock.monotonicMs();
-    this.startedMono = now;
-    if (handshake.ok) {
-      this.lastSuccessAt = this.clock.now();
-      this.lastSuccessMono = now;
-      this.nextDueMono = now + steadyDelayMs(this.intervalMs, this.random);
-    } else {
-      // The handshake is the first heartbeat: its failure is the one status reports.
-      this.consecutiveFailures = 1;
-      this.failingSince = this.clock.now();
-      if (handshake.failure) {
-        const { failure } = handshake;
-        this.lastError = { kind: failure.kind, message: describeFailure(failure), at: this.clock.now().toISOString() };
-      }
-      this.nextDueMono = now + this.failureDelay(handshake);
-    }
-    // Fine enough for ±10 % jitter on a 1 s interval, coarse enough to cost nothing at 60 s.
-    const resolutionMs = Math.min(1000, Math.max(50, Math.floor(this.intervalMs / 20)));
-    this.scheduler.addInterval(HEARTBEAT_INTERVAL_NAME, setInterval(() => this.tick(), resolutionMs));
-    this.logger.log(`heartbeat every ${this.intervalMs / 1000} s (±10 %); first at ${this.wallOf(this.nextDueMono)}`);
-  }
-
-  /** What the interval runs. Public so tests can drive it with a fake clock. */
-  tick(): void {
-    if (this.stopped || this.nextDueMono === null) return;
-    const now = this.clock.monotonicMs();
-    if (now < this.nextDueMono) return;
-    if (this.inFlight) {
-      if (!this.skipCounted) {
-        this.skipCounted = true;
-        this.skipped += 1;
-        this.logger.debug('heartbeat due while the previous one is still in flight; this tick is skipped');
-      }
-      return;
-    }
-    this.skipCounted = false;
-    this.inFlight = this.beat(now).finally(() => {
-      this.inFlight = null;
+    this.job = runtime.register({
+      name: HEARTBEAT_INTERVAL_NAME,
+      afterBoot: true,
+      driver: 'tick',
+      schedule: { kind: 'every', intervalMs: this.intervalMs, jitter: INTERVAL_JITTER },
+      backoff: heartbeatBackoff(this.intervalMs),
+      // An in-flight heartbeat finishes or hits its own 10 s deadline; nothing new starts.
+      onShutdown: { kind: 'finish', graceMs: TIMEOUTS.heartbeatMs },
+      firstResult: () => this.handshakeResult(this.recovery.result()),
+      run: ({ signal }) => this.beat(signal),
+      onStarted: (firstAt) => this.logger.log(`heartbeat every ${this.intervalMs / 1000} s (±10 %); first at ${firstAt}`),
+      onSettled: (run) => this.settledRun(run),
     });
   }
 
+  /** The decorated tick; its handler never throws. Public so tests can drive it with a fake clock. */
+  @Interval(HEARTBEAT_INTERVAL_NAME, HEARTBEAT_TICK_MS)
+  tick(): void {
+    this.job.tick();
+  }
+
   /** Resolves when no heartbeat is in flight. */
-  async settled(): Promise<void> {
-    while (this.inFlight) await this.inFlight;
+  settled(): Promise<void> {
+    return this.job.settled();
   }
 
   status(): HeartbeatStatus {
+    const job = this.job.status();
     return {
       intervalSecs: this.intervalMs / 1000,
       lastAttemptAt: this.lastAttemptAt?.toISOString() ?? null,
       lastSuccessAt: this.lastSuccessAt?.toISOString() ?? null,
       lastError: this.lastError,
-      consecutiveFailures: this.consecutiveFailures,
-      failingSince: this.failingSince?.toISOString() ?? null,
-      nextDueAt: this.nextDueMono === null || this.stopped ? null : this.wallOf(this.nextDueMono),
+      consecutiveFailures: job.consecutiveFailures,
+      failingSince: job.failingSince,
+      nextDueAt: job.nextDueAt,
       lastReplayFrom: this.exchange.lastReplayFrom,
       clockSkewSecs: this.exchange.clockSkewSecs,
-      inFlight: this.inFlight !== null,
-      skippedTicks: this.skipped,
+      inFlight: this.job.progress().inFlightSinceMono !== null,
+      skippedTicks: job.skippedTicks,
     };
   }
 
   /** Monotonic ms of the last attempt and success; liveness and readiness read them. */
   progress(): HeartbeatProgress {
+    const p = this.job.progress();
     return {
-      startedMono: this.startedMono,
-      lastAttemptMono: this.lastAttemptMono,
-      lastSuccessMono: this.lastSuccessMono,
-      nextDueMono: this.stopped ? null : this.nextDueMono,
-      inFlightSinceMono: this.inFlight ? this.lastAttemptMono : null,
+      startedMono: p.startedMono,
+      lastAttemptMono: p.lastStartMono,
+      lastSuccessMono: p.lastOkMono,
+      nextDueMono: p.nextDueMono,
+      inFlightSinceMono: p.inFlightSinceMono,
       intervalMs: this.intervalMs,
       deadlineMs: TIMEOUTS.heartbeatMs,
     };
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
-    this.stopped = true;
-    if (this.scheduler.doesExist('interval', HEARTBEAT_INTERVAL_NAME)) {
-      this.scheduler.deleteInterval(HEARTBEAT_INTERVAL_NAME);
+  /** The handshake is the first heartbeat: its outcome sets the first due time, and its failure is the one status reports. */
+  private handshakeResult(outcome: ExchangeOutcome | null): JobResult {
+    if (outcome === null) return failed('the boot-recovery handshake did not finish');
+    if (outcome.ok) {
+      this.lastSuccessAt = this.clock.now();
+      return ok();
     }
-    // An in-flight heartbeat finishes or hits its 10 s deadline; nothing new starts.
-    await this.settled();
+    if (outcome.failure) this.recordFailure(outcome.failure);
+    return this.failureResult(outcome, outcome.failure ?? { kind: 'network', detail: 'no answer' });
   }
 
-  private async beat(startedMono: number): Promise<void> {
+  private async beat(signal: AbortSignal): Promise<JobResult> {
+    const startedMono = this.clock.monotonicMs();
     this.lastAttemptAt = this.clock.now();
-    this.lastAttemptMono = startedMono;
     let outcome: ExchangeOutcome;
     try {
-      outcome = await this.exchange.send('heartbeat', TIMEOUTS.heartbeatMs);
+      outcome = await this.exchange.send('heartbeat', TIMEOUTS.heartbeatMs, signal);
     } catch (err) {
-      // Nothing stops the loop but shutdown: an unexpected error is a failed heartbeat.
+      // Nothing stops the job but shutdown: an unexpected error is a failed heartbeat.
       outcome = {
         ok: false,
         failure: { kind: 'network', detail: `unexpected error: ${(err as Error).message}` },
@@ -192,38 +152,43 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
         replayFrom: null,
       };
     }
+    if (signal.aborted) return failed('cut short by shutdown');
     const done = this.clock.monotonicMs();
     this.metrics.recordHeartbeat(outcome.ok ? 'ok' : (outcome.failure?.kind ?? 'network'), (done - startedMono) / 1000);
     if (outcome.ok) {
-      if (this.consecutiveFailures > 0) {
-        this.logger.log(`heartbeat succeeded again after ${this.consecutiveFailures} failure(s)`);
-      }
-      this.consecutiveFailures = 0;
-      this.failingSince = null;
       this.lastSuccessAt = this.clock.now();
-      this.lastSuccessMono = done;
-      let next = startedMono + steadyDelayMs(this.intervalMs, this.random);
-      while (next <= done) next += steadyDelayMs(this.intervalMs, this.random);
-      this.nextDueMono = next;
-      return;
+      return ok();
     }
-    this.consecutiveFailures += 1;
-    this.failingSince ??= this.clock.now();
     const failure = outcome.failure ?? { kind: 'network' as const, detail: 'unknown failure' };
+    this.recordFailure(failure);
+    return this.failureResult(outcome, failure);
+  }
+
+  private recordFailure(failure: CpFailure): void {
     this.lastError = { kind: failure.kind, message: describeFailure(failure), at: this.clock.now().toISOString() };
-    const delay = this.failureDelay(outcome);
-    this.nextDueMono = done + delay;
-    this.logger.warn(
-      `heartbeat to the control plane failed: ${describeFailure(failure)}; next try in ${(delay / 1000).toFixed(1)} s at ${this.wallOf(this.nextDueMono)} (${this.consecutiveFailures} failure(s) in a row)`,
-    );
   }
 
-  private failureDelay(outcome: ExchangeOutcome): number {
-    const backoff = failureDelayMs(this.consecutiveFailures, this.intervalMs, this.random);
-    return outcome.retryAfterSecs === null ? backoff : Math.max(backoff, outcome.retryAfterSecs * 1000);
+  /** PROTOCOL §1: Retry-After (the exchange reads it on 503 and 429 only) over the backoff when longer. */
+  private failureResult(outcome: ExchangeOutcome, failure: CpFailure): JobResult {
+    const cause = describeFailure(failure);
+    return outcome.retryAfterSecs === null ? failed(cause) : retryAfter(outcome.retryAfterSecs, cause);
   }
 
-  private wallOf(mono: number): string {
-    return new Date(this.clock.now().getTime() + (mono - this.clock.monotonicMs())).toISOString();
+  private settledRun(run: SettledRun): void {
+    switch (run.result.kind) {
+      case 'ok':
+        if (run.failuresBefore > 0) this.logger.log(`heartbeat succeeded again after ${run.failuresBefore} failure(s)`);
+        return;
+      case 'failed':
+      case 'retry-after':
+        this.logger.warn(
+          `heartbeat to the control plane failed: ${run.result.cause}; next try in ${(run.delayMs / 1000).toFixed(1)} s at ${run.nextDueAt} (${run.consecutiveFailures} failure(s) in a row)`,
+        );
+        return;
+      default: {
+        const never: never = run.result;
+        return never;
+      }
+    }
   }
 }

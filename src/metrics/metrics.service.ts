@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
-import { HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX } from './metrics.constants';
+import { EVENT_LOOP_LAG_SAMPLE_MS, HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX } from './metrics.constants';
 
 /*
  * The label values are the registry's own: it imports no feature. A feature
@@ -95,7 +95,7 @@ export class MetricsService {
 
   constructor() {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_LAG_SAMPLE_MS });
 
     this.heartbeats = new Counter({
       name: `${METRIC_PREFIX}heartbeats_total`,

@@ -1,17 +1,12 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import {
-  type BeforeApplicationShutdown,
-  Inject,
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
-import { SchedulerRegistry } from '@nestjs/schedule';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
-import { jitter, RANDOM, type RandomSource } from '../clock/random';
 import { type CpFailure, describeFailure } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
-import { BootGate } from '../lifecycle/boot-gate';
+import type { BackoffPolicy } from '../jobs/backoff';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { failed, type JobContext, type JobHandle, type JobResult, ok, retryAfter, type SettledRun } from '../jobs/job.types';
+import { pause } from '../jobs/wait';
 import { MetricsService } from '../metrics/metrics.service';
 import { EventLogService } from './event-log.service';
 import {
@@ -22,6 +17,11 @@ import {
   DRAIN_SWEEP_NAME,
   REPLAY_MAX_PER_SEC,
 } from './outbound.constants';
+
+/** PROTOCOL §6: retry later with exponential backoff. */
+const DELIVERY_BACKOFF: BackoffPolicy = { firstMs: DELIVERY_BACKOFF_FIRST_MS, capMs: DELIVERY_BACKOFF_CAP_MS };
+/** While the CP refuses our identity (401/403/426) nothing changes quickly: the same steps, a longer cap. */
+const PAUSED_BACKOFF: BackoffPolicy = { firstMs: DELIVERY_BACKOFF_FIRST_MS, capMs: DELIVERY_PAUSED_CAP_MS };
 
 export interface ReplayStatus {
   running: boolean;
@@ -57,52 +57,49 @@ type Verdict = 'delivered' | 'refused' | 'retry' | 'pause' | 'stop';
  * Delivers logged events to the CP, one rollout's in seq order, with the
  * status handling of PROTOCOL §6. Replays ride the same queue, so a resent
  * event can never overtake or double a pending one. It runs beside the
- * heartbeat, never in its way: its own loop, its own sockets.
+ * heartbeat, never in its way: its own job, its own sockets.
+ *
+ * A job of the runtime: started after the boot handshake, it runs when
+ * events are appended or a replay is asked for (a trigger, held back while
+ * a backoff is pending), and on a slow sweep in case a trigger was missed.
+ * A run sends whatever is sendable; a failed POST ends it, and the runtime
+ * schedules the retry of the same seq.
  */
 @Injectable()
-export class DrainerService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class DrainerService implements OnApplicationBootstrap {
   private readonly logger = new Logger(DrainerService.name);
   /** Per rollout, the seqs still to send (pending ∪ replay), ascending. Map order: oldest rollout first. */
   private readonly queues = new Map<string, number[]>();
   private readonly replays = new Map<string, ReplayRun>();
   private lastReplay: ReplayRun | null = null;
-  private loop: Promise<void> | null = null;
-  private again = false;
-  private started = false;
-  private stopped = false;
-  private readonly abort = new AbortController();
-  private failures = 0;
-  private retryAtMono: number | null = null;
-  private wakeTimer: NodeJS.Timeout | null = null;
+  private readonly job: JobHandle;
   private pausedReason: string | null = null;
   private lastError: string | null = null;
-  private failingSince: Date | null = null;
+  /** What the failed POST of the last run was, for the warning that says when it is retried. */
+  private failedWhat: string | null = null;
   private lastReplaySendMono = 0;
 
   constructor(
     private readonly log: EventLogService,
     private readonly client: ControlPlaneClient,
-    private readonly bootGate: BootGate,
-    private readonly scheduler: SchedulerRegistry,
+    runtime: JobRuntime,
     @Inject(CLOCK) private readonly clock: Clock,
-    @Inject(RANDOM) private readonly random: RandomSource,
     private readonly metrics: MetricsService,
-  ) {}
+  ) {
+    this.job = runtime.register({
+      name: DRAIN_SWEEP_NAME,
+      afterBoot: true,
+      schedule: { kind: 'every', intervalMs: DRAIN_SWEEP_MS, firstAfterMs: 0 },
+      backoff: DELIVERY_BACKOFF,
+      // Events are durable already: an interrupted POST is simply sent again after the restart.
+      onShutdown: { kind: 'abort' },
+      run: (ctx) => this.run(ctx),
+      onSettled: (run) => this.settledRun(run),
+    });
+  }
 
   onApplicationBootstrap(): void {
     for (const event of this.log.pending()) this.enqueue(event.rolloutId, [event.seq]);
-    this.bootGate.whenOpen().then(
-      () => this.start(),
-      (err: unknown) => this.logger.error(`event delivery not started: ${String(err)}`),
-    );
-  }
-
-  /** Starts delivery (after the boot handshake, like every worker). */
-  start(): void {
-    if (this.started || this.stopped) return;
-    this.started = true;
-    this.scheduler.addInterval(DRAIN_SWEEP_NAME, setInterval(() => this.kick(), DRAIN_SWEEP_MS));
-    this.kick();
   }
 
   /** New events are durable: send them. */
@@ -156,44 +153,24 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
   }
 
   deliveryStatus(): DeliveryStatus {
+    const job = this.job.status();
     return {
-      started: this.started && !this.stopped,
-      consecutiveFailures: this.failures,
+      started: job.state !== 'waiting' && job.state !== 'stopped',
+      consecutiveFailures: job.consecutiveFailures,
       lastError: this.lastError,
-      failingSince: this.failingSince?.toISOString() ?? null,
+      failingSince: job.failingSince,
       pausedReason: this.pausedReason,
     };
   }
 
-  /** Resolves when the loop is idle (nothing sendable now). */
-  async idle(): Promise<void> {
-    while (this.loop) await this.loop;
+  /** Resolves when the drainer is idle (nothing sendable now, or a backoff pending). */
+  idle(): Promise<void> {
+    return this.job.settled();
   }
 
+  /** Something may be sendable: send it, unless a backoff is pending (its retry comes on time). */
   kick(): void {
-    if (!this.started || this.stopped) return;
-    if (this.loop) {
-      this.again = true;
-      return;
-    }
-    this.loop = this.run()
-      .catch((err: unknown) => this.logger.error(`event delivery loop failed: ${(err as Error).stack ?? String(err)}; it runs again on the next kick`))
-      .finally(() => {
-        this.loop = null;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        }
-      });
-  }
-
-  async beforeApplicationShutdown(): Promise<void> {
-    this.stopped = true;
-    if (this.scheduler.doesExist('interval', DRAIN_SWEEP_NAME)) this.scheduler.deleteInterval(DRAIN_SWEEP_NAME);
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    // Events are durable already: an interrupted POST is simply sent again after the restart.
-    this.abort.abort();
-    await this.idle();
+    this.job.trigger();
   }
 
   private enqueue(rolloutId: string, seqs: readonly number[]): void {
@@ -209,15 +186,11 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
     this.queues.set(rolloutId, queue);
   }
 
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      const now = this.clock.monotonicMs();
-      if (this.retryAtMono !== null && now < this.retryAtMono) {
-        this.wakeAt(this.retryAtMono - now);
-        return;
-      }
+  private async run(ctx: JobContext): Promise<JobResult> {
+    const { signal } = ctx;
+    while (!signal.aborted) {
       const next = this.next();
-      if (!next) return;
+      if (!next) return ok();
       const { rolloutId, seq } = next;
       const logged = this.log.get(rolloutId, seq);
       if (!logged) {
@@ -226,18 +199,18 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
         continue;
       }
       const isReplay = this.replays.get(rolloutId)?.remaining.has(seq) === true;
-      if (isReplay) await this.pace();
-      const result = await this.client.postEvent(logged.envelope, { signal: this.abort.signal });
-      if (this.stopped) return;
+      if (isReplay && !(await this.pace(signal))) return ok();
+      const result = await this.client.postEvent(logged.envelope, { signal });
+      if (signal.aborted) return ok();
       const verdict = result.ok ? 'delivered' : this.judge(result.failure);
       switch (verdict) {
         case 'delivered': {
           const status = result.ok ? result.response.status : 204;
           await this.log.markDelivered(rolloutId, seq, status);
-          if (this.failures > 0 || this.pausedReason) this.logger.log(`event delivery works again (${rolloutId} seq ${seq} accepted)`);
-          this.failures = 0;
-          this.failingSince = null;
-          this.retryAtMono = null;
+          if (this.job.status().consecutiveFailures > 0 || this.pausedReason) {
+            this.logger.log(`event delivery works again (${rolloutId} seq ${seq} accepted)`);
+          }
+          ctx.progressed();
           this.pausedReason = null;
           this.done(rolloutId, seq, isReplay);
           break;
@@ -251,25 +224,24 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
             `the control plane refused event ${logged.kind} seq ${seq} of ${rolloutId} (${reason}); kept on record as refused, not retried; delivery goes on with the next event`,
           );
           // The CP judged the event itself, so it accepts our identity: delivery is not paused.
-          this.failures = 0;
-          this.failingSince = null;
-          this.retryAtMono = null;
+          ctx.progressed();
           this.pausedReason = null;
           this.done(rolloutId, seq, isReplay);
           break;
         }
         case 'retry':
         case 'pause':
-          if (!result.ok) this.backOff(result.failure, verdict === 'pause', `${logged.kind} seq ${seq} of ${rolloutId}`);
-          break;
+          if (result.ok) return ok();
+          return this.failedPost(result.failure, verdict === 'pause', `${logged.kind} seq ${seq} of ${rolloutId}`);
         case 'stop':
-          return;
+          return ok();
         default: {
           const never: never = verdict;
           return never;
         }
       }
     }
+    return ok();
   }
 
   /** PROTOCOL §6. */
@@ -298,22 +270,26 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
     }
   }
 
-  private backOff(failure: CpFailure, pause: boolean, what: string): void {
-    this.failures += 1;
-    this.failingSince ??= this.clock.now();
-    this.lastError = describeFailure(failure);
-    const cap = pause ? DELIVERY_PAUSED_CAP_MS : DELIVERY_BACKOFF_CAP_MS;
-    const base = Math.min(DELIVERY_BACKOFF_FIRST_MS * 2 ** (this.failures - 1), cap);
-    const retryAfter = failure.kind === 'http-status' ? failure.retryAfterSecs : null;
-    const delay = Math.max(jitter(base, 0.2, this.random), (retryAfter ?? 0) * 1000);
-    this.retryAtMono = this.clock.monotonicMs() + delay;
+  /** The same seq is retried after the shared backoff (or the CP's Retry-After); the runtime schedules it. */
+  private failedPost(failure: CpFailure, paused: boolean, what: string): JobResult {
     const cause = describeFailure(failure);
-    if (pause) {
+    this.lastError = cause;
+    this.failedWhat = what;
+    if (paused) {
       const reason = `${cause}: the control plane does not accept this agent's identity or version; events are kept and retried`;
       if (this.pausedReason !== reason) this.logger.error(`event delivery paused: ${reason}`);
       this.pausedReason = reason;
     }
-    this.logger.warn(`delivering ${what} failed: ${cause}; retrying the same seq in ${(delay / 1000).toFixed(1)} s (${this.failures} failure(s) in a row)`);
+    const backoff = paused ? PAUSED_BACKOFF : undefined;
+    const retryAfterSecs = failure.kind === 'http-status' ? failure.retryAfterSecs : null;
+    return retryAfterSecs === null ? failed(cause, backoff) : retryAfter(retryAfterSecs, cause, backoff);
+  }
+
+  private settledRun(run: SettledRun): void {
+    if (run.result.kind === 'ok') return;
+    this.logger.warn(
+      `delivering ${this.failedWhat ?? 'an event'} failed: ${run.result.cause}; retrying the same seq in ${(run.delayMs / 1000).toFixed(1)} s (${run.consecutiveFailures} failure(s) in a row)`,
+    );
   }
 
   private next(): { rolloutId: string; seq: number } | null {
@@ -340,19 +316,12 @@ export class DrainerService implements OnApplicationBootstrap, BeforeApplication
     }
   }
 
-  /** Keeps a replay of thousands of events from crowding the event loop and the CP. */
-  private async pace(): Promise<void> {
+  /** Keeps a replay of thousands of events from crowding the event loop and the CP. False: cut by shutdown. */
+  private async pace(signal: AbortSignal): Promise<boolean> {
     await yieldToLoop();
     const gap = 1000 / REPLAY_MAX_PER_SEC - (this.clock.monotonicMs() - this.lastReplaySendMono);
-    if (gap > 0) await new Promise((resolve) => setTimeout(resolve, gap));
+    if (gap > 0 && !(await pause(gap, signal))) return false;
     this.lastReplaySendMono = this.clock.monotonicMs();
-  }
-
-  private wakeAt(ms: number): void {
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    this.wakeTimer = setTimeout(() => {
-      this.wakeTimer = null;
-      this.kick();
-    }, Math.max(10, ms));
+    return true;
   }
 }

@@ -1,17 +1,11 @@
 import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  Inject,
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-  type OnApplicationShutdown,
-  type OnModuleInit,
-} from '@nestjs/common';
-import { SchedulerRegistry } from '@nestjs/schedule';
+import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { failed, type JobHandle, type JobResult, ok } from '../jobs/job.types';
 import { MetricsService } from '../metrics/metrics.service';
 import type { LogRecord } from '../reducer/reducer.types';
 import { type AppendItem, EventLog, EventLogWriteError, type LoggedEvent } from './event-log';
@@ -21,7 +15,7 @@ import { COMPACT_EVERY_MS, COMPACT_NAME, EVENT_LOG_FS } from './outbound.constan
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** While writes fail, the state dir is probed this often, so health returns without waiting for the next event. */
 export const WRITE_PROBE_MS = 5_000;
-const WRITE_PROBE_NAME = 'outbound-write-probe';
+export const WRITE_PROBE_NAME = 'outbound-write-probe';
 /** A page: on a full file system even one byte needs a whole free block. */
 const WRITE_PROBE_BYTES = 4096;
 const WRITE_PROBE_FILE = 'events.log.probe';
@@ -50,10 +44,12 @@ export interface EventLogWriteHealth {
 
 /**
  * The agent's event log, opened (and repaired) before anything else runs:
- * the reducer's state is rebuilt from it before the boot handshake.
+ * the reducer's state is rebuilt from it before the boot handshake. Two jobs
+ * of the runtime keep it: compaction, hourly from the start, and the write
+ * probe, switched on only while writes fail for a file-system cause.
  */
 @Injectable()
-export class EventLogService implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
+export class EventLogService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(EventLogService.name);
   private log!: EventLog;
   private failingSince: Date | null = null;
@@ -62,16 +58,31 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
   private failuresInStreak = 0;
   private failuresTotal = 0;
   private lastError: EventLogWriteHealth['lastError'] = null;
-  private probing = false;
-  private stopped = false;
+  private readonly probe: JobHandle;
 
   constructor(
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
     @Inject(CLOCK) private readonly clock: Clock,
-    private readonly scheduler: SchedulerRegistry,
+    runtime: JobRuntime,
     private readonly metrics: MetricsService,
     @Inject(EVENT_LOG_FS) private readonly fs: LogFs,
-  ) {}
+  ) {
+    runtime.register({
+      name: COMPACT_NAME,
+      afterBoot: false,
+      schedule: { kind: 'every', intervalMs: COMPACT_EVERY_MS },
+      backoff: { firstMs: COMPACT_EVERY_MS, capMs: COMPACT_EVERY_MS },
+      run: () => this.compactJob(),
+    });
+    this.probe = runtime.register({
+      name: WRITE_PROBE_NAME,
+      afterBoot: false,
+      enabled: false,
+      schedule: { kind: 'every', intervalMs: WRITE_PROBE_MS },
+      backoff: { firstMs: WRITE_PROBE_MS, capMs: WRITE_PROBE_MS },
+      run: () => this.probeJob(),
+    });
+  }
 
   private opening: Promise<void> | null = null;
 
@@ -108,13 +119,15 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     this.logger.log(`event log ${report.path}: ${report.events} event(s), ${stats.pending} pending delivery`);
   }
 
-  onApplicationBootstrap(): void {
-    this.scheduler.addInterval(
-      COMPACT_NAME,
-      setInterval(() => {
-        this.compact().catch((err: unknown) => this.logger.error(`event log compaction failed: ${(err as Error).message}; retried in an hour`));
-      }, COMPACT_EVERY_MS),
-    );
+  private async compactJob(): Promise<JobResult> {
+    try {
+      await this.compact();
+      return ok();
+    } catch (err) {
+      const cause = (err as Error).message;
+      this.logger.error(`event log compaction failed: ${cause}; retried in an hour`);
+      return failed(cause);
+    }
   }
 
   async compact(): Promise<void> {
@@ -188,6 +201,10 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     return true;
   }
 
+  private async probeJob(): Promise<JobResult> {
+    return (await this.probeWrites().catch(() => false)) ? ok() : failed('the state directory still refuses writes');
+  }
+
   private async tracked(write: Promise<void>): Promise<void> {
     try {
       await write;
@@ -227,22 +244,11 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
   }
 
   private startProbing(): void {
-    if (this.stopped || this.scheduler.doesExist('interval', WRITE_PROBE_NAME)) return;
-    const timer = setInterval(() => {
-      if (this.probing) return;
-      this.probing = true;
-      this.probeWrites()
-        .catch(() => false)
-        .finally(() => {
-          this.probing = false;
-        });
-    }, WRITE_PROBE_MS);
-    timer.unref();
-    this.scheduler.addInterval(WRITE_PROBE_NAME, timer);
+    this.probe.enable();
   }
 
   private stopProbing(): void {
-    if (this.scheduler.doesExist('interval', WRITE_PROBE_NAME)) this.scheduler.deleteInterval(WRITE_PROBE_NAME);
+    this.probe.disable();
   }
 
   pending(): LoggedEvent[] {
@@ -282,10 +288,8 @@ export class EventLogService implements OnModuleInit, OnApplicationBootstrap, On
     return this.log.stats();
   }
 
+  /** The job runtime has stopped compaction and the probe by now (before any onApplicationShutdown). */
   async onApplicationShutdown(): Promise<void> {
-    this.stopped = true;
-    this.stopProbing();
-    if (this.scheduler.doesExist('interval', COMPACT_NAME)) this.scheduler.deleteInterval(COMPACT_NAME);
     // Delivery marks are synced lazily; the events themselves already are.
     await this.log.flush();
     await this.log.close();

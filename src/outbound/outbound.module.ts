@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { CommsModule } from '../comms/comms.module';
+import { JobsModule } from '../jobs/jobs.module';
 import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { EVENT_HISTORY_PORT, REPLAY_PORT } from '../recovery/recovery.ports';
 import { serveEffectPort } from '../reducer/effect-ports';
@@ -17,7 +18,7 @@ import { nodeLogFs } from './log-fs';
  * history the reducer is rebuilt from).
  */
 @Module({
-  imports: [ReducerModule, CommsModule, LifecycleModule],
+  imports: [ReducerModule, CommsModule, LifecycleModule, JobsModule],
   providers: [
     { provide: EVENT_LOG_FS, useValue: nodeLogFs },
     EventLogService,

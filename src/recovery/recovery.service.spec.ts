@@ -1,8 +1,8 @@
-import { SchedulerRegistry } from '@nestjs/schedule';
 import { DevControlPlane } from '../../dev/control-plane';
 import { type AgentUnderTest, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
 import { HEARTBEAT_INTERVAL_NAME } from '../heartbeat/heartbeat.constants';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
+import { JobRuntime } from '../jobs/job-runtime.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { ReducerService } from '../reducer/reducer.service';
 import { HeartbeatExchange } from './heartbeat-exchange';
@@ -45,8 +45,9 @@ describe('RecoveryService: the boot-recovery handshake', () => {
     world.cp.setBootstrap(MACHINE, []);
   });
 
+  // The decorated tick is mounted at bootstrap; the job it drives starts only after the handshake.
   const hasJob = (a: AgentUnderTest): boolean =>
-    a.app.get(SchedulerRegistry).doesExist('interval', HEARTBEAT_INTERVAL_NAME);
+    a.app.get(JobRuntime).status().some((j) => j.name === HEARTBEAT_INTERVAL_NAME && j.state !== 'waiting' && j.state !== 'stopped');
 
   async function advanceAndTick(a: AgentUnderTest, ms: number): Promise<void> {
     const hb = a.app.get(HeartbeatService);

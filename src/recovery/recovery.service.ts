@@ -81,6 +81,11 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
     if (this.started) await this.done;
   }
 
+  /** The handshake's outcome; null until it is over. */
+  result(): ExchangeOutcome | null {
+    return this.outcome;
+  }
+
   /** Resolves once the handshake is over, whatever its outcome. */
   whenComplete(): Promise<ExchangeOutcome> {
     return this.done;
@@ -124,8 +129,9 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
         `boot recovery: control plane not reached (${describeFailure(outcome.failure)}); starting anyway, the heartbeat keeps trying`,
       );
     }
-    this.resolveDone(outcome);
+    // The gate first: whoever awaits whenComplete() finds the workers it gates already started.
     this.bootGate.open({ reachedControlPlane: outcome.ok });
+    this.resolveDone(outcome);
     return outcome;
   }
 }

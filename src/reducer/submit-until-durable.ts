@@ -1,12 +1,12 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import { jitter, type RandomSource } from '../clock/random';
+import type { RandomSource } from '../clock/random';
+import { type BackoffPolicy, backoffDelayMs } from '../jobs/backoff';
+import { pause } from '../jobs/wait';
 import type { ReducerInputPort } from './reducer.ports';
 import { EventsNotDurableError } from './reducer.service';
 import type { ReducerInput, TransitionResult } from './reducer.types';
 
-const RETRY_FIRST_MS = 1_000;
 // A retry on a full disk costs one failed write: often enough that a held rollout moves soon after space returns.
-const RETRY_CAP_MS = 10_000;
+const HELD_BACKOFF: BackoffPolicy = { firstMs: 1_000, capMs: 10_000 };
 
 export interface SubmitUntilDurableOptions {
   /** Aborted at shutdown: the wait ends and the input is given up (null). */
@@ -32,13 +32,10 @@ export async function submitUntilDurable(
       return await reducer.submit(input);
     } catch (err) {
       if (!(err instanceof EventsNotDurableError)) throw err;
-      const delay = jitter(Math.min(RETRY_FIRST_MS * 2 ** (failures - 1), RETRY_CAP_MS), 0.2, o.random);
+      const delay = backoffDelayMs(HELD_BACKOFF, failures, o.random);
       o.onHeld(err, failures, delay);
-      try {
-        await sleep(delay, undefined, { signal: o.signal });
-      } catch {
-        return null; // aborted: the agent is stopping
-      }
+      // Inside the run of the job that holds the input: shutdown cuts the wait, and the input is given up.
+      if (!(await pause(delay, o.signal))) return null;
     }
   }
 }

@@ -2,18 +2,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { INestApplication } from '@nestjs/common';
-import { ScheduleModule, SchedulerRegistry } from '@nestjs/schedule';
+import { SchedulerRegistry } from '@nestjs/schedule';
 import { Test } from '@nestjs/testing';
 import { createSocket, type UnixDgramSocket } from 'unix-dgram';
 import { CapturingLogger } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
 import { CLOCK } from '../clock/clock';
+import { ClockModule } from '../clock/clock.module';
 import { Uptime } from '../clock/uptime';
 import { type AgentConfig, loadConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { type HealthCheck, HealthService, type Liveness, type Readiness } from '../health/health.service';
 import { type HeartbeatProgress, HeartbeatService, type HeartbeatStatus } from '../heartbeat/heartbeat.service';
+import { JobsModule } from '../jobs/jobs.module';
 import { BootGate } from '../lifecycle/boot-gate';
+import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { EventLogService, type EventLogWriteHealth } from '../outbound/event-log.service';
 import { ReducerService } from '../reducer/reducer.service';
 import type { ReducerState, RolloutEntry } from '../reducer/reducer.types';
@@ -199,12 +202,13 @@ describe('NotifyService, against a real unix datagram socket', () => {
 
     const logs = new CapturingLogger();
     const moduleRef = await Test.createTestingModule({
-      imports: [ScheduleModule.forRoot()],
+      // The runtime takes the clock from the global ClockModule; the override gives it the same fake one.
+      imports: [ClockModule, JobsModule, LifecycleModule],
       providers: [
         NotifyService,
         NotifySocket,
         AgentSummary,
-        BootGate,
+        // BootGate comes from LifecycleModule, the one JobsModule imports too: one gate for the service and the runtime.
         Uptime,
         { provide: AGENT_CONFIG, useValue: configWith(env) },
         { provide: CLOCK, useValue: clock },
@@ -214,6 +218,8 @@ describe('NotifyService, against a real unix datagram socket', () => {
         { provide: ReducerService, useValue: reducer },
       ],
     })
+      .overrideProvider(CLOCK)
+      .useValue(clock)
       .setLogger(logs)
       .compile();
     app = moduleRef.createNestApplication({ logger: logs });
@@ -222,7 +228,8 @@ describe('NotifyService, against a real unix datagram socket', () => {
     return { notify: app.get(NotifyService), gate: app.get(BootGate), logs };
   }
 
-  const intervals = (): string[] => scheduler.getIntervals().sort();
+  // The jobs' timers: the runtime keeps one timeout per job in the registry, armed for its next due time.
+  const intervals = (): string[] => [...scheduler.getIntervals(), ...scheduler.getTimeouts()].sort();
 
   it('sends STATUS= during the boot handshake, and READY=1 with a STATUS= line only once the boot gate opens', async () => {
     world.pending = 2;

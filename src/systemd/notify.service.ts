@@ -5,10 +5,11 @@ import {
   type OnApplicationBootstrap,
   type OnModuleDestroy,
 } from '@nestjs/common';
-import { SchedulerRegistry } from '@nestjs/schedule';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { HealthService } from '../health/health.service';
+import { JobRuntime } from '../jobs/job-runtime.service';
+import { type JobHandle, ok } from '../jobs/job.types';
 import { BootGate } from '../lifecycle/boot-gate';
 import { AgentSummary } from './agent-summary';
 import { type NotifyField, notifyDatagram, statusLine, watchdogPeriodMs } from './notify.format';
@@ -31,6 +32,9 @@ export class NotifyService implements OnApplicationBootstrap, OnModuleDestroy {
   private lastStatus: string | null = null;
   /** The failing checks of the current liveness episode; null while live. */
   private notLive: string | null = null;
+  private readonly statusJob: JobHandle;
+  /** Null when systemd asked this process for no pings. */
+  private readonly watchdogJob: JobHandle | null;
 
   constructor(
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
@@ -38,14 +42,42 @@ export class NotifyService implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly health: HealthService,
     private readonly summary: AgentSummary,
     private readonly bootGate: BootGate,
-    private readonly scheduler: SchedulerRegistry,
-  ) {}
+    runtime: JobRuntime,
+  ) {
+    // Both switched on by this service: STATUS= once it knows systemd listens, WATCHDOG= at READY=1.
+    this.statusJob = runtime.register({
+      name: STATUS_INTERVAL_NAME,
+      afterBoot: false,
+      enabled: false,
+      schedule: { kind: 'every', intervalMs: STATUS_REFRESH_MS },
+      backoff: { firstMs: STATUS_REFRESH_MS, capMs: STATUS_REFRESH_MS },
+      run: async () => {
+        this.statusTick();
+        return ok();
+      },
+    });
+    const usec = config.systemd.watchdogUsec;
+    this.watchdogJob =
+      usec === null
+        ? null
+        : runtime.register({
+            name: WATCHDOG_INTERVAL_NAME,
+            afterBoot: false,
+            enabled: false,
+            schedule: { kind: 'every', intervalMs: watchdogPeriodMs(usec) },
+            backoff: { firstMs: watchdogPeriodMs(usec), capMs: watchdogPeriodMs(usec) },
+            run: async () => {
+              this.watchdogTick();
+              return ok();
+            },
+          });
+  }
 
   onApplicationBootstrap(): void {
     if (!this.socket.enabled) return;
     this.phase = 'booting';
     this.statusTick();
-    this.every(STATUS_INTERVAL_NAME, STATUS_REFRESH_MS, () => this.statusTick());
+    this.statusJob.enable();
     this.bootGate.whenOpen().then(
       () => this.ready(),
       (err: unknown) => this.logger.error(`READY=1 not sent: ${String(err)}`),
@@ -91,9 +123,8 @@ export class NotifyService implements OnApplicationBootstrap, OnModuleDestroy {
    * itself closes in NotifySocket.onApplicationShutdown, last.
    */
   onModuleDestroy(): void {
-    for (const name of [WATCHDOG_INTERVAL_NAME, STATUS_INTERVAL_NAME]) {
-      if (this.scheduler.doesExist('interval', name)) this.scheduler.deleteInterval(name);
-    }
+    this.watchdogJob?.disable();
+    this.statusJob.disable();
     if (this.phase === 'idle' || this.phase === 'stopping') return;
     this.phase = 'stopping';
     this.send([{ kind: 'stopping' }, { kind: 'status', text: statusLine({ phase: 'stopping' }) }]);
@@ -107,9 +138,9 @@ export class NotifyService implements OnApplicationBootstrap, OnModuleDestroy {
     this.lastStatus = text;
     this.send([{ kind: 'ready' }, { kind: 'status', text }]);
     const usec = this.config.systemd.watchdogUsec;
-    if (usec !== null) {
+    if (usec !== null && this.watchdogJob) {
       const periodMs = watchdogPeriodMs(usec);
-      this.every(WATCHDOG_INTERVAL_NAME, periodMs, () => this.watchdogTick());
+      this.watchdogJob.enable();
       this.logger.log(`systemd watchdog: WATCHDOG=1 every ${periodMs / 1000} s while live (timeout ${usec / 1e6} s)`);
     }
   }
@@ -125,12 +156,5 @@ export class NotifyService implements OnApplicationBootstrap, OnModuleDestroy {
 
   private send(fields: readonly NotifyField[]): void {
     this.socket.send(notifyDatagram(fields));
-  }
-
-  private every(name: string, ms: number, fn: () => void): void {
-    const timer = setInterval(fn, ms);
-    // Never what keeps the process alive; onModuleDestroy clears it too.
-    timer.unref();
-    this.scheduler.addInterval(name, timer);
   }
 }

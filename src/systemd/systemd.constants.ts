@@ -1,4 +1,4 @@
-/** Names of the jobs in the SchedulerRegistry. */
+/** Names of the jobs in the job runtime (and of their timeouts in the SchedulerRegistry). */
 export const WATCHDOG_INTERVAL_NAME = 'systemd-watchdog';
 export const STATUS_INTERVAL_NAME = 'systemd-status';
 

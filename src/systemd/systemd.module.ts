@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { HealthModule } from '../health/health.module';
 import { HeartbeatModule } from '../heartbeat/heartbeat.module';
+import { JobsModule } from '../jobs/jobs.module';
 import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { OutboundModule } from '../outbound/outbound.module';
 import { ReducerModule } from '../reducer/reducer.module';
@@ -14,7 +15,7 @@ import { NotifySocket } from './notify.socket';
  * before the deeper modules' shutdown work. Nothing imports it; it exports nothing.
  */
 @Module({
-  imports: [HealthModule, HeartbeatModule, OutboundModule, ReducerModule, LifecycleModule],
+  imports: [HealthModule, HeartbeatModule, OutboundModule, ReducerModule, LifecycleModule, JobsModule],
   providers: [NotifySocket, AgentSummary, NotifyService],
 })
 export class SystemdModule {}

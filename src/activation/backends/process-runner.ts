@@ -62,17 +62,17 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       exited = { code, signal };
       // A grandchild that inherited stderr can hold the pipe open after the
       // child exits; the exit status is what counts, so 'close' gets a grace.
-      timers.push(setTimeout(() => settle({ exitCode: code, signal, spawnError: null }), EXIT_CLOSE_GRACE_MS));
+      timers.push(setTimeout(() => settle({ exitCode: code, signal, spawnError: null }), EXIT_CLOSE_GRACE_MS)); // not a job: this child's grace
     });
     child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
       if (child.pid === undefined) return; // the 'error' handler settles a failed spawn
       settle({ exitCode: code, signal, spawnError: null });
     });
     timers.push(
-      setTimeout(() => {
+      setTimeout(() => { // not a job: this child's deadline
         timedOut = true;
         killGroup('SIGTERM');
-        timers.push(setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS));
+        timers.push(setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS)); // not a job: this child's kill grace
       }, options.timeoutMs),
     );
   });
