@@ -95,7 +95,7 @@ export class IdentityWatcher implements OnApplicationBootstrap {
       afterBoot: false,
       schedule: { kind: 'every', intervalMs: IDENTITY_POLL_MS },
       backoff: { firstMs: IDENTITY_POLL_MS, capMs: IDENTITY_POLL_MS },
-      run: async () => this.poll(),
+      run: () => this.poll(),
     });
   }
 

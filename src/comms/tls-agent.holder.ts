@@ -48,7 +48,7 @@ export class TlsAgentHolder implements OnApplicationShutdown {
       enabled: false,
       schedule: { kind: 'every', intervalMs: RETIRE_CHECK_MS },
       backoff: { firstMs: RETIRE_CHECK_MS, capMs: RETIRE_CHECK_MS },
-      run: async () => {
+      run: () => {
         this.checkRetired();
         return ok();
       },

@@ -89,7 +89,7 @@ export class HealthService implements OnModuleDestroy {
       afterBoot: false,
       schedule: { kind: 'every', intervalMs: 1_000 },
       backoff: { firstMs: 1_000, capMs: 1_000 },
-      run: async () => {
+      run: () => {
         this.sampleLoopDelay();
         return ok();
       },

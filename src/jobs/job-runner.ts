@@ -4,6 +4,7 @@ import { jitter, type RandomSource } from '../clock/random';
 import { retryDelayMs } from './backoff';
 import {
   failed,
+  type JobContext,
   type JobDefinition,
   type JobHandle,
   type JobProgress,
@@ -226,7 +227,7 @@ export class JobRunner implements JobHandle {
   private async execute(controller: AbortController, startMono: number): Promise<void> {
     let result: JobResult;
     try {
-      result = await this.definition.run({ signal: controller.signal, progressed: () => this.progressed() });
+      result = await runOf(this.definition, { signal: controller.signal, progressed: () => this.progressed() });
     } catch (err) {
       // A job handles its own errors; one that escapes is a failed run, never the end of the job.
       result = failed(`unexpected error: ${err instanceof Error ? err.message : String(err)}`);
@@ -326,6 +327,19 @@ export class JobRunner implements JobHandle {
 
   private wallOf(mono: number): string {
     return new Date(this.deps.clock.now().getTime() + (mono - this.deps.clock.monotonicMs())).toISOString();
+  }
+}
+
+/**
+ * A run as a promise. A job may answer at once; one that throws before it
+ * answers fails like one whose promise rejects, a turn later, so no run ends
+ * inside launch() (before it counts as in flight).
+ */
+function runOf(definition: JobDefinition, context: JobContext): Promise<JobResult> {
+  try {
+    return Promise.resolve(definition.run(context));
+  } catch (err) {
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
   }
 }
 

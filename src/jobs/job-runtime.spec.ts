@@ -383,6 +383,28 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
       await r.advanceAndTick(handle, r.dueIn(handle)!);
       expect(handle.status().consecutiveFailures).toBe(0);
     });
+
+    it('runs a job that answers at once like one that answers later: a throw before it answers fails the run, settled while it is in flight', async () => {
+      let fail = true;
+      const states: string[] = [];
+      let handle!: JobHandle;
+      const r = await rig((rt) => {
+        handle = rt.register({
+          ...job('at-once', new Script()),
+          run: () => {
+            if (fail) throw new Error('disk on fire');
+            return ok();
+          },
+          onSettled: () => states.push(handle.status().state),
+        });
+      });
+      await r.advanceAndTick(handle, 10_000);
+      expect(handle.status()).toMatchObject({ consecutiveFailures: 1, lastResult: { kind: 'failed', cause: 'unexpected error: disk on fire' } });
+      fail = false;
+      await r.advanceAndTick(handle, r.dueIn(handle)!);
+      expect(handle.status()).toMatchObject({ state: 'scheduled', consecutiveFailures: 0, lastResult: { kind: 'ok' } });
+      expect(states).toEqual(['running', 'running']);
+    });
   });
 
   describe('the backoff policy (pure)', () => {

@@ -80,7 +80,8 @@ export interface JobDefinition {
   readonly enabled?: boolean;
   /** What counts as the job's first run when it starts (the heartbeat: the boot handshake). */
   readonly firstResult?: () => JobResult;
-  run(context: JobContext): Promise<JobResult>;
+  /** A job with nothing to wait for answers at once. */
+  run(context: JobContext): JobResult | Promise<JobResult>;
   /** The job has started; `nextDueAt` is its first run. */
   onStarted?(nextDueAt: string | null): void;
   /** After every run that was not cut by shutdown: where the job says what happened and what comes next. */

@@ -51,7 +51,7 @@ export class NotifyService implements OnApplicationBootstrap, OnModuleDestroy {
       enabled: false,
       schedule: { kind: 'every', intervalMs: STATUS_REFRESH_MS },
       backoff: { firstMs: STATUS_REFRESH_MS, capMs: STATUS_REFRESH_MS },
-      run: async () => {
+      run: () => {
         this.statusTick();
         return ok();
       },
@@ -66,7 +66,7 @@ export class NotifyService implements OnApplicationBootstrap, OnModuleDestroy {
             enabled: false,
             schedule: { kind: 'every', intervalMs: watchdogPeriodMs(usec) },
             backoff: { firstMs: watchdogPeriodMs(usec), capMs: watchdogPeriodMs(usec) },
-            run: async () => {
+            run: () => {
               this.watchdogTick();
               return ok();
             },
