@@ -14,8 +14,9 @@ export class StatusController {
 
   @Get('status')
   async status(): Promise<StatusDocument> {
-    const parts = await Promise.all(this.contributors.map((c) => c.statusPart()));
-    const merged: Partial<Record<keyof StatusDocument, unknown>> = Object.assign({}, ...parts);
+    const parts = await Promise.all(this.contributors.map((c) => Promise.resolve(c.statusPart())));
+    const merged: Partial<Record<keyof StatusDocument, unknown>> = {};
+    for (const part of parts) Object.assign(merged, part);
     // In the contract's key order, whatever order the modules answered in.
     return Object.fromEntries(STATUS_KEYS.map((key) => [key, merged[key]])) as unknown as StatusDocument;
   }

@@ -20,7 +20,10 @@ export function errnoText(err: unknown): string {
       return 'read-only file system';
     case 'ENOSPC':
       return 'no space left on the device';
+    case undefined:
+      // Not a system call's error: its message, or the thrown value itself.
+      return String(e.message ?? err);
     default:
-      return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
+      return `${e.code}: ${e.message}`;
   }
 }

@@ -314,6 +314,7 @@ function argvProblem(err: unknown): string {
       return /does not take an argument/.test(e.message)
         ? `config error: ${option ?? 'a flag'} is a switch and takes no value (see --help)`
         : `config error: ${option ?? 'a flag'} needs a value (see --help)`;
+    case undefined: // not parseArgs's own error: its message is all there is
     default:
       return `config error: ${e.message} (see --help)`;
   }

@@ -210,7 +210,7 @@ function toRecord(v: unknown): DiskRecord | null {
   switch (v.t) {
     case 'event': {
       if (!isKind(v.kind) || !isStr(v.appendedAt) || !isObj(v.meta) || !isStr(v.envelope)) return null;
-      const rec: EventRecord = { t: 'event', rolloutId, seq, kind: v.kind, appendedAt: v.appendedAt, meta: v.meta as LogMeta, envelope: v.envelope };
+      const rec: EventRecord = { t: 'event', rolloutId, seq, kind: v.kind, appendedAt: v.appendedAt, meta: v.meta, envelope: v.envelope };
       if (v.batch !== undefined) {
         const b = v.batch;
         if (!Array.isArray(b) || b.length !== 2 || !Number.isSafeInteger(b[0]) || !Number.isSafeInteger(b[1])) return null;
