@@ -46,7 +46,7 @@ function items(): AppendItem[] {
   return out;
 }
 
-async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+async function timed<T>(fn: () => T | Promise<T>): Promise<{ ms: number; value: T }> {
   const t = performance.now();
   const value = await fn();
   return { ms: performance.now() - t, value };
@@ -110,8 +110,8 @@ async function main(): Promise<void> {
 
     const reopened = await timed(() => open(T0));
     const log = reopened.value;
-    const rec = await timed(async () => log.records());
-    const rebuilt = await timed(async () => rebuildFromLog(rec.value));
+    const rec = await timed(() => log.records());
+    const rebuilt = await timed(() => rebuildFromLog(rec.value));
     console.log(
       `open (read, check ${log.openReport.records.toLocaleString('en-US')} records): ${fixed(reopened.ms)}; records(): ${fixed(rec.ms)}; ` +
         `rebuildFromLog: ${fixed(rebuilt.ms)} (${Object.keys(rebuilt.value.rollouts).length} rollouts); total ${fixed(reopened.ms + rec.ms + rebuilt.ms)}`,

@@ -339,7 +339,7 @@ export class DevControlPlane {
         try {
           value = probe();
         } catch (err) {
-          settle(() => reject(err));
+          settle(() => reject(err instanceof Error ? err : new Error(String(err))));
           return;
         }
         if (value) {
@@ -510,7 +510,7 @@ export class DevControlPlane {
       return error(403, 'hostname_mismatch', `hostname ${hb.hostname} does not match the certificate's machine id ${rec.machineId}`);
     }
     const headers: Record<string, string> = {};
-    const replayFrom = this.replayFromFor(hb.hostname, seqs as Record<string, number>);
+    const replayFrom = this.replayFromFor(hb.hostname, seqs);
     if (replayFrom !== null) headers[HEADER_REPLAY_FROM] = replayFrom;
     return {
       status: 200,

@@ -266,7 +266,7 @@ function importSigningKey(key: crypto.KeyObject): Promise<crypto.webcrypto.Crypt
 
 function spki(key: crypto.KeyObject): ArrayBuffer {
   const der = key.export({ type: 'spki', format: 'der' });
-  return der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer;
+  return der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength);
 }
 
 function pem(key: crypto.KeyObject, type: 'pkcs8' | 'sec1' | 'pkcs1'): string {

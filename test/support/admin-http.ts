@@ -35,7 +35,7 @@ export async function statusWhen(
   timeoutMs = 10_000,
 ): Promise<Json> {
   const deadline = Date.now() + timeoutMs;
-  let last: unknown = 'no answer yet';
+  let last: unknown;
   for (;;) {
     if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
       throw new Error(`agent exited (${agent.child.exitCode ?? agent.child.signalCode}) while waiting for ${what}; output:\n${agent.output()}`);
@@ -69,7 +69,7 @@ export function getText(port: number, path: string): Promise<{ status: number; t
 }
 
 /** 'connected', or the error code a TCP connect to `host:port` failed with (ECONNREFUSED: nothing listens). */
-export function tcpConnect(host: string, port: number): Promise<'connected' | string> {
+export function tcpConnect(host: string, port: number): Promise<string> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     socket.once('connect', () => {

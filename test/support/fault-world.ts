@@ -141,7 +141,7 @@ function faultAgent(run: RunningAgent, port: number, stateDir: string): FaultAge
     async waitForLog(pattern, what, timeoutMs = 15_000) {
       let found: JsonLogEntry | undefined;
       await eventually(
-        async () => {
+        () => {
           found = logs().find((l) => pattern.test(l.message));
           return found !== undefined;
         },

@@ -3,6 +3,8 @@
  * do: a poll every 50 ms, bounded, and a failure that says what was awaited.
  */
 
+import { inspect } from 'node:util';
+
 /**
  * Polls (real time, every 50 ms) until `probe` gives something other than
  * null, and resolves with it. A throw counts as "not yet" (an agent not
@@ -24,7 +26,7 @@ export async function until<T>(
       lastError = err;
     }
     if (Date.now() > deadline) {
-      const last = lastError === null ? '' : ` (last error: ${String(lastError)})`;
+      const last = lastError === null ? '' : ` (last error: ${describeThrown(lastError)})`;
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}\n${context()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
@@ -39,4 +41,9 @@ export async function eventually(
   context: () => string = () => '',
 ): Promise<void> {
   await until(async () => ((await check()) ? true : null), timeoutMs, what, context);
+}
+
+/** An Error as "Error: message"; anything else thrown as the value itself, not "[object Object]". */
+function describeThrown(err: unknown): string {
+  return err instanceof Error ? String(err) : inspect(err);
 }
