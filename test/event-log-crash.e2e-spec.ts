@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { EventLog } from '../src/outbound/event-log';
 import { cleanEnv } from './support/agent-process';
+// The child's envelope function is the reference the log must return byte for byte.
+import * as child from './support/append-child';
 
 const CHILD = join(__dirname, 'support', 'append-child.js');
 const BUILT_LOG = join(__dirname, '..', 'dist', 'outbound', 'event-log.js');
-// The child is plain JS; its envelope function is the reference the log must return byte for byte.
-const child = require(CHILD) as { envelopeOf: (rolloutId: string, seq: number) => string; ROLLOUTS: string[] };
 
 const ROUNDS = 25;
 

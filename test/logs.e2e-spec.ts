@@ -67,7 +67,7 @@ describe('the built agent logs', () => {
     expect(out.length).toBeGreaterThan(3);
     const entries = all.map((line) => {
       let parsed: unknown;
-      expect(() => (parsed = JSON.parse(line))).not.toThrow();
+      expect(() => (parsed = JSON.parse(line) as unknown)).not.toThrow();
       return parsed as Record<string, unknown>;
     });
     for (const e of entries) {

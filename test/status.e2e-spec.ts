@@ -98,7 +98,7 @@ function expectContractKeys(body: Json): void {
     expect(Object.keys(c).sort()).toEqual(['detail', 'since', 'state']);
     expect(['ok', 'warning', 'failing']).toContain(c.state);
     expect(typeof c.detail).toBe('string');
-    expect(c.since === null || RFC3339.test(String(c.since))).toBe(true);
+    expect(c.since === null || (typeof c.since === 'string' && RFC3339.test(c.since))).toBe(true);
   }
 }
 

@@ -114,18 +114,14 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
   it('submits no tick before the boot gate opens, and stops ticking at shutdown', async () => {
     // The handshake outlasts one tick interval: an ungated ticker would have ticked by then.
     world.cp.respondNext('heartbeat', { delayMs: 1_300 });
-    const ticks: { gateOpen: boolean }[] = [];
-    const real = ReducerService.prototype.submit;
-    let gate: BootGate | null = null;
-    jest.spyOn(ReducerService.prototype, 'submit').mockImplementation(function (this: ReducerService, input) {
-      if (input.type === 'Tick') ticks.push({ gateOpen: gate?.isOpen() ?? false });
-      return real.call(this, input);
-    });
+    // Both spies pass every call through; Jest numbers the calls to all mocks in one sequence.
+    const submits = jest.spyOn(ReducerService.prototype, 'submit');
+    const opens = jest.spyOn(BootGate.prototype, 'open');
+    const ticks = (): number[] => submits.mock.calls.flatMap(([input], i) => (input.type === 'Tick' ? [submits.mock.invocationCallOrder[i]] : []));
 
     agent = await buildAgent(world, { extra: ['--heartbeat-interval', '60'] });
     const a = agent;
     const bootGate = a.app.get(BootGate);
-    gate = bootGate;
     const scheduler = a.app.get(SchedulerRegistry);
     // A job of the runtime: its state says whether it runs, its armed timeout sits in the registry under its name.
     const state = (): string | undefined => a.app.get(JobRuntime).status().find((j) => j.name === ADVANCE_TICK_NAME)?.state;
@@ -139,16 +135,17 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
     expect(state()).not.toBe('waiting');
     // The job's timer delivers a tick once the clock says one is due.
     a.clock.advance(1_000);
-    await world.cp.waitFor(() => ticks.length >= 1, 5_000, 'a scheduled tick');
-    expect(ticks.every((t) => t.gateOpen)).toBe(true);
+    await world.cp.waitFor(() => ticks().length >= 1, 5_000, 'a scheduled tick');
+    expect(opens).toHaveBeenCalled();
+    expect(ticks().every((order) => order > opens.mock.invocationCallOrder[0])).toBe(true);
 
     await a.close();
     agent = null;
     expect(state()).toBe('stopped');
     expect(scheduler.doesExist('timeout', ADVANCE_TICK_NAME)).toBe(false);
     expect(scheduler.getIntervals()).not.toContain(ADVANCE_TICK_NAME);
-    const after = ticks.length;
+    const after = ticks().length;
     await a.app.get(AdvanceTicker).tick();
-    expect(ticks.length).toBe(after);
+    expect(ticks().length).toBe(after);
   });
 });

@@ -57,18 +57,11 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
     return agent;
   }
 
-  /** Activate inputs the reducer was handed (the spy passes every call through). */
-  function spyActivates(): ReducerInput[] {
-    const seen: ReducerInput[] = [];
-    const real = ReducerService.prototype.submit;
-    jest.spyOn(ReducerService.prototype, 'submit').mockImplementation(function (this: ReducerService, input) {
-      if (input.type === 'Activate') seen.push(input);
-      return real.call(this, input);
-    });
-    return seen;
+  /** Activate inputs the reducer was handed, so far (the spy passes every call through). */
+  function spyActivates(): () => ReducerInput[] {
+    const submits = jest.spyOn(ReducerService.prototype, 'submit');
+    return () => submits.mock.calls.map(([input]) => input).filter((input) => input.type === 'Activate');
   }
-
-  const pollsSince = (n: number): number => world.cp.dispatchPolls.length - n;
 
   it('turns a dispatch queued on the CP into Activate: DispatchAck names the closure before, and the link moves to the target', async () => {
     const rolloutId = 'stable@aa000001';
@@ -172,7 +165,7 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
       await world.cp.waitFor(() => a.app.get(DispatchWorker).status().consecutiveFailures === 0, 5_000, 'the failure cleared');
       expect(a.app.get(DispatchWorker).status()).toMatchObject({ failingSince: null, lastError: expect.stringContaining('bad response body') });
     }
-    expect(activates).toEqual([]);
+    expect(activates()).toEqual([]);
     expect(a.app.get(ReducerService).current().rollouts).toEqual({});
     expect(a.app.get(DispatchWorker).status().lastOrder).toBeNull();
   });
@@ -192,19 +185,19 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
       'a poll after the ignored order',
     );
     expect(world.cp.dispatchPolls.slice(before)[0]).toMatchObject({ status: 200, scripted: true });
-    expect(activates).toEqual([]);
+    expect(activates()).toEqual([]);
     expect(a.app.get(ReducerService).current().rollouts).toEqual({});
     // Well-formed, just not ours: not a failure, no backoff.
     expect(a.app.get(DispatchWorker).status()).toMatchObject({ consecutiveFailures: 0, lastOrder: null });
   });
 
   it('keeps polling when the reducer fails to take an order (its events could not be made durable)', async () => {
-    const real = ReducerService.prototype.submit;
-    jest.spyOn(ReducerService.prototype, 'submit').mockImplementation(function (this: ReducerService, input) {
-      if (input.type === 'Activate') return Promise.reject(new Error('event log: ENOSPC'));
-      return real.call(this, input);
-    });
     const a = await start();
+    const reducer = a.app.get(ReducerService);
+    const submit = reducer.submit.bind(reducer);
+    jest
+      .spyOn(reducer, 'submit')
+      .mockImplementation((input) => (input.type === 'Activate' ? Promise.reject(new Error('event log: ENOSPC')) : submit(input)));
     await world.cp.waitFor(() => world.cp.dispatchPolls.length > 0, 5_000, 'the first poll');
     world.cp.queueDispatch(MACHINE, { rollout_id: 'stable@dd000001', target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
     const error = await world.cp.waitFor(() => a.logs.messages('error', DispatchWorker.name)[0], 5_000, 'the error');

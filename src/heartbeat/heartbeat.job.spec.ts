@@ -15,6 +15,9 @@ class AnyInterval {
   tick(): void {}
 }
 
+/** The function a method decorator put its metadata on. */
+const methodOf = (prototype: object, name: string): object => Object.getOwnPropertyDescriptor(prototype, name)?.value as object;
+
 describe('the heartbeat job: an @Interval that @nestjs/schedule mounts at bootstrap and clears at shutdown', () => {
   let world: World;
   let agent: AgentUnderTest | null = null;
@@ -34,8 +37,8 @@ describe('the heartbeat job: an @Interval that @nestjs/schedule mounts at bootst
     a.app.get(JobRuntime).status().find((j) => j.name === HEARTBEAT_INTERVAL_NAME)?.state;
 
   it('declares HeartbeatService.tick as the interval "heartbeat" of 250 ms', () => {
-    const tick = Object.getOwnPropertyDescriptor(HeartbeatService.prototype, 'tick')?.value as object;
-    expect(Reflect.getMetadata(SCHEDULER_TYPE, tick)).toBe(Reflect.getMetadata(SCHEDULER_TYPE, AnyInterval.prototype.tick));
+    const tick = methodOf(HeartbeatService.prototype, 'tick');
+    expect(Reflect.getMetadata(SCHEDULER_TYPE, tick)).toBe(Reflect.getMetadata(SCHEDULER_TYPE, methodOf(AnyInterval.prototype, 'tick')));
     expect(Reflect.getMetadata(SCHEDULER_NAME, tick)).toBe(HEARTBEAT_INTERVAL_NAME);
     expect(Reflect.getMetadata(SCHEDULE_INTERVAL_OPTIONS, tick)).toEqual({ timeout: HEARTBEAT_TICK_MS });
     expect(HEARTBEAT_TICK_MS).toBe(250);

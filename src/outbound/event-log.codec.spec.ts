@@ -102,7 +102,7 @@ describe('event log codec', () => {
 
     it("returns the wire event inside a stored envelope", () => {
       const it1 = item(5, 'ProbeResult');
-      expect(eventOf({ ...it1, appendedAt: AT, delivery: { state: 'pending' } })).toEqual(JSON.parse(it1.envelope).event);
+      expect(eventOf({ ...it1, appendedAt: AT, delivery: { state: 'pending' } })).toEqual((JSON.parse(it1.envelope) as { event: unknown }).event);
     });
   });
 

@@ -26,8 +26,9 @@ describe('MarkSync', () => {
   let dues: number;
   let datasyncs: number;
   let marks: MarkSync;
-  const datasync = async (): Promise<void> => {
+  const datasync = (): Promise<void> => {
     datasyncs++;
+    return Promise.resolve();
   };
 
   beforeEach(() => {
