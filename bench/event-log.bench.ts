@@ -101,7 +101,9 @@ async function main(): Promise<void> {
           `${(single / r.ms).toFixed(1)}× one-per-append`,
       );
     }
-    console.log(`file size after ${EVENTS} events: ${runs[0].bytes.toLocaleString('en-US')} B (${Math.round(runs[0].bytes / EVENTS)} B a record)`);
+    console.log(
+      `file size after ${EVENTS} events: ${runs[0].bytes.toLocaleString('en-US')} B (${Math.round(runs[0].bytes / EVENTS)} B a record)`,
+    );
 
     // Marks, open, rebuild and compaction on the one-per-append log.
     const dir = join(root, 'append-1');
@@ -138,7 +140,12 @@ async function main(): Promise<void> {
       const envelope: EventEnvelope = {
         hostname: 'web-01.example.org',
         rolloutId,
-        event: { kind: 'Converged', seq, convergedAt: new Date(T0).toISOString(), currentClosure: `${'a'.repeat(32)}-nixos-system-web-01-26.05` },
+        event: {
+          kind: 'Converged',
+          seq,
+          convergedAt: new Date(T0).toISOString(),
+          currentClosure: `${'a'.repeat(32)}-nixos-system-web-01-26.05`,
+        },
       };
       await ending.append([{ rolloutId, seq, kind: 'Converged', envelope: JSON.stringify(envelope), meta: {} }]);
       await ending.markDelivered(rolloutId, seq, 204);

@@ -32,12 +32,24 @@ function eventFor(seq: number): AgentEvent {
 }
 
 async function prepareLog(stateDir: string): Promise<void> {
-  const log = await EventLog.open({ dir: stateDir, maxBytes: 1 << 30, retentionMs: 7 * 86_400_000, now: () => new Date(), autoCompact: false });
+  const log = await EventLog.open({
+    dir: stateDir,
+    maxBytes: 1 << 30,
+    retentionMs: 7 * 86_400_000,
+    now: () => new Date(),
+    autoCompact: false,
+  });
   const batch: AppendItem[] = [];
   for (let seq = 1; seq <= EVENTS; seq++) {
     const event = eventFor(seq);
     const envelope: EventEnvelope = { hostname: MACHINE_ID, rolloutId: ROLLOUT, event };
-    batch.push({ rolloutId: ROLLOUT, seq, kind: event.kind, envelope: JSON.stringify(envelope), meta: { channel: 'stable', targetClosure: CLOSURE } });
+    batch.push({
+      rolloutId: ROLLOUT,
+      seq,
+      kind: event.kind,
+      envelope: JSON.stringify(envelope),
+      meta: { channel: 'stable', targetClosure: CLOSURE },
+    });
     if (batch.length === 500) await log.append(batch.splice(0));
   }
   for (let seq = 1; seq <= EVENTS; seq++) await log.markDelivered(ROLLOUT, seq, 204);
@@ -54,7 +66,9 @@ async function main(): Promise<void> {
     symlinkSync(`/nix/store/${CLOSURE}`, join(dir, 'current-system'));
     const prep = performance.now();
     await prepareLog(stateDir);
-    process.stdout.write(`prepared ${EVENTS.toLocaleString('en-US')} delivered events in ${((performance.now() - prep) / 1000).toFixed(1)} s\n`);
+    process.stdout.write(
+      `prepared ${EVENTS.toLocaleString('en-US')} delivered events in ${((performance.now() - prep) / 1000).toFixed(1)} s\n`,
+    );
 
     // A CP that lost its database: it holds nothing and asks the agent to replay from 0.
     const cp = await DevControlPlane.start({ pki, autoReplayFrom: 'always' });
@@ -64,17 +78,28 @@ async function main(): Promise<void> {
       process.execPath,
       [
         agentMain,
-        '--control-plane-url', cp.url,
-        '--machine-id', MACHINE_ID,
-        '--ca-cert', pki.caCertPath,
-        '--client-cert', pki.client.certPath,
-        '--client-key', pki.client.keyPath,
-        '--state-dir', stateDir,
-        '--current-system-path', join(dir, 'current-system'),
-        '--activation-backend', 'symlink',
-        '--heartbeat-interval', '1',
-        '--admin-listen', `127.0.0.1:${await freePort()}`,
-        '--log-level', 'warn',
+        '--control-plane-url',
+        cp.url,
+        '--machine-id',
+        MACHINE_ID,
+        '--ca-cert',
+        pki.caCertPath,
+        '--client-cert',
+        pki.client.certPath,
+        '--client-key',
+        pki.client.keyPath,
+        '--state-dir',
+        stateDir,
+        '--current-system-path',
+        join(dir, 'current-system'),
+        '--activation-backend',
+        'symlink',
+        '--heartbeat-interval',
+        '1',
+        '--admin-listen',
+        `127.0.0.1:${await freePort()}`,
+        '--log-level',
+        'warn',
       ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );

@@ -207,13 +207,7 @@ describe('DevControlPlane', () => {
       for (const seq of [3, 1, 2, 5]) expect((await postEvent(envelope(seq))).status).toBe(204);
       expect((await postEvent(envelope(1, R2))).status).toBe(204);
       expect(cp!.events('web-01', R1).map((e) => e.seq)).toEqual([1, 2, 3, 5]);
-      expect(cp!.events('web-01').map((e) => `${e.rolloutId}#${e.seq}`)).toEqual([
-        `${R1}#1`,
-        `${R1}#2`,
-        `${R1}#3`,
-        `${R1}#5`,
-        `${R2}#1`,
-      ]);
+      expect(cp!.events('web-01').map((e) => `${e.rolloutId}#${e.seq}`)).toEqual([`${R1}#1`, `${R1}#2`, `${R1}#3`, `${R1}#5`, `${R2}#1`]);
       expect(cp!.heldSeq('web-01', R1)).toBe(3);
       expect(cp!.heldSeq('web-01', 'stable@unknown')).toBe(0);
     });
@@ -410,7 +404,7 @@ describe('DevControlPlane', () => {
       expect(cp!.eventPosts[1]).toMatchObject({ status: 204, outcome: 'duplicate' });
     });
 
-        it('applies a script even to a request the CP would refuse', async () => {
+    it('applies a script even to a request the CP would refuse', async () => {
       await start();
       cp!.respondNext('heartbeat', { status: 200, body: { received_at: null } });
       expect((await heartbeat({}, undefined, { protocol: '9' })).status).toBe(200);

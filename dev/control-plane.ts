@@ -473,7 +473,11 @@ export class DevControlPlane {
   private async answer(route: CpRoute, rec: ReceivedRequest, url: URL, res: ServerResponse): Promise<Answer | null> {
     const protocol = rec.headers[HEADER_PROTOCOL.toLowerCase()];
     if (typeof protocol !== 'string' || !NON_NEGATIVE_INT.test(protocol)) {
-      return error(400, 'bad_protocol_header', `${HEADER_PROTOCOL} must be a non-negative integer, got ${JSON.stringify(protocol ?? null)}`);
+      return error(
+        400,
+        'bad_protocol_header',
+        `${HEADER_PROTOCOL} must be a non-negative integer, got ${JSON.stringify(protocol ?? null)}`,
+      );
     }
     if (Number(protocol) !== PROTOCOL_MAJOR) {
       return error(426, 'protocol_mismatch', `this CP speaks protocol ${PROTOCOL_MAJOR}, not ${protocol}`);
@@ -481,7 +485,11 @@ export class DevControlPlane {
     if (rec.machineId === '') return error(403, 'no_identity', 'the client certificate carries no usable CN');
     if (route !== 'dispatch' && !isJson(rec.headers['content-type'])) {
       // Like a typical JSON extractor (e.g. axum's `Json`): a body without the JSON media type is refused.
-      return error(415, 'unsupported_media_type', `Content-Type must be application/json, got ${JSON.stringify(rec.headers['content-type'] ?? null)}`);
+      return error(
+        415,
+        'unsupported_media_type',
+        `Content-Type must be application/json, got ${JSON.stringify(rec.headers['content-type'] ?? null)}`,
+      );
     }
     switch (route) {
       case 'heartbeat':

@@ -56,18 +56,30 @@ async function main(): Promise<number> {
   const agentMain = join(__dirname, '..', '..', 'dist', 'main.js');
   const args = [
     agentMain,
-    '--control-plane-url', cp.url,
-    '--machine-id', MACHINE_ID,
-    '--ca-cert', pki.caCertPath,
-    '--client-cert', pki.clientOpensshEd25519.certPath,
-    '--client-key', pki.clientOpensshEd25519.keyPath,
-    '--state-dir', join(root, 'state'),
-    '--current-system-path', currentSystem,
-    '--store-dir', store,
-    '--activation-backend', 'symlink',
-    '--heartbeat-interval', String(interval),
-    '--admin-listen', `127.0.0.1:${adminPort}`,
-    '--log-format', 'json',
+    '--control-plane-url',
+    cp.url,
+    '--machine-id',
+    MACHINE_ID,
+    '--ca-cert',
+    pki.caCertPath,
+    '--client-cert',
+    pki.clientOpensshEd25519.certPath,
+    '--client-key',
+    pki.clientOpensshEd25519.keyPath,
+    '--state-dir',
+    join(root, 'state'),
+    '--current-system-path',
+    currentSystem,
+    '--store-dir',
+    store,
+    '--activation-backend',
+    'symlink',
+    '--heartbeat-interval',
+    String(interval),
+    '--admin-listen',
+    `127.0.0.1:${adminPort}`,
+    '--log-format',
+    'json',
   ];
   const log = createWriteStream(logPath);
   // Its own process group: Ctrl-C (SIGINT to the terminal's group) and a closed terminal
@@ -112,7 +124,7 @@ async function main(): Promise<number> {
     const stored = cp.events(MACHINE_ID, ROLLOUT);
     for (; eventsSeen < stored.length; eventsSeen++) {
       const e = stored[eventsSeen];
-      say(`CP <- event ${e.kind} seq ${e.seq}${phase === 'replaying' ? ' (replayed from the agent\'s log)' : ''}`);
+      say(`CP <- event ${e.kind} seq ${e.seq}${phase === 'replaying' ? " (replayed from the agent's log)" : ''}`);
     }
     switch (phase) {
       case 'warm-up':
@@ -131,7 +143,9 @@ async function main(): Promise<number> {
         if (stored.some((e) => e.kind === 'Converged')) {
           const s = await status();
           const r = s?.rollouts.find((x) => x.rolloutId === ROLLOUT);
-          say(`agent /status: ${ROLLOUT} ${r?.state ?? '?'}, last seq ${r?.lastEventSeq ?? '?'}, delivered through ${r?.lastDeliveredSeq ?? '-'}`);
+          say(
+            `agent /status: ${ROLLOUT} ${r?.state ?? '?'}, last seq ${r?.lastEventSeq ?? '?'}, delivered through ${r?.lastDeliveredSeq ?? '-'}`,
+          );
           convergedAtBeat = heartbeatsSeen;
           phase = 'converged';
         }

@@ -74,9 +74,7 @@ describe('makePki', () => {
     const rsa = crypto.createPrivateKey(fs.readFileSync(pki.clientPkcs1.keyPath));
     expect(rsa.asymmetricKeyType).toBe('rsa');
     expect(rsa.asymmetricKeyDetails?.modulusLength).toBe(2048);
-    expect(crypto.createPrivateKey(fs.readFileSync(pki.clientSec1.keyPath)).asymmetricKeyDetails?.namedCurve).toBe(
-      'prime256v1',
-    );
+    expect(crypto.createPrivateKey(fs.readFileSync(pki.clientSec1.keyPath)).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
   });
 
   it('writes the ed25519 host key in OpenSSH format that ssh-keygen reads and the cert matches', () => {

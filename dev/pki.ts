@@ -105,12 +105,7 @@ export async function makePki(dir: string, opts: { machineId?: string; serverNam
     return { certPath, keyPath, cn: o.cn };
   };
 
-  const withEcKey = async (
-    issuer: Ca,
-    name: string,
-    cn: string,
-    keyFormat: 'pkcs8' | 'sec1' = 'pkcs8',
-  ): Promise<ClientIdentity> => {
+  const withEcKey = async (issuer: Ca, name: string, cn: string, keyFormat: 'pkcs8' | 'sec1' = 'pkcs8'): Promise<ClientIdentity> => {
     const keys = await generateKeyPair('ec', { namedCurve: 'P-256' });
     const id = { certPath: file(`${name}.crt`), keyPath: file(`${name}.key`), cn };
     await writeLeaf(issuer, keys.publicKey, { cn, usage: 'client' }, id.certPath);
@@ -150,18 +145,17 @@ export async function makePki(dir: string, opts: { machineId?: string; serverNam
     return keyPath;
   };
 
-  const [, client, clientCanonical, clientSec1, otherMachine, foreign, clientOpensshEd25519, rsa, mismatchedKeyPath] =
-    await Promise.all([
-      server(),
-      withEcKey(ca, 'client', machineId),
-      withEcKey(ca, 'client-canonical', `agent-${machineId}.${CANONICAL_SUFFIX}`),
-      withEcKey(ca, 'client-sec1', machineId, 'sec1'),
-      withEcKey(ca, 'other-machine', 'db-02'),
-      withEcKey(foreignCa, 'foreign', machineId),
-      opensshEd25519(),
-      rsaClient(),
-      mismatched(),
-    ]);
+  const [, client, clientCanonical, clientSec1, otherMachine, foreign, clientOpensshEd25519, rsa, mismatchedKeyPath] = await Promise.all([
+    server(),
+    withEcKey(ca, 'client', machineId),
+    withEcKey(ca, 'client-canonical', `agent-${machineId}.${CANONICAL_SUFFIX}`),
+    withEcKey(ca, 'client-sec1', machineId, 'sec1'),
+    withEcKey(ca, 'other-machine', 'db-02'),
+    withEcKey(foreignCa, 'foreign', machineId),
+    opensshEd25519(),
+    rsaClient(),
+    mismatched(),
+  ]);
 
   return {
     dir,
@@ -227,10 +221,7 @@ async function writeLeaf(
     new x509.BasicConstraintsExtension(false, undefined, true),
     // keyEncipherment too, so an RSA key can also serve TLS 1.2 RSA key exchange.
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-    new x509.ExtendedKeyUsageExtension(
-      [o.usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth],
-      false,
-    ),
+    new x509.ExtendedKeyUsageExtension([o.usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth], false),
     await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
   ];
   if (o.usage === 'server') {

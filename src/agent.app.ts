@@ -10,10 +10,7 @@ import type { ListenAddress } from './config/listen-address';
  * Builds the agent's Nest application (not yet listening). Its only HTTP
  * surface is the read-only admin listener: no body is ever parsed.
  */
-export async function createAgentApp(
-  config: AgentConfig,
-  logger: LoggerService | false,
-): Promise<INestApplication> {
+export async function createAgentApp(config: AgentConfig, logger: LoggerService | false): Promise<INestApplication> {
   const app = await NestFactory.create(AgentModule.forRoot(config), new AdminHttpAdapter(), {
     logger,
     bufferLogs: false,

@@ -134,7 +134,8 @@ function handleStopSignals(app: INestApplication, logger: LoggerService): void {
       process.exit(1);
     }
     logger.log(`${signal} received: stopping the jobs, finishing in-flight work, closing listeners`, 'Shutdown');
-    const deadline = setTimeout(() => { // not a job: it bounds the stop of the app, job runtime included
+    const deadline = setTimeout(() => {
+      // not a job: it bounds the stop of the app, job runtime included
       logger.error(`shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway`, 'Shutdown');
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS);
@@ -170,7 +171,10 @@ async function handleReloadSignal(
     try {
       outcome = identity.checkNow();
     } catch (err) {
-      logger.error(`SIGHUP received; re-reading the client identity files failed: ${(err as Error).message}; keeping the current identity`, 'Reload');
+      logger.error(
+        `SIGHUP received; re-reading the client identity files failed: ${(err as Error).message}; keeping the current identity`,
+        'Reload',
+      );
       return;
     }
     switch (outcome.kind) {

@@ -51,9 +51,16 @@ describe('certificate rotation under load, with the built agent as a child proce
 
     // The half-rotated moment, long enough for a poll to see it: refused, heartbeats go on with the old cert.
     replaceFile(live.certPath, renewed.certPath);
-    await agent.waitForOutput(/client identity files changed but cannot be used: [^"]*client\.key \(ec key\) does not belong to the certificate/, 10_000);
+    await agent.waitForOutput(
+      /client identity files changed but cannot be used: [^"]*client\.key \(ec key\) does not belong to the certificate/,
+      10_000,
+    );
     const halfAt = world.cp.heartbeats.length;
-    await world.cp.waitFor(() => world.cp.heartbeats.slice(halfAt).some((h) => h.status === 200), 10_000, 'a heartbeat during the half-rotated moment');
+    await world.cp.waitFor(
+      () => world.cp.heartbeats.slice(halfAt).some((h) => h.status === 200),
+      10_000,
+      'a heartbeat during the half-rotated moment',
+    );
     expect(world.cp.heartbeats.slice(halfAt).every((h) => h.cn === machineId)).toBe(true);
 
     const nextAt = world.cp.heartbeats.length;
@@ -68,7 +75,11 @@ describe('certificate rotation under load, with the built agent as a child proce
     expect(held.status).toBeNull();
     await world.cp.waitFor(() => held.status !== null, 10_000, 'the held heartbeat answered');
     expect(held).toMatchObject({ cn: machineId, status: 200 });
-    await world.cp.waitFor(() => since().filter((h) => h.cn === canonical && h.status === 200).length >= 2, 15_000, '2 heartbeats with the new cert');
+    await world.cp.waitFor(
+      () => since().filter((h) => h.cn === canonical && h.status === 200).length >= 2,
+      15_000,
+      '2 heartbeats with the new cert',
+    );
 
     const beats = since();
     const firstNew = beats.findIndex((h) => h.cn === canonical);
@@ -76,7 +87,12 @@ describe('certificate rotation under load, with the built agent as a child proce
     expect(beats.slice(firstNew).every((h) => h.cn === canonical)).toBe(true);
     expect(beats.slice(0, firstNew).every((h) => h.cn === machineId)).toBe(true);
     // No heartbeat failed: every one the CP got was answered 200 (the last may still be held).
-    expect(beats.slice(0, -1).map((h) => h.status).filter((s) => s !== 200)).toEqual([]);
+    expect(
+      beats
+        .slice(0, -1)
+        .map((h) => h.status)
+        .filter((s) => s !== 200),
+    ).toEqual([]);
     expect(world.cp.tlsRejections).toEqual([]);
 
     const after = await statusWhen(agent, port, (b) => (b.certificate as Json).cn === canonical, 'the renewed certificate');

@@ -53,13 +53,12 @@ describe('the built agent refuses bad settings with exit status 2 before startin
     expectRefused(
       [...base, '--ca-cert', missing],
       {},
-      new RegExp(`^config error: --ca-cert \\(env NIXFLEET_AGENT_CA_CERT, file key "caCert"\\): cannot read ${missing}: no such file$`, 'm'),
+      new RegExp(
+        `^config error: --ca-cert \\(env NIXFLEET_AGENT_CA_CERT, file key "caCert"\\): cannot read ${missing}: no such file$`,
+        'm',
+      ),
     );
-    expectRefused(
-      [...base, '--ca-cert', dir],
-      {},
-      new RegExp(`^config error: --ca-cert .*: cannot read ${dir}: it is a directory$`, 'm'),
-    );
+    expectRefused([...base, '--ca-cert', dir], {}, new RegExp(`^config error: --ca-cert .*: cannot read ${dir}: it is a directory$`, 'm'));
   });
 
   it('refuses a client certificate without its key, and a key without its certificate', () => {
@@ -86,7 +85,11 @@ describe('the built agent refuses bad settings with exit status 2 before startin
     // Every wildcard, a host name (it resolves to whatever DNS says), and the setting from the environment.
     expectRefused([...base, '--admin-listen', '[::]:9850'], {}, /^config error: --admin-listen .*"\[::\]:9850" is not a loopback address/m);
     expectRefused(base, { NIXFLEET_AGENT_ADMIN_LISTEN: 'fleet-host.example:9850' }, /"fleet-host\.example:9850" is not a loopback address/);
-    expectRefused([...base, '--admin-listen', '192.0.2.1:9850'], { NIXFLEET_AGENT_ADMIN_ALLOW_REMOTE: 'false' }, /"192\.0\.2\.1:9850" is not a loopback address/);
+    expectRefused(
+      [...base, '--admin-listen', '192.0.2.1:9850'],
+      { NIXFLEET_AGENT_ADMIN_ALLOW_REMOTE: 'false' },
+      /"192\.0\.2\.1:9850" is not a loopback address/,
+    );
   });
 
   it('refuses a control-plane URL carrying a user name or password, naming flag, env and file key, and never echoes the password', () => {
@@ -121,11 +124,7 @@ describe('the built agent refuses bad settings with exit status 2 before startin
       {},
       /^config error: --heartbeat-interval \(env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"\): must be at least 1 second, got 0 from --heartbeat-interval$/m,
     );
-    expectRefused(
-      base,
-      { NIXFLEET_AGENT_HEARTBEAT_INTERVAL: '0' },
-      /got 0 from NIXFLEET_AGENT_HEARTBEAT_INTERVAL$/m,
-    );
+    expectRefused(base, { NIXFLEET_AGENT_HEARTBEAT_INTERVAL: '0' }, /got 0 from NIXFLEET_AGENT_HEARTBEAT_INTERVAL$/m);
   });
 
   it('reports a bad value from the --config file by its key and path, with every other problem', () => {
@@ -149,11 +148,24 @@ describe('the built agent refuses bad settings with exit status 2 before startin
   it('prints every setting with its env variable and default on --help, and the version on --version', () => {
     const help = runAgentSync(['--help']);
     expect(help.status).toBe(0);
-    for (const flag of ['--control-plane-url', '--machine-id', '--ca-cert', '--client-cert', '--client-key', '--state-dir',
-      '--current-system-path', '--heartbeat-interval', '--admin-listen', '--log-format', '--log-level']) {
+    for (const flag of [
+      '--control-plane-url',
+      '--machine-id',
+      '--ca-cert',
+      '--client-cert',
+      '--client-key',
+      '--state-dir',
+      '--current-system-path',
+      '--heartbeat-interval',
+      '--admin-listen',
+      '--log-format',
+      '--log-level',
+    ]) {
       expect(help.stdout).toContain(flag);
     }
-    expect(help.stdout).toMatch(/--heartbeat-interval \(env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"\)\s+\[default 60\]/);
+    expect(help.stdout).toMatch(
+      /--heartbeat-interval \(env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"\)\s+\[default 60\]/,
+    );
     expect(help.stdout).toMatch(/--state-dir .*\[default \/var\/lib\/nixfleet-agent\]/);
     const version = runAgentSync(['--version']);
     expect(version.status).toBe(0);
@@ -173,11 +185,7 @@ describe('the built agent refuses a bad TLS identity with exit status 2', () => 
 
   it('names the OpenSSH RSA key file and its type, and starts nothing', () => {
     const stateDir = join(dir, 'state');
-    const r = runAgentSync([
-      ...testArgs({ pki, controlPlaneUrl: 'https://127.0.0.1:1', stateDir }),
-      '--client-key',
-      pki.opensshRsaKeyPath,
-    ]);
+    const r = runAgentSync([...testArgs({ pki, controlPlaneUrl: 'https://127.0.0.1:1', stateDir }), '--client-key', pki.opensshRsaKeyPath]);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(`${pki.opensshRsaKeyPath} is an OpenSSH rsa key; only ed25519 keys are read in OpenSSH format`);
     expect(r.stdout).toBe('');
@@ -185,7 +193,9 @@ describe('the built agent refuses a bad TLS identity with exit status 2', () => 
   });
 
   it('names a machine id that the certificate does not carry', () => {
-    const r = runAgentSync(testArgs({ pki, controlPlaneUrl: 'https://127.0.0.1:1', stateDir: join(dir, 's2'), identity: pki.otherMachine }));
+    const r = runAgentSync(
+      testArgs({ pki, controlPlaneUrl: 'https://127.0.0.1:1', stateDir: join(dir, 's2'), identity: pki.otherMachine }),
+    );
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--machine-id .*"web-01" does not match the client certificate .*CN "db-02"/);
   });

@@ -401,7 +401,8 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as PackageLock;
     const native = Object.keys(lock.packages).filter((path) => {
       if (!path.startsWith('node_modules/') || !existsSync(join(ROOT, path, 'binding.gyp'))) return false;
-      const scripts = (JSON.parse(readFileSync(join(ROOT, path, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts ?? {};
+      const scripts =
+        (JSON.parse(readFileSync(join(ROOT, path, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts ?? {};
       return scripts.install === undefined || /node-gyp/.test(scripts.install);
     });
     if (native.length === 0) return;
@@ -473,7 +474,12 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     expect(cpService.command).toEqual(expect.arrayContaining(['--server-name', 'control-plane']));
     cp = launch(process.execPath, cpArgv.slice(1), replay.hostPath(cpStage, cpConfig.workdir), cleanEnv(cpConfig.env));
     const cpRef = cp;
-    await until(() => (/listening on/.test(cpRef.output()) ? true : null), 30_000, 'the dev CP to listen', () => `output:\n${cpRef.output()}`);
+    await until(
+      () => (/listening on/.test(cpRef.output()) ? true : null),
+      30_000,
+      'the dev CP to listen',
+      () => `output:\n${cpRef.output()}`,
+    );
 
     // Its healthcheck, as Docker would run it inside the container.
     const health = (cpService.healthcheck?.test ?? []).map(remap);
@@ -530,6 +536,10 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     expect(cli.stdout).toMatch(/^web-01 .*: HEALTHY$/m);
 
     // Its logs are JSON lines, as the compose environment asks.
-    for (const line of agentRef.output().split('\n').filter((l) => l !== '')) expect(() => JSON.parse(line) as unknown).not.toThrow();
+    for (const line of agentRef
+      .output()
+      .split('\n')
+      .filter((l) => l !== ''))
+      expect(() => JSON.parse(line) as unknown).not.toThrow();
   }, 90_000);
 });

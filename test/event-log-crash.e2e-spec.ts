@@ -46,10 +46,12 @@ function killedRound(dir: string, mode: 'plain' | 'split'): Promise<RoundOutput>
       // A last line without its newline was cut by the kill mid-print: not an acknowledgement.
       lines.pop();
       const pick = (tag: string): [string, number][] =>
-        lines.filter((l) => l.startsWith(`${tag} `)).map((l) => {
-          const [, rolloutId, seq] = l.split(' ');
-          return [rolloutId, Number(seq)];
-        });
+        lines
+          .filter((l) => l.startsWith(`${tag} `))
+          .map((l) => {
+            const [, rolloutId, seq] = l.split(' ');
+            return [rolloutId, Number(seq)];
+          });
       resolve({ acked: pick('ack'), marked: pick('marked'), compactions: lines.filter((l) => l === 'compacted').length });
     });
   });

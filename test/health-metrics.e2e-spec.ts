@@ -21,7 +21,6 @@ import type { ReducerInput } from '../src/reducer/reducer.types';
 import { type AgentUnderTest, type BuildOptions, buildAgent, fakeClosure, makeWorld, type World } from './support/agent-harness';
 import { type PromFamily, parsePrometheusText } from './support/prometheus';
 
-
 const P = 'nixfleet_agent_';
 const INTERVAL_MS = 60_000;
 const BOOT_CLOSURE = fakeClosure('web-01-26.05');
@@ -215,7 +214,10 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       expect(world.cp.heartbeats).toHaveLength(1); // the boot handshake only: the job really did not run
 
       // The job's interval is back; its next tick sends the overdue heartbeat.
-      scheduler.addInterval(HEARTBEAT_INTERVAL_NAME, setInterval(() => hb.tick(), 50));
+      scheduler.addInterval(
+        HEARTBEAT_INTERVAL_NAME,
+        setInterval(() => hb.tick(), 50),
+      );
       await world.cp.waitFor(() => world.cp.heartbeats.length === 2, 5000, 'the overdue heartbeat');
       await hb.settled();
       answer = await get(port, '/healthz');

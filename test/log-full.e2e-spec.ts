@@ -67,7 +67,9 @@ describe('the event log on a full file system, through the real module graph', (
     };
     await expect(reducer.submit(activate)).rejects.toThrow(/ENOSPC/);
     expect(reducer.current().rollouts).toEqual({});
-    expect(agent.logs.messages('error').join('\n')).toMatch(/Activate for stable@a1b2c3d4 not applied: its events could not be made durable .*ENOSPC.*nothing sent to the control plane/);
+    expect(agent.logs.messages('error').join('\n')).toMatch(
+      /Activate for stable@a1b2c3d4 not applied: its events could not be made durable .*ENOSPC.*nothing sent to the control plane/,
+    );
     // No switch fired either: the transition was not committed.
     await agent.app.get(ActivationService).idle();
     expect(readlinkSync(world.currentSystemPath)).not.toContain(TARGET);
@@ -94,11 +96,17 @@ describe('the event log on a full file system, through the real module graph', (
       detail: expect.stringMatching(/^writes to .*events\.log fail \(1 in a row\): ENOSPC/),
       since: failedAt,
     });
-    expect(agent.logs.messages('error', EventLogService.name)).toEqual([expect.stringMatching(/writes fail \(ENOSPC.*status is DEGRADED until a write works again/)]);
+    expect(agent.logs.messages('error', EventLogService.name)).toEqual([
+      expect.stringMatching(/writes fail \(ENOSPC.*status is DEGRADED until a write works again/),
+    ]);
     expect(await agent.app.get(MetricsService).scrape(idle())).toMatch(/^nixfleet_agent_event_log_append_failures_total 1$/m);
 
     // The write probe, a job of the runtime, is switched on while the cause is the file system's.
-    const probeJob = () => agent!.app.get(JobRuntime).status().find((j) => j.name === WRITE_PROBE_NAME);
+    const probeJob = () =>
+      agent!.app
+        .get(JobRuntime)
+        .status()
+        .find((j) => j.name === WRITE_PROBE_NAME);
     expect(probeJob()).toMatchObject({ state: 'scheduled', nextDueAt: new Date(Date.parse(failedAt) + WRITE_PROBE_MS).toISOString() });
 
     // Still full: the probe fails too, and the streak stands.
@@ -109,7 +117,12 @@ describe('the event log on a full file system, through the real module graph', (
     rmSync(filler);
     // Space again: the probe clears the streak before any event is appended.
     expect(await eventLog.probeWrites()).toBe(true);
-    expect(eventLog.writeHealth()).toMatchObject({ failingSince: null, failuresInStreak: 0, failuresTotal: 1, lastError: { code: 'ENOSPC' } });
+    expect(eventLog.writeHealth()).toMatchObject({
+      failingSince: null,
+      failuresInStreak: 0,
+      failuresTotal: 1,
+      lastError: { code: 'ENOSPC' },
+    });
     expect(probeJob()).toMatchObject({ state: 'disabled', nextDueAt: null });
     expect(agent.app.get(HealthService).readiness()).toMatchObject({ ok: true, eventLog: { writable: true } });
     expect(agent.app.get(ComponentHealthService).components().eventLog.state).toBe('ok');
@@ -164,7 +177,9 @@ describe('the event log failing on its own file (faults a disk will not make on 
     const failedAt = a.clock.now().toISOString();
     expect(eventLog.writeHealth()).toMatchObject({ failingSince: failedAt, clearedBy: 'append', lastError: { code: 'EIO' } });
     expect(a.logs.messages('error', EventLogService.name)).toEqual([
-      expect.stringMatching(/writes fail \(EIO: injected failure, write\).*\(an append to the log itself must work, a probe beside it proves nothing\)$/),
+      expect.stringMatching(
+        /writes fail \(EIO: injected failure, write\).*\(an append to the log itself must work, a probe beside it proves nothing\)$/,
+      ),
     ]);
     expect(a.app.get(ComponentHealthService).components().eventLog.detail).toMatch(/this clears once an append to the log works/);
 
@@ -175,7 +190,9 @@ describe('the event log failing on its own file (faults a disk will not make on 
     fs.appendError = null;
     expect((await reducer.submit(activateInput(ROLLOUT))).rejected).toBeUndefined();
     expect(eventLog.writeHealth()).toMatchObject({ failingSince: null, failuresInStreak: 0, clearedBy: null });
-    expect(a.logs.messages('log', EventLogService.name)).toContainEqual(expect.stringMatching(/an append worked again after 1 failed write\(s\)/));
+    expect(a.logs.messages('log', EventLogService.name)).toContainEqual(
+      expect.stringMatching(/an append worked again after 1 failed write\(s\)/),
+    );
   });
 
   it('a probe that succeeds while an append fails does not clear the streak', async () => {
@@ -214,7 +231,9 @@ describe('the event log failing on its own file (faults a disk will not make on 
 
     fs.appendError = null;
     await world.cp.waitFor(() => reducer.current().rollouts[ROLLOUT].state !== 'Activating' || undefined, 10_000, 'the outcome applied');
-    expect(a.logs.messages('log', ActivationService.name)).toContainEqual(expect.stringMatching(/^ActivationCompleted for stable@a1b2c3d4 applied after \d+ failed attempt\(s\)$/));
+    expect(a.logs.messages('log', ActivationService.name)).toContainEqual(
+      expect.stringMatching(/^ActivationCompleted for stable@a1b2c3d4 applied after \d+ failed attempt\(s\)$/),
+    );
     await world.cp.waitFor(
       () => world.cp.events(world.pki.machineId, ROLLOUT).some((e) => e.kind === 'ActivationCompleted') || undefined,
       10_000,

@@ -81,9 +81,15 @@ describe('the built agent logs', () => {
       if ('fields' in e) expect(typeof e.fields).toBe('object');
     }
     expect(entries).toContainEqual(
-      expect.objectContaining({ level: 'warn', context: 'HeartbeatService', message: expect.stringMatching(/^heartbeat to the control plane failed: HTTP 503/) }),
+      expect.objectContaining({
+        level: 'warn',
+        context: 'HeartbeatService',
+        message: expect.stringMatching(/^heartbeat to the control plane failed: HTTP 503/),
+      }),
     );
-    expect(entries).toContainEqual(expect.objectContaining({ level: 'info', context: 'Bootstrap', message: expect.stringMatching(/ started for web-01; /) }));
+    expect(entries).toContainEqual(
+      expect.objectContaining({ level: 'info', context: 'Bootstrap', message: expect.stringMatching(/ started for web-01; /) }),
+    );
     expect(entries).toContainEqual(expect.objectContaining({ level: 'info', context: 'Shutdown', message: 'stopped cleanly' }));
   });
 

@@ -21,7 +21,10 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number, what
 type Status = {
   rollouts: { rolloutId: string; state: string; lastEventSeq: number; lastDeliveredSeq: number | null }[];
   heartbeat: { lastReplayFrom: { value: string } | null };
-  outbound: { pending: number; replay: { running: boolean; rolloutId: string | null; fromSeq: number | null; resent: number; missing: number[] } };
+  outbound: {
+    pending: number;
+    replay: { running: boolean; rolloutId: string | null; fromSeq: number | null; resent: number; missing: number[] };
+  };
   activation: { backend: string; lastResult: { outcome: string } | null };
 };
 
@@ -39,7 +42,12 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
   });
 
   async function launch(stateDir: string, port: number, backend: string[] = ['--activation-backend', 'symlink']): Promise<RunningAgent> {
-    const started = await startAdminAgent(world, { stateDir, port, extra: ['--store-dir', world.storeDir, ...backend], readyWhen: HEARTBEAT_STARTED });
+    const started = await startAdminAgent(world, {
+      stateDir,
+      port,
+      extra: ['--store-dir', world.storeDir, ...backend],
+      readyWhen: HEARTBEAT_STARTED,
+    });
     return started.agent;
   }
 
@@ -98,13 +106,17 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
       soak_due_at: new Date(Date.now() + 4_000).toISOString(),
     });
     // Activated (the link moved) while every event POST is refused.
-    await world.cp.waitFor(() => {
-      try {
-        return readlinkSync(world.currentSystemPath) === join(world.storeDir, TARGET) || undefined;
-      } catch {
-        return undefined;
-      }
-    }, 15_000, 'the link moved');
+    await world.cp.waitFor(
+      () => {
+        try {
+          return readlinkSync(world.currentSystemPath) === join(world.storeDir, TARGET) || undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      15_000,
+      'the link moved',
+    );
     await world.cp.waitFor(() => world.cp.eventPosts.filter((p) => p.status === 503).length >= 1 || undefined, 10_000, 'a refused POST');
     // DispatchAck, ActivationStarted and ActivationCompleted are logged, none delivered.
     await eventually(async () => (await status(port)).outbound.pending >= 3, 5_000, 'three events pending');
@@ -138,9 +150,16 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
     // A slow activation command that re-points the link the way the symlink backend does.
     const link = world.currentSystemPath;
     const slow = [
-      '--activation-backend', 'command',
+      '--activation-backend',
+      'command',
       '--activation-command',
-      JSON.stringify(['/bin/sh', '-c', `sleep 1.5 && ln -sfn "$1" "${link}.tmp" && mv -T "${link}.tmp" "${link}"`, 'activate', '{closure}']),
+      JSON.stringify([
+        '/bin/sh',
+        '-c',
+        `sleep 1.5 && ln -sfn "$1" "${link}.tmp" && mv -T "${link}.tmp" "${link}"`,
+        'activate',
+        '{closure}',
+      ]),
     ];
     agent = await launch(stateDir, port, slow);
     world.cp.queueDispatch(world.pki.machineId, {

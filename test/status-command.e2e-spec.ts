@@ -29,7 +29,9 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
     const r = await runCli(['status', '--admin-listen', admin]);
 
     expect(r).toMatchObject({ code: STATUS_EXIT.healthy, stderr: '' });
-    expect(r.stdout).toMatch(new RegExp(`^${world.pki.machineId} \\(nixfleet-agent [^,]+, pid ${agent.child.pid}, up \\d+ s\\): HEALTHY$`, 'm'));
+    expect(r.stdout).toMatch(
+      new RegExp(`^${world.pki.machineId} \\(nixfleet-agent [^,]+, pid ${agent.child.pid}, up \\d+ s\\): HEALTHY$`, 'm'),
+    );
     expect(r.stdout).toContain(`control plane ${world.cp.url} is reachable, last heartbeat `);
     expect(r.stdout).toContain('-nixos-system-web-01-26.05');
     expect(r.stdout).toContain('rollouts      none');
@@ -59,7 +61,9 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
 
       expect(degraded.stderr).toBe('');
       expect(degraded.stdout).toMatch(/: DEGRADED: control plane unreachable$/m);
-      expect(degraded.stdout).toMatch(/control plane https:\/\/\S+ is UNREACHABLE for \d+ s: HTTP 503: \{"error":"maintenance"\} \(\d+ failure\(s\) in a row\)/);
+      expect(degraded.stdout).toMatch(
+        /control plane https:\/\/\S+ is UNREACHABLE for \d+ s: HTTP 503: \{"error":"maintenance"\} \(\d+ failure\(s\) in a row\)/,
+      );
     } finally {
       world.cp.setDefault('heartbeat', null);
     }

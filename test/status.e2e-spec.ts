@@ -62,11 +62,31 @@ type Json = Record<string, unknown>;
 function expectContractKeys(body: Json): void {
   // The typed contract (src/admin/status.contract.ts): every key and value, and no key it does not declare.
   expect(statusContractProblems(body)).toEqual([]);
-  for (const key of ['machineId', 'agentVersion', 'controlPlaneUrl', 'pid', 'startedAt', 'uptimeSecs', 'currentClosure', 'heartbeat', 'recovery', 'rollouts']) {
+  for (const key of [
+    'machineId',
+    'agentVersion',
+    'controlPlaneUrl',
+    'pid',
+    'startedAt',
+    'uptimeSecs',
+    'currentClosure',
+    'heartbeat',
+    'recovery',
+    'rollouts',
+  ]) {
     expect(Object.keys(body)).toContain(key);
   }
   const hb = body.heartbeat as Json;
-  for (const key of ['intervalSecs', 'lastAttemptAt', 'lastSuccessAt', 'lastError', 'consecutiveFailures', 'nextDueAt', 'lastReplayFrom', 'clockSkewSecs']) {
+  for (const key of [
+    'intervalSecs',
+    'lastAttemptAt',
+    'lastSuccessAt',
+    'lastError',
+    'consecutiveFailures',
+    'nextDueAt',
+    'lastReplayFrom',
+    'clockSkewSecs',
+  ]) {
     expect(Object.keys(hb)).toContain(key);
   }
   const rec = body.recovery as Json;
@@ -86,8 +106,26 @@ function expectContractKeys(body: Json): void {
     expect(Object.keys(body.activation as Json)).toContain(key);
   }
   expect(Object.keys(hb)).toContain('failingSince');
-  expect(Object.keys(body.eventLog as Json).sort()).toEqual(['clearedBy', 'failingSince', 'failuresInStreak', 'failuresTotal', 'lastError', 'path', 'refusingWrites']);
-  for (const key of ['polling', 'lastPollAt', 'lastOutcome', 'consecutiveFailures', 'failingSince', 'lastError', 'lastErrorAt', 'lastOrder', 'heldOrder']) {
+  expect(Object.keys(body.eventLog as Json).sort()).toEqual([
+    'clearedBy',
+    'failingSince',
+    'failuresInStreak',
+    'failuresTotal',
+    'lastError',
+    'path',
+    'refusingWrites',
+  ]);
+  for (const key of [
+    'polling',
+    'lastPollAt',
+    'lastOutcome',
+    'consecutiveFailures',
+    'failingSince',
+    'lastError',
+    'lastErrorAt',
+    'lastOrder',
+    'heldOrder',
+  ]) {
     expect(Object.keys(body.dispatch as Json)).toContain(key);
   }
   // components: exactly the typed set, each { state, detail, since } and nothing else.
@@ -183,7 +221,10 @@ describe('GET /status on the real module graph, over HTTP', () => {
 
       // No key material: not in PEM form, not the key file's bytes.
       const keyPem = readFileSync(world.pki.client.keyPath, 'utf8');
-      const keyBody = keyPem.split('\n').filter((l) => l !== '' && !l.startsWith('-----')).join('');
+      const keyBody = keyPem
+        .split('\n')
+        .filter((l) => l !== '' && !l.startsWith('-----'))
+        .join('');
       for (const secret of ['PRIVATE KEY', 'BEGIN CERTIFICATE', keyBody, keyBody.slice(0, 24)]) {
         expect(answer.text).not.toContain(secret);
       }
@@ -404,10 +445,18 @@ describe('GET /status with every section in use conforms to the typed contract',
         lastOutcome: 'failed',
         lastError: expect.stringContaining('HTTP 500'),
         nextPollAt: expect.stringMatching(RFC3339),
-        lastOrder: { rolloutId: ROLLOUT, targetClosure: TARGET, outcome: 'rejected', detail: expect.stringContaining('illegal in state Soaking') },
+        lastOrder: {
+          rolloutId: ROLLOUT,
+          targetClosure: TARGET,
+          outcome: 'rejected',
+          detail: expect.stringContaining('illegal in state Soaking'),
+        },
       });
       expect((body.outbound as Json).replay).toMatchObject({ rolloutId: ROLLOUT, fromSeq: 0 });
-      expect(body.activation).toMatchObject({ backend: 'symlink', lastResult: { rolloutId: ROLLOUT, kind: 'switch', outcome: 'completed' } });
+      expect(body.activation).toMatchObject({
+        backend: 'symlink',
+        lastResult: { rolloutId: ROLLOUT, kind: 'switch', outcome: 'completed' },
+      });
       expect(body.certificate).toMatchObject({ machineId: machine });
       expect(body.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Soaking', lastEventSeq: 3 })]);
     } finally {

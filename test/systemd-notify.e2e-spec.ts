@@ -49,11 +49,16 @@ class FakeSystemd {
       const check = (): void => {
         if (accept(this.received)) done(() => resolve(this.received));
         else if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
-          done(() => reject(new Error(`agent exited before ${what}; datagrams: ${JSON.stringify(this.texts())}; output:\n${agent.output()}`)));
+          done(() =>
+            reject(new Error(`agent exited before ${what}; datagrams: ${JSON.stringify(this.texts())}; output:\n${agent.output()}`)),
+          );
         }
       };
       const timer = setTimeout(
-        () => done(() => reject(new Error(`no ${what} within ${timeoutMs} ms; datagrams: ${JSON.stringify(this.texts())}; output:\n${agent.output()}`))),
+        () =>
+          done(() =>
+            reject(new Error(`no ${what} within ${timeoutMs} ms; datagrams: ${JSON.stringify(this.texts())}; output:\n${agent.output()}`)),
+          ),
         timeoutMs,
       );
       this.waiters.add(check);
@@ -71,7 +76,10 @@ const isReady = (d: Datagram): boolean => d.text.split('\n').includes('READY=1')
 const isWatchdog = (d: Datagram): boolean => d.text.split('\n').includes('WATCHDOG=1');
 const isStopping = (d: Datagram): boolean => d.text.split('\n').includes('STOPPING=1');
 const statusLines = (ds: Datagram[]): string[] =>
-  ds.flatMap((d) => d.text.split('\n')).filter((l) => l.startsWith('STATUS=')).map((l) => l.slice('STATUS='.length));
+  ds
+    .flatMap((d) => d.text.split('\n'))
+    .filter((l) => l.startsWith('STATUS='))
+    .map((l) => l.slice('STATUS='.length));
 
 /** Warnings and errors the agent logged about notifying systemd. */
 function problems(agent: RunningAgent): string[] {
@@ -112,7 +120,10 @@ describe('sd_notify: the built agent talks to a real unix datagram socket as it 
   function start(env: Record<string, string>): RunningAgent {
     n += 1;
     // A unix admin socket: no TCP port to race other suites for.
-    const args = worldAgentArgs(world, { stateDir: join(world.dir, `state-${n}`), adminListen: `unix:${join(world.dir, `admin-${n}.sock`)}` });
+    const args = worldAgentArgs(world, {
+      stateDir: join(world.dir, `state-${n}`),
+      adminListen: `unix:${join(world.dir, `admin-${n}.sock`)}`,
+    });
     agent = startAgent(args, env);
     return agent;
   }
@@ -146,7 +157,11 @@ describe('sd_notify: the built agent talks to a real unix datagram socket as it 
     // A heartbeat held by the CP keeps HeartbeatService's shutdown waiting for seconds: STOPPING=1 must not wait with it.
     await world.cp.waitFor(() => world.cp.heartbeats.slice(from).filter((h) => h.status === 200).length >= 2, 10_000, '2 heartbeats');
     world.cp.respondNext('heartbeat', { delayMs: 3000 });
-    const slow: ReceivedRequest = await world.cp.waitFor(() => world.cp.heartbeats.slice(from).find((h) => h.scripted), 5000, 'the held heartbeat');
+    const slow: ReceivedRequest = await world.cp.waitFor(
+      () => world.cp.heartbeats.slice(from).find((h) => h.scripted),
+      5000,
+      'the held heartbeat',
+    );
     let atStopping: { heartbeatAnswered: boolean; agentRunning: boolean } | null = null;
     sd.onDatagram = (d) => {
       if (isStopping(d)) atStopping = { heartbeatAnswered: slow.status !== null, agentRunning: a.child.exitCode === null };

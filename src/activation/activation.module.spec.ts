@@ -55,11 +55,16 @@ describe('ActivationModule', () => {
   function configWith(extra: string[], env: Record<string, string> = {}): AgentConfig {
     const loaded = loadConfig({
       argv: [
-        '--control-plane-url', 'https://cp.test:8443',
-        '--machine-id', 'web-01',
-        '--state-dir', join(dir, 'state'),
-        '--current-system-path', link,
-        '--store-dir', store,
+        '--control-plane-url',
+        'https://cp.test:8443',
+        '--machine-id',
+        'web-01',
+        '--state-dir',
+        join(dir, 'state'),
+        '--current-system-path',
+        link,
+        '--store-dir',
+        store,
         ...extra,
       ],
       env,
@@ -191,10 +196,14 @@ describe('ActivationModule', () => {
       writeFileSync(script, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
       const command = (argv: string[]): string[] => ['--activation-backend', 'command', '--activation-command', JSON.stringify(argv)];
 
-      expect((await preflight(command([script, '{closure}']), {})).problems).toEqual([`${script} (the activation command) is not executable`]);
+      expect((await preflight(command([script, '{closure}']), {})).problems).toEqual([
+        `${script} (the activation command) is not executable`,
+      ]);
       chmodSync(script, 0o755);
       expect((await preflight(command([script, '{closure}']), {})).problems).toEqual([]);
-      expect((await preflight(command([join(dir, 'gone'), '{closure}']), {})).problems).toEqual([`${join(dir, 'gone')} (the activation command) does not exist`]);
+      expect((await preflight(command([join(dir, 'gone'), '{closure}']), {})).problems).toEqual([
+        `${join(dir, 'gone')} (the activation command) does not exist`,
+      ]);
       expect((await preflight(command(['activate-it', '{closure}']), { PATH: bin('activate-it') })).problems).toEqual([]);
     });
 
@@ -202,7 +211,9 @@ describe('ActivationModule', () => {
       expect((await preflight(['--activation-backend', 'symlink'], {})).problems).toEqual([]);
       const file = join(dir, 'a-file');
       writeFileSync(file, '');
-      expect((await preflight(['--activation-backend', 'symlink', '--store-dir', file], {})).problems).toEqual([`the store dir ${file} is not a directory`]);
+      expect((await preflight(['--activation-backend', 'symlink', '--store-dir', file], {})).problems).toEqual([
+        `the store dir ${file} is not a directory`,
+      ]);
     });
   });
 

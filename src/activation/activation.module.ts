@@ -23,10 +23,7 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
       if (config.activationCommand === undefined) {
         throw new Error('--activation-backend command needs --activation-command (the config loader should have refused this)');
       }
-      return new CommandBackend(
-        { storeDir, command: config.activationCommand, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS },
-        currentSystem,
-      );
+      return new CommandBackend({ storeDir, command: config.activationCommand, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS }, currentSystem);
     case 'nixos':
       return new NixosBackend(
         { storeDir, systemProfile: config.systemProfile, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS, ...NIXOS_DEFAULTS },

@@ -231,7 +231,11 @@ describe('ActivationService', () => {
       { type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'switch-to-configuration switch' },
       { type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 4, stderrTail: 'switch-to-configuration exited with code 4' },
     ]);
-    expect(service.status().lastResult).toMatchObject({ outcome: 'failed', exitCode: 4, detail: 'switch-to-configuration exited with code 4' });
+    expect(service.status().lastResult).toMatchObject({
+      outcome: 'failed',
+      exitCode: 4,
+      detail: 'switch-to-configuration exited with code 4',
+    });
     expect(messages('warn')).toEqual([expect.stringContaining(`switch of ${ROLLOUT} to ${TARGET} failed (exit code 4)`)]);
   });
 
@@ -281,9 +285,7 @@ describe('ActivationService', () => {
     backend.open(PREVIOUS);
     service.handle(fireRollback());
     await service.idle();
-    expect(reducer.inputs).toEqual([
-      { type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: EX_TEMPFAIL },
-    ]);
+    expect(reducer.inputs).toEqual([{ type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: EX_TEMPFAIL }]);
     expect(messages('warn')).toEqual([expect.stringContaining('takes effect at the next boot')]);
   });
 

@@ -57,10 +57,13 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
 
   onApplicationBootstrap(): void {
     // After the boot handshake: its snapshots may already have settled a rollout.
-    this.bootGate.whenOpen().then(
-      () => this.resumeInterrupted(),
-      (err: unknown) => this.logger.error(`interrupted activations not resumed: ${String(err)}`),
-    ).catch((err: unknown) => this.logger.error(`resuming interrupted activations failed: ${(err as Error).message}`));
+    this.bootGate
+      .whenOpen()
+      .then(
+        () => this.resumeInterrupted(),
+        (err: unknown) => this.logger.error(`interrupted activations not resumed: ${String(err)}`),
+      )
+      .catch((err: unknown) => this.logger.error(`resuming interrupted activations failed: ${(err as Error).message}`));
   }
 
   handle(effect: ActivationEffect): void {
@@ -84,7 +87,8 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       return;
     }
     this.queued += 1;
-    if (this.running) this.logger.log(`${job.kind} of ${job.rolloutId} queued behind the running ${this.running.kind} of ${this.running.rolloutId}`);
+    if (this.running)
+      this.logger.log(`${job.kind} of ${job.rolloutId} queued behind the running ${this.running.kind} of ${this.running.rolloutId}`);
     this.tail = this.tail.then(() => this.runJob(job));
   }
 
@@ -115,7 +119,9 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     this.stopping.abort();
     const bound = this.backend.shutdownWaitMs;
     if (this.running || this.queued > 0) {
-      this.logger.log(`waiting for ${this.running ? `the ${this.running.kind} of ${this.running.rolloutId}` : 'queued activations'} before shutting down`);
+      this.logger.log(
+        `waiting for ${this.running ? `the ${this.running.kind} of ${this.running.rolloutId}` : 'queued activations'} before shutting down`,
+      );
     }
     if (bound === null) {
       await this.idle();
@@ -147,7 +153,10 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     try {
       const plan = await this.planFor(job.closure);
       // Rollbacks have no "started" input: the rollout is Failed, not Activating.
-      if (job.kind === 'switch' && !(await this.submit({ type: 'ActivationStarted', rolloutId: job.rolloutId, switchMethod: plan.switchMethod }))) {
+      if (
+        job.kind === 'switch' &&
+        !(await this.submit({ type: 'ActivationStarted', rolloutId: job.rolloutId, switchMethod: plan.switchMethod }))
+      ) {
         // The rollout moved on while the job waited (e.g. a CP snapshot), or its event is not durable: switching now would be unrecorded.
         this.logger.warn(`switch of ${job.rolloutId} to ${job.closure} not run: the rollout did not take ActivationStarted`);
         return;
@@ -167,7 +176,10 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     } catch (err) {
       // Backends promise not to throw; if one does, the rollout still gets an outcome.
       const stderrTail = `activation backend ${this.backend.name} failed to plan: ${(err as Error).message}`;
-      return { switchMethod: defaultSwitchMethod(this.backend.name), run: () => Promise.resolve({ kind: 'failed', exitCode: null, stderrTail }) };
+      return {
+        switchMethod: defaultSwitchMethod(this.backend.name),
+        run: () => Promise.resolve({ kind: 'failed', exitCode: null, stderrTail }),
+      };
     }
   }
 
@@ -180,10 +192,14 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
           this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure ?? 'an unreadable current system'}`);
           break;
         case 'deferred':
-          this.logger.warn(`${what} installed but takes effect at the next boot (${outcome.component} changed); reported with exit code ${exitCode}`);
+          this.logger.warn(
+            `${what} installed but takes effect at the next boot (${outcome.component} changed); reported with exit code ${exitCode}`,
+          );
           break;
         case 'failed':
-          this.logger.error(`${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}; the host may still run the failed closure and needs an operator`);
+          this.logger.error(
+            `${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}; the host may still run the failed closure and needs an operator`,
+          );
           break;
         default: {
           const never: never = outcome;
@@ -251,7 +267,9 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         onHeld: (err, failures, retryInMs) => {
           held = failures;
           if (failures === 1) {
-            this.logger.error(`${describeInput(input)} held: ${err.message}; submitted again with backoff until the event log takes writes (next in ${(retryInMs / 1000).toFixed(1)} s)`);
+            this.logger.error(
+              `${describeInput(input)} held: ${err.message}; submitted again with backoff until the event log takes writes (next in ${(retryInMs / 1000).toFixed(1)} s)`,
+            );
           }
         },
       });
@@ -282,7 +300,9 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       if (entry.state !== 'Activating' || entry.targetClosure === '') continue;
       const current = await this.currentSystem.read();
       if (current === entry.targetClosure) {
-        this.logger.log(`${entry.rolloutId} was Activating when the agent stopped and the host runs its target: reporting the activation completed`);
+        this.logger.log(
+          `${entry.rolloutId} was Activating when the agent stopped and the host runs its target: reporting the activation completed`,
+        );
         await this.submit({ type: 'ActivationCompleted', rolloutId: entry.rolloutId, observedCurrentClosure: current, exitCode: 0 });
       } else {
         this.logger.warn(

@@ -1,11 +1,7 @@
 import type { ActivationBackendName } from '../config/settings';
 
 /** What ActivationStarted reports as `switchMethod`. */
-export type SwitchMethod =
-  | 'symlink'
-  | 'command'
-  | 'switch-to-configuration switch'
-  | 'switch-to-configuration boot';
+export type SwitchMethod = 'symlink' | 'command' | 'switch-to-configuration switch' | 'switch-to-configuration boot';
 
 export type ActivationOutcome =
   | { readonly kind: 'completed'; readonly observedCurrentClosure: string | null; readonly exitCode: number }

@@ -77,7 +77,14 @@ function document(): Json {
       backend: 'symlink',
       running: null,
       queued: 0,
-      lastResult: { rolloutId: 'stable@a1b2c3d4', kind: 'switch', outcome: 'completed', exitCode: 0, at: AT, detail: `now running ${CLOSURE}` },
+      lastResult: {
+        rolloutId: 'stable@a1b2c3d4',
+        kind: 'switch',
+        outcome: 'completed',
+        exitCode: 0,
+        at: AT,
+        detail: `now running ${CLOSURE}`,
+      },
       preflight: { checkedAt: AT, problems: [] },
     },
     certificate: null,
@@ -100,8 +107,23 @@ describe('the /status contract', () => {
     expect(statusContractProblems(document())).toEqual([]);
 
     const early = document();
-    Object.assign(section(early, 'heartbeat'), { lastAttemptAt: null, lastError: null, failingSince: null, nextDueAt: null, lastReplayFrom: null, clockSkewSecs: null });
-    Object.assign(section(early, 'dispatch'), { lastPollAt: null, lastOutcome: null, lastOrder: null, nextPollAt: null, lastError: null, lastErrorAt: null, failingSince: null });
+    Object.assign(section(early, 'heartbeat'), {
+      lastAttemptAt: null,
+      lastError: null,
+      failingSince: null,
+      nextDueAt: null,
+      lastReplayFrom: null,
+      clockSkewSecs: null,
+    });
+    Object.assign(section(early, 'dispatch'), {
+      lastPollAt: null,
+      lastOutcome: null,
+      lastOrder: null,
+      nextPollAt: null,
+      lastError: null,
+      lastErrorAt: null,
+      failingSince: null,
+    });
     Object.assign(section(early, 'recovery'), { completedAt: null, reachedControlPlane: null });
     early.currentClosure = null;
     early.rollouts = [];

@@ -117,14 +117,19 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
     // Both spies pass every call through; Jest numbers the calls to all mocks in one sequence.
     const submits = jest.spyOn(ReducerService.prototype, 'submit');
     const opens = jest.spyOn(BootGate.prototype, 'open');
-    const ticks = (): number[] => submits.mock.calls.flatMap(([input], i) => (input.type === 'Tick' ? [submits.mock.invocationCallOrder[i]] : []));
+    const ticks = (): number[] =>
+      submits.mock.calls.flatMap(([input], i) => (input.type === 'Tick' ? [submits.mock.invocationCallOrder[i]] : []));
 
     agent = await buildAgent(world, { extra: ['--heartbeat-interval', '60'] });
     const a = agent;
     const bootGate = a.app.get(BootGate);
     const scheduler = a.app.get(SchedulerRegistry);
     // A job of the runtime: its state says whether it runs, its armed timeout sits in the registry under its name.
-    const state = (): string | undefined => a.app.get(JobRuntime).status().find((j) => j.name === ADVANCE_TICK_NAME)?.state;
+    const state = (): string | undefined =>
+      a.app
+        .get(JobRuntime)
+        .status()
+        .find((j) => j.name === ADVANCE_TICK_NAME)?.state;
     expect(bootGate.isOpen()).toBe(false);
     expect(state()).toBe('waiting');
     expect(scheduler.doesExist('timeout', ADVANCE_TICK_NAME)).toBe(false);

@@ -6,16 +6,7 @@ import { join } from 'node:path';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { helpText } from '../config/config.loader';
 import { COMPONENT_LABELS } from '../health/component-health';
-import {
-  assess,
-  formatSeqs,
-  JUDGED_BY_COMPONENT,
-  type Readyz,
-  readyzOf,
-  runStatusCommand,
-  STATUS_EXIT,
-  summarize,
-} from './status.command';
+import { assess, formatSeqs, JUDGED_BY_COMPONENT, type Readyz, readyzOf, runStatusCommand, STATUS_EXIT, summarize } from './status.command';
 
 type Json = Record<string, unknown>;
 
@@ -132,9 +123,18 @@ describe('assess', () => {
       lastError: { kind: 'connect', message: 'cannot connect: ECONNREFUSED', at: secondsBefore(5) },
       consecutiveFailures: 7,
     });
-    const a = assess(status, { kind: 'unreachable', lastError: null, failingForSecs: null, lastSuccessAt: null, consecutiveFailures: null }, NOW);
+    const a = assess(
+      status,
+      { kind: 'unreachable', lastError: null, failingForSecs: null, lastSuccessAt: null, consecutiveFailures: null },
+      NOW,
+    );
 
-    expect(a.reachability).toEqual({ kind: 'unreachable', forSecs: 400, lastError: 'cannot connect: ECONNREFUSED', consecutiveFailures: 7 });
+    expect(a.reachability).toEqual({
+      kind: 'unreachable',
+      forSecs: 400,
+      lastError: 'cannot connect: ECONNREFUSED',
+      consecutiveFailures: 7,
+    });
   });
 
   describe('without /readyz (404), by its rule on the heartbeat block', () => {
@@ -186,7 +186,7 @@ describe('assess', () => {
   });
 
   it('is degraded while event delivery is paused', () => {
-    const reason = 'HTTP 403: forbidden: the control plane does not accept this agent\'s identity or version; events are kept and retried';
+    const reason = "HTTP 403: forbidden: the control plane does not accept this agent's identity or version; events are kept and retried";
     const a = assess(withBlock('outbound', { deliveryPausedReason: reason, pending: 3 }), READY, NOW);
 
     expect(a.exit).toBe(STATUS_EXIT.degraded);
@@ -216,7 +216,11 @@ describe('assess', () => {
     });
 
     it('warns about a certificate not valid yet and about renewed files it could not take', () => {
-      const a = assess(withBlock('certificate', { validity: 'not-yet-valid', lastReloadError: 'the new key does not match the certificate' }), READY, NOW);
+      const a = assess(
+        withBlock('certificate', { validity: 'not-yet-valid', lastReloadError: 'the new key does not match the certificate' }),
+        READY,
+        NOW,
+      );
 
       expect(a.warnings).toEqual([
         { kind: 'certificate-not-yet-valid', notBefore: secondsBefore(30 * DAY) },
@@ -283,7 +287,8 @@ describe('assess', () => {
     });
     const eventLogFailing = {
       state: 'failing',
-      detail: 'writes to /var/lib/nixfleet-agent/events.log fail (2 in a row): ENOSPC: no space left on device, write; new events cannot be made durable',
+      detail:
+        'writes to /var/lib/nixfleet-agent/events.log fail (2 in a row): ENOSPC: no space left on device, write; new events cannot be made durable',
       since: secondsBefore(40),
     };
 
@@ -291,16 +296,25 @@ describe('assess', () => {
       const a = assess(statusDoc({ components: components({ eventLog: eventLogFailing }) }), READY, NOW);
 
       expect(a.exit).toBe(STATUS_EXIT.degraded);
-      expect(a.problems).toEqual([{ kind: 'component-failing', component: 'eventLog', detail: eventLogFailing.detail, since: secondsBefore(40) }]);
+      expect(a.problems).toEqual([
+        { kind: 'component-failing', component: 'eventLog', detail: eventLogFailing.detail, since: secondsBefore(40) },
+      ]);
       expect(a.reachability).toEqual({ kind: 'reachable', lastHeartbeatAgeSecs: 12 });
     });
 
     it('is degraded by a failing dispatch poll, not by warnings (the activation backend only ever warns); heartbeat, delivery and identity keep their own checks', () => {
       const warn = { state: 'warning', detail: 'x', since: null };
-      expect(assess(statusDoc({ components: components({ dispatchPoll: { state: 'failing', detail: 'polls fail', since: null } }) }), READY, NOW).problems).toEqual([
-        { kind: 'component-failing', component: 'dispatchPoll', detail: 'polls fail', since: null },
-      ]);
-      const warned = assess(statusDoc({ components: components({ dispatchPoll: warn, activationBackend: warn, identity: warn, delivery: warn, heartbeat: warn }) }), READY, NOW);
+      expect(
+        assess(statusDoc({ components: components({ dispatchPoll: { state: 'failing', detail: 'polls fail', since: null } }) }), READY, NOW)
+          .problems,
+      ).toEqual([{ kind: 'component-failing', component: 'dispatchPoll', detail: 'polls fail', since: null }]);
+      const warned = assess(
+        statusDoc({
+          components: components({ dispatchPoll: warn, activationBackend: warn, identity: warn, delivery: warn, heartbeat: warn }),
+        }),
+        READY,
+        NOW,
+      );
       expect(warned.exit).toBe(STATUS_EXIT.healthy);
       // The agent's heartbeat component failing is /readyz's call, already made: not a second problem.
       const failingHeartbeat = { state: 'failing', detail: 'unreachable', since: null };
@@ -310,7 +324,11 @@ describe('assess', () => {
     });
 
     it('drops a component it cannot read, and has none from an agent that reports none', () => {
-      const a = assess(statusDoc({ components: { eventLog: { state: 'on fire', detail: 'x' }, delivery: ok('nothing pending') } }), READY, NOW);
+      const a = assess(
+        statusDoc({ components: { eventLog: { state: 'on fire', detail: 'x' }, delivery: ok('nothing pending') } }),
+        READY,
+        NOW,
+      );
       expect(a.components).toEqual({ delivery: { state: 'ok', detail: 'nothing pending', since: null } });
       expect(assess(statusDoc(), READY, NOW).components).toBeNull();
     });
@@ -319,7 +337,11 @@ describe('assess', () => {
       const status = statusDoc({
         components: components({
           eventLog: eventLogFailing,
-          activationBackend: { state: 'warning', detail: 'nixos backend cannot activate: the store dir /nix/store does not exist', since: secondsBefore(600) },
+          activationBackend: {
+            state: 'warning',
+            detail: 'nixos backend cannot activate: the store dir /nix/store does not exist',
+            since: secondsBefore(600),
+          },
         }),
       });
       const lines = summarize(status, assess(status, READY, NOW), NOW).split('\n');
@@ -424,7 +446,9 @@ describe('summarize', () => {
     const text = summarize(status, assess(status, READY, NOW), NOW);
 
     expect(text).toMatch(/: DEGRADED: event delivery paused; client certificate expires in 3 days$/m);
-    expect(text).toContain('  rollouts      stable@a1b2c3d4  Converged (last seq 5, delivered through 5)\n                canary@0f0f0f0f  Soaking (last seq 3, delivered through -)');
+    expect(text).toContain(
+      '  rollouts      stable@a1b2c3d4  Converged (last seq 5, delivered through 5)\n                canary@0f0f0f0f  Soaking (last seq 3, delivered through -)',
+    );
     expect(text).toContain('  outbound      4 pending (oldest 3 min), 5 delivered, 0 refused; delivery PAUSED: HTTP 403: forbidden');
     expect(text).toContain('  replay        running, canary@0f0f0f0f from seq 2: 1 resent, missing 1');
     expect(text).toContain('warning: a replay of canary@0f0f0f0f could not resend seqs 1: retention had dropped them');
@@ -443,7 +467,9 @@ describe('summarize', () => {
 
   it('says which way the host clock is off: clockSkewSecs is how far the CP is ahead', () => {
     const cpBehind = withBlock('heartbeat', { clockSkewSecs: -45 });
-    expect(summarize(cpBehind, assess(cpBehind, READY, NOW), NOW)).toContain("warning: this host's clock is 45 s ahead of the control plane's");
+    expect(summarize(cpBehind, assess(cpBehind, READY, NOW), NOW)).toContain(
+      "warning: this host's clock is 45 s ahead of the control plane's",
+    );
     const cpAhead = withBlock('heartbeat', { clockSkewSecs: 90 });
     expect(summarize(cpAhead, assess(cpAhead, READY, NOW), NOW)).toContain("warning: this host's clock is 90 s behind the control plane's");
   });
@@ -465,7 +491,14 @@ describe('readyzOf', () => {
     expect(
       readyzOf({
         status: 503,
-        body: { status: 'unreachable', lastError: 'HTTP 503: down', failingForSecs: 31, lastSuccessAt: null, consecutiveFailures: 3, thresholdSecs: 3 },
+        body: {
+          status: 'unreachable',
+          lastError: 'HTTP 503: down',
+          failingForSecs: 31,
+          lastSuccessAt: null,
+          consecutiveFailures: 3,
+          thresholdSecs: 3,
+        },
       }),
     ).toEqual({ kind: 'unreachable', lastError: 'HTTP 503: down', failingForSecs: 31, lastSuccessAt: null, consecutiveFailures: 3 });
     expect(readyzOf({ status: 503, body: 'busy' })).toEqual({
@@ -478,7 +511,10 @@ describe('readyzOf', () => {
     expect(readyzOf({ status: 404, body: { statusCode: 404, message: 'Cannot GET /readyz' } })).toEqual({ kind: 'absent' });
     // Unready for another reason (the event log): the control plane itself is reachable.
     expect(
-      readyzOf({ status: 503, body: { status: 'event-log-failing', reachable: true, lastSuccessAt: '2026-11-28T11:59:00.000Z', consecutiveFailures: 0 } }),
+      readyzOf({
+        status: 503,
+        body: { status: 'event-log-failing', reachable: true, lastSuccessAt: '2026-11-28T11:59:00.000Z', consecutiveFailures: 0 },
+      }),
     ).toEqual({ kind: 'ready', lastSuccessAt: '2026-11-28T11:59:00.000Z' });
     expect(readyzOf({ status: 500, body: {} })).toEqual({ kind: 'unknown', why: '/readyz answered HTTP 500' });
   });
@@ -543,7 +579,16 @@ describe('runStatusCommand against a real HTTP server on loopback', () => {
   it('exits 1 when /readyz answers 503, and --json prints the raw /status with the same exit status', async () => {
     routes = {
       '/status': { status: 200, body: JSON.stringify(statusDoc()) },
-      '/readyz': { status: 503, body: JSON.stringify({ status: 'unreachable', lastError: 'HTTP 503: down', failingForSecs: 40, lastSuccessAt: null, consecutiveFailures: 5 }) },
+      '/readyz': {
+        status: 503,
+        body: JSON.stringify({
+          status: 'unreachable',
+          lastError: 'HTTP 503: down',
+          failingForSecs: 40,
+          lastSuccessAt: null,
+          consecutiveFailures: 5,
+        }),
+      },
     };
 
     const text = await run();

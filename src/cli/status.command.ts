@@ -111,7 +111,11 @@ export async function runStatusCommand(
   const where = formatListenAddress(address);
   const [statusAnswer, readyAnswer] = await Promise.allSettled([getFromAdmin(address, '/status'), getFromAdmin(address, '/readyz')]);
   if (statusAnswer.status === 'rejected') {
-    io.err(statusAnswer.reason instanceof AdminNotJsonError ? notAnAgent(where, statusAnswer.reason.status) : noAgent(where, statusAnswer.reason));
+    io.err(
+      statusAnswer.reason instanceof AdminNotJsonError
+        ? notAnAgent(where, statusAnswer.reason.status)
+        : noAgent(where, statusAnswer.reason),
+    );
     return STATUS_EXIT.unreachable;
   }
   const status = record(statusAnswer.value.body);
@@ -258,7 +262,9 @@ function lastAttemptFailed(status: Json): LastAttemptFailed | null {
 
 function reachable(status: Json, lastHeartbeatAgeSecs: number | null): Reachability {
   const failed = lastAttemptFailed(status);
-  return failed === null ? { kind: 'reachable', lastHeartbeatAgeSecs } : { kind: 'reachable', lastHeartbeatAgeSecs, lastAttemptFailed: failed };
+  return failed === null
+    ? { kind: 'reachable', lastHeartbeatAgeSecs }
+    : { kind: 'reachable', lastHeartbeatAgeSecs, lastAttemptFailed: failed };
 }
 
 function reachabilityOf(status: Json, readyz: Readyz, now: Date): Reachability {
@@ -323,8 +329,7 @@ export function summarize(status: Json, assessment: Assessment, now: Date): stri
     pid === null ? null : `pid ${pid}`,
     uptime === null ? null : `up ${formatDuration(uptime)}`,
   ].filter((s): s is string => s !== null);
-  const verdict =
-    assessment.problems.length === 0 ? 'HEALTHY' : `DEGRADED: ${assessment.problems.map(problemHeadline).join('; ')}`;
+  const verdict = assessment.problems.length === 0 ? 'HEALTHY' : `DEGRADED: ${assessment.problems.map(problemHeadline).join('; ')}`;
   lines.push(`${machine}${about.length > 0 ? ` (${about.join(', ')})` : ''}: ${verdict}`);
 
   const cpUrl = text(status.controlPlaneUrl);
@@ -382,7 +387,8 @@ function reachabilityText(r: Reachability, now: Date): string {
     }
     case 'unreachable': {
       const since = r.forSecs === null ? '' : ` for ${formatDuration(r.forSecs)}`;
-      const failures = r.consecutiveFailures === null || r.consecutiveFailures === 0 ? '' : ` (${r.consecutiveFailures} failure(s) in a row)`;
+      const failures =
+        r.consecutiveFailures === null || r.consecutiveFailures === 0 ? '' : ` (${r.consecutiveFailures} failure(s) in a row)`;
       return `UNREACHABLE${since}: ${r.lastError ?? 'no heartbeat answered yet'}${failures}`;
     }
     case 'unknown':
@@ -430,7 +436,9 @@ function outboundText(o: Json): string {
   const pending = count(o.pending);
   const oldest = number(o.oldestPendingAgeSecs);
   const parts = [
-    pending === null ? 'pending not known' : `${pending} pending${pending > 0 && oldest !== null ? ` (oldest ${formatDuration(oldest)})` : ''}`,
+    pending === null
+      ? 'pending not known'
+      : `${pending} pending${pending > 0 && oldest !== null ? ` (oldest ${formatDuration(oldest)})` : ''}`,
     `${count(o.delivered) ?? '?'} delivered`,
     `${count(o.refused) ?? '?'} refused`,
   ];
@@ -453,11 +461,7 @@ function certificateText(cert: Json | null, now: Date): string {
   const notAfter = text(cert.notAfter);
   const cn = text(cert.cn);
   const expiry =
-    left === null
-      ? 'expiry not known'
-      : left <= 0
-        ? `EXPIRED ${formatDuration(-left)} ago`
-        : `expires in ${formatDuration(left)}`;
+    left === null ? 'expiry not known' : left <= 0 ? `EXPIRED ${formatDuration(-left)} ago` : `expires in ${formatDuration(left)}`;
   return `${cn === null ? '' : `CN ${cn}, `}${expiry}${notAfter === null ? '' : ` (${notAfter})`}`;
 }
 
@@ -489,7 +493,7 @@ function warningText(w: Warning): string {
 export function formatSeqs(seqs: readonly number[]): string {
   const sorted = [...new Set(seqs)].sort((a, b) => a - b);
   const runs: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     let j = i;
     while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j += 1;
     runs.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);

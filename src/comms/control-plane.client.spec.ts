@@ -130,24 +130,21 @@ describe('ControlPlaneClient over real mutual TLS', () => {
   it.each([
     ['resets the connection (RST)', (s: net.Socket) => s.resetAndDestroy()],
     ['closes it quietly (FIN)', (s: net.Socket) => s.end()],
-  ])(
-    'says the control plane never presented a certificate when the peer %s right after our ClientHello',
-    async (_how, hangUp) => {
-      const peer = await tcpServer((s) => s.once('data', () => hangUp(s)));
-      const { client, close } = await clientFor(pki.client, pki.caCertPath, peer.url);
-      try {
-        const result = await client.heartbeat(body());
-        expect(!result.ok && result.failure.kind).toBe('tls');
-        const detail = !result.ok ? result.failure.detail : '';
-        expect(detail).toMatch(/^the connection was reset during the TLS handshake, before the control plane presented a certificate \(/);
-        expect(detail).toContain('our client certificate was not sent yet, so it is not the cause');
-        expect(detail).not.toMatch(/refused our client certificate/);
-      } finally {
-        await close();
-        await peer.close();
-      }
-    },
-  );
+  ])('says the control plane never presented a certificate when the peer %s right after our ClientHello', async (_how, hangUp) => {
+    const peer = await tcpServer((s) => s.once('data', () => hangUp(s)));
+    const { client, close } = await clientFor(pki.client, pki.caCertPath, peer.url);
+    try {
+      const result = await client.heartbeat(body());
+      expect(!result.ok && result.failure.kind).toBe('tls');
+      const detail = !result.ok ? result.failure.detail : '';
+      expect(detail).toMatch(/^the connection was reset during the TLS handshake, before the control plane presented a certificate \(/);
+      expect(detail).toContain('our client certificate was not sent yet, so it is not the cause');
+      expect(detail).not.toMatch(/refused our client certificate/);
+    } finally {
+      await close();
+      await peer.close();
+    }
+  });
 
   it('blames the client certificate when a TLS 1.2 control plane hangs up after presenting its certificate', async () => {
     // A real TLS 1.2 server behind a relay that cuts the connection when our
@@ -266,8 +263,15 @@ describe('ControlPlaneClient over real mutual TLS', () => {
 
       cp.respondNext('heartbeat', { status: 503, headers: { 'Retry-After': 'in a bit' } });
       const garbled = await client.heartbeat(body());
-      expect(!garbled.ok && garbled.failure).toMatchObject({ kind: 'http-status', status: 503, retryAfterSecs: null, unusableRetryAfter: 'in a bit' });
-      expect(!garbled.ok && describeFailure(garbled.failure)).toMatch(/; its Retry-After "in a bit" is neither seconds nor an HTTP date, ignored$/);
+      expect(!garbled.ok && garbled.failure).toMatchObject({
+        kind: 'http-status',
+        status: 503,
+        retryAfterSecs: null,
+        unusableRetryAfter: 'in a bit',
+      });
+      expect(!garbled.ok && describeFailure(garbled.failure)).toMatch(
+        /; its Retry-After "in a bit" is neither seconds nor an HTTP date, ignored$/,
+      );
 
       cp.respondNext('heartbeat', { status: 200, body: '<html>proxy error</html>' });
       const html = await client.heartbeat(body());
@@ -300,7 +304,10 @@ describe('ControlPlaneClient over real mutual TLS', () => {
       for (const [route, call] of Object.entries(calls)) {
         cp.respondNext(route as keyof typeof calls, { status, retryAfterSecs: 30, body: { error: 'busy' } });
         const result = await call();
-        expect([route, !result.ok && result.failure]).toEqual([route, expect.objectContaining({ kind: 'http-status', status, retryAfterSecs: expected })]);
+        expect([route, !result.ok && result.failure]).toEqual([
+          route,
+          expect.objectContaining({ kind: 'http-status', status, retryAfterSecs: expected }),
+        ]);
         const said = !result.ok ? describeFailure(result.failure) : '';
         if (expected === null) expect(said).toMatch(/; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry$/);
         else expect(said).not.toMatch(/Retry-After/);

@@ -21,9 +21,7 @@ export interface CpResponse<T> {
 }
 
 /** Failures that carry a response keep its headers: `Retry-After` and `Date` matter even then. */
-export type CpResult<T> =
-  | { ok: true; response: CpResponse<T> }
-  | { ok: false; failure: CpFailure; headers: Record<string, string> | null };
+export type CpResult<T> = { ok: true; response: CpResponse<T> } | { ok: false; failure: CpFailure; headers: Record<string, string> | null };
 
 export interface CallOptions {
   /** Hard deadline for the whole call, connect to last body byte; 30 s unless the call says otherwise. */
@@ -149,7 +147,12 @@ export class ControlPlaneClient {
 
   statusFailure(answer: RawAnswer): { ok: false; failure: CpFailure; headers: Record<string, string> } {
     const rawRetryAfter = answer.headers['retry-after'];
-    const failure: Extract<CpFailure, { kind: 'http-status' }> = { kind: 'http-status', status: answer.status, retryAfterSecs: null, detail: snippet(answer.text) };
+    const failure: Extract<CpFailure, { kind: 'http-status' }> = {
+      kind: 'http-status',
+      status: answer.status,
+      retryAfterSecs: null,
+      detail: snippet(answer.text),
+    };
     if (rawRetryAfter === undefined) return { ok: false, failure, headers: answer.headers };
     // Decided here, once, so that every caller honours the same statuses.
     if (!RETRY_AFTER_STATUSES.has(answer.status)) {

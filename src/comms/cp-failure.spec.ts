@@ -32,9 +32,18 @@ describe('classifyTransportError: a connection reset', () => {
   });
 
   it.each([
-    ['hello-sent', /^the connection was reset during the TLS handshake, before the control plane presented a certificate \(read ECONNRESET\)/],
-    ['server-certificate', /^the control plane hung up during the TLS handshake, after presenting its certificate \(read ECONNRESET\); it most likely refused our client certificate/],
-    ['complete', /^the control plane closed a new connection right after the TLS handshake \(read ECONNRESET\); it most likely refused our client certificate/],
+    [
+      'hello-sent',
+      /^the connection was reset during the TLS handshake, before the control plane presented a certificate \(read ECONNRESET\)/,
+    ],
+    [
+      'server-certificate',
+      /^the control plane hung up during the TLS handshake, after presenting its certificate \(read ECONNRESET\); it most likely refused our client certificate/,
+    ],
+    [
+      'complete',
+      /^the control plane closed a new connection right after the TLS handshake \(read ECONNRESET\); it most likely refused our client certificate/,
+    ],
     [null, /^the control plane closed a new connection during or right after the TLS handshake \(read ECONNRESET\)$/],
   ] as const)('on a new connection whose handshake stage is %s names what is known', (stage, expected) => {
     const f = classifyTransportError(reset, fresh(stage));

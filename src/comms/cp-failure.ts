@@ -68,8 +68,7 @@ const CONNECT_CODES = new Set([
 /** OpenSSL and Node's certificate checks: anything here means identity or trust, not the network. */
 function isTlsCode(code: string): boolean {
   return (
-    /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|INVALID_CA|ERR_OSSL_)/.test(code) ||
-    code === 'EPROTO'
+    /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|INVALID_CA|ERR_OSSL_)/.test(code) || code === 'EPROTO'
   );
 }
 

@@ -134,7 +134,11 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     expect([...a.warnings(), ...a.errors()]).toEqual([]);
     // The old agent goes once its last call is done (two idle checks in a row). The checks are a job due every
     // 1 s by the agent's clock, switched on while an agent is retiring; the test runs them itself on its fake clock.
-    const retireJob = () => a.app.get(JobRuntime).status().find((j) => j.name === TLS_RETIRE_NAME);
+    const retireJob = () =>
+      a.app
+        .get(JobRuntime)
+        .status()
+        .find((j) => j.name === TLS_RETIRE_NAME);
     expect(retireJob()).toMatchObject({ state: 'scheduled', nextDueAt: new Date(a.clock.now().getTime() + 1_000).toISOString() });
     await world.cp.waitFor(
       () => {
@@ -148,9 +152,21 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
   });
 
   it.each([
-    ['a key that does not belong to the certificate', (w: World, live: ClientIdentity) => replaceFile(live.keyPath, readFileSync(w.pki.mismatchedKeyPath, 'utf8')), /does not belong to the certificate/],
-    ["another machine's certificate and key", (w: World, live: ClientIdentity) => install(live, w.pki.otherMachine), /CN "db-02" names machine "db-02"/],
-    ['a garbage certificate file', (_w: World, live: ClientIdentity) => replaceFile(live.certPath, 'garbage\n'), /is not a PEM certificate/],
+    [
+      'a key that does not belong to the certificate',
+      (w: World, live: ClientIdentity) => replaceFile(live.keyPath, readFileSync(w.pki.mismatchedKeyPath, 'utf8')),
+      /does not belong to the certificate/,
+    ],
+    [
+      "another machine's certificate and key",
+      (w: World, live: ClientIdentity) => install(live, w.pki.otherMachine),
+      /CN "db-02" names machine "db-02"/,
+    ],
+    [
+      'a garbage certificate file',
+      (_w: World, live: ClientIdentity) => replaceFile(live.certPath, 'garbage\n'),
+      /is not a PEM certificate/,
+    ],
   ])('refuses %s with one line, keeps the current identity working, and later takes a good pair', async (_name, breakFiles, problem) => {
     const live = liveFiles(world.pki.client);
     const a = await startComms(live);
@@ -162,7 +178,9 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     const refusals = a.warnings();
     expect(refusals).toHaveLength(1);
     expect(refusals[0]).toMatch(problem);
-    expect(refusals[0]).toMatch(/^client identity files changed but cannot be used: .*; keeping the current identity \(CN "web-01", valid until /);
+    expect(refusals[0]).toMatch(
+      /^client identity files changed but cannot be used: .*; keeping the current identity \(CN "web-01", valid until /,
+    );
     expect(refusals[0]).toContain(live.certPath.replace(/client\.crt$/, ''));
     expect(refusals[0]).not.toContain('\n');
     expect(a.watcher.certificateStatus()).toMatchObject({ cn: machineId(), lastReloadAt: null, lastReloadError: refusals[0] });
@@ -184,7 +202,9 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     a.watcher.check();
     a.watcher.check();
     expect(a.warnings()).toHaveLength(1);
-    expect(a.warnings()[0]).toMatch(new RegExp(`${live.keyPath} \\(ec key\\) does not belong to the certificate ${live.certPath}.*; keeping the current identity`));
+    expect(a.warnings()[0]).toMatch(
+      new RegExp(`${live.keyPath} \\(ec key\\) does not belong to the certificate ${live.certPath}.*; keeping the current identity`),
+    );
     expect(await cnOfNextHeartbeat(a.client)).toBe(machineId());
 
     replaceFile(live.keyPath, readFileSync(next.keyPath, 'utf8'));
@@ -204,7 +224,11 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     const next = await world.pki.issueClient({ cn: canonicalCn() });
     replaceFile(live.certPath, readFileSync(next.certPath, 'utf8'));
     const refused = a.watcher.checkNow();
-    expect(refused).toMatchObject({ kind: 'refused', why: expect.stringMatching(/does not belong to the certificate/), keeping: expect.stringMatching(/^CN "web-01"/) });
+    expect(refused).toMatchObject({
+      kind: 'refused',
+      why: expect.stringMatching(/does not belong to the certificate/),
+      keeping: expect.stringMatching(/^CN "web-01"/),
+    });
     a.watcher.check();
     a.watcher.check();
     expect(a.warnings()).toEqual([]);
@@ -217,7 +241,11 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
       was: expect.stringMatching(/^CN "web-01"/),
     });
     expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
-    expect(a.watcher.certificateStatus()).toMatchObject({ cn: canonicalCn(), lastReloadError: null, lastReloadAt: a.clock.now().toISOString() });
+    expect(a.watcher.certificateStatus()).toMatchObject({
+      cn: canonicalCn(),
+      lastReloadError: null,
+      lastReloadAt: a.clock.now().toISOString(),
+    });
     // The poll that follows sees nothing new.
     a.watcher.check();
     expect(a.logs.messages('log', IdentityWatcher.name).filter((m) => m.startsWith('client identity reloaded'))).toEqual([]);
@@ -260,7 +288,11 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
 
   it('starts with an expired certificate and says so plainly; a renewed pair is then taken', async () => {
     const now = Date.now();
-    const expired = await world.pki.issueClient({ cn: machineId(), notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - DAY_MS - HOUR_MS) });
+    const expired = await world.pki.issueClient({
+      cn: machineId(),
+      notBefore: new Date(now - 30 * DAY_MS),
+      notAfter: new Date(now - DAY_MS - HOUR_MS),
+    });
     const live = liveFiles(expired);
     const a = await startComms(live, new FakeClock(new Date(now)));
 
@@ -285,7 +317,10 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     const live = liveFiles(world.pki.client);
     const a = await startComms(live);
     const now = a.clock.now().getTime();
-    install(live, await world.pki.issueClient({ cn: machineId(), notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - 3 * HOUR_MS) }));
+    install(
+      live,
+      await world.pki.issueClient({ cn: machineId(), notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - 3 * HOUR_MS) }),
+    );
     a.watcher.check();
     expect(a.errors()).toEqual([expect.stringMatching(/\(CN "web-01"\) expired at .*Z, 3 hours ago; the control plane refuses it/)]);
   });
@@ -316,7 +351,16 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
 
   it('warns once at start when no client certificate is configured, rather than saying nothing', async () => {
     const loaded = loadConfig({
-      argv: ['--control-plane-url', world.cp.url, '--machine-id', machineId(), '--ca-cert', world.pki.caCertPath, '--state-dir', join(world.dir, 'state-no-cert')],
+      argv: [
+        '--control-plane-url',
+        world.cp.url,
+        '--machine-id',
+        machineId(),
+        '--ca-cert',
+        world.pki.caCertPath,
+        '--state-dir',
+        join(world.dir, 'state-no-cert'),
+      ],
       env: {},
       stdoutIsTty: false,
     });

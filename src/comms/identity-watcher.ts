@@ -125,7 +125,9 @@ export class IdentityWatcher implements OnApplicationBootstrap {
       return ok();
     } catch (err) {
       const cause = (err as Error).message;
-      this.logger.error(`checking the identity files failed: ${cause}; keeping the current identity, next check in ${IDENTITY_POLL_MS / 1000} s`);
+      this.logger.error(
+        `checking the identity files failed: ${cause}; keeping the current identity, next check in ${IDENTITY_POLL_MS / 1000} s`,
+      );
       return failed(cause);
     }
   }

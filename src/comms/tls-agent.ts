@@ -20,7 +20,8 @@ export class ConnectTimeoutAgent extends https.Agent {
 
   override createConnection(...args: Parameters<https.Agent['createConnection']>): Duplex {
     const socket = super.createConnection(...args) as TLSSocket;
-    const timer = setTimeout(() => { // not a job: this one connection's deadline
+    const timer = setTimeout(() => {
+      // not a job: this one connection's deadline
       const err = Object.assign(new Error(`TLS connection not established within ${this.connectTimeoutMs} ms`), {
         code: CONNECT_TIMEOUT_CODE,
       });

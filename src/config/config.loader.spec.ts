@@ -19,7 +19,10 @@ describe('loadConfig', () => {
 
   it('takes flags over env over the --config file over defaults', () => {
     const file = join(dir, 'precedence.json');
-    writeFileSync(file, JSON.stringify({ heartbeatInterval: 30, stateDir: '/srv/from-file', logLevel: 'debug', currentSystemPath: '/file/current' }));
+    writeFileSync(
+      file,
+      JSON.stringify({ heartbeatInterval: 30, stateDir: '/srv/from-file', logLevel: 'debug', currentSystemPath: '/file/current' }),
+    );
     const config = run(
       loadConfig({
         argv: [...required, '--config', file, '--heartbeat-interval', '5'],
@@ -41,7 +44,9 @@ describe('loadConfig', () => {
   });
 
   it('accepts a unix socket admin address and a remote one only with --admin-allow-remote', () => {
-    expect(run(loadConfig({ argv: [...required, '--admin-listen', 'unix:/run/nfa.sock'], env: {}, stdoutIsTty: false })).adminAddress).toEqual({
+    expect(
+      run(loadConfig({ argv: [...required, '--admin-listen', 'unix:/run/nfa.sock'], env: {}, stdoutIsTty: false })).adminAddress,
+    ).toEqual({
       kind: 'unix',
       path: '/run/nfa.sock',
     });
@@ -77,7 +82,11 @@ describe('loadConfig', () => {
 
   it('says one thing of an --activation-command that is not a JSON argv, and another of an empty one', () => {
     const problems = (value: string): string[] => {
-      const result = loadConfig({ argv: [...required, '--activation-backend', 'command', '--activation-command', value], env: {}, stdoutIsTty: false });
+      const result = loadConfig({
+        argv: [...required, '--activation-backend', 'command', '--activation-command', value],
+        env: {},
+        stdoutIsTty: false,
+      });
       return result.kind === 'invalid' ? result.problems : [];
     };
     const prefix = 'config error: --activation-command (env NIXFLEET_AGENT_ACTIVATION_COMMAND, file key "activationCommand"): ';
@@ -102,7 +111,12 @@ describe('loadConfig', () => {
     const file = join(dir, 'credentials.json');
     writeFileSync(file, JSON.stringify({ controlPlaneUrl: 'https://fleet:file-s3cret@cp.test:8443' }));
     const cases: { argv: string[]; env: Record<string, string>; from: string; secret: string }[] = [
-      { argv: ['--control-plane-url', 'https://fleet:flag-s3cret@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 'flag-s3cret' },
+      {
+        argv: ['--control-plane-url', 'https://fleet:flag-s3cret@cp.test', '--machine-id', 'web-01'],
+        env: {},
+        from: 'from --control-plane-url',
+        secret: 'flag-s3cret',
+      },
       {
         argv: ['--machine-id', 'web-01'],
         env: { NIXFLEET_AGENT_CONTROL_PLANE_URL: 'https://fleet:env-s3cret@cp.test' },
@@ -111,9 +125,24 @@ describe('loadConfig', () => {
       },
       { argv: ['--machine-id', 'web-01', '--config', file], env: {}, from: `from "controlPlaneUrl" in ${file}`, secret: 'file-s3cret' },
       // A "/" or "#" in the password: a URL parser would take "fleet:pa" for the host and the rest for a path or fragment.
-      { argv: ['--control-plane-url', 'https://fleet:pa/s3cret@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 's3cret' },
-      { argv: ['--control-plane-url', 'https://fleet:pa#s3cret@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 's3cret' },
-      { argv: ['--control-plane-url', 'https://only-a-user@cp.test', '--machine-id', 'web-01'], env: {}, from: 'from --control-plane-url', secret: 'only-a-user' },
+      {
+        argv: ['--control-plane-url', 'https://fleet:pa/s3cret@cp.test', '--machine-id', 'web-01'],
+        env: {},
+        from: 'from --control-plane-url',
+        secret: 's3cret',
+      },
+      {
+        argv: ['--control-plane-url', 'https://fleet:pa#s3cret@cp.test', '--machine-id', 'web-01'],
+        env: {},
+        from: 'from --control-plane-url',
+        secret: 's3cret',
+      },
+      {
+        argv: ['--control-plane-url', 'https://only-a-user@cp.test', '--machine-id', 'web-01'],
+        env: {},
+        from: 'from --control-plane-url',
+        secret: 'only-a-user',
+      },
     ];
     for (const c of cases) {
       const result = loadConfig({ argv: c.argv, env: c.env, stdoutIsTty: false });
@@ -130,7 +159,11 @@ describe('loadConfig', () => {
   });
 
   it('masks the credentials of a control-plane URL that is refused for another reason too', () => {
-    const result = loadConfig({ argv: ['--control-plane-url', 'http://fleet:s3cret@cp.test', '--machine-id', 'web-01'], env: {}, stdoutIsTty: false });
+    const result = loadConfig({
+      argv: ['--control-plane-url', 'http://fleet:s3cret@cp.test', '--machine-id', 'web-01'],
+      env: {},
+      stdoutIsTty: false,
+    });
     expect(result).toEqual({
       kind: 'invalid',
       problems: [
@@ -141,15 +174,19 @@ describe('loadConfig', () => {
   });
 
   it('still takes a plain https control-plane URL with a port and a path', () => {
-    expect(run(loadConfig({ argv: ['--control-plane-url', 'https://cp.test:8443/fleet', '--machine-id', 'web-01'], env: {}, stdoutIsTty: false })).controlPlaneUrl).toBe(
-      'https://cp.test:8443/fleet',
-    );
+    expect(
+      run(
+        loadConfig({ argv: ['--control-plane-url', 'https://cp.test:8443/fleet', '--machine-id', 'web-01'], env: {}, stdoutIsTty: false }),
+      ).controlPlaneUrl,
+    ).toBe('https://cp.test:8443/fleet');
   });
 
   it.each(['https://cp.example/a@b', 'https://cp.example:8443/fleets/ops@example/', 'https://[fd00::1]:8443/a@b'])(
     'takes an "@" in the path of %s: only the authority can carry credentials',
     (url) => {
-      expect(run(loadConfig({ argv: ['--control-plane-url', url, '--machine-id', 'web-01'], env: {}, stdoutIsTty: false })).controlPlaneUrl).toBe(url);
+      expect(
+        run(loadConfig({ argv: ['--control-plane-url', url, '--machine-id', 'web-01'], env: {}, stdoutIsTty: false })).controlPlaneUrl,
+      ).toBe(url);
     },
   );
 

@@ -71,10 +71,14 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
 
     world.cp.queueDispatch(MACHINE, { rollout_id: rolloutId, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
 
-    const entry = await world.cp.waitFor(() => {
-      const e = reducer.current().rollouts[rolloutId];
-      return e?.state === 'Soaking' ? e : undefined;
-    }, 5_000, 'the rollout Soaking');
+    const entry = await world.cp.waitFor(
+      () => {
+        const e = reducer.current().rollouts[rolloutId];
+        return e?.state === 'Soaking' ? e : undefined;
+      },
+      5_000,
+      'the rollout Soaking',
+    );
     expect(entry).toMatchObject({ targetClosure: TARGET, currentClosureAtDispatch: BOOT_CLOSURE, soakDueAt: '2026-11-28T12:30:00.000Z' });
     expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET));
 
@@ -104,10 +108,14 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
 
     world.cp.queueDispatch(MACHINE, { rollout_id: rolloutId, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
 
-    const lastOrder = await world.cp.waitFor(() => {
-      const o = worker.status().lastOrder;
-      return o?.outcome === 'rejected' ? o : undefined;
-    }, 5_000, 'the second order rejected');
+    const lastOrder = await world.cp.waitFor(
+      () => {
+        const o = worker.status().lastOrder;
+        return o?.outcome === 'rejected' ? o : undefined;
+      },
+      5_000,
+      'the second order rejected',
+    );
     expect(lastOrder).toEqual({
       rolloutId,
       targetClosure: TARGET,
@@ -163,7 +171,10 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
       a.clock.advance(1_000);
       await world.cp.waitFor(() => world.cp.dispatchPolls.length > polls, 5_000, 'a poll after the refusal');
       await world.cp.waitFor(() => a.app.get(DispatchWorker).status().consecutiveFailures === 0, 5_000, 'the failure cleared');
-      expect(a.app.get(DispatchWorker).status()).toMatchObject({ failingSince: null, lastError: expect.stringContaining('bad response body') });
+      expect(a.app.get(DispatchWorker).status()).toMatchObject({
+        failingSince: null,
+        lastError: expect.stringContaining('bad response body'),
+      });
     }
     expect(activates()).toEqual([]);
     expect(a.app.get(ReducerService).current().rollouts).toEqual({});

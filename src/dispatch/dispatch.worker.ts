@@ -158,9 +158,7 @@ export class DispatchWorker {
 
   private async accept(order: DispatchOrder, signal: AbortSignal): Promise<void> {
     if (order.hostname !== this.config.machineId) {
-      this.logger.warn(
-        `dispatch for ${order.rollout_id} names host "${order.hostname}", not "${this.config.machineId}"; ignored`,
-      );
+      this.logger.warn(`dispatch for ${order.rollout_id} names host "${order.hostname}", not "${this.config.machineId}"; ignored`);
       return;
     }
     const lastOrder: LastOrder = {

@@ -43,7 +43,13 @@ describe('judgeEventLog', () => {
   });
 
   it('says only an append clears a cause a probe beside the log cannot rule out (EIO on the log itself)', () => {
-    const c = judgeEventLog({ ...healthy, failingSince: SINCE, failuresInStreak: 1, lastCause: 'EIO: i/o error, fdatasync', clearedBy: 'append' });
+    const c = judgeEventLog({
+      ...healthy,
+      failingSince: SINCE,
+      failuresInStreak: 1,
+      lastCause: 'EIO: i/o error, fdatasync',
+      clearedBy: 'append',
+    });
 
     expect(c.detail).toBe(
       'writes to /var/lib/nixfleet-agent/events.log fail (1 in a row): EIO: i/o error, fdatasync; new events cannot be made durable, so none is sent and no rollout moves; this clears once an append to the log works (held work is retried); a probe beside the log cannot rule this cause out',
@@ -51,10 +57,18 @@ describe('judgeEventLog', () => {
   });
 
   it('says a restart is needed when the log refuses writes until reopened', () => {
-    const c = judgeEventLog({ ...healthy, failingSince: SINCE, failuresInStreak: 1, lastCause: 'EIO', refusingWrites: 'append failed (EIO), cutting back failed (EIO)' });
+    const c = judgeEventLog({
+      ...healthy,
+      failingSince: SINCE,
+      failuresInStreak: 1,
+      lastCause: 'EIO',
+      refusingWrites: 'append failed (EIO), cutting back failed (EIO)',
+    });
 
     expect(c).toMatchObject({ state: 'failing', since: SINCE });
-    expect(c.detail).toMatch(/refuses every write: append failed \(EIO\), cutting back failed \(EIO\); .*restart the agent once the disk takes writes/);
+    expect(c.detail).toMatch(
+      /refuses every write: append failed \(EIO\), cutting back failed \(EIO\); .*restart the agent once the disk takes writes/,
+    );
   });
 });
 
@@ -122,7 +136,12 @@ describe('judgeDispatchPoll', () => {
   });
 
   it('is failing at once while an order is held because its events cannot be made durable, dated from its receipt', () => {
-    const held = { rolloutId: 'stable@a1b2c3d4', receivedAt: SINCE, attempts: 3, lastError: 'Activate for stable@a1b2c3d4 not applied: its events could not be made durable (ENOSPC)' };
+    const held = {
+      rolloutId: 'stable@a1b2c3d4',
+      receivedAt: SINCE,
+      attempts: 3,
+      lastError: 'Activate for stable@a1b2c3d4 not applied: its events could not be made durable (ENOSPC)',
+    };
     expect(judgeDispatchPoll({ ...polling, held })).toEqual({
       state: 'failing',
       detail:
@@ -184,7 +203,10 @@ describe('judgeIdentity', () => {
   });
 
   it('warns about a certificate not yet valid and about renewed files it could not take', () => {
-    expect(judgeIdentity({ ...valid, validity: 'not-yet-valid' })).toMatchObject({ state: 'warning', detail: expect.stringMatching(/not valid before 2026-10-01/) });
+    expect(judgeIdentity({ ...valid, validity: 'not-yet-valid' })).toMatchObject({
+      state: 'warning',
+      detail: expect.stringMatching(/not valid before 2026-10-01/),
+    });
     expect(judgeIdentity({ ...valid, lastReloadError: 'client identity files changed but cannot be used: x' })).toEqual({
       state: 'warning',
       detail: 'client identity files changed but cannot be used: x',
@@ -209,19 +231,31 @@ describe('judgeHeartbeat', () => {
   });
 
   it('warns at once when the last attempt failed, with why and since when, while the CP still counts it reachable', () => {
-    expect(judgeHeartbeat({ ...reachable, consecutiveFailures: 1, lastError: 'HTTP 503: {"error":"maintenance"}', failingSince: SINCE })).toEqual({
+    expect(
+      judgeHeartbeat({ ...reachable, consecutiveFailures: 1, lastError: 'HTTP 503: {"error":"maintenance"}', failingSince: SINCE }),
+    ).toEqual({
       state: 'warning',
-      detail: 'the last attempt failed: HTTP 503: {"error":"maintenance"} (1 failure(s) in a row); last success 7 s ago, unreachable after 3 min',
+      detail:
+        'the last attempt failed: HTTP 503: {"error":"maintenance"} (1 failure(s) in a row); last success 7 s ago, unreachable after 3 min',
       since: SINCE,
     });
   });
 
   it('is failing past 3 intervals, and before any heartbeat was answered', () => {
     expect(
-      judgeHeartbeat({ ...reachable, reachable: false, lastSuccessAgeSecs: 200, failingForSecs: 200, consecutiveFailures: 5, lastError: 'cannot connect: ECONNREFUSED', failingSince: SINCE }),
+      judgeHeartbeat({
+        ...reachable,
+        reachable: false,
+        lastSuccessAgeSecs: 200,
+        failingForSecs: 200,
+        consecutiveFailures: 5,
+        lastError: 'cannot connect: ECONNREFUSED',
+        failingSince: SINCE,
+      }),
     ).toEqual({
       state: 'failing',
-      detail: 'control plane unreachable for 3 min (past 3 min): cannot connect: ECONNREFUSED (5 failure(s) in a row); retrying with backoff',
+      detail:
+        'control plane unreachable for 3 min (past 3 min): cannot connect: ECONNREFUSED (5 failure(s) in a row); retrying with backoff',
       since: SINCE,
     });
     expect(judgeHeartbeat({ ...reachable, reachable: false, lastSuccessAgeSecs: null, failingForSecs: 3, failingSince: SINCE })).toEqual({

@@ -136,7 +136,9 @@ export function judgeDispatchPoll(i: DispatchPollInput): ComponentHealth {
     };
   }
   if (!i.polling) return ok('not polling yet: starts once boot recovery is over');
-  return ok(i.lastPollAgeSecs === null ? 'waiting for a dispatch' : `waiting for a dispatch; last answer ${formatDuration(i.lastPollAgeSecs)} ago`);
+  return ok(
+    i.lastPollAgeSecs === null ? 'waiting for a dispatch' : `waiting for a dispatch; last answer ${formatDuration(i.lastPollAgeSecs)} ago`,
+  );
 }
 
 /** What the activation backend needs, checked at start. */

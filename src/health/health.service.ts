@@ -150,7 +150,11 @@ export class HealthService implements OnModuleDestroy {
     if (this.bootGate.isOpen()) return { name: 'boot', ok: true, detail: 'boot recovery done' };
     const waited = this.clock.monotonicMs() - this.uptime.startedMonoMs;
     return waited > TIMEOUTS.bootRecoveryMs + BOOT_GRACE_MS
-      ? { name: 'boot', ok: false, detail: `the boot-recovery handshake has not finished after ${Math.floor(waited / 1000)} s (deadline 30 s)` }
+      ? {
+          name: 'boot',
+          ok: false,
+          detail: `the boot-recovery handshake has not finished after ${Math.floor(waited / 1000)} s (deadline 30 s)`,
+        }
       : { name: 'boot', ok: true, detail: 'boot recovery in progress' };
   }
 

@@ -34,7 +34,10 @@ describe('the heartbeat job: an @Interval that @nestjs/schedule mounts at bootst
   });
 
   const jobState = (a: AgentUnderTest): string | undefined =>
-    a.app.get(JobRuntime).status().find((j) => j.name === HEARTBEAT_INTERVAL_NAME)?.state;
+    a.app
+      .get(JobRuntime)
+      .status()
+      .find((j) => j.name === HEARTBEAT_INTERVAL_NAME)?.state;
 
   it('declares HeartbeatService.tick as the interval "heartbeat" of 250 ms', () => {
     const tick = methodOf(HeartbeatService.prototype, 'tick');
@@ -73,7 +76,12 @@ describe('the heartbeat job: an @Interval that @nestjs/schedule mounts at bootst
     const runtime = agent.app.get(JobRuntime);
     expect(registry.getIntervals()).toEqual([HEARTBEAT_INTERVAL_NAME]);
     // Every periodic worker of the agent is a job of the runtime (the systemd ones only under systemd).
-    expect(runtime.status().map((j) => j.name).sort()).toEqual([
+    expect(
+      runtime
+        .status()
+        .map((j) => j.name)
+        .sort(),
+    ).toEqual([
       'advance-tick',
       'dispatch-poll',
       'event-loop-sampler',

@@ -1,12 +1,5 @@
 import { SchedulerRegistry } from '@nestjs/schedule';
-import {
-  type AgentUnderTest,
-  type BuildOptions,
-  buildAgent,
-  fakeClosure,
-  makeWorld,
-  type World,
-} from '../../test/support/agent-harness';
+import { type AgentUnderTest, type BuildOptions, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
 import type { ReplayFrom } from '../protocol/replay-from';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
@@ -327,7 +320,9 @@ describe('HeartbeatService against the dev control plane over mutual TLS', () =>
         status: 'pass',
         observedAt: '2026-11-28T12:00:00.000Z',
       }));
-      await a.app.get<EmitEventPort>(EMIT_EVENT_PORT).emit(events.map((event) => ({ type: 'EmitEvent', rolloutId: rollout, event, meta: {} })));
+      await a.app
+        .get<EmitEventPort>(EMIT_EVENT_PORT)
+        .emit(events.map((event) => ({ type: 'EmitEvent', rolloutId: rollout, event, meta: {} })));
       const drainer = a.app.get(DrainerService);
       await drainer.idle();
       const firstSent = new Map(world.cp.events(MACHINE, rollout).map((e) => [e.seq, e.raw]));

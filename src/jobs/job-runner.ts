@@ -187,7 +187,9 @@ export class JobRunner implements JobHandle {
     }
     controller.abort();
     if (!(await settlesWithin(flight, ABORT_SETTLE_MS))) {
-      this.deps.logger.error(`${this.name}: the run in flight ignored being cut for ${ABORT_SETTLE_MS / 1000} s; shutdown goes on without it`);
+      this.deps.logger.error(
+        `${this.name}: the run in flight ignored being cut for ${ABORT_SETTLE_MS / 1000} s; shutdown goes on without it`,
+      );
     }
   }
 
@@ -273,9 +275,7 @@ export class JobRunner implements JobHandle {
     this.consecutiveFailures += 1;
     this.failingSince ??= this.deps.clock.now();
     this.lastResult =
-      result.kind === 'failed'
-        ? { kind: 'failed', cause: result.cause }
-        : { kind: 'retry-after', cause: result.cause, secs: result.secs };
+      result.kind === 'failed' ? { kind: 'failed', cause: result.cause } : { kind: 'retry-after', cause: result.cause, secs: result.secs };
   }
 
   private progressed(): void {
@@ -350,10 +350,13 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
     timer = setTimeout(() => resolve(false), ms);
   });
   try {
-    return await Promise.race([promise.then(
-      () => true,
-      () => true,
-    ), timedOut]);
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      timedOut,
+    ]);
   } finally {
     clearTimeout(timer);
   }

@@ -10,16 +10,7 @@ import { BootGate } from '../lifecycle/boot-gate';
 import { type BackoffPolicy, backoffDelayMs, retryDelayMs } from './backoff';
 import { JobRunner } from './job-runner';
 import { JobRuntime } from './job-runtime.service';
-import {
-  failed,
-  type JobContext,
-  type JobDefinition,
-  type JobHandle,
-  type JobResult,
-  ok,
-  retryAfter,
-  type SettledRun,
-} from './job.types';
+import { failed, type JobContext, type JobDefinition, type JobHandle, type JobResult, ok, retryAfter, type SettledRun } from './job.types';
 import { ABORT_SETTLE_MS, RETRY_AFTER_CAP_MS } from './jobs.constants';
 import { JobsModule } from './jobs.module';
 
@@ -311,7 +302,11 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
       for (let i = 0; i < 6; i++) {
         const due = r.dueIn(handle)!;
         delays.push(due);
-        expect(handle.status()).toMatchObject({ consecutiveFailures: i + 1, failingSince: failedAt, lastResult: { kind: 'failed', cause: `HTTP 500 (${i + 1})` } });
+        expect(handle.status()).toMatchObject({
+          consecutiveFailures: i + 1,
+          failingSince: failedAt,
+          lastResult: { kind: 'failed', cause: `HTTP 500 (${i + 1})` },
+        });
         await r.advanceAndTick(handle, due - 1);
         expect(script.runs).toBe(i + 1);
         await r.advanceAndTick(handle, 1);
@@ -378,7 +373,11 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
         handle = rt.register(job('throws', script));
       });
       await r.advanceAndTick(handle, 10_000);
-      expect(handle.status()).toMatchObject({ state: 'scheduled', consecutiveFailures: 1, lastResult: { kind: 'failed', cause: 'unexpected error: disk on fire' } });
+      expect(handle.status()).toMatchObject({
+        state: 'scheduled',
+        consecutiveFailures: 1,
+        lastResult: { kind: 'failed', cause: 'unexpected error: disk on fire' },
+      });
       script.during = null;
       await r.advanceAndTick(handle, r.dueIn(handle)!);
       expect(handle.status().consecutiveFailures).toBe(0);
@@ -399,7 +398,10 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
         });
       });
       await r.advanceAndTick(handle, 10_000);
-      expect(handle.status()).toMatchObject({ consecutiveFailures: 1, lastResult: { kind: 'failed', cause: 'unexpected error: disk on fire' } });
+      expect(handle.status()).toMatchObject({
+        consecutiveFailures: 1,
+        lastResult: { kind: 'failed', cause: 'unexpected error: disk on fire' },
+      });
       fail = false;
       await r.advanceAndTick(handle, r.dueIn(handle)!);
       expect(handle.status()).toMatchObject({ state: 'scheduled', consecutiveFailures: 0, lastResult: { kind: 'ok' } });

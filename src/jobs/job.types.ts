@@ -98,10 +98,7 @@ export type JobState =
   | 'stopped';
 
 /** `JobResult` as status shows it. */
-export type JobResultStatus =
-  | { kind: 'ok' }
-  | { kind: 'failed'; cause: string }
-  | { kind: 'retry-after'; cause: string; secs: number };
+export type JobResultStatus = { kind: 'ok' } | { kind: 'failed'; cause: string } | { kind: 'retry-after'; cause: string; secs: number };
 
 /** What the runtime knows of a job, in wall time, for people and /status. */
 export interface JobStatus {

@@ -46,7 +46,10 @@ describe('lockStateDir', () => {
   /** A real second process that takes the lock; resolves once it holds it. */
   async function startHolder(): Promise<ChildProcess> {
     writeFileSync(join(dir, LOCK_FILE_NAME), '', { flag: 'a' });
-    const child = spawn(process.execPath, ['-e', HOLDER, join(dir, LOCK_FILE_NAME)], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['-e', HOLDER, join(dir, LOCK_FILE_NAME)], {
+      cwd: process.cwd(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     holder = child;
     let err = '';
     child.stderr?.on('data', (c: Buffer) => (err += c.toString()));

@@ -35,7 +35,12 @@ describe('AgentLogger, JSON lines', () => {
     new Logger('DrainerService').warn('delivering seq 3 failed; retrying');
 
     const [first, second] = entries(written);
-    expect(first).toEqual({ time: '2026-11-28T12:00:00.123Z', level: 'info', context: 'HeartbeatService', message: 'heartbeat every 60 s' });
+    expect(first).toEqual({
+      time: '2026-11-28T12:00:00.123Z',
+      level: 'info',
+      context: 'HeartbeatService',
+      message: 'heartbeat every 60 s',
+    });
     expect(first.time).toMatch(RFC3339);
     expect(second).toMatchObject({ level: 'warn', context: 'DrainerService' });
     expect(written.map((w) => w.stream)).toEqual(['stdout', 'stdout']);
@@ -44,7 +49,11 @@ describe('AgentLogger, JSON lines', () => {
   it('takes a trailing plain object as the fields of the entry, not as a second message', () => {
     const written = install('json');
 
-    new Logger('HeartbeatService').warn('heartbeat failed; retrying', { status: 503, retryInSecs: 4.2, at: new Date('2026-11-28T11:59:00Z') });
+    new Logger('HeartbeatService').warn('heartbeat failed; retrying', {
+      status: 503,
+      retryInSecs: 4.2,
+      at: new Date('2026-11-28T11:59:00Z'),
+    });
 
     expect(entries(written)).toEqual([
       {
@@ -78,7 +87,13 @@ describe('AgentLogger, JSON lines', () => {
     const [withStack, withFields, fromError] = entries(written);
     expect(withStack).toMatchObject({ level: 'error', context: 'RecoveryService', message: 'handshake crashed' });
     expect(withStack.stack).toContain('Error: boom\n    at ');
-    expect(withFields).toEqual({ time: NOW.toISOString(), level: 'error', context: 'RecoveryService', message: 'handshake failed', fields: { attempt: 2 } });
+    expect(withFields).toEqual({
+      time: NOW.toISOString(),
+      level: 'error',
+      context: 'RecoveryService',
+      message: 'handshake failed',
+      fields: { attempt: 2 },
+    });
     expect(fromError).toMatchObject({ message: 'boom', stack: expect.stringContaining('Error: boom') });
     expect(written.map((w) => w.stream)).toEqual(['stderr', 'stderr', 'stderr']);
   });
@@ -146,7 +161,9 @@ describe('AgentLogger, text', () => {
     new Logger('DrainerService').warn('delivery failed; retrying', { seq: 3, reason: 'HTTP 503: busy', rolloutId: 'stable@a1b2c3d4' });
 
     expect(written).toHaveLength(2);
-    expect(written[0].text).toMatch(new RegExp(`^\\[nixfleet-agent\\] ${process.pid} {2}- .+ {5}LOG \\[HeartbeatService\\] heartbeat every 60 s\\n$`));
+    expect(written[0].text).toMatch(
+      new RegExp(`^\\[nixfleet-agent\\] ${process.pid} {2}- .+ {5}LOG \\[HeartbeatService\\] heartbeat every 60 s\\n$`),
+    );
     expect(written[1].text).toMatch(
       /WARN \[DrainerService\] delivery failed; retrying seq=3 reason="HTTP 503: busy" rolloutId=stable@a1b2c3d4\n$/,
     );

@@ -169,7 +169,8 @@ function splitFields(messages: unknown[]): { texts: unknown[]; fields: LogFields
 function messageOf(raw: unknown, errorStack: unknown): { message: string; stack: string | undefined } {
   const given = typeof errorStack === 'string' && errorStack !== '' ? clean(errorStack) : undefined;
   if (typeof raw === 'string') return { message: clean(raw), stack: given };
-  if (raw instanceof Error) return { message: clean(raw.message), stack: given ?? (raw.stack === undefined ? undefined : clean(raw.stack)) };
+  if (raw instanceof Error)
+    return { message: clean(raw.message), stack: given ?? (raw.stack === undefined ? undefined : clean(raw.stack)) };
   return { message: clean(inspect(raw, { depth: MAX_FIELD_DEPTH, breakLength: Infinity })), stack: given };
 }
 

@@ -3,7 +3,6 @@ import { ROLLOUT_STATES } from '../protocol/rollout';
 import { type LiveState, MetricsService } from './metrics.service';
 import { type PromFamily, parsePrometheusText } from '../../test/support/prometheus';
 
-
 const P = 'nixfleet_agent_';
 
 const IDLE: LiveState = {
@@ -52,9 +51,11 @@ describe('MetricsService', () => {
     ]) {
       expect(family(all, P + name).help).not.toBe('');
     }
-    expect(family(all, `${P}heartbeats_total`).metrics.map((m) => m.labels?.result).sort()).toEqual(
-      ['aborted', 'bad-body', 'connect', 'http-status', 'network', 'ok', 'timeout', 'tls'],
-    );
+    expect(
+      family(all, `${P}heartbeats_total`)
+        .metrics.map((m) => m.labels?.result)
+        .sort(),
+    ).toEqual(['aborted', 'bad-body', 'connect', 'http-status', 'network', 'ok', 'timeout', 'tls']);
     expect(family(all, `${P}heartbeats_total`).metrics.every((m) => m.value === '0')).toBe(true);
     expect(family(all, `${P}activations_total`).metrics).toHaveLength(6);
     expect(family(all, `${P}rollouts`).metrics.map((m) => m.labels?.state)).toEqual([...ROLLOUT_STATES]);

@@ -1,12 +1,5 @@
 import { DevControlPlane, type ReceivedRequest } from '../../dev/control-plane';
-import {
-  type AgentUnderTest,
-  type BuildOptions,
-  buildAgent,
-  fakeClosure,
-  makeWorld,
-  type World,
-} from '../../test/support/agent-harness';
+import { type AgentUnderTest, type BuildOptions, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
 import { ActivationService } from '../activation/activation.service';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { BootGate } from '../lifecycle/boot-gate';
@@ -235,7 +228,9 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
       pausedReason: null,
     });
     const warnings = a.logs.messages('warn', DrainerService.name);
-    expect(warnings.at(-1)).toMatch(/ProbeResult seq 1 of stable@dnetaaaa failed: cannot connect: ECONNREFUSED.*retrying the same seq in 1\.0 s/);
+    expect(warnings.at(-1)).toMatch(
+      /ProbeResult seq 1 of stable@dnetaaaa failed: cannot connect: ECONNREFUSED.*retrying the same seq in 1\.0 s/,
+    );
 
     lateCp = await DevControlPlane.start({ pki: world.pki, port });
     await advanceAndKick(a, drainer, 999);
@@ -245,7 +240,11 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     expect(log.stats()).toMatchObject({ pending: 0, delivered: 2 });
     expect(a.logs.messages('log', DrainerService.name)).toContain('event delivery works again (stable@dnetaaaa seq 1 accepted)');
     // The streak is over; its last error stays on record.
-    expect(drainer.deliveryStatus()).toMatchObject({ consecutiveFailures: 0, failingSince: null, lastError: expect.stringMatching(/^cannot connect/) });
+    expect(drainer.deliveryStatus()).toMatchObject({
+      consecutiveFailures: 0,
+      failingSince: null,
+      lastError: expect.stringMatching(/^cannot connect/),
+    });
   });
 
   it('409: retries the same seq later', async () => {

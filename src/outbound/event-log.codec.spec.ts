@@ -100,9 +100,11 @@ describe('event log codec', () => {
       expect(() => markRecord(R, 1, { state: 'pending' })).toThrow('a pending mark is never written');
     });
 
-    it("returns the wire event inside a stored envelope", () => {
+    it('returns the wire event inside a stored envelope', () => {
       const it1 = item(5, 'ProbeResult');
-      expect(eventOf({ ...it1, appendedAt: AT, delivery: { state: 'pending' } })).toEqual((JSON.parse(it1.envelope) as { event: unknown }).event);
+      expect(eventOf({ ...it1, appendedAt: AT, delivery: { state: 'pending' } })).toEqual(
+        (JSON.parse(it1.envelope) as { event: unknown }).event,
+      );
     });
   });
 

@@ -150,7 +150,13 @@ export function scanLog(buf: Buffer): Scan {
       break;
     }
     const r = parseLine(buf, pos, nl);
-    parsed.push({ line: lineNo, offset: pos, end: nl + 1, record: typeof r === 'string' ? null : r, reason: typeof r === 'string' ? r : '' });
+    parsed.push({
+      line: lineNo,
+      offset: pos,
+      end: nl + 1,
+      record: typeof r === 'string' ? null : r,
+      reason: typeof r === 'string' ? r : '',
+    });
     pos = nl + 1;
   }
   let last = parsed.length - 1;

@@ -110,7 +110,7 @@ export async function writeCompacted(fs: LogFs, path: string, lines: readonly Bu
   let tmp: LogFile | null = null;
   try {
     tmp = await fs.create(tmpPath);
-    for (let i = 0; i < lines.length; ) {
+    for (let i = 0; i < lines.length;) {
       const chunk: Buffer[] = [];
       let len = 0;
       while (i < lines.length && (len === 0 || len + lines[i].length <= WRITE_CHUNK_BYTES)) {

@@ -8,7 +8,13 @@ const B = 'canary@e5f6a7b8';
 const at = (min: number): string => new Date(Date.parse('2026-05-01T12:00:00.000Z') + min * 60_000).toISOString();
 
 function item(rolloutId: string, seq: number, kind: AgentEventKind = 'ProbeResult'): AppendItem {
-  return { rolloutId, seq, kind, envelope: JSON.stringify({ hostname: 'web-01', rolloutId, event: { kind, seq } }), meta: { channel: 'stable' } };
+  return {
+    rolloutId,
+    seq,
+    kind,
+    envelope: JSON.stringify({ hostname: 'web-01', rolloutId, event: { kind, seq } }),
+    meta: { channel: 'stable' },
+  };
 }
 
 /** Appends as the log does: the index learns the event and the size of its line. */
@@ -132,10 +138,13 @@ describe('EventLogIndex', () => {
     const entries = [...(view?.events.values() ?? [])];
     const [e1, e2, e3] = entries;
 
-    index.compacted([e1], [
-      { entry: e2, bytes: 300 },
-      { entry: e3, bytes: 200 },
-    ]);
+    index.compacted(
+      [e1],
+      [
+        { entry: e2, bytes: 300 },
+        { entry: e3, bytes: 200 },
+      ],
+    );
 
     expect(ids(index.events(A))).toEqual([`${A}/2`, `${A}/3`]);
     expect(index.lastSeq(A)).toBe(3);

@@ -62,11 +62,7 @@ export class EventLogIndex {
           return `repeats ${rec.rolloutId} seq ${rec.seq}; the first record is kept`;
         }
         const { rolloutId, seq, kind, envelope, meta, appendedAt } = rec;
-        this.addEvent(
-          { rolloutId, seq, kind, envelope, meta, appendedAt, delivery: rec.delivery ?? { state: 'pending' } },
-          ordinal,
-          bytes,
-        );
+        this.addEvent({ rolloutId, seq, kind, envelope, meta, appendedAt, delivery: rec.delivery ?? { state: 'pending' } }, ordinal, bytes);
         return null;
       }
       case 'delivered':

@@ -226,7 +226,9 @@ export class EventLogService implements OnModuleInit, OnApplicationShutdown {
     if (this.failingSince !== null) return;
     this.failingSince = at;
     this.failingSinceMono = this.clock.monotonicMs();
-    const clears = this.probeClears() ? `probed every ${WRITE_PROBE_MS / 1000} s` : 'an append to the log itself must work, a probe beside it proves nothing';
+    const clears = this.probeClears()
+      ? `probed every ${WRITE_PROBE_MS / 1000} s`
+      : 'an append to the log itself must work, a probe beside it proves nothing';
     this.logger.error(
       `event log ${this.log.path}: writes fail (${cause}); new events cannot be made durable, so none is sent and no rollout moves; status is DEGRADED until a write works again (${clears})`,
     );

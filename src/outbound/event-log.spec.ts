@@ -1,5 +1,16 @@
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentEvent, AgentEventKind, EventEnvelope } from '../protocol/events.wire';
@@ -35,7 +46,15 @@ function eventOf(kind: AgentEventKind, seq: number, at: string): AgentEvent {
     case 'ProbeObservedFirst':
       return { kind, seq, probeName: 'http', mode: 'enforce', observedAt: at };
     case 'ProbeResult':
-      return { kind, seq, probeName: 'http', mode: 'enforce', status: 'pass', observedAt: at, failureReason: 'ünïcode ✓ "quoted"\nnewline' };
+      return {
+        kind,
+        seq,
+        probeName: 'http',
+        mode: 'enforce',
+        status: 'pass',
+        observedAt: at,
+        failureReason: 'ünïcode ✓ "quoted"\nnewline',
+      };
     case 'ProbeFailureFirst':
       return { kind, seq, probeName: 'http', mode: 'enforce', firstFailedAt: at };
     case 'Failed':
@@ -421,7 +440,13 @@ describe('EventLog', () => {
 
       nowMs = T0 + DAY + 1000;
       const r = await log.compact();
-      expect(r).toMatchObject({ dropped: 3, droppedRanges: [{ rolloutId: A, from: 1, to: 2 }, { rolloutId: A, from: 4, to: 4 }] });
+      expect(r).toMatchObject({
+        dropped: 3,
+        droppedRanges: [
+          { rolloutId: A, from: 1, to: 2 },
+          { rolloutId: A, from: 4, to: 4 },
+        ],
+      });
       expect(r.bytesAfter).toBeLessThan(r.bytesBefore);
       expect(r.bytesAfter).toBe(statSync(file()).size);
       expect(log.events(A).map((e) => e.seq)).toEqual([3]);
@@ -513,7 +538,9 @@ describe('EventLog', () => {
       await log.flush();
       const before = readFileSync(file());
       fs.renameError = 'EXDEV';
-      await expect(log.compact()).rejects.toThrow(`event log ${file()}: compaction failed (EXDEV: injected failure, rename); the log is unchanged`);
+      await expect(log.compact()).rejects.toThrow(
+        `event log ${file()}: compaction failed (EXDEV: injected failure, rename); the log is unchanged`,
+      );
       expect(readFileSync(file())).toEqual(before);
       expect(readdirSync(dir)).toEqual(['events.log']);
       expect(log.get(A, 1)).toBeDefined();
@@ -610,7 +637,10 @@ describe('EventLog', () => {
       while (failure === null && seq < 1000) {
         before = readFileSync(file());
         seq++;
-        failure = await log.append([item(A, seq), item(A, seq + 1)]).then(() => null, (e: unknown) => e);
+        failure = await log.append([item(A, seq), item(A, seq + 1)]).then(
+          () => null,
+          (e: unknown) => e,
+        );
         if (failure === null) seq++;
       }
       expect(failure).toBeInstanceOf(EventLogWriteError);

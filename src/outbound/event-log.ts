@@ -64,7 +64,9 @@ export class EventLog {
     this.fs = opts.fs ?? nodeLogFs;
     this.marks = new MarkSync(opts.markSyncMs ?? DEFAULT_MARK_SYNC_MS, opts.scheduleMarkSync ?? scheduleUnrefTimeout, () => {
       void this.serial(() => this.syncMarks()).catch((err: unknown) => {
-        this.warn(`event log ${this.path}: fdatasync of delivery marks failed (${errText(err)}); a crash before the next append only causes resends`);
+        this.warn(
+          `event log ${this.path}: fdatasync of delivery marks failed (${errText(err)}); a crash before the next append only causes resends`,
+        );
       });
     });
     this.report = { path, records: 0, events: 0, tornTailBytes: 0, corruptRecords: [] };
@@ -327,7 +329,9 @@ export class EventLog {
     this.compactionQueued = true;
     void this.serial(() => this.compactNow())
       .catch((err: unknown) => {
-        this.warn(`event log ${this.path}: automatic compaction failed (${errText(err)}); the log is unchanged and keeps growing until the next one`);
+        this.warn(
+          `event log ${this.path}: automatic compaction failed (${errText(err)}); the log is unchanged and keeps growing until the next one`,
+        );
       })
       .finally(() => {
         this.compactionQueued = false;
@@ -338,7 +342,11 @@ export class EventLog {
     this.assertWritable();
     const bytesBefore = this.size;
     const plan = planCompaction(this.index.rolloutViews(), this.opts.now().getTime(), this.opts);
-    const compacted = await writeCompacted(this.fs, this.path, plan.kept.map((it) => it.line));
+    const compacted = await writeCompacted(
+      this.fs,
+      this.path,
+      plan.kept.map((it) => it.line),
+    );
     // The rename happened: the compacted file is the log from here on, and its
     // fsync covered every delivery mark.
     const old = this.file;

@@ -1,11 +1,4 @@
-import {
-  type AgentUnderTest,
-  type BuildOptions,
-  buildAgent,
-  fakeClosure,
-  makeWorld,
-  type World,
-} from '../../test/support/agent-harness';
+import { type AgentUnderTest, type BuildOptions, buildAgent, fakeClosure, makeWorld, type World } from '../../test/support/agent-harness';
 import type { ReceivedRequest } from '../../dev/control-plane';
 import { ActivationService } from '../activation/activation.service';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
@@ -83,8 +76,7 @@ describe('OutboundPorts: emit and Replay-From against the dev control plane over
   const rolloutOf = (p: ReceivedRequest): string => (p.body as { rolloutId: string }).rolloutId;
   /** `rolloutId#seq` of every event POST from index `from` on, in arrival order. */
   const postsSince = (from: number): string[] => world.cp.eventPosts.slice(from).map((p) => `${rolloutOf(p)}#${seqOf(p)}`);
-  const stored = (rolloutId: string): Map<number, string> =>
-    new Map(world.cp.events(MACHINE, rolloutId).map((e) => [e.seq, e.raw]));
+  const stored = (rolloutId: string): Map<number, string> => new Map(world.cp.events(MACHINE, rolloutId).map((e) => [e.seq, e.raw]));
 
   it('emit: the events are durable (pending in the log) when emit resolves, and the drainer POSTs exactly the logged bytes', async () => {
     const rollout = 'stable@pemitaaa';
@@ -266,7 +258,9 @@ describe('OutboundPorts: emit and Replay-From against the dev control plane over
       await s.drainer.idle();
 
       expect(world.cp.eventPosts.length).toBe(mark);
-      expect(s.a.logs.messages('warn', OutboundPorts.name)).toEqual([expect.stringContaining('(seqs 1, 2, 3) were already dropped by retention')]);
+      expect(s.a.logs.messages('warn', OutboundPorts.name)).toEqual([
+        expect.stringContaining('(seqs 1, 2, 3) were already dropped by retention'),
+      ]);
       expect(s.drainer.replayStatus()).toEqual({ running: false, rolloutId: rollout, fromSeq: 0, resent: 0, missing: [1, 2, 3] });
     });
 

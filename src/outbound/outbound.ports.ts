@@ -49,9 +49,7 @@ export class OutboundPorts implements EmitEventPort, ReplayPort, EventHistoryPor
 
   requestReplay(value: ReplayFrom, source: 'boot-recovery' | 'heartbeat'): void {
     const targets =
-      value.form === 'plain'
-        ? this.plainTarget(value.fromSeq)
-        : value.entries.map((e) => ({ rolloutId: e.rolloutId, fromSeq: e.fromSeq }));
+      value.form === 'plain' ? this.plainTarget(value.fromSeq) : value.entries.map((e) => ({ rolloutId: e.rolloutId, fromSeq: e.fromSeq }));
     for (const { rolloutId, fromSeq } of targets) {
       // A refused event was judged invalid by the CP: PROTOCOL §6 says never to send it again.
       const seqs = this.log
@@ -64,7 +62,9 @@ export class OutboundPorts implements EmitEventPort, ReplayPort, EventHistoryPor
           `replay of ${rolloutId} from seq ${fromSeq}: ${missing.length} event(s) (seqs ${summarize(missing)}) were already dropped by retention; the control plane cannot get them from this agent`,
         );
       }
-      this.logger.log(`${source} asked for a replay (${formatReplayFrom(value)}): resending ${seqs.length} event(s) of ${rolloutId} after seq ${fromSeq}`);
+      this.logger.log(
+        `${source} asked for a replay (${formatReplayFrom(value)}): resending ${seqs.length} event(s) of ${rolloutId} after seq ${fromSeq}`,
+      );
       this.drainer.replay(rolloutId, fromSeq, seqs, missing);
     }
   }

@@ -5,9 +5,7 @@ import { ROLLOUT_ID_PATTERN } from './rollout';
  * rollout; the agent applies it to its most recent rollout) or our extension,
  * `<rolloutId>=<seq>[, <rolloutId>=<seq>…]`.
  */
-export type ReplayFrom =
-  | { form: 'plain'; fromSeq: number }
-  | { form: 'per-rollout'; entries: { rolloutId: string; fromSeq: number }[] };
+export type ReplayFrom = { form: 'plain'; fromSeq: number } | { form: 'per-rollout'; entries: { rolloutId: string; fromSeq: number }[] };
 
 export type ReplayFromParse = { ok: true; value: ReplayFrom } | { ok: false; reason: string };
 

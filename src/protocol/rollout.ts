@@ -1,20 +1,8 @@
-export const ROLLOUT_STATES = [
-  'Pending',
-  'Activating',
-  'Deferred',
-  'Soaking',
-  'Converged',
-  'Failed',
-  'Reverted',
-] as const;
+export const ROLLOUT_STATES = ['Pending', 'Activating', 'Deferred', 'Soaking', 'Converged', 'Failed', 'Reverted'] as const;
 export type RolloutState = (typeof ROLLOUT_STATES)[number];
 
 /** States after which the CP expects no further events for the rollout. */
-export const TERMINAL_STATES: ReadonlySet<RolloutState> = new Set<RolloutState>([
-  'Converged',
-  'Failed',
-  'Reverted',
-]);
+export const TERMINAL_STATES: ReadonlySet<RolloutState> = new Set<RolloutState>(['Converged', 'Failed', 'Reverted']);
 
 /** `<channel>@<channelRef>`, e.g. `stable@a1b2c3d4` (PROTOCOL §4). */
 export const ROLLOUT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9._-]+$/;

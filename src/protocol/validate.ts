@@ -19,12 +19,20 @@ export interface WireOptions {
  * the offending key path (e.g. `bootstrap_rollouts[0].state`) so a warning
  * can say which field was bad.
  */
-export function validateWire<T extends object>(cls: ClassConstructor<T>, plain: unknown, path = '', options: WireOptions = {}): WireResult<T> {
+export function validateWire<T extends object>(
+  cls: ClassConstructor<T>,
+  plain: unknown,
+  path = '',
+  options: WireOptions = {},
+): WireResult<T> {
   if (typeof plain !== 'object' || plain === null || Array.isArray(plain)) {
     return { ok: false, problems: [`${path || 'body'}: expected a JSON object, got ${describe(plain)}`] };
   }
   const instance = plainToInstance(cls, plain);
-  const errors = validateSync(instance, options.exact ? { forbidUnknownValues: false, whitelist: true, forbidNonWhitelisted: true } : { forbidUnknownValues: false });
+  const errors = validateSync(
+    instance,
+    options.exact ? { forbidUnknownValues: false, whitelist: true, forbidNonWhitelisted: true } : { forbidUnknownValues: false },
+  );
   if (errors.length === 0) return { ok: true, value: instance };
   return { ok: false, problems: flatten(errors, path) };
 }

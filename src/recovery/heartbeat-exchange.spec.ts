@@ -190,7 +190,9 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
     world.cp.respondNext('heartbeat', cpAt(-3601));
     await ex.send('heartbeat', 10_000);
     await ex.send('heartbeat', 10_000);
-    expect(warnings()).toEqual([expect.stringMatching(/^this host's clock is 360\d s ahead of the control plane's \(by its Date header\)/)]);
+    expect(warnings()).toEqual([
+      expect.stringMatching(/^this host's clock is 360\d s ahead of the control plane's \(by its Date header\)/),
+    ]);
     world.cp.respondNext('heartbeat', cpAt(600));
     await ex.send('heartbeat', 10_000);
     expect(warnings()[1]).toMatch(/^this host's clock is 60\d s behind the control plane's/);
@@ -211,7 +213,11 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
     // The wall clock jumps a day while the CP holds the answer: the midpoint would be half a day off.
     world.cp.respondNext('heartbeat', { delayMs: 100, headers: { Date: a.clock.now().toUTCString() } });
     const sent = ex.send('heartbeat', 10_000);
-    await world.cp.waitFor(() => world.cp.heartbeats.at(-1)?.scripted && world.cp.heartbeats.at(-1)?.status === null, 2000, 'the held heartbeat');
+    await world.cp.waitFor(
+      () => world.cp.heartbeats.at(-1)?.scripted && world.cp.heartbeats.at(-1)?.status === null,
+      2000,
+      'the held heartbeat',
+    );
     a.clock.stepWall(86_400_000);
     await sent;
     expect(ex.clockSkewSecs).toBe(before);

@@ -160,7 +160,9 @@ export class HeartbeatExchange {
       const checked = validateWire(HostRolloutSnapshot, item, where);
       if (!checked.ok) {
         rejected += 1;
-        this.logger.warn(`${kind} answer: snapshot ${where} is invalid (${checked.problems.join('; ')}); dropped, the reducer never sees it`);
+        this.logger.warn(
+          `${kind} answer: snapshot ${where} is invalid (${checked.problems.join('; ')}); dropped, the reducer never sees it`,
+        );
         continue;
       }
       const snapshot = checked.value;

@@ -47,7 +47,10 @@ describe('RecoveryService: the boot-recovery handshake', () => {
 
   // The decorated tick is mounted at bootstrap; the job it drives starts only after the handshake.
   const hasJob = (a: AgentUnderTest): boolean =>
-    a.app.get(JobRuntime).status().some((j) => j.name === HEARTBEAT_INTERVAL_NAME && j.state !== 'waiting' && j.state !== 'stopped');
+    a.app
+      .get(JobRuntime)
+      .status()
+      .some((j) => j.name === HEARTBEAT_INTERVAL_NAME && j.state !== 'waiting' && j.state !== 'stopped');
 
   async function advanceAndTick(a: AgentUnderTest, ms: number): Promise<void> {
     const hb = a.app.get(HeartbeatService);

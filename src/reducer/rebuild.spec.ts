@@ -16,9 +16,7 @@ type Script = readonly (readonly [ReducerInput, number])[];
 
 /** What the agent appends to its log: each EmitEvent with its meta. */
 function logged(effects: readonly Effect[]): LogRecord[] {
-  return effects.flatMap((e) =>
-    e.type === 'EmitEvent' ? [{ rolloutId: e.rolloutId, event: e.event, meta: e.meta }] : [],
-  );
+  return effects.flatMap((e) => (e.type === 'EmitEvent' ? [{ rolloutId: e.rolloutId, event: e.event, meta: e.meta }] : []));
 }
 
 /** Drives `transition` and writes the log the way the agent does: each EmitEvent with its meta. */
@@ -82,23 +80,34 @@ describe('rebuildFromLog', () => {
 
   it.each<[string, Script, Policy]>([
     ['Activating after the ack', [[activate(), 0]], HALT],
-    ['Activating after the switch started', [[activate(), 0], [started(), 1]], HALT],
-    ['Deferred', [[activate(), 0], [{ type: 'ActivationDeferred', rolloutId: ROLLOUT, component: 'kernel' }, 5]], HALT],
+    [
+      'Activating after the switch started',
+      [
+        [activate(), 0],
+        [started(), 1],
+      ],
+      HALT,
+    ],
+    [
+      'Deferred',
+      [
+        [activate(), 0],
+        [{ type: 'ActivationDeferred', rolloutId: ROLLOUT, component: 'kernel' }, 5],
+      ],
+      HALT,
+    ],
     [
       'Failed after a failed activation, with the policy applied',
-      [[activate(), 0], [{ type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 1, stderrTail: 'x' }, 5]],
+      [
+        [activate(), 0],
+        [{ type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 1, stderrTail: 'x' }, 5],
+      ],
       ROLLBACK,
     ],
     ['Soaking', SOAKING, HALT],
     [
       'Soaking with probes and an open failure streak',
-      [
-        ...SOAKING,
-        [declare, 31],
-        [probe('http', 'pass'), 35],
-        [probe('http', 'fail'), 50],
-        [probe('disk', 'fail'), 50],
-      ],
+      [...SOAKING, [declare, 31], [probe('http', 'pass'), 35], [probe('http', 'fail'), 50], [probe('disk', 'fail'), 50]],
       HALT,
     ],
     [
@@ -107,11 +116,7 @@ describe('rebuildFromLog', () => {
       HALT,
     ],
     ['Converged', [...SOAKING, [declare, 31], [probe('http', 'pass'), 35], [tick, 600]], HALT],
-    [
-      'Failed after sustained probe failure',
-      [...SOAKING, [declare, 31], [probe('http', 'fail'), 35], [tick, 155]],
-      ROLLBACK,
-    ],
+    ['Failed after sustained probe failure', [...SOAKING, [declare, 31], [probe('http', 'fail'), 35], [tick, 155]], ROLLBACK],
     [
       'Reverted',
       [

@@ -116,12 +116,7 @@ export function applyEvent(e: RolloutEntry, ev: AgentEvent): RolloutEntry {
  * Probe events only happen while soaking. A probe missing from the topology
  * (a lost record) is kept with what its events say.
  */
-function withProbe(
-  e: RolloutEntry,
-  probeName: string,
-  mode: ProbeEntry['mode'],
-  update: (p: ProbeEntry) => ProbeEntry,
-): RolloutEntry {
+function withProbe(e: RolloutEntry, probeName: string, mode: ProbeEntry['mode'], update: (p: ProbeEntry) => ProbeEntry): RolloutEntry {
   const current = (Object.hasOwn(e.probes, probeName) ? e.probes[probeName] : undefined) ?? { kind: 'unknown', mode };
   return { ...e, state: 'Soaking', probes: { ...e.probes, [probeName]: update(current) } };
 }

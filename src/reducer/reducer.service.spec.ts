@@ -180,9 +180,11 @@ describe('ReducerService', () => {
       let late = Promise.resolve();
       for (let i = 0; i < offset; i++) late = late.then(() => undefined);
       let lateApplied = false;
-      const second = late.then(() => reducer.submit(tick)).then(() => {
-        lateApplied = true;
-      });
+      const second = late
+        .then(() => reducer.submit(tick))
+        .then(() => {
+          lateApplied = true;
+        });
       await first;
       await turn();
 
@@ -290,9 +292,7 @@ describe('ReducerService', () => {
     // The reducer keeps going, and the next activation of the same rollout numbers from 1 again.
     const again = await reducer.submit(activate());
     expect(again.rejected).toBeUndefined();
-    expect(emitter.events.map((e) => `${e.rolloutId} ${e.event.kind}#${e.event.seq}`)).toEqual([
-      `${ROLLOUT} DispatchAck#1`,
-    ]);
+    expect(emitter.events.map((e) => `${e.rolloutId} ${e.event.kind}#${e.event.seq}`)).toEqual([`${ROLLOUT} DispatchAck#1`]);
     expect(reducer.lastEventSeqByRollout()).toEqual({ [ROLLOUT]: 1 });
     expect(timeline).toEqual([`EmitEvent ${ROLLOUT} DispatchAck#1`, `FireSwitch ${ROLLOUT}`]);
   });

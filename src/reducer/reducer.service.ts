@@ -174,7 +174,9 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
       try {
         await this.dispatch(effect);
       } catch (err) {
-        this.logger.error(`${effect.type} for ${effect.rolloutId} failed: ${(err as Error).message}; the rollout's state stands as applied`);
+        this.logger.error(
+          `${effect.type} for ${effect.rolloutId} failed: ${(err as Error).message}; the rollout's state stands as applied`,
+        );
       }
     }
     return result;
@@ -213,7 +215,9 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
 }
 
 export function describeInput(input: ReducerInput): string {
-  return input.type === 'Tick' ? 'tick' : input.type === 'Snapshot'
-    ? `snapshot of ${input.snapshot.rolloutId}`
-    : `${input.type} for ${input.rolloutId}`;
+  return input.type === 'Tick'
+    ? 'tick'
+    : input.type === 'Snapshot'
+      ? `snapshot of ${input.snapshot.rolloutId}`
+      : `${input.type} for ${input.rolloutId}`;
 }

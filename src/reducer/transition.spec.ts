@@ -15,10 +15,7 @@ import { transition } from './transition';
 
 const SOAK_SECS = 600;
 
-function activateInput(
-  rolloutId = ROLLOUT,
-  currentClosure: string | null = PREVIOUS,
-): Extract<ReducerInput, { type: 'Activate' }> {
+function activateInput(rolloutId = ROLLOUT, currentClosure: string | null = PREVIOUS): Extract<ReducerInput, { type: 'Activate' }> {
   return {
     type: 'Activate',
     rolloutId,
@@ -169,8 +166,7 @@ describe('transition', () => {
     });
 
     it('activates a Pending rollout known from a snapshot, numbering on from its lastEventSeq', () => {
-      const pending = run([[{ type: 'Snapshot', snapshot: snapshot({ state: 'Pending', lastEventSeq: 7 }) }, at(-1)]])
-        .state;
+      const pending = run([[{ type: 'Snapshot', snapshot: snapshot({ state: 'Pending', lastEventSeq: 7 }) }, at(-1)]]).state;
 
       const r = transition(pending, activateInput(), at(0), HALT);
 
@@ -236,18 +232,11 @@ describe('transition', () => {
     });
 
     it('moves to Deferred when the activation needs a reboot', () => {
-      const r = transition(
-        activating(),
-        { type: 'ActivationDeferred', rolloutId: ROLLOUT, component: 'kernel' },
-        at(20),
-        HALT,
-      );
+      const r = transition(activating(), { type: 'ActivationDeferred', rolloutId: ROLLOUT, component: 'kernel' }, at(20), HALT);
 
       expect(entry(r.state).state).toBe('Deferred');
       expect(r.effects).toHaveLength(1);
-      expect(events(r.effects)).toEqual([
-        { kind: 'ActivationDeferred', seq: 2, component: 'kernel', deferredAt: iso(20) },
-      ]);
+      expect(events(r.effects)).toEqual([{ kind: 'ActivationDeferred', seq: 2, component: 'kernel', deferredAt: iso(20) }]);
     });
 
     it('moves to Failed on ActivationFailed and only halts under the halt policy', () => {
@@ -260,9 +249,7 @@ describe('transition', () => {
 
       expect(entry(r.state)).toMatchObject({ state: 'Failed', failedAt: iso(20), policyApplied: 'halt' });
       expect(r.effects.map((e) => e.type)).toEqual(['EmitEvent']);
-      expect(events(r.effects)).toEqual([
-        { kind: 'ActivationFailed', seq: 2, exitCode: 4, stderrTail: 'unit failed', failedAt: iso(20) },
-      ]);
+      expect(events(r.effects)).toEqual([{ kind: 'ActivationFailed', seq: 2, exitCode: 4, stderrTail: 'unit failed', failedAt: iso(20) }]);
     });
 
     it('fires a rollback to the closure at dispatch after ActivationFailed under rollback-and-halt', () => {
@@ -566,9 +553,7 @@ describe('transition', () => {
 
       expect(transition(before, tick(TARGET), at(30 + DEFAULT_SOAK_SECS - 1), HALT).effects).toEqual([]);
       const r = transition(before, tick(TARGET), at(30 + DEFAULT_SOAK_SECS), HALT);
-      expect(events(r.effects)).toEqual([
-        { kind: 'Converged', seq: 5, convergedAt: iso(30 + DEFAULT_SOAK_SECS), currentClosure: TARGET },
-      ]);
+      expect(events(r.effects)).toEqual([{ kind: 'Converged', seq: 5, convergedAt: iso(30 + DEFAULT_SOAK_SECS), currentClosure: TARGET }]);
     });
 
     it('advances every rollout and returns the effects of all of them', () => {
@@ -604,11 +589,8 @@ describe('transition', () => {
 
   describe('from Failed', () => {
     const failed = (): ReducerState =>
-      run(
-        [[{ type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 1, stderrTail: 'boom' }, at(10)]],
-        ROLLBACK,
-        activating(ROLLBACK),
-      ).state;
+      run([[{ type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 1, stderrTail: 'boom' }, at(10)]], ROLLBACK, activating(ROLLBACK))
+        .state;
 
     it('moves to Reverted once the rollback completed', () => {
       const r = transition(
@@ -699,9 +681,11 @@ describe('transition', () => {
         [activateInput(OTHER), at(0)],
         [{ type: 'ActivationStarted', rolloutId: OTHER, switchMethod: 'switch' }, at(1)],
       ]);
-      expect(
-        effects.flatMap((e) => (e.type === 'EmitEvent' ? [`${e.rolloutId}#${e.event.seq}`] : [])),
-      ).toEqual([`${ROLLOUT}#1`, `${OTHER}#1`, `${OTHER}#2`]);
+      expect(effects.flatMap((e) => (e.type === 'EmitEvent' ? [`${e.rolloutId}#${e.event.seq}`] : []))).toEqual([
+        `${ROLLOUT}#1`,
+        `${OTHER}#1`,
+        `${OTHER}#2`,
+      ]);
     });
   });
 
@@ -807,11 +791,7 @@ describe('transition', () => {
     });
 
     it('keeps the local value of an optional field the snapshot omits', () => {
-      const started = run(
-        [[{ type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'switch' }, at(1)]],
-        HALT,
-        activating(),
-      ).state;
+      const started = run([[{ type: 'ActivationStarted', rolloutId: ROLLOUT, switchMethod: 'switch' }, at(1)]], HALT, activating()).state;
 
       const r = transition(
         started,
@@ -952,12 +932,7 @@ describe('transition', () => {
 
     it('ignores a snapshot older than the local log, without rejecting it and without lowering the seq', () => {
       const before = soaking(); // lastEventSeq 3
-      const r = transition(
-        before,
-        { type: 'Snapshot', snapshot: snapshot({ state: 'Activating', lastEventSeq: 1 }) },
-        at(40),
-        HALT,
-      );
+      const r = transition(before, { type: 'Snapshot', snapshot: snapshot({ state: 'Activating', lastEventSeq: 1 }) }, at(40), HALT);
 
       expect(r.rejected).toBeUndefined();
       expect(r.state).toBe(before);

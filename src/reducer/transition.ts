@@ -328,12 +328,7 @@ function derivedSoakDue(e: RolloutEntry, now: Date): { dueAt: string; notice: st
 }
 
 /** Runs a step for an input addressed to one rollout, enforcing the `from` state. */
-function step(
-  state: ReducerState,
-  input: RolloutInput,
-  from: RolloutState,
-  run: (entry: RolloutEntry) => Step,
-): TransitionResult {
+function step(state: ReducerState, input: RolloutInput, from: RolloutState, run: (entry: RolloutEntry) => Step): TransitionResult {
   const entry = lookup(state, input.rolloutId);
   if (entry === undefined) return reject(state, `${input.type} for unknown rollout ${input.rolloutId}`);
   if (entry.state !== from) return reject(state, illegal(input.type, input.rolloutId, entry.state));

@@ -78,13 +78,15 @@ describe('statusLine', () => {
 
   it('names failures since the last success while the CP still counts the host as reachable', () => {
     const cp = { kind: 'ok' as const, lastSuccessSecsAgo: 70, failuresSince: 1, cause: 'HTTP 503' };
-    expect(statusLine({ ...running, controlPlane: cp })).toBe('heartbeat ok 70 s ago (1 failed attempt since: HTTP 503); no events pending');
+    expect(statusLine({ ...running, controlPlane: cp })).toBe(
+      'heartbeat ok 70 s ago (1 failed attempt since: HTTP 503); no events pending',
+    );
   });
 
   it('says how long the control plane has been unreachable and why', () => {
-    expect(
-      statusLine({ ...running, controlPlane: { kind: 'unreachable', forSecs: 185, cause: 'HTTP 503' }, pendingEvents: 4 }),
-    ).toBe('control plane unreachable for 3 min (HTTP 503); 4 events pending');
+    expect(statusLine({ ...running, controlPlane: { kind: 'unreachable', forSecs: 185, cause: 'HTTP 503' }, pendingEvents: 4 })).toBe(
+      'control plane unreachable for 3 min (HTTP 503); 4 events pending',
+    );
     expect(statusLine({ ...running, controlPlane: { kind: 'unreachable', forSecs: 5, cause: null } })).toBe(
       'control plane unreachable for 5 s; no events pending',
     );

@@ -4,11 +4,7 @@ import type { HealthCheck } from '../health/health.service';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
 
 /** One assignment of an sd_notify(3) datagram. */
-export type NotifyField =
-  | { kind: 'ready' }
-  | { kind: 'watchdog' }
-  | { kind: 'stopping' }
-  | { kind: 'status'; text: string };
+export type NotifyField = { kind: 'ready' } | { kind: 'watchdog' } | { kind: 'stopping' } | { kind: 'status'; text: string };
 
 /** systemd keeps STATUS= for `systemctl status`; a long error detail should not fill the screen. */
 export const STATUS_MAX_CHARS = 200;

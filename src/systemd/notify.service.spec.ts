@@ -149,7 +149,15 @@ describe('NotifyService, against a real unix datagram socket', () => {
         thresholdSecs: 180,
         eventLog: { writable: true, failingSince: null, lastError: null },
       },
-      eventLog: { path: '/state/events.log', failingSince: null, failuresInStreak: 0, failuresTotal: 0, lastError: null, refusingWrites: null, clearedBy: null },
+      eventLog: {
+        path: '/state/events.log',
+        failingSince: null,
+        failuresInStreak: 0,
+        failuresTotal: 0,
+        lastError: null,
+        refusingWrites: null,
+        clearedBy: null,
+      },
       pending: 0,
       rollouts: {},
     };
@@ -272,10 +280,14 @@ describe('NotifyService, against a real unix datagram socket', () => {
     });
     expect(whileWedged.filter((m) => m.includes('WATCHDOG=1'))).toEqual([]);
     // The STATUS= line says why, once.
-    expect(whileWedged).toEqual([expect.stringMatching(/^STATUS=NOT LIVE, watchdog pings withheld: heartbeat-job: a heartbeat has been in flight/)]);
+    expect(whileWedged).toEqual([
+      expect.stringMatching(/^STATUS=NOT LIVE, watchdog pings withheld: heartbeat-job: a heartbeat has been in flight/),
+    ]);
     const warned = logs.messages('warn', NotifyService.name);
     expect(warned).toHaveLength(1);
-    expect(warned[0]).toMatch(/liveness check failed: heartbeat-job \(a heartbeat has been in flight for 21 s.*WATCHDOG=1 is withheld.*within 60 s/);
+    expect(warned[0]).toMatch(
+      /liveness check failed: heartbeat-job \(a heartbeat has been in flight for 21 s.*WATCHDOG=1 is withheld.*within 60 s/,
+    );
 
     world.checks = LIVE;
     const recovered = await systemd.settle(() => notify.watchdogTick());
@@ -302,7 +314,14 @@ describe('NotifyService, against a real unix datagram socket', () => {
     await systemd.waitForCount(2);
     expect(await systemd.settle(() => notify.statusTick())).toEqual([]);
 
-    world.readiness = { ...world.readiness, ok: false, reachable: false, failingForSecs: 185, consecutiveFailures: 4, lastError: 'HTTP 503: unavailable' };
+    world.readiness = {
+      ...world.readiness,
+      ok: false,
+      reachable: false,
+      failingForSecs: 185,
+      consecutiveFailures: 4,
+      lastError: 'HTTP 503: unavailable',
+    };
     world.pending = 4;
     expect(await systemd.settle(() => notify.statusTick())).toEqual([
       'STATUS=control plane unreachable for 3 min (HTTP 503); 4 events pending',
@@ -359,7 +378,10 @@ describe('NotifyService, against a real unix datagram socket', () => {
     app = null;
     await systemd.waitForCount(2);
     const after = await systemd.settle(() => gate.open({ reachedControlPlane: true }));
-    expect(systemd.messages).toEqual([expect.stringMatching(/^STATUS=boot recovery/), 'STOPPING=1\nSTATUS=stopping: finishing in-flight work']);
+    expect(systemd.messages).toEqual([
+      expect.stringMatching(/^STATUS=boot recovery/),
+      'STOPPING=1\nSTATUS=stopping: finishing in-flight work',
+    ]);
     expect(after).toEqual([]);
   });
 
@@ -387,7 +409,9 @@ describe('NotifyService, against a real unix datagram socket', () => {
   it('refuses an abstract NOTIFY_SOCKET with a clear warning rather than send to the wrong address', async () => {
     const { logs } = await start({ NOTIFY_SOCKET: '@nixfleet-test-notify', WATCHDOG_USEC: '60000000' });
     expect(logs.messages('warn', NotifySocket.name)).toEqual([
-      expect.stringMatching(/^NOTIFY_SOCKET=@nixfleet-test-notify is an abstract socket, which this agent's unix-dgram transport cannot address/),
+      expect.stringMatching(
+        /^NOTIFY_SOCKET=@nixfleet-test-notify is an abstract socket, which this agent's unix-dgram transport cannot address/,
+      ),
     ]);
     expect(intervals()).toEqual([]);
   });

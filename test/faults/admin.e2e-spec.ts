@@ -62,7 +62,14 @@ function listeningAddresses(port: number): string[] {
       const [addrHex, portHex] = local.split(':');
       // 0A: TCP_LISTEN.
       if (state !== '0A' || parseInt(portHex, 16) !== port) continue;
-      found.push(addrHex.length === 8 ? (addrHex.match(/../g) ?? []).reverse().map((b) => parseInt(b, 16)).join('.') : `ipv6:${addrHex}`);
+      found.push(
+        addrHex.length === 8
+          ? (addrHex.match(/../g) ?? [])
+              .reverse()
+              .map((b) => parseInt(b, 16))
+              .join('.')
+          : `ipv6:${addrHex}`,
+      );
     }
   }
   return found;
@@ -207,7 +214,12 @@ describe('faults at the admin edge: the default listener is on loopback only', (
   it('listens on 127.0.0.1:9850 when --admin-listen is not set, and not on any other address of this host', async () => {
     await untilPortFree(9850);
     agent = startAgent(
-      testArgs({ pki: world.pki, controlPlaneUrl: world.cp.url, stateDir: join(world.dir, 'state'), currentSystemPath: world.currentSystemPath }),
+      testArgs({
+        pki: world.pki,
+        controlPlaneUrl: world.cp.url,
+        stateDir: join(world.dir, 'state'),
+        currentSystemPath: world.currentSystemPath,
+      }),
     );
     await agent.waitForOutput(/status at 127\.0\.0\.1:9850\/status/);
     expect(listeningAddresses(9850)).toEqual(['127.0.0.1']);

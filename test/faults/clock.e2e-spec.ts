@@ -65,7 +65,11 @@ describe('faults: a jumping wall clock', () => {
 
     const from = world.cp.heartbeats.length;
     setOffset('+1d');
-    await world.cp.waitFor(() => beatsAfter(from).filter((h) => atOffsetSecs(h) > DAY_SECS - 5).length >= 4, 15_000, 'four heartbeats a day ahead');
+    await world.cp.waitFor(
+      () => beatsAfter(from).filter((h) => atOffsetSecs(h) > DAY_SECS - 5).length >= 4,
+      15_000,
+      'four heartbeats a day ahead',
+    );
     const around = world.cp.heartbeats.slice(from - 2);
     // A scheduler on the wall clock would fire a burst here; the monotonic one keeps ~1 s (±10 % jitter).
     for (const gap of gapsSecs(around)) expect(gap).toBeGreaterThanOrEqual(0.8);
@@ -97,7 +101,11 @@ describe('faults: a jumping wall clock', () => {
     const from = world.cp.heartbeats.length;
     setOffset('+0');
     // A scheduler on the wall clock would now wait a day.
-    await world.cp.waitFor(() => beatsAfter(from).filter((h) => Math.abs(atOffsetSecs(h)) < 5).length >= 3, 15_000, 'three heartbeats on true time again');
+    await world.cp.waitFor(
+      () => beatsAfter(from).filter((h) => Math.abs(atOffsetSecs(h)) < 5).length >= 3,
+      15_000,
+      'three heartbeats on true time again',
+    );
     for (const gap of gapsSecs(world.cp.heartbeats.slice(from - 2))) expect(gap).toBeGreaterThanOrEqual(0.8);
     const back = await agent.statusWhen((s) => Math.abs(Number((s.heartbeat as Json).clockSkewSecs)) < 5, 'the skew gone from /status');
     expect((back.heartbeat as Json).consecutiveFailures).toBe(0);

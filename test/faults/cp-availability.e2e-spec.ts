@@ -1,5 +1,13 @@
 import { dispatch, FULL_ROLLOUT, heldKinds, ROLLOUT_A, ROLLOUT_B, seqsWithTwoBodies } from '../support/cp-record';
-import { fakeClosure, killAllFaultAgents, makeFaultWorld, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
+import {
+  fakeClosure,
+  killAllFaultAgents,
+  makeFaultWorld,
+  startFaultAgent,
+  type FaultAgent,
+  type Json,
+  type World,
+} from '../support/fault-world';
 import { eventually } from '../support/polling';
 
 // One agent lives through the three outages in turn: the CP absent at boot,
@@ -46,7 +54,11 @@ describe('faults: the control plane goes away', () => {
 
   it('CP down mid-run: an event logged during the outage is kept, and delivered once the CP is back; heartbeats resume', async () => {
     dispatch(world, ROLLOUT_A, fakeClosure('web-01-26.11', 'b'), 3_000);
-    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === 3, 15_000, 'DispatchAck, ActivationStarted, ActivationCompleted held');
+    await world.cp.waitFor(
+      () => heldKinds(world, ROLLOUT_A).length === 3,
+      15_000,
+      'DispatchAck, ActivationStarted, ActivationCompleted held',
+    );
 
     await world.cp.goOffline();
     const heartbeatsBefore = world.cp.heartbeats.length;

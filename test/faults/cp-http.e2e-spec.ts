@@ -1,7 +1,16 @@
 import type { ReceivedRequest, ScriptedResponse } from '../../dev/control-plane';
 import type { Pki } from '../../dev/pki';
 import { dispatch, FULL_ROLLOUT, heldKinds, seqsWithTwoBodies } from '../support/cp-record';
-import { fakeClosure, killAllFaultAgents, makeFaultWorld, makeSharedPki, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
+import {
+  fakeClosure,
+  killAllFaultAgents,
+  makeFaultWorld,
+  makeSharedPki,
+  startFaultAgent,
+  type FaultAgent,
+  type Json,
+  type World,
+} from '../support/fault-world';
 import { eventually } from '../support/polling';
 import { parsePrometheusText } from '../support/prometheus';
 
@@ -126,7 +135,10 @@ describe('faults: bad HTTP answers from the control plane', () => {
         const postsBefore = world.cp.eventPosts.length;
         dispatch(world, rolloutId, fakeClosure(`web-01-${status}`, hash), 1_000);
 
-        const paused = await agent.statusWhen((s) => new RegExp(`^HTTP ${status}: `).test(pausedReason(s) ?? ''), `delivery paused on ${status}`);
+        const paused = await agent.statusWhen(
+          (s) => new RegExp(`^HTTP ${status}: `).test(pausedReason(s) ?? ''),
+          `delivery paused on ${status}`,
+        );
         expect(pausedReason(paused)).toContain(body.message);
         expect(pausedReason(paused)).toMatch(/does not accept this agent's identity or version; events are kept and retried/);
         expect(agent.problems()).toContainEqual(expect.stringMatching(new RegExp(`^event delivery paused: HTTP ${status}: `)));
@@ -146,7 +158,10 @@ describe('faults: bad HTTP answers from the control plane', () => {
         expect((resumed.outbound as Json).refused).toBe(0);
         expect(agent.logs().some((l) => /^event delivery works again/.test(l.message))).toBe(true);
         // Each paused try resent the same first event: retried, never skipped.
-        const refusedSeqs = world.cp.eventPosts.slice(postsBefore).filter((p) => p.status === status).map((p) => (p.body as Json).event as Json);
+        const refusedSeqs = world.cp.eventPosts
+          .slice(postsBefore)
+          .filter((p) => p.status === status)
+          .map((p) => (p.body as Json).event as Json);
         expect(refusedSeqs.length).toBeGreaterThanOrEqual(1);
         expect(new Set(refusedSeqs.map((e) => e.seq))).toEqual(new Set([1]));
         expect(seqsWithTwoBodies(world.cp)).toEqual([]);
@@ -165,19 +180,23 @@ describe('faults: bad HTTP answers from the control plane', () => {
       const after = await agent.statusWhen((s) => (s.outbound as Json).pending === 0, 'nothing pending');
       expect(after.outbound).toMatchObject({ refused: 1, deliveryPausedReason: null });
       expect(agent.problems()).toContainEqual(
-        expect.stringMatching(/^the control plane refused event DispatchAck seq 1 of stable@a0000004 \(HTTP 404: .*no rollout stable@a0000004.*\); kept on record as refused, not retried/),
+        expect.stringMatching(
+          /^the control plane refused event DispatchAck seq 1 of stable@a0000004 \(HTTP 404: .*no rollout stable@a0000004.*\); kept on record as refused, not retried/,
+        ),
       );
       // A few more heartbeats and drain sweeps: seq 1 is never posted again.
       const beats = world.cp.heartbeats.length;
       await world.cp.waitFor(() => world.cp.heartbeats.length >= beats + 3, 10_000, 'three more heartbeats');
-      const seq1Posts = world.cp.eventPosts.slice(postsBefore).filter((p) => (p.body as Json).rolloutId === rolloutId && ((p.body as Json).event as Json).seq === 1);
+      const seq1Posts = world.cp.eventPosts
+        .slice(postsBefore)
+        .filter((p) => (p.body as Json).rolloutId === rolloutId && ((p.body as Json).event as Json).seq === 1);
       expect(seq1Posts.map((p) => p.status)).toEqual([404]);
       expect(agent.run.child.exitCode).toBeNull();
     });
   });
 
   describe('on heartbeats', () => {
-    it('500: logged with the CP\'s error, shown in /status, next try after the 5 s backoff', async () => {
+    it("500: logged with the CP's error, shown in /status, next try after the 5 s backoff", async () => {
       const { failed, next, gapSecs } = await tryAndNext('statuses', 1);
       expect(failed.status).toBe(500);
       const w = warning('statuses', /HTTP 500: /);
@@ -272,7 +291,7 @@ describe('faults: bad HTTP answers from the control plane', () => {
       await chains.bodies.agent.statusWhen((s) => (s.heartbeat as Json).consecutiveFailures === 0, 'a heartbeat ok again');
     });
 
-    it('403, 404 and 426 on a heartbeat: each a failed heartbeat with the CP\'s reason, backed off, survived', async () => {
+    it("403, 404 and 426 on a heartbeat: each a failed heartbeat with the CP's reason, backed off, survived", async () => {
       const cases = [
         [1, 403, /does not match db-02/],
         [2, 404, /no route/],
@@ -328,15 +347,26 @@ describe('faults: bad HTTP answers from the control plane', () => {
 
     /** The wait each warning of `prefix` announced, in order, once there are `n`. */
     async function announcedWaits(prefix: string, wait: RegExp, n: number): Promise<{ messages: string[]; secs: number[] }> {
-      const warned = (): string[] => agent.logs().filter((l) => l.level === 'warn' && l.message.startsWith(prefix)).map((l) => l.message);
-      await eventually(() => warned().length >= n, 30_000, `${n} warnings "${prefix}"`, () => agent.run.output());
+      const warned = (): string[] =>
+        agent
+          .logs()
+          .filter((l) => l.level === 'warn' && l.message.startsWith(prefix))
+          .map((l) => l.message);
+      await eventually(
+        () => warned().length >= n,
+        30_000,
+        `${n} warnings "${prefix}"`,
+        () => agent.run.output(),
+      );
       const messages = warned().slice(0, n);
       return { messages, secs: messages.map((m) => Number(wait.exec(m)?.[1])) };
     }
 
     it('the dispatch poll ignores it on a 500 (its 1 s backoff) and waits it out on a 429', async () => {
       const { messages, secs } = await announcedWaits('dispatch poll failed: ', /polling again in (\d+\.\d) s/, 2);
-      expect(messages[0]).toMatch(/^dispatch poll failed: HTTP 500: .*; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry;/);
+      expect(messages[0]).toMatch(
+        /^dispatch poll failed: HTTP 500: .*; its Retry-After "30" is ignored: only a 429 or 503 sets when to retry;/,
+      );
       expect(secs[0]).toBeLessThan(2);
       expect(messages[1]).toMatch(/^dispatch poll failed: HTTP 429: /);
       expect(secs[1]).toBe(30);

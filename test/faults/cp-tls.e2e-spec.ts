@@ -3,7 +3,16 @@ import { join } from 'node:path';
 import { DevControlPlane } from '../../dev/control-plane';
 import type { Pki } from '../../dev/pki';
 import { dispatch, FULL_ROLLOUT, heldKinds, ROLLOUT_A, seqsWithTwoBodies } from '../support/cp-record';
-import { fakeClosure, killAllFaultAgents, makeFaultWorld, makeSharedPki, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
+import {
+  fakeClosure,
+  killAllFaultAgents,
+  makeFaultWorld,
+  makeSharedPki,
+  startFaultAgent,
+  type FaultAgent,
+  type Json,
+  type World,
+} from '../support/fault-world';
 
 /**
  * The transport under the HTTP: whom the agent trusts, and connections that
@@ -59,7 +68,9 @@ describe('faults: TLS and connections', () => {
   it('a CP certificate from another CA: refused, said as a TLS failure naming the verification error; the agent keeps trying and heals once the right CA is in place', async () => {
     const { world, agent, caPath } = foreign;
     const said = await agent.waitForLog(/^boot recovery: control plane not reached/, 'the boot-recovery warning');
-    expect(said.message).toMatch(/TLS handshake failed: (SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)/);
+    expect(said.message).toMatch(
+      /TLS handshake failed: (SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)/,
+    );
     // Refused on our side: no heartbeat ever reached the CP.
     expect(world.cp.heartbeats).toEqual([]);
     await agent.waitForLog(/^heartbeat to the control plane failed: TLS handshake failed/, 'a steady heartbeat failing the same way');
@@ -80,7 +91,10 @@ describe('faults: TLS and connections', () => {
     const said = await agent.waitForLog(/^boot recovery: control plane not reached/, 'the boot-recovery warning');
     expect(said.message).toMatch(/TLS handshake failed: ERR_TLS_CERT_ALTNAME_INVALID: .*127\.0\.0\.2/);
     expect(cp.heartbeats).toEqual([]);
-    await agent.waitForLog(/^heartbeat to the control plane failed: TLS handshake failed: ERR_TLS_CERT_ALTNAME_INVALID/, 'a steady heartbeat failing the same way');
+    await agent.waitForLog(
+      /^heartbeat to the control plane failed: TLS handshake failed: ERR_TLS_CERT_ALTNAME_INVALID/,
+      'a steady heartbeat failing the same way',
+    );
     expect(lastError(await agent.status())).toMatchObject({ kind: 'tls', message: expect.stringMatching(/127\.0\.0\.2/) });
     expect(agent.run.child.exitCode).toBeNull();
   });
@@ -113,7 +127,11 @@ describe('faults: TLS and connections', () => {
     await world.cp.waitFor(() => world.cp.heartbeats.slice(from).some((h) => h.cut), 10_000, 'the cut heartbeat');
     const warned = await agent.waitForLog(/^heartbeat to the control plane failed: connection failed mid-request/, 'the warning');
     expect(warned.level).toBe('warn');
-    await world.cp.waitFor(() => world.cp.heartbeats.slice(from).some((h) => !h.cut && h.status === 200), 15_000, 'a whole heartbeat after the cut one');
+    await world.cp.waitFor(
+      () => world.cp.heartbeats.slice(from).some((h) => !h.cut && h.status === 200),
+      15_000,
+      'a whole heartbeat after the cut one',
+    );
     await agent.statusWhen((s) => (s.heartbeat as Json).consecutiveFailures === 0, 'heartbeats ok');
   });
 
@@ -131,7 +149,9 @@ describe('faults: TLS and connections', () => {
     ]);
     expect(seq1[0].raw).toBe(seq1[1].raw);
     expect(seqsWithTwoBodies(world.cp)).toEqual([]);
-    expect(agent.problems()).toContainEqual(expect.stringMatching(/^delivering DispatchAck seq 1 of stable@a1b2c3d4 failed: .*retrying the same seq/));
+    expect(agent.problems()).toContainEqual(
+      expect.stringMatching(/^delivering DispatchAck seq 1 of stable@a1b2c3d4 failed: .*retrying the same seq/),
+    );
     const after = await agent.statusWhen((s) => (s.outbound as Json).pending === 0, 'nothing pending');
     expect(after.outbound).toMatchObject({ refused: 0, deliveryPausedReason: null });
     expect(await agent.stop()).toBe(0);

@@ -4,7 +4,15 @@ import { join } from 'node:path';
 import sshpk from 'sshpk';
 import { runCli } from '../support/agent-cli';
 import { dispatch, heldKinds, ROLLOUT_A } from '../support/cp-record';
-import { fakeClosure, killAllFaultAgents, makeFaultWorld, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
+import {
+  fakeClosure,
+  killAllFaultAgents,
+  makeFaultWorld,
+  startFaultAgent,
+  type FaultAgent,
+  type Json,
+  type World,
+} from '../support/fault-world';
 
 /** Every form a key's secret could leak in: PEM/OpenSSH body lines, the raw secret in hex, base64 and base64url, the PKCS#8 DER. */
 function secretForms(keyPath: string): string[] {
@@ -84,7 +92,11 @@ describe('faults: no key material in any output', () => {
     copyFileSync(world.pki.clientOpensshEd25519.keyPath, `${keyPath}.tmp`);
     renameSync(`${keyPath}.tmp`, keyPath);
 
-    await world.cp.waitFor(() => world.cp.heartbeats.filter((h) => !h.scripted && h.status === 200).length >= 1, 30_000, 'heartbeats through the faults');
+    await world.cp.waitFor(
+      () => world.cp.heartbeats.filter((h) => !h.scripted && h.status === 200).length >= 1,
+      30_000,
+      'heartbeats through the faults',
+    );
     await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === 4, 20_000, 'the rollout delivered');
     await agent.statusWhen((s) => (s.heartbeat as Json).consecutiveFailures === 0 && (s.outbound as Json).pending === 0, 'all well again');
 
@@ -101,7 +113,14 @@ describe('faults: no key material in any output', () => {
 
     // The run did go through the faults it claims to.
     const said = outputs['agent stdout+stderr'];
-    for (const fault of [/reset during the TLS handshake/, /HTTP 500/, /Retry-After .{0,2}whenever/, /connection failed mid-request/, /event delivery paused: HTTP 401/, /does not belong to the certificate/]) {
+    for (const fault of [
+      /reset during the TLS handshake/,
+      /HTTP 500/,
+      /Retry-After .{0,2}whenever/,
+      /connection failed mid-request/,
+      /event delivery paused: HTTP 401/,
+      /does not belong to the certificate/,
+    ]) {
       expect(said).toMatch(fault);
     }
 

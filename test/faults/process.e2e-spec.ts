@@ -1,7 +1,15 @@
 import { readFileSync, readlinkSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { dispatch, FULL_ROLLOUT, heldKinds, ROLLOUT_A, ROLLOUT_B, seqsWithTwoBodies } from '../support/cp-record';
-import { fakeClosure, killAllFaultAgents, makeFaultWorld, startFaultAgent, type FaultAgent, type Json, type World } from '../support/fault-world';
+import {
+  fakeClosure,
+  killAllFaultAgents,
+  makeFaultWorld,
+  startFaultAgent,
+  type FaultAgent,
+  type Json,
+  type World,
+} from '../support/fault-world';
 
 const TARGET_A = fakeClosure('web-01-26.11', 'b');
 const TARGET_B = fakeClosure('web-01-26.12', 'c');

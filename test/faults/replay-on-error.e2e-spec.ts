@@ -40,7 +40,11 @@ describe('fault: the control plane loses its database and answers heartbeats wit
 
   /** The built agent takes a rollout to Converged; resolves with the events exactly as the CP stored them. */
   async function convergedRollout(): Promise<{ seq: number; raw: string }[]> {
-    ({ agent, port } = await startAdminAgent(world, { stateDir: join(world.dir, 'state'), symlinkActivation: true, readyWhen: HEARTBEAT_STARTED }));
+    ({ agent, port } = await startAdminAgent(world, {
+      stateDir: join(world.dir, 'state'),
+      symlinkActivation: true,
+      readyWhen: HEARTBEAT_STARTED,
+    }));
     world.cp.queueDispatch(world.pki.machineId, {
       rollout_id: ROLLOUT,
       target_closure: TARGET,
@@ -93,7 +97,9 @@ describe('fault: the control plane loses its database and answers heartbeats wit
     const mark = world.cp.heartbeats.length;
 
     await world.cp.waitFor(() => world.cp.heartbeats.length >= mark + 2 || undefined, 15_000, 'two refused heartbeats');
-    await agent!.waitForOutput(/X-Nixfleet-Replay-From: 0 came on an HTTP 403 answer, which refuses this agent's identity or protocol; ignored/);
+    await agent!.waitForOutput(
+      /X-Nixfleet-Replay-From: 0 came on an HTTP 403 answer, which refuses this agent's identity or protocol; ignored/,
+    );
     expect(held()).toEqual([]);
     const s = await status();
     expect(s.heartbeat.lastError?.message).toContain('HTTP 403');

@@ -51,18 +51,24 @@ describe('faults: bad settings', () => {
     const file = join(dir, 'agent.json');
     writeFileSync(file, JSON.stringify({ eventLogMaxMb: 0 }));
     refused([...base, '--config', file, '--store-dir', 'nix/store'], { NIXFLEET_AGENT_ON_HEALTH_FAILURE: 'reboot' }, [
-      new RegExp(`^config error: --event-log-max-mb \\(env NIXFLEET_AGENT_EVENT_LOG_MAX_MB, file key "eventLogMaxMb"\\): must be at least 1 MiB, got 0 from "eventLogMaxMb" in ${file}$`),
+      new RegExp(
+        `^config error: --event-log-max-mb \\(env NIXFLEET_AGENT_EVENT_LOG_MAX_MB, file key "eventLogMaxMb"\\): must be at least 1 MiB, got 0 from "eventLogMaxMb" in ${file}$`,
+      ),
       /^config error: --on-health-failure \(env NIXFLEET_AGENT_ON_HEALTH_FAILURE, file key "onHealthFailure"\): must be one of: halt, rollback-and-halt, got "reboot" from NIXFLEET_AGENT_ON_HEALTH_FAILURE$/,
       /^config error: --store-dir \(env NIXFLEET_AGENT_STORE_DIR, file key "storeDir"\): must be an absolute path, got "nix\/store" from --store-dir$/,
     ]);
   });
 
   it('a client key that does not belong to the certificate: one line naming both files, and not a byte of the key', () => {
-    const stderr = refused([...base, '--ca-cert', pki.caCertPath, '--client-cert', pki.client.certPath, '--client-key', pki.mismatchedKeyPath], {}, [
-      new RegExp(`${pki.mismatchedKeyPath}.*${pki.client.certPath}|${pki.client.certPath}.*${pki.mismatchedKeyPath}`),
-    ]);
+    const stderr = refused(
+      [...base, '--ca-cert', pki.caCertPath, '--client-cert', pki.client.certPath, '--client-key', pki.mismatchedKeyPath],
+      {},
+      [new RegExp(`${pki.mismatchedKeyPath}.*${pki.client.certPath}|${pki.client.certPath}.*${pki.mismatchedKeyPath}`)],
+    );
     expect(stderr).not.toMatch(/-----BEGIN|PRIVATE KEY/);
-    const body = readFileSync(pki.mismatchedKeyPath, 'utf8').split('\n').filter((l) => /^[A-Za-z0-9+/=]{16,}$/.test(l));
+    const body = readFileSync(pki.mismatchedKeyPath, 'utf8')
+      .split('\n')
+      .filter((l) => /^[A-Za-z0-9+/=]{16,}$/.test(l));
     expect(body.length).toBeGreaterThan(0);
     for (const line of body) expect(stderr).not.toContain(line);
   });

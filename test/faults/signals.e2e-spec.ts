@@ -9,7 +9,15 @@ import type { JsonLogEntry } from '../../src/logging/agent-logger';
 import { getStatus, type Json } from '../support/admin-http';
 import { makeWorld, type World } from '../support/agent-harness';
 import { liveIdentity, replaceFile } from '../support/cert-files';
-import { ADMIN_LISTENING, killIfRunning, logLines, type RunningAgent, startAdminAgent, startAgentStopped, worldAgentArgs } from '../support/agent-process';
+import {
+  ADMIN_LISTENING,
+  killIfRunning,
+  logLines,
+  type RunningAgent,
+  startAdminAgent,
+  startAgentStopped,
+  worldAgentArgs,
+} from '../support/agent-process';
 import { EARLY_SIGHUP_LINE } from '../../src/lifecycle/reload-signal';
 
 const DAY_MS = 86_400_000;
@@ -54,7 +62,11 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     agent.child.kill('SIGHUP');
     await agent.waitForOutput(/SIGHUP received; client identity files re-read: unchanged/);
     const after = world.cp.heartbeats.length;
-    await world.cp.waitFor(() => world.cp.heartbeats.slice(after).filter((h) => h.status === 200).length >= 2, 15_000, '2 heartbeats after SIGHUP');
+    await world.cp.waitFor(
+      () => world.cp.heartbeats.slice(after).filter((h) => h.status === 200).length >= 2,
+      15_000,
+      '2 heartbeats after SIGHUP',
+    );
 
     expect(agent.child.exitCode).toBeNull();
     expect(agent.child.signalCode).toBeNull();
@@ -74,7 +86,9 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     const port = await freePort();
     const stateDir = join(world.dir, `state-${++seq}`);
     mkdirSync(stateDir, { mode: 0o700 });
-    const starting = await startAgentStopped(worldAgentArgs(world, { stateDir, adminListen: `127.0.0.1:${port}`, symlinkActivation: true }));
+    const starting = await startAgentStopped(
+      worldAgentArgs(world, { stateDir, adminListen: `127.0.0.1:${port}`, symlinkActivation: true }),
+    );
     agent = starting;
     const pid = starting.child.pid as number;
     // Start-up proves the state dir writable with `.write-probe-<pid>`; made a FIFO, the agent's
@@ -96,7 +110,10 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
 
     starting.child.kill('SIGHUP');
     await starting.waitForOutput(/SIGHUP received; client identity files re-read: unchanged/);
-    expect(reloadLines(starting).map((l) => l.message)).toEqual([EARLY_SIGHUP_LINE, expect.stringMatching(/^SIGHUP received; client identity files re-read: unchanged/)]);
+    expect(reloadLines(starting).map((l) => l.message)).toEqual([
+      EARLY_SIGHUP_LINE,
+      expect.stringMatching(/^SIGHUP received; client identity files re-read: unchanged/),
+    ]);
     expect(logLines(starting).filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([]);
     starting.child.kill('SIGTERM');
     expect(await starting.exited).toBe(0);
@@ -128,14 +145,20 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
 
     expect(taken.line).toMatchObject({ level: 'info' });
     expect(String(taken.line.message)).toMatch(
-      new RegExp(`^SIGHUP received; client identity reloaded: now CN "${cn.replace(/\./g, '\\.')}", valid until ${taken.notAfter.toISOString().replace(/\./g, '\\.')}, was CN .*; new connections use it`),
+      new RegExp(
+        `^SIGHUP received; client identity reloaded: now CN "${cn.replace(/\./g, '\\.')}", valid until ${taken.notAfter.toISOString().replace(/\./g, '\\.')}, was CN .*; new connections use it`,
+      ),
     );
     const status = await getStatus(port);
     expect(status.pid).toBe(pid);
     expect(status.certificate).toMatchObject({ cn, notAfter: taken.notAfter.toISOString(), lastReloadError: null });
     expect((status.certificate as Json).lastReloadAt).toMatch(/^\d{4}-\d{2}-\d{2}T/);
     const at = world.cp.heartbeats.length;
-    await world.cp.waitFor(() => world.cp.heartbeats.slice(at).some((h) => h.cn === cn && h.status === 200), 15_000, 'a heartbeat with the new certificate');
+    await world.cp.waitFor(
+      () => world.cp.heartbeats.slice(at).some((h) => h.cn === cn && h.status === 200),
+      15_000,
+      'a heartbeat with the new certificate',
+    );
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
   });
@@ -147,14 +170,20 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     const renewed = await world.pki.issueClient({ cn: `agent-${world.pki.machineId}.${CANONICAL_SUFFIX}` });
     replaceFile(live.certPath, renewed.certPath);
     agent.child.kill('SIGHUP');
-    await agent.waitForOutput(/SIGHUP received; client identity files cannot be used: [^"]*client\.key \(ec key\) does not belong to the certificate [^"]*; keeping the current identity \(CN \\"web-01\\"/);
+    await agent.waitForOutput(
+      /SIGHUP received; client identity files cannot be used: [^"]*client\.key \(ec key\) does not belong to the certificate [^"]*; keeping the current identity \(CN \\"web-01\\"/,
+    );
     expect(reloadLines(agent).map((l) => l.level)).toEqual(['warn']);
 
     const status = await getStatus(port);
     expect(status.certificate).toMatchObject({ cn: world.pki.machineId });
     expect(String((status.certificate as Json).lastReloadError)).toMatch(/does not belong to the certificate/);
     const at = world.cp.heartbeats.length;
-    await world.cp.waitFor(() => world.cp.heartbeats.slice(at).filter((h) => h.status === 200).length >= 1, 15_000, 'a heartbeat after the refusal');
+    await world.cp.waitFor(
+      () => world.cp.heartbeats.slice(at).filter((h) => h.status === 200).length >= 1,
+      15_000,
+      'a heartbeat after the refusal',
+    );
     expect(world.cp.heartbeats.slice(at).every((h) => h.cn === world.pki.machineId)).toBe(true);
     expect(agent.child.exitCode).toBeNull();
     agent.child.kill('SIGTERM');
@@ -190,8 +219,10 @@ describe('signals to the built agent: SIGHUP re-reads the certificates, a repeat
     await agent.waitForOutput(/SIGINT received while already stopping/);
     agent.child.kill('SIGINT');
     expect(await agent.exited).toBe(1);
-    expect(logLines(agent).filter((l) => l.level === 'warn').map((l) => l.message)).toEqual([
-      'SIGINT received a third time while stopping; exiting now without finishing in-flight work',
-    ]);
+    expect(
+      logLines(agent)
+        .filter((l) => l.level === 'warn')
+        .map((l) => l.message),
+    ).toEqual(['SIGINT received a third time while stopping; exiting now without finishing in-flight work']);
   });
 });

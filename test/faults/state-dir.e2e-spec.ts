@@ -133,7 +133,9 @@ describe('faults: the state dir (one agent per dir, kill -9, unwritable)', () =>
     await heartbeats(2, 'two more heartbeats of the first agent');
     const after = await status(port);
     expect(after.pid).toBe(first.child.pid);
-    expect(after.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4, lastDeliveredSeq: 4 })]);
+    expect(after.rollouts).toEqual([
+      expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4, lastDeliveredSeq: 4 }),
+    ]);
 
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);

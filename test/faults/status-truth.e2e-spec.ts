@@ -104,8 +104,15 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
         'the dispatch held',
         () => running.output(),
       );
-      expect((held.dispatch as Json).heldOrder).toMatchObject({ rolloutId: 'stable@a1b2c3d4', attempts: expect.any(Number), lastError: expect.stringMatching(/ENOSPC/) });
-      expect((held.components as Json).dispatchPoll).toMatchObject({ state: 'failing', detail: expect.stringMatching(/^the dispatch for stable@a1b2c3d4 is held, not applied/) });
+      expect((held.dispatch as Json).heldOrder).toMatchObject({
+        rolloutId: 'stable@a1b2c3d4',
+        attempts: expect.any(Number),
+        lastError: expect.stringMatching(/ENOSPC/),
+      });
+      expect((held.components as Json).dispatchPoll).toMatchObject({
+        state: 'failing',
+        detail: expect.stringMatching(/^the dispatch for stable@a1b2c3d4 is held, not applied/),
+      });
 
       const cli = await runCli(['status', '--admin-listen', admin]);
       expect(cli).toMatchObject({ code: STATUS_EXIT.degraded, stderr: '' });
@@ -115,7 +122,9 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
 
       expect(await metric(port, 'nixfleet_agent_event_log_append_failures_total')).toBeGreaterThan(0);
       expect(await metric(port, 'nixfleet_agent_event_log_append_failing')).toBe(1);
-      expect(await metric(port, 'nixfleet_agent_event_log_last_append_failure_timestamp_seconds')).toBeGreaterThanOrEqual(Date.parse(since) / 1000);
+      expect(await metric(port, 'nixfleet_agent_event_log_last_append_failure_timestamp_seconds')).toBeGreaterThanOrEqual(
+        Date.parse(since) / 1000,
+      );
 
       const readyz = await getFromAdmin(adminAt(port), '/readyz');
       expect(readyz.status).toBe(503);
@@ -191,7 +200,9 @@ describe('status tells the truth: the built agent, its CLI and the dev CP', () =
       expect(since).toBe((heartbeat.lastError as Json).at);
       expect((failed.components as Json).heartbeat).toEqual({
         state: 'warning',
-        detail: expect.stringMatching(/^the last attempt failed: HTTP 503.*maintenance.* \(1 failure\(s\) in a row\); last success \d+ s ago, unreachable after 30 s$/),
+        detail: expect.stringMatching(
+          /^the last attempt failed: HTTP 503.*maintenance.* \(1 failure\(s\) in a row\); last success \d+ s ago, unreachable after 30 s$/,
+        ),
         since,
       });
 

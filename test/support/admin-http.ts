@@ -38,7 +38,9 @@ export async function statusWhen(
   let last: unknown;
   for (;;) {
     if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
-      throw new Error(`agent exited (${agent.child.exitCode ?? agent.child.signalCode}) while waiting for ${what}; output:\n${agent.output()}`);
+      throw new Error(
+        `agent exited (${agent.child.exitCode ?? agent.child.signalCode}) while waiting for ${what}; output:\n${agent.output()}`,
+      );
     }
     try {
       const answer = await getFromAdmin(adminAt(port), '/status');

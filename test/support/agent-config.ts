@@ -16,14 +16,22 @@ export interface TestConfigOptions {
 export function testArgs(o: TestConfigOptions): string[] {
   const id = o.identity ?? o.pki.client;
   return [
-    '--control-plane-url', o.controlPlaneUrl,
-    '--machine-id', o.machineId ?? o.pki.machineId,
-    '--ca-cert', o.caCertPath ?? o.pki.caCertPath,
-    '--client-cert', id.certPath,
-    '--client-key', id.keyPath,
-    '--state-dir', o.stateDir,
-    '--current-system-path', o.currentSystemPath ?? `${o.stateDir}/current-system`,
-    '--log-format', 'json',
+    '--control-plane-url',
+    o.controlPlaneUrl,
+    '--machine-id',
+    o.machineId ?? o.pki.machineId,
+    '--ca-cert',
+    o.caCertPath ?? o.pki.caCertPath,
+    '--client-cert',
+    id.certPath,
+    '--client-key',
+    id.keyPath,
+    '--state-dir',
+    o.stateDir,
+    '--current-system-path',
+    o.currentSystemPath ?? `${o.stateDir}/current-system`,
+    '--log-format',
+    'json',
     ...(o.extra ?? []),
   ];
 }

@@ -60,7 +60,8 @@ export async function startAgentStopped(args: string[], env: Record<string, stri
   });
   const agent = collect(child);
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the agent's shell exited before stopping; output:\n${agent.output()}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`the agent's shell exited before stopping; output:\n${agent.output()}`);
     if (child.pid !== undefined && processState(child.pid) === 'T') return agent;
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -188,8 +189,10 @@ export function worldAgentArgs(world: World, o: WorldAgentOptions): string[] {
       caCertPath: o.caCertPath,
       identity: o.identity,
     }),
-    '--heartbeat-interval', String(o.heartbeatSecs ?? 1),
-    '--admin-listen', o.adminListen,
+    '--heartbeat-interval',
+    String(o.heartbeatSecs ?? 1),
+    '--admin-listen',
+    o.adminListen,
     ...(o.symlinkActivation ? ['--activation-backend', 'symlink', '--store-dir', world.storeDir] : []),
     ...(o.extra ?? []),
   ];

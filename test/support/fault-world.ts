@@ -137,7 +137,10 @@ function faultAgent(run: RunningAgent, port: number, stateDir: string): FaultAge
       return (await getText(port, '/metrics')).text;
     },
     logs,
-    problems: () => logs().filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'fatal').map((l) => l.message),
+    problems: () =>
+      logs()
+        .filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'fatal')
+        .map((l) => l.message),
     async waitForLog(pattern, what, timeoutMs = 15_000) {
       let found: JsonLogEntry | undefined;
       await eventually(

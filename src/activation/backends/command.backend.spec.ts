@@ -106,9 +106,7 @@ describe('CommandBackend', () => {
   it('fails without running anything when the store path does not exist', async () => {
     const marker = join(dir, 'ran');
     const missing = fakeClosure('web-01-27.05', 'c');
-    const { exitCode, stderrTail } = failure(
-      await activate(backend([script('activate', `touch '${marker}'`), '{closure}']), missing),
-    );
+    const { exitCode, stderrTail } = failure(await activate(backend([script('activate', `touch '${marker}'`), '{closure}']), missing));
     expect(exitCode).toBeNull();
     expect(stderrTail).toContain(join(store, missing));
     expect(stderrTail).toMatch(/does not exist; the closure must be built or copied to this host/);
@@ -118,9 +116,7 @@ describe('CommandBackend', () => {
   it.each(['../escape', 'x/y', '..'])('refuses %j, which is not a store basename', async (closure) => {
     mkdirSync(join(dir, 'escape'), { recursive: true }); // would exist, relative to the store
     const marker = join(dir, 'ran');
-    const { exitCode, stderrTail } = failure(
-      await activate(backend([script('activate', `touch '${marker}'`), '{closure}']), closure),
-    );
+    const { exitCode, stderrTail } = failure(await activate(backend([script('activate', `touch '${marker}'`), '{closure}']), closure));
     expect(exitCode).toBeNull();
     expect(stderrTail).toMatch(/not a store path basename/);
     expect(existsSync(marker)).toBe(false);

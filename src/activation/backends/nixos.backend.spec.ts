@@ -106,7 +106,9 @@ describe('NixosBackend', () => {
   }
 
   function argvOf(program: 'nix-env' | 'systemd-run'): string[] {
-    return readFileSync(join(dir, `${program}.argv`), 'utf8').split('\n').slice(0, -1);
+    return readFileSync(join(dir, `${program}.argv`), 'utf8')
+      .split('\n')
+      .slice(0, -1);
   }
 
   function failure(outcome: ActivationOutcome): { exitCode: number | null; stderrTail: string } {

@@ -29,7 +29,9 @@ export async function missingDirectory(path: string, what: string): Promise<stri
     await access(path, constants.R_OK | constants.X_OK);
     return null;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${what} ${path} does not exist` : `${what} ${path} is not usable (${errnoText(err)})`;
+    return (err as NodeJS.ErrnoException).code === 'ENOENT'
+      ? `${what} ${path} does not exist`
+      : `${what} ${path} is not usable (${errnoText(err)})`;
   }
 }
 

@@ -69,7 +69,8 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       settle({ exitCode: code, signal, spawnError: null });
     });
     timers.push(
-      setTimeout(() => { // not a job: this child's deadline
+      setTimeout(() => {
+        // not a job: this child's deadline
         timedOut = true;
         killGroup('SIGTERM');
         timers.push(setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS)); // not a job: this child's kill grace
@@ -81,8 +82,7 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
 /** One line describing how a run that did not exit 0 ended, for the head of a stderrTail. */
 export function describeEnd(what: string, result: ProcessResult, timeoutMs: number): string {
   if (result.spawnError !== null) return `${what} could not be started (${result.spawnError})`;
-  const how =
-    result.signal !== null ? `was killed by ${result.signal}` : `exited with code ${String(result.exitCode)}`;
+  const how = result.signal !== null ? `was killed by ${result.signal}` : `exited with code ${String(result.exitCode)}`;
   return result.timedOut ? `${what} timed out after ${formatMs(timeoutMs)} and ${how}` : `${what} ${how}`;
 }
 

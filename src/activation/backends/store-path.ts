@@ -24,8 +24,7 @@ export async function resolveExisting(storeDir: string, closure: string): Promis
     await stat(resolved.storePath);
     return resolved;
   } catch (err) {
-    const problem =
-      (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `is not usable (${errnoText(err)})`;
+    const problem = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `is not usable (${errnoText(err)})`;
     return {
       ok: false,
       reason: `store path ${resolved.storePath} ${problem}; the closure must be built or copied to this host before it is dispatched`,
