@@ -218,6 +218,13 @@ describe('GET /status on the real module graph, over HTTP', () => {
       for (const t of [body.startedAt, hb.lastSuccessAt, hb.nextDueAt, (body.recovery as Json).completedAt]) {
         expect(t).toMatch(RFC3339);
       }
+      // Every periodic worker by name, as the job runtime sees it: the heartbeat's decorated tick included.
+      const jobs = body.jobs as Json[];
+      expect(jobs.map((j) => j.name)).toEqual(
+        expect.arrayContaining(['heartbeat', 'dispatch-poll', 'outbound-drain', 'advance-tick', 'identity-poll']),
+      );
+      expect(jobs.find((j) => j.name === 'heartbeat')).toMatchObject({ consecutiveFailures: 0, failingSince: null });
+      expect(jobs.find((j) => j.name === 'outbound-write-probe')).toMatchObject({ state: 'disabled' });
 
       // No key material: not in PEM form, not the key file's bytes.
       const keyPem = readFileSync(world.pki.client.keyPath, 'utf8');

@@ -11,6 +11,8 @@ import { HealthModule } from '../health/health.module';
 import { HealthStatusContributor } from '../health/health.status';
 import { HeartbeatModule } from '../heartbeat/heartbeat.module';
 import { HeartbeatStatusContributor } from '../heartbeat/heartbeat.status';
+import { JobsModule } from '../jobs/jobs.module';
+import { JobsStatusContributor } from '../jobs/jobs.status';
 import { OutboundModule } from '../outbound/outbound.module';
 import { OutboundStatusContributor } from '../outbound/outbound.status';
 import { RecoveryModule } from '../recovery/recovery.module';
@@ -35,6 +37,7 @@ const CONTRIBUTORS = [
   ActivationStatusContributor,
   CommsStatusContributor,
   ReducerStatusContributor,
+  JobsStatusContributor,
 ];
 
 /**
@@ -43,7 +46,17 @@ const CONTRIBUTORS = [
  * and changes nothing; nothing imports it.
  */
 @Module({
-  imports: [CommsModule, ReducerModule, RecoveryModule, OutboundModule, HeartbeatModule, DispatchModule, ActivationModule, HealthModule],
+  imports: [
+    CommsModule,
+    ReducerModule,
+    RecoveryModule,
+    OutboundModule,
+    HeartbeatModule,
+    DispatchModule,
+    ActivationModule,
+    HealthModule,
+    JobsModule,
+  ],
   controllers: [StatusController, HealthController, MetricsController],
   providers: [
     AgentStatusContributor,

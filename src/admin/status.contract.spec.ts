@@ -97,6 +97,30 @@ function document(): Json {
       unconnectedEffects: { EmitEvent: 0, FireSwitch: 0, FireRollback: 0, ResetProbeCache: 0 },
       lastProgressMono: 12_345.6,
     },
+    jobs: [
+      {
+        name: 'heartbeat',
+        state: 'scheduled',
+        lastStartAt: AT,
+        lastEndAt: AT,
+        lastResult: { kind: 'retry-after', cause: 'HTTP 503: maintenance', secs: 30 },
+        nextDueAt: AT,
+        consecutiveFailures: 1,
+        failingSince: AT,
+        skippedTicks: 0,
+      },
+      {
+        name: 'outbound-write-probe',
+        state: 'disabled',
+        lastStartAt: null,
+        lastEndAt: null,
+        lastResult: null,
+        nextDueAt: null,
+        consecutiveFailures: 0,
+        failingSince: null,
+        skippedTicks: 0,
+      },
+    ],
   };
 }
 

@@ -22,6 +22,8 @@ import type { RecoveryStatusPart } from '../recovery/recovery.status';
 import type { ReducerStats } from '../reducer/reducer.service';
 import type { ReducerStatusPart } from '../reducer/reducer.status';
 import type { Effect } from '../reducer/reducer.types';
+import type { JobResultStatus, JobState, JobStatus } from '../jobs/job.types';
+import type { JobsStatusPart } from '../jobs/jobs.status';
 import type { AgentStatusPart } from './agent.status';
 
 /*
@@ -76,6 +78,8 @@ const ACTIVATION_OUTCOMES = members<ActivationOutcome['kind']>({ completed: true
 const CERTIFICATE_VALIDITIES = members<CertificateValidity>({ valid: true, expiring: true, expired: true, 'not-yet-valid': true });
 const POLL_OUTCOMES = members<NonNullable<DispatchStatus['lastOutcome']>>({ order: true, 'no-order': true, failed: true });
 const ORDER_OUTCOMES = members<LastOrder['outcome']>({ submitting: true, accepted: true, rejected: true, 'not-applied': true });
+const JOB_STATES = members<JobState>({ waiting: true, scheduled: true, running: true, disabled: true, stopped: true });
+const JOB_RESULT_KINDS = members<JobResultStatus['kind']>({ ok: true, failed: true, 'retry-after': true });
 const CLEARED_BY = members<NonNullable<EventLogWriteHealth['clearedBy']>>({ probe: true, append: true });
 
 export class ComponentSection implements ComponentHealth {
@@ -253,6 +257,24 @@ export class UnconnectedEffects implements Record<Effect['type'], number> {
   @Count() ResetProbeCache!: number;
 }
 
+export class JobResultSection {
+  @IsIn(JOB_RESULT_KINDS) kind!: JobResultStatus['kind'];
+  @ValidateIf((r: { kind: string }) => r.kind !== 'ok') @IsString() cause?: string;
+  @ValidateIf((r: { kind: string }) => r.kind === 'retry-after') @IsNumber() secs?: number;
+}
+
+export class JobSection implements JobStatus {
+  @IsString() name!: string;
+  @IsIn(JOB_STATES) state!: JobState;
+  @Nullable() @Time() lastStartAt!: string | null;
+  @Nullable() @Time() lastEndAt!: string | null;
+  @Nullable() @Section(() => JobResultSection) lastResult!: JobResultStatus | null;
+  @Nullable() @Time() nextDueAt!: string | null;
+  @Count() consecutiveFailures!: number;
+  @Nullable() @Time() failingSince!: string | null;
+  @Count() skippedTicks!: number;
+}
+
 export class ReducerSection implements ReducerStats {
   @Count() queueDepth!: number;
   @Count() waitingProducers!: number;
@@ -274,7 +296,8 @@ export class StatusDocument
     DispatchStatusPart,
     ActivationStatusPart,
     CommsStatusPart,
-    ReducerStatusPart
+    ReducerStatusPart,
+    JobsStatusPart
 {
   @IsString() machineId!: string;
   @IsString() agentVersion!: string;
@@ -295,6 +318,7 @@ export class StatusDocument
   /** null without a client certificate. */
   @Nullable() @Section(() => CertificateSection) certificate!: CertificateSection | null;
   @Section(() => ReducerSection) reducer!: ReducerSection;
+  @IsArray() @ValidateNested({ each: true }) @Type(() => JobSection) jobs!: JobSection[];
 }
 
 /** The document's keys in the order it is written; the compiler checks each is there once. */
@@ -316,6 +340,7 @@ export const STATUS_KEYS = Object.keys({
   activation: true,
   certificate: true,
   reducer: true,
+  jobs: true,
 } satisfies Record<keyof StatusDocument, true>) as (keyof StatusDocument)[];
 
 /** What is wrong with a document that claims to be `/status`, one line per problem naming its key path; empty when it conforms. */
