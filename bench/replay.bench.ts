@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { devAgentArgs } from '../dev/agent-args';
 import { DevControlPlane } from '../dev/control-plane';
 import { makePki } from '../dev/pki';
 import { type AppendItem, EventLog } from '../src/outbound/event-log';
@@ -78,26 +79,15 @@ async function main(): Promise<void> {
       process.execPath,
       [
         agentMain,
-        '--control-plane-url',
-        cp.url,
-        '--machine-id',
-        MACHINE_ID,
-        '--ca-cert',
-        pki.caCertPath,
-        '--client-cert',
-        pki.client.certPath,
-        '--client-key',
-        pki.client.keyPath,
-        '--state-dir',
-        stateDir,
-        '--current-system-path',
-        join(dir, 'current-system'),
-        '--activation-backend',
-        'symlink',
-        '--heartbeat-interval',
-        '1',
-        '--admin-listen',
-        `127.0.0.1:${await freePort()}`,
+        ...devAgentArgs({
+          controlPlaneUrl: cp.url,
+          machineId: MACHINE_ID,
+          pki,
+          stateDir,
+          currentSystemPath: join(dir, 'current-system'),
+          heartbeatIntervalSecs: 1,
+          adminPort: await freePort(),
+        }),
         '--log-level',
         'warn',
       ],

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { devAgentArgs } from '../dev/agent-args';
 import { DevControlPlane } from '../dev/control-plane';
 import { freePort } from '../dev/free-port';
 import { makePki } from '../dev/pki';
@@ -75,26 +76,15 @@ async function main(): Promise<void> {
       [
         ...(countsFile === null ? [] : ['-r', join(__dirname, 'wakeups.preload.js')]),
         agentMain,
-        '--control-plane-url',
-        cp.url,
-        '--machine-id',
-        MACHINE_ID,
-        '--ca-cert',
-        pki.caCertPath,
-        '--client-cert',
-        pki.client.certPath,
-        '--client-key',
-        pki.client.keyPath,
-        '--state-dir',
-        stateDir,
-        '--current-system-path',
-        join(dir, 'current-system'),
-        '--activation-backend',
-        'symlink',
-        '--heartbeat-interval',
-        '60',
-        '--admin-listen',
-        `127.0.0.1:${await freePort()}`,
+        ...devAgentArgs({
+          controlPlaneUrl: cp.url,
+          machineId: MACHINE_ID,
+          pki,
+          stateDir,
+          currentSystemPath: join(dir, 'current-system'),
+          heartbeatIntervalSecs: 60,
+          adminPort: await freePort(),
+        }),
         '--log-level',
         'warn',
       ],

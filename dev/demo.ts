@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { getFromAdmin } from '../src/cli/admin-request';
 import { DevControlPlane } from './control-plane';
 import { makePki } from './pki';
+import { devAgentArgs } from './agent-args';
 import { freePort } from './free-port';
 
 const MACHINE_ID = 'web-01';
@@ -56,28 +57,17 @@ async function main(): Promise<number> {
   const agentMain = join(__dirname, '..', '..', 'dist', 'main.js');
   const args = [
     agentMain,
-    '--control-plane-url',
-    cp.url,
-    '--machine-id',
-    MACHINE_ID,
-    '--ca-cert',
-    pki.caCertPath,
-    '--client-cert',
-    pki.clientOpensshEd25519.certPath,
-    '--client-key',
-    pki.clientOpensshEd25519.keyPath,
-    '--state-dir',
-    join(root, 'state'),
-    '--current-system-path',
-    currentSystem,
-    '--store-dir',
-    store,
-    '--activation-backend',
-    'symlink',
-    '--heartbeat-interval',
-    String(interval),
-    '--admin-listen',
-    `127.0.0.1:${adminPort}`,
+    ...devAgentArgs({
+      controlPlaneUrl: cp.url,
+      machineId: MACHINE_ID,
+      pki,
+      identity: pki.clientOpensshEd25519,
+      stateDir: join(root, 'state'),
+      currentSystemPath: currentSystem,
+      storeDir: store,
+      heartbeatIntervalSecs: interval,
+      adminPort,
+    }),
     '--log-format',
     'json',
   ];
