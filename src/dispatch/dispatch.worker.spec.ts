@@ -274,6 +274,31 @@ describe('DispatchWorker: the dispatch long-poll against the dev control plane o
   });
 });
 
+describe('DispatchWorker: a CP that answers "nothing" at once instead of holding the poll', () => {
+  let world: World;
+
+  beforeAll(async () => {
+    world = await makeWorld({ dispatchWaitCapMs: 0 });
+  });
+  afterAll(async () => {
+    await world.close();
+  });
+
+  it('polls at most once a second: no request loop', async () => {
+    const agent = await buildAgent(world, { extra: ['--heartbeat-interval', '60'] });
+    try {
+      await world.cp.waitFor(() => world.cp.dispatchPolls.length >= 3 || undefined, 10_000, 'three polls');
+      const [p1, p2, p3] = world.cp.dispatchPolls;
+      expect([p1.status, p2.status, p3.status]).toEqual([204, 204, 204]);
+      // Each empty answer came at once; the worker waited out the rest of the second (timer slack allowed).
+      expect(p2.receivedAt.getTime() - p1.receivedAt.getTime()).toBeGreaterThanOrEqual(950);
+      expect(p3.receivedAt.getTime() - p2.receivedAt.getTime()).toBeGreaterThanOrEqual(950);
+    } finally {
+      await agent.close();
+    }
+  });
+});
+
 describe('DispatchWorker: shutdown while the CP holds the long-poll', () => {
   let world: World;
 

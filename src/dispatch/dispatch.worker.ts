@@ -6,6 +6,7 @@ import { ControlPlaneClient } from '../comms/control-plane.client';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import type { BackoffPolicy } from '../jobs/backoff';
+import { pause } from '../jobs/wait';
 import { JobRuntime } from '../jobs/job-runtime.service';
 import { failed, type JobHandle, type JobResult, ok, retryAfter, type SettledRun } from '../jobs/job.types';
 import type { DispatchOrder } from '../protocol/dispatch.wire';
@@ -16,6 +17,8 @@ import { submitUntilDurable } from '../reducer/submit-until-durable';
 /** PROTOCOL §8: the CP holds a poll up to this long. */
 export const DISPATCH_WAIT_SECS = 60;
 export const DISPATCH_POLL_NAME = 'dispatch-poll';
+/** An empty answer sooner than this after the poll began is waited out to this: at most one poll a second. */
+const MIN_EMPTY_POLL_MS = 1_000;
 const DISPATCH_BACKOFF: BackoffPolicy = { firstMs: 1_000, capMs: 60_000 };
 
 /** `/status` `dispatch`: the long-poll's state. */
@@ -131,6 +134,8 @@ export class DispatchWorker {
   }
 
   private async poll(signal: AbortSignal): Promise<JobResult> {
+    // Real time, as it paces real requests: the fake clock of a test must not turn this into a busy loop either.
+    const startedMs = performance.now();
     const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
     if (signal.aborted) return failed('cut short by shutdown');
     this.lastPollAt = this.clock.now();
@@ -138,7 +143,13 @@ export class DispatchWorker {
     if (result.ok) {
       this.failingSinceMono = null;
       this.lastOutcome = result.response.body ? 'order' : 'no-order';
-      if (result.response.body) await this.accept(result.response.body, signal);
+      if (result.response.body) {
+        await this.accept(result.response.body, signal);
+      } else {
+        // A CP (or a proxy) that answers "nothing" at once instead of holding the poll must not get a request loop.
+        const early = MIN_EMPTY_POLL_MS - (performance.now() - startedMs);
+        if (early > 0) await pause(early, signal);
+      }
       return ok();
     }
     this.lastOutcome = 'failed';

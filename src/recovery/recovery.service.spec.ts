@@ -5,6 +5,7 @@ import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { JobRuntime } from '../jobs/job-runtime.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { ReducerService } from '../reducer/reducer.service';
+import { BootGate } from '../lifecycle/boot-gate';
 import { HeartbeatExchange } from './heartbeat-exchange';
 import { RecoveryService } from './recovery.service';
 import { freePort } from '../../dev/free-port';
@@ -105,6 +106,19 @@ describe('RecoveryService: the boot-recovery handshake', () => {
     expect(send).toHaveBeenCalledTimes(1);
     expect(send.mock.calls[0].slice(0, 2)).toEqual(['boot-recovery', TIMEOUTS.bootRecoveryMs]);
     expect(TIMEOUTS.bootRecoveryMs).toBe(30_000);
+  });
+
+  it('opens the boot gate and completes even when the exchange rejects with something that is not an Error', async () => {
+    // A rejection value without .message once threw inside the handler: the gate never opened and shutdown waited forever.
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- a non-Error rejection is what this case is about
+    jest.spyOn(HeartbeatExchange.prototype, 'send').mockImplementationOnce(() => Promise.reject(undefined));
+    agent = await buildAgent(world);
+    const recovery = agent.app.get(RecoveryService);
+    expect(await recovery.whenComplete()).toMatchObject({ ok: false, failure: { kind: 'network', detail: 'undefined' } });
+    expect(agent.app.get(BootGate).isOpen()).toBe(true);
+    expect(agent.logs.messages('warn', 'RecoveryService')).toEqual([
+      expect.stringMatching(/^boot recovery: control plane not reached .*; starting anyway/),
+    ]);
   });
 
   it('makes the heartbeat job wait for the handshake, though app.init() does not', async () => {

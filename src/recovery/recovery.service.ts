@@ -102,7 +102,7 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
     } catch (err) {
       outcome = {
         ok: false,
-        failure: { kind: 'network', detail: (err as Error).message },
+        failure: { kind: 'network', detail: err instanceof Error ? err.message : String(err) },
         retryAfterSecs: null,
         snapshotsApplied: 0,
         snapshotsRejected: 0,
@@ -111,20 +111,24 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
     }
     this.outcome = outcome;
     this.completedAt = this.clock.now();
-    if (this.shutdown.signal.aborted && !outcome.ok) {
-      this.logger.log('boot recovery: abandoned, the agent is shutting down');
-    } else if (outcome.ok) {
-      this.logger.log(
-        `boot recovery: control plane reached; ${outcome.snapshotsApplied} snapshot(s) applied${outcome.snapshotsRejected ? `, ${outcome.snapshotsRejected} rejected` : ''}; starting the workers`,
-      );
-    } else if (outcome.failure) {
-      this.logger.warn(
-        `boot recovery: control plane not reached (${describeFailure(outcome.failure)}); starting anyway, the heartbeat keeps trying`,
-      );
+    try {
+      if (this.shutdown.signal.aborted && !outcome.ok) {
+        this.logger.log('boot recovery: abandoned, the agent is shutting down');
+      } else if (outcome.ok) {
+        this.logger.log(
+          `boot recovery: control plane reached; ${outcome.snapshotsApplied} snapshot(s) applied${outcome.snapshotsRejected ? `, ${outcome.snapshotsRejected} rejected` : ''}; starting the workers`,
+        );
+      } else if (outcome.failure) {
+        this.logger.warn(
+          `boot recovery: control plane not reached (${describeFailure(outcome.failure)}); starting anyway, the heartbeat keeps trying`,
+        );
+      }
+    } finally {
+      // Whatever happened above, the gated workers start and shutdown does not wait on a handshake that never ends.
+      // The gate first: whoever awaits whenComplete() finds the workers it gates already started.
+      this.bootGate.open({ reachedControlPlane: outcome.ok });
+      this.resolveDone(outcome);
     }
-    // The gate first: whoever awaits whenComplete() finds the workers it gates already started.
-    this.bootGate.open({ reachedControlPlane: outcome.ok });
-    this.resolveDone(outcome);
     return outcome;
   }
 }
