@@ -14,24 +14,37 @@ export interface DevAgentOptions {
   adminPort: number;
 }
 
-/** The flags the demo and the benchmarks run the built agent with: the dev CP, its PKI, the symlink backend. */
-export function devAgentArgs(o: DevAgentOptions): string[] {
-  const id = o.identity ?? o.pki.client;
+/** The flags every run of the agent against the dev CP needs: where the CP is, who the agent is, where its state lives. */
+export function connectionArgs(o: {
+  controlPlaneUrl: string;
+  machineId: string;
+  caCertPath: string;
+  identity: ClientIdentity;
+  stateDir: string;
+  currentSystemPath: string;
+}): string[] {
   return [
     '--control-plane-url',
     o.controlPlaneUrl,
     '--machine-id',
     o.machineId,
     '--ca-cert',
-    o.pki.caCertPath,
+    o.caCertPath,
     '--client-cert',
-    id.certPath,
+    o.identity.certPath,
     '--client-key',
-    id.keyPath,
+    o.identity.keyPath,
     '--state-dir',
     o.stateDir,
     '--current-system-path',
     o.currentSystemPath,
+  ];
+}
+
+/** The flags the demo and the benchmarks run the built agent with: the dev CP, its PKI, the symlink backend. */
+export function devAgentArgs(o: DevAgentOptions): string[] {
+  return [
+    ...connectionArgs({ ...o, caCertPath: o.pki.caCertPath, identity: o.identity ?? o.pki.client }),
     ...(o.storeDir === undefined ? [] : ['--store-dir', o.storeDir]),
     '--activation-backend',
     'symlink',

@@ -1,4 +1,5 @@
 import { type AgentConfig, loadConfig } from '../../src/config/config.loader';
+import { connectionArgs } from '../../dev/agent-args';
 import type { ClientIdentity, Pki } from '../../dev/pki';
 
 export interface TestConfigOptions {
@@ -14,22 +15,15 @@ export interface TestConfigOptions {
 
 /** The agent's flags for a test, and the config the real loader makes of them. */
 export function testArgs(o: TestConfigOptions): string[] {
-  const id = o.identity ?? o.pki.client;
   return [
-    '--control-plane-url',
-    o.controlPlaneUrl,
-    '--machine-id',
-    o.machineId ?? o.pki.machineId,
-    '--ca-cert',
-    o.caCertPath ?? o.pki.caCertPath,
-    '--client-cert',
-    id.certPath,
-    '--client-key',
-    id.keyPath,
-    '--state-dir',
-    o.stateDir,
-    '--current-system-path',
-    o.currentSystemPath ?? `${o.stateDir}/current-system`,
+    ...connectionArgs({
+      controlPlaneUrl: o.controlPlaneUrl,
+      machineId: o.machineId ?? o.pki.machineId,
+      caCertPath: o.caCertPath ?? o.pki.caCertPath,
+      identity: o.identity ?? o.pki.client,
+      stateDir: o.stateDir,
+      currentSystemPath: o.currentSystemPath ?? `${o.stateDir}/current-system`,
+    }),
     '--log-format',
     'json',
     ...(o.extra ?? []),
