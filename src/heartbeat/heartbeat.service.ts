@@ -56,6 +56,8 @@ export class HeartbeatService {
   private readonly job: JobHandle;
   private lastAttemptAt: Date | null = null;
   private lastSuccessAt: Date | null = null;
+  /** First failure of the current streak, the same instant as that failure's lastError.at. */
+  private failingSince: Date | null = null;
   private lastError: HeartbeatStatus['lastError'] = null;
 
   constructor(
@@ -101,7 +103,8 @@ export class HeartbeatService {
       lastSuccessAt: this.lastSuccessAt?.toISOString() ?? null,
       lastError: this.lastError,
       consecutiveFailures: job.consecutiveFailures,
-      failingSince: job.failingSince,
+      // The streak's first failure as this service recorded it, so it equals that failure's lastError.at to the ms.
+      failingSince: job.consecutiveFailures === 0 ? null : (this.failingSince?.toISOString() ?? job.failingSince),
       nextDueAt: job.nextDueAt,
       lastReplayFrom: this.exchange.lastReplayFrom,
       clockSkewSecs: this.exchange.clockSkewSecs,
@@ -129,6 +132,7 @@ export class HeartbeatService {
     if (outcome === null) return failed('the boot-recovery handshake did not finish');
     if (outcome.ok) {
       this.lastSuccessAt = this.clock.now();
+      this.failingSince = null;
       return ok();
     }
     if (outcome.failure) this.recordFailure(outcome.failure);
@@ -145,7 +149,7 @@ export class HeartbeatService {
       // Nothing stops the job but shutdown: an unexpected error is a failed heartbeat.
       outcome = {
         ok: false,
-        failure: { kind: 'network', detail: `unexpected error: ${(err as Error).message}` },
+        failure: { kind: 'network', detail: `unexpected error: ${err instanceof Error ? err.message : String(err)}` },
         retryAfterSecs: null,
         snapshotsApplied: 0,
         snapshotsRejected: 0,
@@ -157,6 +161,7 @@ export class HeartbeatService {
     this.metrics.recordHeartbeat(outcome.ok ? 'ok' : (outcome.failure?.kind ?? 'network'), (done - startedMono) / 1000);
     if (outcome.ok) {
       this.lastSuccessAt = this.clock.now();
+      this.failingSince = null;
       return ok();
     }
     const failure = outcome.failure ?? { kind: 'network' as const, detail: 'unknown failure' };
@@ -165,7 +170,9 @@ export class HeartbeatService {
   }
 
   private recordFailure(failure: CpFailure): void {
-    this.lastError = { kind: failure.kind, message: describeFailure(failure), at: this.clock.now().toISOString() };
+    const at = this.clock.now();
+    this.failingSince ??= at;
+    this.lastError = { kind: failure.kind, message: describeFailure(failure), at: at.toISOString() };
   }
 
   /** PROTOCOL §1: Retry-After (the exchange reads it on 503 and 429 only) over the backoff when longer. */
