@@ -17,6 +17,9 @@ export class RecoveryStatusContributor implements StatusContributor<RecoveryStat
   ) {}
 
   async statusPart(): Promise<RecoveryStatusPart> {
-    return { currentClosure: await this.currentSystem.read(), recovery: this.recovery.status() };
+    // Taken before the read: every other part is taken when the request arrives, and the document must be one instant
+    // (a handshake ending during the read would show recovery over while heartbeat has not taken its result yet).
+    const recovery = this.recovery.status();
+    return { currentClosure: await this.currentSystem.read(), recovery };
   }
 }
