@@ -100,6 +100,16 @@ export class Settings {
   @IsIn(HEALTH_FAILURE_POLICIES, { message: `must be one of: ${HEALTH_FAILURE_POLICIES.join(', ')}` })
   onHealthFailure!: (typeof HEALTH_FAILURE_POLICIES)[number];
 
+  @IsString()
+  @Matches(/^\//, { message: 'must be an absolute path' })
+  healthChecksFile!: string;
+
+  // Shorter than a probe's smallest interval (5 s) could fail a rollout on one result.
+  @IsInt({ message: 'must be a whole number of seconds' })
+  @Min(10, { message: 'must be at least 10 seconds' })
+  @Max(86_400, { message: 'must be at most 86400 seconds (one day)' })
+  probeFailureThreshold!: number;
+
   @IsIn(LOG_FORMATS, { message: `must be one of: ${LOG_FORMATS.join(', ')}` })
   logFormat!: LogFormat;
 
@@ -183,6 +193,18 @@ export const SETTING_SPECS: readonly SettingSpec[] = [
     kind: 'string',
     default: () => 'halt',
     help: 'halt, or rollback-and-halt (roll back to the closure running at dispatch)',
+  },
+  {
+    key: 'healthChecksFile',
+    kind: 'string',
+    default: () => '/etc/nixfleet/agent/health-checks.json',
+    help: 'health checks (probes) that judge a new system; none when the file is missing',
+  },
+  {
+    key: 'probeFailureThreshold',
+    kind: 'int',
+    default: () => 120,
+    help: 'seconds an enforce probe may fail in a row before the rollout fails',
   },
   {
     key: 'logFormat',

@@ -55,6 +55,20 @@ export class JobRuntime implements OnApplicationBootstrap, BeforeApplicationShut
     return runner;
   }
 
+  /**
+   * Stops a job and forgets it: a run in flight is cut or let finish as the
+   * job's shutdown policy says, and the name is free for a new job. For jobs
+   * that live shorter than the agent (the probes of one rollout).
+   */
+  async unregister(name: string): Promise<void> {
+    const runner = this.runners.get(name);
+    if (runner === undefined) return;
+    this.runners.delete(name);
+    this.disarm(name);
+    // From here `arm` ignores it: a new job may already hold the name (and its timer).
+    await runner.stop();
+  }
+
   onApplicationBootstrap(): void {
     this.bootstrapped = true;
     for (const runner of this.runners.values()) this.begin(runner);
@@ -97,7 +111,7 @@ export class JobRuntime implements OnApplicationBootstrap, BeforeApplicationShut
 
   /** Keeps exactly one timeout per timer-driven job, for its next due time; none while it runs or is off. */
   private arm(runner: JobRunner): void {
-    if (runner.driver === 'tick') return;
+    if (runner.driver === 'tick' || this.runners.get(runner.name) !== runner) return;
     this.disarm(runner.name);
     const due = runner.armedFor();
     if (due === null || this.stopping) return;

@@ -183,6 +183,37 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
       expect(script.runs).toBe(2);
     });
 
+    it('unregisters a job: its timer goes, a run in flight is cut as its shutdown policy says, and the name is free again', async () => {
+      const first = new Script();
+      const r = await rig();
+      const handle = r.runtime.register(
+        job('probe:db', first, { schedule: { kind: 'every', intervalMs: 30, firstAfterMs: 0 }, onShutdown: { kind: 'abort' } }),
+      );
+      expect(first.runs).toBe(1);
+      await handle.settled();
+      first.hold();
+      r.clock.advance(30);
+      handle.tick();
+      expect(first.runs).toBe(2);
+      const inFlight = first.contexts[1];
+
+      await r.runtime.unregister('probe:db');
+
+      expect(inFlight?.signal.aborted).toBe(true);
+      expect(r.registry.getTimeouts()).toEqual([]);
+      expect(r.runtime.status().map((j) => j.name)).toEqual([]);
+
+      const second = new Script();
+      const again = r.runtime.register(job('probe:db', second, { schedule: { kind: 'every', intervalMs: 30, firstAfterMs: 0 } }));
+      expect(second.runs).toBe(1);
+      await again.settled();
+      // The stopped job's last word did not take the new one's timer with it.
+      expect(r.registry.getTimeouts()).toEqual(['probe:db']);
+      r.clock.advance(1_000);
+      handle.tick();
+      expect(first.runs).toBe(2);
+    });
+
     it('takes `firstAfterMs` for the first run only', async () => {
       const script = new Script();
       let handle!: JobHandle;

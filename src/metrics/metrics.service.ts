@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
-import { EVENT_LOOP_LAG_SAMPLE_MS, HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX } from './metrics.constants';
+import { EVENT_LOOP_LAG_SAMPLE_MS, HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX, PROBE_DURATION_BUCKETS } from './metrics.constants';
 
 /*
  * The label values are the registry's own: it imports no feature. A feature
@@ -13,6 +13,11 @@ export type HeartbeatResult = 'ok' | 'connect' | 'tls' | 'timeout' | 'network' |
 export type ActivationKind = 'switch' | 'rollback';
 export type ActivationResult = 'completed' | 'failed' | 'deferred';
 export type OutboundState = 'pending' | 'delivered' | 'refused';
+export type ProbeResultLabel = 'pass' | 'fail';
+/** `halt` or `rollback-and-halt`: the policy a failed rollout was given. */
+export type FailedPolicyLabel = 'halt' | 'rollback-and-halt';
+/** A rollback's outcome: the host is back on the old closure, or it is not. */
+export type RollbackOutcome = 'reverted' | 'failed';
 
 /** What the gauges show, read from the services at scrape time. null means not known: that gauge is left out. */
 export interface LiveState {
@@ -46,6 +51,8 @@ const HEARTBEAT_RESULTS = members<HeartbeatResult>({
 const ACTIVATION_KINDS = members<ActivationKind>({ switch: true, rollback: true });
 const ACTIVATION_RESULTS = members<ActivationResult>({ completed: true, failed: true, deferred: true });
 const OUTBOUND_STATES = members<OutboundState>({ pending: true, delivered: true, refused: true });
+const FAILED_POLICIES = members<FailedPolicyLabel>({ halt: true, 'rollback-and-halt': true });
+const ROLLBACK_OUTCOMES = members<RollbackOutcome>({ reverted: true, failed: true });
 
 /** A gauge that is in the registry only while its value is known: a made-up 0 would read as a real value. */
 class OptionalGauge {
@@ -92,6 +99,10 @@ export class MetricsService {
   private readonly eventLogFailures: Counter;
   private readonly eventLogLastFailure: OptionalGauge;
   private readonly eventLogFailing: Gauge;
+  private readonly probeResults: Counter<'probe' | 'status'>;
+  private readonly probeDuration: Histogram<'probe'>;
+  private readonly rolloutsFailed: Counter<'policy'>;
+  private readonly rollbacks: Counter<'outcome'>;
 
   constructor() {
     const registers = [this.registry];
@@ -178,6 +189,33 @@ export class MetricsService {
       help: '1 while event-log appends fail (from the first failure until a write works again), else 0',
       registers,
     });
+    this.probeResults = new Counter({
+      name: `${METRIC_PREFIX}probe_results_total`,
+      help: 'Health-probe runs, by probe name and result (pass or fail); every run counts, not only changes',
+      labelNames: ['probe', 'status'],
+      registers,
+    });
+    this.probeDuration = new Histogram({
+      name: `${METRIC_PREFIX}probe_duration_seconds`,
+      help: 'Time a health-probe run took, by probe name, up to its timeout',
+      labelNames: ['probe'],
+      buckets: PROBE_DURATION_BUCKETS,
+      registers,
+    });
+    this.rolloutsFailed = new Counter({
+      name: `${METRIC_PREFIX}rollouts_failed_total`,
+      help: 'Rollouts this agent failed (a failed activation or an enforce probe failing past the threshold), by the policy applied',
+      labelNames: ['policy'],
+      registers,
+    });
+    for (const policy of FAILED_POLICIES) this.rolloutsFailed.inc({ policy }, 0);
+    this.rollbacks = new Counter({
+      name: `${METRIC_PREFIX}rollbacks_total`,
+      help: 'Finished rollbacks, by outcome: reverted (the host runs the closure from before the dispatch) or failed',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of ROLLBACK_OUTCOMES) this.rollbacks.inc({ outcome }, 0);
   }
 
   get contentType(): string {
@@ -195,6 +233,19 @@ export class MetricsService {
 
   recordActivation(kind: ActivationKind, outcome: ActivationResult): void {
     this.activations.inc({ kind, outcome });
+  }
+
+  recordProbeRun(probe: string, status: ProbeResultLabel, seconds: number): void {
+    this.probeResults.inc({ probe, status });
+    this.probeDuration.observe({ probe }, seconds);
+  }
+
+  recordRolloutFailed(policy: FailedPolicyLabel): void {
+    this.rolloutsFailed.inc({ policy });
+  }
+
+  recordRollback(outcome: RollbackOutcome): void {
+    this.rollbacks.inc({ outcome });
   }
 
   recordEventLogAppendFailure(atUnixSecs: number): void {

@@ -128,6 +128,27 @@ describe('rebuildFromLog', () => {
       ],
       ROLLBACK,
     ],
+    [
+      'Failed after a rollback that failed',
+      [
+        ...SOAKING,
+        [declare, 31],
+        [probe('http', 'fail'), 35],
+        [tick, 155],
+        [{ type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: 1 }, 170],
+      ],
+      ROLLBACK,
+    ],
+    [
+      'Soaking with a failure reason and a re-declared unchanged topology',
+      [
+        ...SOAKING,
+        [declare, 31],
+        [{ type: 'ProbeResult', rolloutId: ROLLOUT, probeName: 'http', status: 'fail', failureReason: 'answered 503' }, 35],
+        [declare, 90],
+      ],
+      HALT,
+    ],
   ])('rebuilds the state the reducer reached: %s', (_name, script, policy) => {
     const { state, log } = play(script, policy);
     expect(rebuildFromLog(log)).toEqual(state);
@@ -205,6 +226,7 @@ describe('rebuildFromLog', () => {
       kind: 'http',
       mode: 'enforce',
       lastStatus: 'fail',
+      statusSince: iso(35),
       firstObservedAt: iso(35),
       firstFailedAt: iso(35),
     });

@@ -1,6 +1,6 @@
 import type { AgentEvent } from '../protocol/events.wire';
 import type { LogMeta, LogRecord, ProbeEntry, ReducerState, RolloutEntry } from './reducer.types';
-import { channelOf, mergeTopology } from './transition';
+import { channelOf, mergeTopology, probeAfterResult } from './transition';
 
 /**
  * Restores reducer state from the durable event log after a restart. Each
@@ -86,23 +86,21 @@ export function applyEvent(e: RolloutEntry, ev: AgentEvent): RolloutEntry {
     case 'ActivationFailed':
       return { ...e, state: 'Failed', failedAt: ev.failedAt };
     case 'ProbeTopologyDeclared':
-      return { ...e, state: 'Soaking', probes: mergeTopology(e.probes, ev.probes) };
+      return { ...e, state: 'Soaking', probes: mergeTopology(e.probes, ev.probes), probesDeclaredAt: ev.declaredAt };
     case 'ProbeObservedFirst':
       return withProbe(e, ev.probeName, ev.mode, (p) => ({ ...p, firstObservedAt: ev.observedAt }));
     case 'ProbeResult':
-      return withProbe(e, ev.probeName, ev.mode, (p) => ({
-        ...p,
-        lastStatus: ev.status,
-        firstObservedAt: p.firstObservedAt ?? ev.observedAt,
-        // A pass ends the failure streak, as in `transition`.
-        firstFailedAt: ev.status === 'pass' ? undefined : p.firstFailedAt,
-      }));
+      return withProbe(e, ev.probeName, ev.mode, (p) => probeAfterResult(p, ev.status, ev.observedAt, ev.failureReason));
     case 'ProbeFailureFirst':
       return withProbe(e, ev.probeName, ev.mode, (p) => ({ ...p, firstFailedAt: ev.firstFailedAt }));
     case 'Failed':
       return { ...e, state: 'Failed', failedAt: ev.failedAt, policyApplied: ev.policyApplied };
-    case 'RollbackComplete':
-      return { ...e, state: 'Reverted', revertedAt: ev.completedAt, revertedToClosure: ev.revertedToClosure };
+    case 'RollbackComplete': {
+      const rollback = { toClosure: ev.revertedToClosure, exitCode: ev.exitCode, completedAt: ev.completedAt };
+      // A failed rollback leaves the rollout Failed, as in `transition`.
+      if (ev.exitCode !== 0) return { ...e, state: 'Failed', rollback };
+      return { ...e, state: 'Reverted', revertedAt: ev.completedAt, revertedToClosure: ev.revertedToClosure, rollback };
+    }
     case 'Converged':
       return { ...e, state: 'Converged', convergedAt: ev.convergedAt, currentClosure: ev.currentClosure };
     default: {

@@ -5,10 +5,10 @@ import { EffectPortRegistry } from './effect-ports';
 import { REDUCER_INPUT, REDUCER_POLICY } from './reducer.ports';
 import { ReducerService } from './reducer.service';
 import { ReducerStatusContributor } from './reducer.status';
-import { DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS, type Policy } from './reducer.types';
+import type { Policy } from './reducer.types';
 
 export function policyFrom(config: AgentConfig): Policy {
-  return { onHealthFailure: config.onHealthFailure, sustainedFailureThresholdSecs: DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS };
+  return { onHealthFailure: config.onHealthFailure, sustainedFailureThresholdSecs: config.probeFailureThreshold };
 }
 
 /**

@@ -1,9 +1,11 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
+import { MetricsService } from '../metrics/metrics.service';
 import { EffectPortRegistry } from './effect-ports';
 import { REDUCER_QUEUE_CAPACITY } from './reducer.constants';
 import { type EffectOf, REDUCER_POLICY, type ReducerInputPort } from './reducer.ports';
 import { EMPTY_STATE, type Effect, type Policy, type ReducerInput, type ReducerState, type TransitionResult } from './reducer.types';
+import { type RolloutChange, rolloutChanges } from './state-changes';
 import { transition } from './transition';
 
 interface Queued {
@@ -66,6 +68,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(REDUCER_POLICY) private readonly policy: Policy,
     private readonly ports: EffectPortRegistry,
+    private readonly metrics: MetricsService,
   ) {}
 
   /** Queues an input; waits while the queue is full. Resolves once the input is applied (or rejected). */
@@ -166,9 +169,11 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
         this.unconnected('EmitEvent', events.length, events.map((e) => `${e.event.kind}#${e.event.seq}`).join(', '));
       }
     }
+    const before = this.state;
     this.state = result.state;
     this.stats.applied += 1;
     if (result.notice) this.logger.log(result.notice);
+    this.report(rolloutChanges(before, result.state, result.effects));
 
     for (const effect of result.effects) {
       try {
@@ -204,6 +209,30 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
       default: {
         const never: never = effect;
         return never;
+      }
+    }
+  }
+
+  /** Each state change of a rollout is one info line; a failed rollback is an error. */
+  private report(changes: readonly RolloutChange[]): void {
+    for (const change of changes) {
+      switch (change.kind) {
+        case 'state':
+          this.logger.log(change.line);
+          break;
+        case 'failed':
+          // Its line went out with the state change.
+          this.metrics.recordRolloutFailed(change.policy);
+          break;
+        case 'rollback':
+          this.metrics.recordRollback(change.reverted ? 'reverted' : 'failed');
+          if (change.reverted) this.logger.log(change.line);
+          else this.logger.error(change.line);
+          break;
+        default: {
+          const never: never = change;
+          return never;
+        }
       }
     }
   }

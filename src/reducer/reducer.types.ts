@@ -15,6 +15,17 @@ export interface ProbeEntry {
   readonly firstObservedAt?: string;
   /** Start of the current failure streak; a pass clears it. Drives the sustained-failure timer. */
   readonly firstFailedAt?: string;
+  /** When `lastStatus` took its value: the result that changed it. */
+  readonly statusSince?: string;
+  /** The reason of the result that turned it to `fail`; later failures change only the runner's view. */
+  readonly failureReason?: string;
+}
+
+/** A rollback attempt's outcome; `exitCode` 0 is the one that made the rollout Reverted. */
+export interface RollbackAttempt {
+  readonly toClosure: string;
+  readonly exitCode: number;
+  readonly completedAt: string;
 }
 
 export interface RolloutEntry {
@@ -34,11 +45,19 @@ export interface RolloutEntry {
   readonly lastEventSeq: number;
   // Local-only: a snapshot merge keeps these (PROTOCOL §5).
   readonly probes: Readonly<Record<string, ProbeEntry>>;
+  /**
+   * When the probe runners declared this rollout's topology (PROTOCOL §10).
+   * Until they have, the reducer does not know which probes gate it, and a
+   * soaking rollout does not converge.
+   */
+  readonly probesDeclaredAt?: string;
   readonly failedAt?: string;
   readonly convergedAt?: string;
   readonly revertedAt?: string;
   readonly revertedToClosure?: string;
   readonly policyApplied?: FailurePolicy;
+  /** The last rollback's outcome, also when it failed (the rollout then stays Failed). */
+  readonly rollback?: RollbackAttempt;
 }
 
 export interface ReducerState {
@@ -128,8 +147,6 @@ export interface Policy {
   readonly sustainedFailureThresholdSecs: number;
 }
 
-/** PROTOCOL §5: an enforce probe failing this long fails the rollout. */
-export const DEFAULT_SUSTAINED_FAILURE_THRESHOLD_SECS = 120;
 
 /**
  * The soak a Soaking rollout gets when the CP's snapshot names no `soakDueAt`

@@ -380,6 +380,40 @@ describe('transition', () => {
       expect(entry(r.state).probes.http).toMatchObject({ firstObservedAt: iso(35), firstFailedAt: iso(50) });
     });
 
+    it('declares an unchanged topology once: a re-declaration after a reset emits nothing and changes nothing', () => {
+      const declared = run([[declare(['http', 'enforce'], ['disk', 'observe']), at(31)]], HALT, soaking()).state;
+      const r = transition(declared, declare(['disk', 'observe'], ['http', 'enforce']), at(60), HALT);
+      expect(r).toEqual({ state: declared, effects: [] });
+    });
+
+    it('declares a changed topology again: a new probe, a changed mode', () => {
+      const declared = run([[declare(['http', 'enforce']), at(31)]], HALT, soaking()).state;
+      expect(events(transition(declared, declare(['http', 'enforce'], ['db', 'enforce']), at(60), HALT).effects)).toEqual([
+        expect.objectContaining({ kind: 'ProbeTopologyDeclared', declaredAt: iso(60) }),
+      ]);
+      expect(events(transition(declared, declare(['http', 'observe']), at(60), HALT).effects)).toHaveLength(1);
+    });
+
+    it('keeps the reason of the failure that turned a probe to fail, and drops it on a pass', () => {
+      const failing = run(
+        [
+          [declare(['http', 'enforce']), at(31)],
+          [result('http', 'fail', 'answered 503'), at(35)],
+        ],
+        HALT,
+        soaking(),
+      ).state;
+      expect(entry(failing).probes.http).toMatchObject({ lastStatus: 'fail', statusSince: iso(35), failureReason: 'answered 503' });
+      const passing = transition(failing, result('http', 'pass'), at(40), HALT).state;
+      expect(entry(passing).probes.http).toEqual({
+        kind: 'http',
+        mode: 'enforce',
+        lastStatus: 'pass',
+        statusSince: iso(40),
+        firstObservedAt: iso(35),
+      });
+    });
+
     it('rejects a result for a probe that was never declared', () => {
       const before = run([[declare(['http', 'enforce']), at(31)]], HALT, soaking()).state;
       expectRejected(transition(before, result('dns', 'pass'), at(35), HALT), before, 'ProbeResult', 'dns');
@@ -398,7 +432,7 @@ describe('transition', () => {
       const r = transition(failing, declare(['http', 'enforce']), at(60), HALT);
 
       expect(entry(r.state).probes).toEqual({
-        http: { kind: 'http', mode: 'enforce', lastStatus: 'fail', firstObservedAt: iso(35), firstFailedAt: iso(35) },
+        http: { kind: 'http', mode: 'enforce', lastStatus: 'fail', statusSince: iso(35), firstObservedAt: iso(35), firstFailedAt: iso(35) },
       });
       expect(events(r.effects).map((e) => e.kind)).toEqual(['ProbeTopologyDeclared']);
     });
@@ -437,9 +471,105 @@ describe('transition', () => {
       ]);
     });
 
-    it('converges with no probes declared', () => {
-      const r = transition(soaking(), tick(TARGET), at(SOAK_SECS + 1), HALT);
+    it('converges when the runners declared no probes at all', () => {
+      const declaredNone = run([[declare(), at(31)]], HALT, soaking()).state;
+      const r = transition(declaredNone, tick(TARGET), at(SOAK_SECS + 1), HALT);
       expect(entry(r.state).state).toBe('Converged');
+    });
+
+    it('holds convergence until the runners declared the topology: no probes known is not no probes', () => {
+      const before = soaking();
+      const r = transition(before, tick(TARGET), at(SOAK_SECS * 2), HALT);
+      expect(r).toEqual({ state: before, effects: [] });
+    });
+
+    it('holds convergence while an enforce probe has not reported yet, and converges on its first pass', () => {
+      const waiting = run(
+        [
+          [declare(['db', 'enforce'], ['web', 'enforce']), at(31)],
+          [result('web', 'pass'), at(32)],
+        ],
+        HALT,
+        soaking(),
+      ).state;
+      expect(transition(waiting, tick(TARGET), at(SOAK_SECS * 2), HALT).effects).toEqual([]);
+
+      const reported = run([[result('db', 'pass'), at(SOAK_SECS * 2)]], HALT, waiting).state;
+      expect(entry(transition(reported, tick(TARGET), at(SOAK_SECS * 2 + 1), HALT).state).state).toBe('Converged');
+    });
+
+    it('holds convergence while an enforce probe fails short of the threshold, and never fails on an observe probe', () => {
+      const mixed = run(
+        [
+          [declare(['db', 'enforce'], ['cache', 'observe']), at(31)],
+          [result('cache', 'fail', 'refused'), at(32)],
+          [result('db', 'fail', 'refused'), at(SOAK_SECS - 60)],
+        ],
+        HALT,
+        soaking(),
+      ).state;
+      // cache has failed for far longer than 120 s, db for 119 s: neither fails the rollout, db holds it.
+      expect(transition(mixed, tick(TARGET), at(SOAK_SECS + 59), HALT).effects).toEqual([]);
+      const failed = transition(mixed, tick(TARGET), at(SOAK_SECS + 60), HALT);
+      expect(events(failed.effects)).toEqual([
+        expect.objectContaining({ kind: 'Failed', failingProbes: ['db'], sustainedDurationSecs: 120, policyApplied: 'halt' }),
+      ]);
+
+      const observeOnly = run([[result('db', 'pass'), at(SOAK_SECS)]], HALT, mixed).state;
+      expect(entry(transition(observeOnly, tick(TARGET), at(SOAK_SECS + 600), HALT).state).state).toBe('Converged');
+    });
+
+    it('counts the threshold it is given (--probe-failure-threshold)', () => {
+      const short: Policy = { ...HALT, sustainedFailureThresholdSecs: 10 };
+      const failing = run(
+        [
+          [declare(['db', 'enforce']), at(31)],
+          [result('db', 'fail'), at(40)],
+        ],
+        short,
+        soaking(short),
+      ).state;
+      expect(transition(failing, tick(TARGET), at(49), short).effects).toEqual([]);
+      expect(events(transition(failing, tick(TARGET), at(50), short).effects)[0]).toMatchObject({
+        kind: 'Failed',
+        sustainedDurationSecs: 10,
+      });
+    });
+
+    it('rolls back to the closure that ran at dispatch when an enforce probe fails past the threshold', () => {
+      const failing = run(
+        [
+          [declare(['db', 'enforce']), at(31)],
+          [result('db', 'fail'), at(40)],
+        ],
+        ROLLBACK,
+        soaking(ROLLBACK),
+      ).state;
+      const r = transition(failing, tick(TARGET), at(160), ROLLBACK);
+      expect(entry(r.state)).toMatchObject({ state: 'Failed', failedAt: iso(160), policyApplied: 'rollback-and-halt' });
+      expect(r.effects.map((e) => e.type)).toEqual(['EmitEvent', 'ResetProbeCache', 'FireRollback']);
+      expect(r.effects[1]).toEqual({ type: 'ResetProbeCache', rolloutId: ROLLOUT });
+      expect(r.effects[2]).toEqual({ type: 'FireRollback', rolloutId: ROLLOUT, toClosure: PREVIOUS });
+    });
+
+    it.each<[string, string | null]>([
+      ['unknown', null],
+      ['the target itself', TARGET],
+    ])('halts instead of rolling back when the closure at dispatch is %s, and says so', (_name, atDispatch) => {
+      const failing = run(
+        [
+          [declare(['db', 'enforce']), at(31)],
+          [result('db', 'fail'), at(40)],
+        ],
+        ROLLBACK,
+        soaking(ROLLBACK, atDispatch),
+      ).state;
+      const r = transition(failing, tick(TARGET), at(160), ROLLBACK);
+      expect(entry(r.state)).toMatchObject({ state: 'Failed', policyApplied: 'halt' });
+      expect(events(r.effects)).toEqual([expect.objectContaining({ kind: 'Failed', policyApplied: 'halt' })]);
+      expect(r.effects.some((e) => e.type === 'FireRollback')).toBe(false);
+      expect(r.notice).toContain(`${ROLLOUT} failed with policy rollback-and-halt, but`);
+      expect(r.notice).toContain('halted instead');
     });
 
     it('keeps soaking, quietly and with the same state object, before the soak is due', () => {
@@ -496,7 +626,7 @@ describe('transition', () => {
       const r = transition(before, tick(TARGET), at(160), HALT);
 
       expect(entry(r.state)).toMatchObject({ state: 'Failed', failedAt: iso(160), policyApplied: 'halt' });
-      expect(r.effects.map((e) => e.type)).toEqual(['EmitEvent']);
+      expect(r.effects.map((e) => e.type)).toEqual(['EmitEvent', 'ResetProbeCache']);
       expect(events(r.effects)).toEqual([
         {
           kind: 'Failed',
@@ -522,13 +652,14 @@ describe('transition', () => {
 
       const r = transition(before, tick(TARGET), at(200), ROLLBACK);
 
-      expect(r.effects.map((e) => e.type)).toEqual(['EmitEvent', 'FireRollback']);
+      expect(r.effects.map((e) => e.type)).toEqual(['EmitEvent', 'ResetProbeCache', 'FireRollback']);
       expect(events(r.effects)[0]).toMatchObject({
         kind: 'Failed',
         sustainedDurationSecs: 160,
         policyApplied: 'rollback-and-halt',
       });
-      expect(r.effects[1]).toEqual({ type: 'FireRollback', rolloutId: ROLLOUT, toClosure: PREVIOUS });
+      expect(r.effects[1]).toEqual({ type: 'ResetProbeCache', rolloutId: ROLLOUT });
+      expect(r.effects[2]).toEqual({ type: 'FireRollback', rolloutId: ROLLOUT, toClosure: PREVIOUS });
     });
 
     it('ignores failing observe and disabled probes', () => {
@@ -549,11 +680,14 @@ describe('transition', () => {
 
     it('converges a cold Soaking snapshot without soakDueAt once the default soak from activationCompletedAt has passed', () => {
       // Completed at 30 (the fixture), first seen at 100: due at 30 + 300.
-      const before = run([[{ type: 'Snapshot', snapshot: snapshot({ soakDueAt: undefined }) }, at(100)]]).state;
+      const before = run([
+        [{ type: 'Snapshot', snapshot: snapshot({ soakDueAt: undefined }) }, at(100)],
+        [declare(), at(101)],
+      ]).state;
 
       expect(transition(before, tick(TARGET), at(30 + DEFAULT_SOAK_SECS - 1), HALT).effects).toEqual([]);
       const r = transition(before, tick(TARGET), at(30 + DEFAULT_SOAK_SECS), HALT);
-      expect(events(r.effects)).toEqual([{ kind: 'Converged', seq: 5, convergedAt: iso(30 + DEFAULT_SOAK_SECS), currentClosure: TARGET }]);
+      expect(events(r.effects)).toEqual([{ kind: 'Converged', seq: 6, convergedAt: iso(30 + DEFAULT_SOAK_SECS), currentClosure: TARGET }]);
     });
 
     it('advances every rollout and returns the effects of all of them', () => {
@@ -561,6 +695,8 @@ describe('transition', () => {
         [
           [activateInput(OTHER), at(0)],
           [{ type: 'ActivationCompleted', rolloutId: OTHER, observedCurrentClosure: TARGET, exitCode: 0 }, at(10)],
+          [{ type: 'ProbeTopologyDeclared', rolloutId: OTHER, probes: [] }, at(11)],
+          [declare(), at(31)],
         ],
         HALT,
         soaking(),
@@ -569,8 +705,10 @@ describe('transition', () => {
       const r = transition(both, tick(TARGET), at(SOAK_SECS), HALT);
 
       expect(r.effects).toEqual([
-        expect.objectContaining({ rolloutId: OTHER, event: expect.objectContaining({ kind: 'Converged', seq: 3 }) }),
-        expect.objectContaining({ rolloutId: ROLLOUT, event: expect.objectContaining({ kind: 'Converged', seq: 4 }) }),
+        expect.objectContaining({ rolloutId: OTHER, event: expect.objectContaining({ kind: 'Converged', seq: 4 }) }),
+        { type: 'ResetProbeCache', rolloutId: OTHER },
+        expect.objectContaining({ rolloutId: ROLLOUT, event: expect.objectContaining({ kind: 'Converged', seq: 5 }) }),
+        { type: 'ResetProbeCache', rolloutId: ROLLOUT },
       ]);
       expect(entry(r.state, OTHER).state).toBe('Converged');
       expect(entry(r.state, ROLLOUT).state).toBe('Converged');
@@ -609,6 +747,23 @@ describe('transition', () => {
       });
       expect(events(r.effects)).toEqual([
         { kind: 'RollbackComplete', seq: 3, revertedToClosure: PREVIOUS, exitCode: 0, completedAt: iso(40) },
+      ]);
+      expect(entry(r.state).rollback).toEqual({ toClosure: PREVIOUS, exitCode: 0, completedAt: iso(40) });
+    });
+
+    it('reports a rollback that failed and stays Failed (§11)', () => {
+      const r = transition(
+        failed(),
+        { type: 'RollbackCompleted', rolloutId: ROLLOUT, revertedToClosure: PREVIOUS, exitCode: 4 },
+        at(40),
+        ROLLBACK,
+      );
+
+      expect(entry(r.state)).toMatchObject({ state: 'Failed', rollback: { toClosure: PREVIOUS, exitCode: 4, completedAt: iso(40) } });
+      expect(entry(r.state).revertedAt).toBeUndefined();
+      expect(entry(r.state).revertedToClosure).toBeUndefined();
+      expect(events(r.effects)).toEqual([
+        { kind: 'RollbackComplete', seq: 3, revertedToClosure: PREVIOUS, exitCode: 4, completedAt: iso(40) },
       ]);
     });
 
@@ -720,6 +875,44 @@ describe('transition', () => {
     it.each(ROLLOUT_STATES.filter((s) => s !== 'Pending'))('resets the probe cache after a %s snapshot', (state) => {
       const r = transition(EMPTY_STATE, { type: 'Snapshot', snapshot: snapshot({ state }) }, at(100), HALT);
       expect(r.effects).toEqual([{ type: 'ResetProbeCache', rolloutId: ROLLOUT }]);
+    });
+
+    it('does not reset the probe cache for a snapshot that repeats what the agent knows (a steady heartbeat)', () => {
+      const known = run([[{ type: 'Snapshot', snapshot: snapshot() }, at(100)]]).state;
+      const r = transition(known, { type: 'Snapshot', snapshot: snapshot() }, at(160), HALT);
+      expect(r.effects).toEqual([]);
+    });
+
+    it.each<[string, Partial<HostRolloutSnapshot>]>([
+      ['state', { state: 'Converged' }],
+      ['target closure', { targetClosure: PREVIOUS }],
+      ['current closure', { currentClosure: PREVIOUS }],
+    ])('resets the probe cache when a snapshot changes the rollout %s', (_what, over) => {
+      const known = run([[{ type: 'Snapshot', snapshot: snapshot() }, at(100)]]).state;
+      const r = transition(known, { type: 'Snapshot', snapshot: snapshot({ lastEventSeq: 5, ...over }) }, at(160), HALT);
+      expect(r.effects).toEqual([{ type: 'ResetProbeCache', rolloutId: ROLLOUT }]);
+    });
+
+    it('keeps the closure the agent read at dispatch over the one a snapshot names (§11: a CP may record the target there)', () => {
+      const r = transition(
+        activating(),
+        { type: 'Snapshot', snapshot: snapshot({ currentClosureAtDispatch: TARGET, lastEventSeq: 1 }) },
+        at(5),
+        HALT,
+      );
+      expect(entry(r.state).currentClosureAtDispatch).toBe(PREVIOUS);
+    });
+
+    it('takes the closure at dispatch from the snapshot when the agent has none', () => {
+      const r = transition(activating(ROLLBACK, null), { type: 'Snapshot', snapshot: snapshot({ lastEventSeq: 1 }) }, at(5), HALT);
+      expect(entry(r.state).currentClosureAtDispatch).toBe(PREVIOUS);
+    });
+
+    it('keeps the declared topology and the rollback attempt across a warm snapshot', () => {
+      const declared = run([[declare(['db', 'enforce']), at(31)]], HALT, soaking()).state;
+      const r = transition(declared, { type: 'Snapshot', snapshot: snapshot({ lastEventSeq: 4 }) }, at(60), HALT);
+      expect(entry(r.state).probesDeclaredAt).toBe(iso(31));
+      expect(transition(r.state, declare(['db', 'enforce']), at(61), HALT).effects).toEqual([]);
     });
 
     it('does not reset the probe cache after a Pending snapshot', () => {
@@ -890,8 +1083,9 @@ describe('transition', () => {
           `Soaking rollout ${ROLLOUT} has no soakDueAt from the control plane; soak due at ${iso(400)}: the default soak of 300 s ` +
             `from ${iso(100)}, when the agent first saw it soaking (the snapshot has no activationCompletedAt)`,
         );
-        expect(transition(r.state, tick(TARGET), at(399), HALT).effects).toEqual([]);
-        expect(events(transition(r.state, tick(TARGET), at(400), HALT).effects)[0]?.kind).toBe('Converged');
+        const declared = run([[declare(), at(101)]], HALT, r.state).state;
+        expect(transition(declared, tick(TARGET), at(399), HALT).effects).toEqual([]);
+        expect(events(transition(declared, tick(TARGET), at(400), HALT).effects)[0]?.kind).toBe('Converged');
       });
 
       it('keeps the derived due time across later snapshots without one, and gives no second notice', () => {

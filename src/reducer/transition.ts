@@ -8,6 +8,7 @@ import {
   type LogMeta,
   type Policy,
   type ProbeEntry,
+  type ProbeStatus,
   type ReducerInput,
   type ReducerState,
   type RolloutEntry,
@@ -24,6 +25,8 @@ type Step =
       readonly events: readonly UnnumberedEvent[];
       /** Run after the events: an event is logged before the action it reports on is taken. */
       readonly after?: readonly Effect[];
+      /** A rule the reducer applied on its own (TransitionResult.notice). */
+      readonly notice?: string;
     }
   | { readonly rejected: string };
 type Done = Exclude<Step, { rejected: string }>;
@@ -73,24 +76,34 @@ export function transition(state: ReducerState, input: ReducerInput, now: Date, 
           entry: { ...e, state: 'Failed', failedAt: at, policyApplied: failure.policyApplied },
           events: [{ kind: 'ActivationFailed', exitCode: input.exitCode, stderrTail: input.stderrTail, failedAt: at }],
           after: failure.effects,
+          notice: failure.notice,
         };
       });
     case 'ProbeTopologyDeclared':
-      return step(state, input, 'Soaking', (e) => ({
-        entry: { ...e, probes: mergeTopology(e.probes, input.probes) },
-        events: [
-          {
-            kind: 'ProbeTopologyDeclared',
-            probes: input.probes.map((p) => ({ probeName: p.probeName, kind: p.kind, mode: p.mode })),
-            declaredAt: at,
-          },
-        ],
-      }));
+      return step(state, input, 'Soaking', (e) => {
+        // Runners declare after every reset; the CP already holds an unchanged topology.
+        if (e.probesDeclaredAt !== undefined && sameTopology(e.probes, input.probes)) return { entry: e, events: [] };
+        return {
+          entry: { ...e, probes: mergeTopology(e.probes, input.probes), probesDeclaredAt: at },
+          events: [
+            {
+              kind: 'ProbeTopologyDeclared',
+              probes: input.probes.map((p) => ({ probeName: p.probeName, kind: p.kind, mode: p.mode })),
+              declaredAt: at,
+            },
+          ],
+        };
+      });
     case 'ProbeResult':
       return step(state, input, 'Soaking', (e) => probeResult(e, input, at));
     case 'RollbackCompleted':
       return step(state, input, 'Failed', (e) => ({
-        entry: { ...e, state: 'Reverted', revertedAt: at, revertedToClosure: input.revertedToClosure },
+        // §11: a rollback that failed is reported, and the rollout stays Failed.
+        entry: {
+          ...e,
+          ...(input.exitCode === 0 ? { state: 'Reverted' as const, revertedAt: at, revertedToClosure: input.revertedToClosure } : {}),
+          rollback: { toClosure: input.revertedToClosure, exitCode: input.exitCode, completedAt: at },
+        },
         events: [
           {
             kind: 'RollbackComplete',
@@ -162,14 +175,25 @@ function probeResult(e: RolloutEntry, input: InputOf<'ProbeResult'>, at: string)
     observedAt: at,
     ...(input.failureReason !== undefined ? { failureReason: input.failureReason } : {}),
   });
-  let next: ProbeEntry = { ...probe, lastStatus: input.status, firstObservedAt: probe.firstObservedAt ?? at };
-  if (input.status === 'pass') {
-    next = { ...next, firstFailedAt: undefined };
-  } else if (probe.firstFailedAt === undefined) {
-    next = { ...next, firstFailedAt: at };
+  const next = probeAfterResult(probe, input.status, at, input.failureReason);
+  if (input.status === 'fail' && probe.firstFailedAt === undefined) {
     events.push({ kind: 'ProbeFailureFirst', probeName: input.probeName, mode, firstFailedAt: at });
   }
   return { entry: { ...e, probes: { ...e.probes, [input.probeName]: next } }, events };
+}
+
+/** A probe after a result that changed its status; `rebuildFromLog` folds a logged ProbeResult the same way. */
+export function probeAfterResult(probe: ProbeEntry, status: ProbeStatus, at: string, failureReason: string | undefined): ProbeEntry {
+  // A pass ends the failure streak and its reason: built afresh, not spread, so no stale key survives.
+  return {
+    kind: probe.kind,
+    mode: probe.mode,
+    lastStatus: status,
+    statusSince: at,
+    firstObservedAt: probe.firstObservedAt ?? at,
+    ...(status === 'fail' ? { firstFailedAt: probe.firstFailedAt ?? at } : {}),
+    ...(status === 'fail' && failureReason !== undefined ? { failureReason } : {}),
+  };
 }
 
 /**
@@ -189,9 +213,19 @@ export function mergeTopology(
   return next;
 }
 
+/** The same probes with the same kinds and modes, whatever their order. */
+function sameTopology(current: Readonly<Record<string, ProbeEntry>>, declared: readonly DeclaredProbe[]): boolean {
+  if (Object.keys(current).length !== declared.length) return false;
+  return declared.every((p) => {
+    const seen = Object.hasOwn(current, p.probeName) ? current[p.probeName] : undefined;
+    return seen !== undefined && seen.kind === p.kind && seen.mode === p.mode;
+  });
+}
+
 function tick(state: ReducerState, input: InputOf<'Tick'>, now: Date, policy: Policy): TransitionResult {
   let rollouts = state.rollouts;
   const effects: Effect[] = [];
+  const notices: string[] = [];
   for (const id of Object.keys(state.rollouts).sort()) {
     const entry = state.rollouts[id];
     if (entry === undefined || entry.state !== 'Soaking') continue;
@@ -200,9 +234,11 @@ function tick(state: ReducerState, input: InputOf<'Tick'>, now: Date, policy: Po
     const done = number(s);
     rollouts = { ...rollouts, [id]: done.entry };
     effects.push(...done.effects);
+    if (s.notice !== undefined) notices.push(s.notice);
   }
   // The same state object back when nothing moved: a quiet tick is the normal case.
-  return { state: rollouts === state.rollouts ? state : { rollouts }, effects };
+  const next = { state: rollouts === state.rollouts ? state : { rollouts }, effects };
+  return notices.length === 0 ? next : { ...next, notice: notices.join('; ') };
 }
 
 /** A Soaking rollout's verdict on a tick, or undefined while it keeps soaking. */
@@ -228,18 +264,22 @@ function soakVerdict(e: RolloutEntry, currentClosure: string | null, now: Date, 
           policyApplied: failure.policyApplied,
         },
       ],
-      after: failure.effects,
+      // The runners stop probing a rollout that has its verdict, before a rollback changes the host under them.
+      after: [{ type: 'ResetProbeCache', rolloutId: e.rolloutId }, ...failure.effects],
+      notice: failure.notice,
     };
   }
 
   // No soak due time known: converging would declare a success the CP never scheduled.
   const soakDue = e.soakDueAt !== undefined && Date.parse(e.soakDueAt) <= now.getTime();
-  const healthy = enforced.every(([, p]) => p.lastStatus === 'pass');
+  // Until the runners declared the topology, an empty `probes` means "not known yet", not "none".
+  const healthy = e.probesDeclaredAt !== undefined && enforced.every(([, p]) => p.lastStatus === 'pass');
   const onTarget = currentClosure !== null && e.targetClosure !== '' && currentClosure === e.targetClosure;
   if (soakDue && healthy && onTarget) {
     return {
       entry: { ...e, state: 'Converged', convergedAt: at, currentClosure },
       events: [{ kind: 'Converged', convergedAt: at, currentClosure }],
+      after: [{ type: 'ResetProbeCache', rolloutId: e.rolloutId }],
     };
   }
   return undefined;
@@ -247,16 +287,24 @@ function soakVerdict(e: RolloutEntry, currentClosure: string | null, now: Date, 
 
 /**
  * What the configured policy amounts to for this rollout. Rollback needs the
- * closure that ran at dispatch; without it the agent can only halt, and says so.
+ * closure that ran at dispatch; without it, or when that is the target itself
+ * (a rollback would change nothing), the agent can only halt, and says so.
  */
-function applyFailurePolicy(e: RolloutEntry, policy: Policy): { policyApplied: FailurePolicy; effects: Effect[] } {
-  if (policy.onHealthFailure === 'rollback-and-halt' && e.currentClosureAtDispatch !== undefined) {
+function applyFailurePolicy(e: RolloutEntry, policy: Policy): { policyApplied: FailurePolicy; effects: Effect[]; notice?: string } {
+  if (policy.onHealthFailure !== 'rollback-and-halt') return { policyApplied: 'halt', effects: [] };
+  const to = e.currentClosureAtDispatch;
+  if (to === undefined || to === e.targetClosure) {
+    const why =
+      to === undefined
+        ? 'the closure running at dispatch is unknown (/run/current-system was unreadable)'
+        : 'the closure recorded at dispatch is the target itself';
     return {
-      policyApplied: 'rollback-and-halt',
-      effects: [{ type: 'FireRollback', rolloutId: e.rolloutId, toClosure: e.currentClosureAtDispatch }],
+      policyApplied: 'halt',
+      effects: [],
+      notice: `${e.rolloutId} failed with policy rollback-and-halt, but ${why}: halted instead, the host stays as it is`,
     };
   }
-  return { policyApplied: 'halt', effects: [] };
+  return { policyApplied: 'rollback-and-halt', effects: [{ type: 'FireRollback', rolloutId: e.rolloutId, toClosure: to }] };
 }
 
 function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot, now: Date): TransitionResult {
@@ -280,7 +328,9 @@ function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot, now: Date
     channel: snap.channel,
     state: snap.state,
     targetClosure: snap.targetClosure,
-    currentClosureAtDispatch: snap.currentClosureAtDispatch ?? existing?.currentClosureAtDispatch,
+    // Ours, read from /run/current-system when the dispatch arrived, wins: a
+    // CP that recorded the target there would turn a rollback into a no-op (§11).
+    currentClosureAtDispatch: existing?.currentClosureAtDispatch ?? snap.currentClosureAtDispatch,
     currentClosure: snap.currentClosure ?? existing?.currentClosure,
     dispatchedAt: snap.dispatchedAt,
     dispatchAckedAt: snap.dispatchAckedAt ?? existing?.dispatchAckedAt,
@@ -292,13 +342,22 @@ function applySnapshot(state: ReducerState, snap: HostRolloutSnapshot, now: Date
     // already implies it; kept so the invariant does not hang on that check.)
     lastEventSeq: Math.max(existing?.lastEventSeq ?? 0, snap.lastEventSeq),
     probes: existing?.probes ?? {},
+    probesDeclaredAt: existing?.probesDeclaredAt,
     failedAt: existing?.failedAt,
     convergedAt: existing?.convergedAt,
     revertedAt: existing?.revertedAt,
     revertedToClosure: existing?.revertedToClosure,
     policyApplied: existing?.policyApplied,
+    rollback: existing?.rollback,
   };
-  const effects: Effect[] = snap.state === 'Pending' ? [] : [{ type: 'ResetProbeCache', rolloutId: snap.rolloutId }];
+  // Ours (§10): a steady heartbeat re-sends the same snapshots every interval;
+  // runners re-prime only when the snapshot told the agent something new.
+  const changed =
+    existing === undefined ||
+    existing.state !== entry.state ||
+    existing.targetClosure !== entry.targetClosure ||
+    existing.currentClosure !== entry.currentClosure;
+  const effects: Effect[] = snap.state === 'Pending' || !changed ? [] : [{ type: 'ResetProbeCache', rolloutId: snap.rolloutId }];
   const soak = entry.state === 'Soaking' && entry.soakDueAt === undefined ? derivedSoakDue(entry, now) : undefined;
   if (soak === undefined) return { state: withEntry(state, entry), effects };
   return { state: withEntry(state, { ...entry, soakDueAt: soak.dueAt }), effects, notice: soak.notice };
@@ -338,9 +397,10 @@ function step(state: ReducerState, input: RolloutInput, from: RolloutState, run:
 function commit(state: ReducerState, s: Step): TransitionResult {
   if ('rejected' in s) return reject(state, s.rejected);
   const done = number(s);
+  const notice = s.notice !== undefined ? { notice: s.notice } : {};
   // A result that repeats the probe's status changes nothing: same state object back.
-  if (done.entry === lookup(state, done.entry.rolloutId)) return { state, effects: done.effects };
-  return { state: withEntry(state, done.entry), effects: done.effects };
+  if (done.entry === lookup(state, done.entry.rolloutId)) return { state, effects: done.effects, ...notice };
+  return { state: withEntry(state, done.entry), effects: done.effects, ...notice };
 }
 
 /** Gives the step's events consecutive seqs after the entry's last one, and advances it. */
