@@ -11,6 +11,7 @@ import { HeartbeatModule } from './heartbeat/heartbeat.module';
 import { JobsModule } from './jobs/jobs.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OutboundModule } from './outbound/outbound.module';
+import { ProbesModule } from './probes/probes.module';
 import { RecoveryModule } from './recovery/recovery.module';
 import { ReducerModule } from './reducer/reducer.module';
 import { SystemdModule } from './systemd/systemd.module';
@@ -35,6 +36,7 @@ export class AgentModule {
         OutboundModule,
         RecoveryModule,
         ActivationModule,
+        ProbesModule,
         HeartbeatModule,
         DispatchModule,
         AdvanceModule,

@@ -12,7 +12,8 @@ import { MetricsModule } from '../metrics/metrics.module';
 import { EffectPortRegistry } from '../reducer/effect-ports';
 import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT, REDUCER_POLICY } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
-import type { Policy } from '../reducer/reducer.types';
+import type { Policy, ReducerState } from '../reducer/reducer.types';
+import { BootGate } from '../lifecycle/boot-gate';
 import { ACTIVATION_BACKEND } from './activation.constants';
 import { ActivationModule } from './activation.module';
 import { ActivationPreflight } from './activation.preflight';
@@ -78,6 +79,7 @@ describe('ActivationModule', () => {
     config: AgentConfig,
     policy = HALT,
     logs = new CapturingLogger(),
+    restored?: ReducerState,
   ): Promise<{ module: TestingModule; reducer: ReducerService; activation: ActivationService }> {
     const module = await Test.createTestingModule({
       imports: [ConfigModule.forRoot(config), ClockModule, MetricsModule, ActivationModule],
@@ -89,6 +91,8 @@ describe('ActivationModule', () => {
       .compile();
     opened.push(module);
     module.useLogger(logs);
+    // As after a restart: the reducer rebuilt from the log before anything runs.
+    if (restored !== undefined) module.get(ReducerService).restore(restored);
     await module.init();
     return { module, reducer: module.get(ReducerService), activation: module.get(ActivationService) };
   }
@@ -150,6 +154,70 @@ describe('ActivationModule', () => {
     expect(readlinkSync(link)).toBe(join(store, OLD));
     expect(activation.status().lastResult).toMatchObject({ kind: 'rollback', outcome: 'completed', exitCode: 0 });
   });
+
+  /** A command backend that "activates" any closure by re-pointing the link, and leaves the link alone when told. */
+  function linkingCommand(leaveLinkFor?: string): AgentConfig {
+    const script = join(dir, 'activate');
+    const skip = leaveLinkFor === undefined ? '' : `case "$1" in *${leaveLinkFor}) exit 0 ;; esac\n`;
+    writeFileSync(script, `#!/bin/sh\n${skip}ln -sfn "$1" '${link}'\n`, { mode: 0o755 });
+    return configWith(['--activation-backend', 'command', '--activation-command', JSON.stringify([script, '{closure}'])]);
+  }
+
+  /** The reducer state of a rollout that failed under rollback-and-halt and whose rollback never reported. */
+  function failedAwaitingRollback(): ReducerState {
+    return {
+      rollouts: {
+        [ROLLOUT]: {
+          rolloutId: ROLLOUT,
+          channel: 'stable',
+          state: 'Failed',
+          targetClosure: NEW,
+          currentClosureAtDispatch: OLD,
+          dispatchedAt: '2026-11-28T11:59:55.000Z',
+          lastEventSeq: 7,
+          probes: {},
+          failedAt: '2026-11-28T12:05:00.000Z',
+          policyApplied: 'rollback-and-halt',
+        },
+      },
+    };
+  }
+
+  it('reports a rollback whose command exits 0 but leaves the host on the failed closure as failed, and the rollout stays Failed', async () => {
+    const { reducer, activation, module } = await build(linkingCommand(OLD), ROLLBACK, new CapturingLogger(), failedAwaitingRollback());
+    symlinkAgain(join(store, NEW));
+    module.get(BootGate).open({ reachedControlPlane: false });
+    await new Promise((resolve) => setImmediate(resolve));
+    await activation.idle();
+
+    expect(readlinkSync(link)).toBe(join(store, NEW));
+    expect(reducer.current().rollouts[ROLLOUT]).toMatchObject({ state: 'Failed', rollback: { toClosure: OLD, exitCode: -1 } });
+  });
+
+  it.each<[string, 'old' | 'new' | 'other', string, string | null]>([
+    ['still on the failed target: the rollback runs again', 'new', 'Reverted', OLD],
+    ['already back on the old closure: the rollback is reported done', 'old', 'Reverted', OLD],
+    ['on a third closure (an operator moved it): left alone, still Failed', 'other', 'Failed', null],
+  ])('resumes an interrupted rollback after a restart, the host %s', async (_name, on, state, rolledBackTo) => {
+    const other = fakeClosure('web-01-hotfix', 'c');
+    mkdirSync(join(store, other), { recursive: true });
+    symlinkAgain(join(store, on === 'old' ? OLD : on === 'new' ? NEW : other));
+    const { reducer, activation, module } = await build(linkingCommand(), ROLLBACK, new CapturingLogger(), failedAwaitingRollback());
+    module.get(BootGate).open({ reachedControlPlane: false });
+    await new Promise((resolve) => setImmediate(resolve));
+    await activation.idle();
+    await reducer.drain();
+
+    expect(reducer.current().rollouts[ROLLOUT]?.state).toBe(state);
+    expect(reducer.current().rollouts[ROLLOUT]?.rollback?.toClosure ?? null).toBe(rolledBackTo);
+    if (on === 'other') expect(readlinkSync(link)).toBe(join(store, other));
+    else expect(readlinkSync(link)).toBe(join(store, OLD));
+  });
+
+  function symlinkAgain(target: string): void {
+    rmSync(link, { force: true });
+    symlinkSync(target, link);
+  }
 
   describe('preflight at start', () => {
     /** A directory of executables standing in for the host's PATH. */

@@ -7,7 +7,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { type EffectOf, type FireRollbackPort, type FireSwitchPort, REDUCER_INPUT, type ReducerInputPort } from '../reducer/reducer.ports';
 import { describeInput } from '../reducer/reducer.service';
-import type { ReducerInput } from '../reducer/reducer.types';
+import type { ReducerInput, RolloutEntry } from '../reducer/reducer.types';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
 import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
 import type {
@@ -186,10 +186,18 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
   private async report(job: Job, outcome: ActivationOutcome): Promise<void> {
     const what = `${job.kind} of ${job.rolloutId} to ${job.closure}`;
     if (job.kind === 'rollback') {
-      const exitCode = rollbackExitCode(outcome);
+      let exitCode = rollbackExitCode(outcome);
       switch (outcome.kind) {
         case 'completed':
-          this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure ?? 'an unreadable current system'}`);
+          // §11: a rollback is done when /run/current-system says so, whatever the backend reported.
+          if (outcome.observedCurrentClosure !== job.closure) {
+            exitCode = NO_EXIT_CODE;
+            this.logger.error(
+              `${what} ran, but ${this.currentSystem.path} points at ${outcome.observedCurrentClosure ?? 'nothing readable'}, not ${job.closure}; reported as failed (exit code ${exitCode})`,
+            );
+            break;
+          }
+          this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure}`);
           break;
         case 'deferred':
           this.logger.warn(
@@ -297,6 +305,10 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
    */
   async resumeInterrupted(): Promise<void> {
     for (const entry of Object.values(this.reducer.current().rollouts)) {
+      if (entry.state === 'Failed') {
+        await this.resumeRollback(entry);
+        continue;
+      }
       if (entry.state !== 'Activating' || entry.targetClosure === '') continue;
       const current = await this.currentSystem.read();
       if (current === entry.targetClosure) {
@@ -311,6 +323,33 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         this.handle({ type: 'FireSwitch', rolloutId: entry.rolloutId, targetClosure: entry.targetClosure });
       }
     }
+  }
+
+  /**
+   * A rollout Failed under rollback-and-halt whose rollback never reported
+   * was cut off by a stop or a crash: nothing else would finish it. If the
+   * host already runs the closure from before the dispatch, the rollback
+   * completed; if it still runs the failed target, it runs again (a rollback
+   * is an activation, idempotent); anything else is left alone.
+   */
+  private async resumeRollback(entry: RolloutEntry): Promise<void> {
+    const to = entry.currentClosureAtDispatch;
+    if (entry.policyApplied !== 'rollback-and-halt' || entry.rollback !== undefined || to === undefined) return;
+    const current = await this.currentSystem.read();
+    if (current === to) {
+      this.logger.log(`${entry.rolloutId} was rolling back when the agent stopped and the host runs ${to}: reporting the rollback completed`);
+      await this.submit({ type: 'RollbackCompleted', rolloutId: entry.rolloutId, revertedToClosure: to, exitCode: 0 });
+      return;
+    }
+    // Only from the failed closure itself: a host that has moved on since (an operator, a later rollout) is not put back.
+    if (current !== entry.targetClosure) {
+      this.logger.warn(
+        `${entry.rolloutId} failed under rollback-and-halt and its rollback never reported, but the host runs ${current ?? 'an unreadable current system'}, neither its target nor ${to}: not rolling back; it stays Failed`,
+      );
+      return;
+    }
+    this.logger.warn(`${entry.rolloutId} was rolling back when the agent stopped, and the host still runs its target: rolling back to ${to} again`);
+    this.handle({ type: 'FireRollback', rolloutId: entry.rolloutId, toClosure: to });
   }
 }
 

@@ -15,6 +15,8 @@ import { JobsModule } from '../jobs/jobs.module';
 import { JobsStatusContributor } from '../jobs/jobs.status';
 import { OutboundModule } from '../outbound/outbound.module';
 import { OutboundStatusContributor } from '../outbound/outbound.status';
+import { ProbesModule } from '../probes/probes.module';
+import { ProbesStatusContributor } from '../probes/probes.status';
 import { RecoveryModule } from '../recovery/recovery.module';
 import { RecoveryStatusContributor } from '../recovery/recovery.status';
 import { ReducerModule } from '../reducer/reducer.module';
@@ -35,6 +37,7 @@ const CONTRIBUTORS = [
   OutboundStatusContributor,
   DispatchStatusContributor,
   ActivationStatusContributor,
+  ProbesStatusContributor,
   CommsStatusContributor,
   ReducerStatusContributor,
   JobsStatusContributor,
@@ -54,6 +57,7 @@ const CONTRIBUTORS = [
     HeartbeatModule,
     DispatchModule,
     ActivationModule,
+    ProbesModule,
     HealthModule,
     JobsModule,
   ],

@@ -14,14 +14,17 @@ import type { HeartbeatStatus } from '../heartbeat/heartbeat.service';
 import type { ReplayStatus } from '../outbound/drainer.service';
 import type { EventLogWriteHealth } from '../outbound/event-log.service';
 import type { OutboundStatus, OutboundStatusPart, RolloutStatus } from '../outbound/outbound.status';
-import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
+import type { ProbesStatusPart } from '../probes/probes.status';
+import type { HealthChecksFileStatus, ProbeRunView, ProbesStatus } from '../probes/probes.status.types';
+import { FAILURE_POLICIES, type FailurePolicy, PROBE_MODES, type ProbeMode, ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
 import { validateWire } from '../protocol/validate';
 import type { ExchangeKind, ReplayFromRecord } from '../recovery/heartbeat-exchange';
 import type { RecoveryStatus } from '../recovery/recovery.service';
 import type { RecoveryStatusPart } from '../recovery/recovery.status';
 import type { ReducerStats } from '../reducer/reducer.service';
 import type { ReducerStatusPart } from '../reducer/reducer.status';
-import type { Effect } from '../reducer/reducer.types';
+import type { Effect, ProbeStatus, RollbackAttempt } from '../reducer/reducer.types';
+import type { ProbeJudgement, RolloutHealth } from '../reducer/rollout-health';
 import type { JobResultStatus, JobState, JobStatus } from '../jobs/job.types';
 import type { JobsStatusPart } from '../jobs/jobs.status';
 import type { AgentStatusPart } from './agent.status';
@@ -80,6 +83,8 @@ const POLL_OUTCOMES = members<NonNullable<DispatchStatus['lastOutcome']>>({ orde
 const ORDER_OUTCOMES = members<LastOrder['outcome']>({ submitting: true, accepted: true, rejected: true, 'not-applied': true });
 const JOB_STATES = members<JobState>({ waiting: true, scheduled: true, running: true, disabled: true, stopped: true });
 const JOB_RESULT_KINDS = members<JobResultStatus['kind']>({ ok: true, failed: true, 'retry-after': true });
+const PROBE_RESULTS = members<ProbeStatus>({ pass: true, fail: true });
+const FILE_STATES = members<HealthChecksFileStatus['state']>({ 'not-read': true, missing: true, loaded: true, invalid: true });
 const CLEARED_BY = members<NonNullable<EventLogWriteHealth['clearedBy']>>({ probe: true, append: true });
 
 export class ComponentSection implements ComponentHealth {
@@ -236,6 +241,64 @@ export class ActivationSection implements ActivationSectionStatus {
   @Section(() => PreflightSection) preflight!: PreflightSection;
 }
 
+export class HealthChecksFileSection implements HealthChecksFileStatus {
+  @IsString() path!: string;
+  @IsIn(FILE_STATES) state!: HealthChecksFileStatus['state'];
+  @Nullable() @Time() readAt!: string | null;
+  @IsArray() @IsString({ each: true }) problems!: string[];
+}
+
+export class ProbeRunSection implements ProbeRunView {
+  @IsString() name!: string;
+  @IsString() kind!: string;
+  @IsIn(PROBE_MODES) mode!: ProbeMode;
+  @IsNumber() @Min(0) intervalSecs!: number;
+  @IsBoolean() runOnce!: boolean;
+  @Nullable() @IsString() problem!: string | null;
+  @IsBoolean() running!: boolean;
+  @Count() runs!: number;
+  @Nullable() @Time() lastRunAt!: string | null;
+  @Nullable() @Count() lastDurationMs!: number | null;
+  @Nullable() @IsIn(PROBE_RESULTS) lastRunResult!: ProbeStatus | null;
+  @Nullable() @IsString() lastRunReason!: string | null;
+}
+
+export class ProbeJudgementSection implements ProbeJudgement {
+  @IsString() name!: string;
+  @IsString() kind!: string;
+  @IsIn(PROBE_MODES) mode!: ProbeMode;
+  @Nullable() @IsIn(PROBE_RESULTS) lastResult!: ProbeStatus | null;
+  @Nullable() @Time() since!: string | null;
+  @Nullable() @Count() failingForSecs!: number | null;
+  @Nullable() @IsString() failureReason!: string | null;
+}
+
+export class RollbackSection implements RollbackAttempt {
+  @IsString() toClosure!: string;
+  @IsInt() exitCode!: number;
+  @Time() completedAt!: string;
+}
+
+export class RolloutHealthSection implements RolloutHealth {
+  @IsString() rolloutId!: string;
+  @IsIn(ROLLOUT_STATES) state!: RolloutState;
+  @Nullable() @Time() soakDueAt!: string | null;
+  @Nullable() @Count() soakRemainingSecs!: number | null;
+  @IsBoolean() probesDeclared!: boolean;
+  @IsArray() @ValidateNested({ each: true }) @Type(() => ProbeJudgementSection) probes!: ProbeJudgementSection[];
+  @IsArray() @IsString({ each: true }) waitingFor!: string[];
+  @Nullable() @Time() failedAt!: string | null;
+  @Nullable() @IsIn(FAILURE_POLICIES) policyApplied!: FailurePolicy | null;
+  @Nullable() @Section(() => RollbackSection) rollback!: RollbackSection | null;
+}
+
+export class ProbesSection implements ProbesStatus {
+  @Section(() => HealthChecksFileSection) healthChecksFile!: HealthChecksFileSection;
+  @Nullable() @IsString() activeRollout!: string | null;
+  @IsArray() @ValidateNested({ each: true }) @Type(() => ProbeRunSection) runners!: ProbeRunSection[];
+  @IsArray() @ValidateNested({ each: true }) @Type(() => RolloutHealthSection) rollouts!: RolloutHealthSection[];
+}
+
 export class CertificateSection implements CertificateStatus {
   @IsString() cn!: string;
   @IsString() machineId!: string;
@@ -295,6 +358,7 @@ export class StatusDocument
     OutboundStatusPart,
     DispatchStatusPart,
     ActivationStatusPart,
+    ProbesStatusPart,
     CommsStatusPart,
     ReducerStatusPart,
     JobsStatusPart
@@ -315,6 +379,7 @@ export class StatusDocument
   @Section(() => EventLogSection) eventLog!: EventLogSection;
   @Section(() => DispatchSection) dispatch!: DispatchSection;
   @Section(() => ActivationSection) activation!: ActivationSection;
+  @Section(() => ProbesSection) probes!: ProbesSection;
   /** null without a client certificate. */
   @Nullable() @Section(() => CertificateSection) certificate!: CertificateSection | null;
   @Section(() => ReducerSection) reducer!: ReducerSection;
@@ -338,6 +403,7 @@ export const STATUS_KEYS = Object.keys({
   eventLog: true,
   dispatch: true,
   activation: true,
+  probes: true,
   certificate: true,
   reducer: true,
   jobs: true,

@@ -339,6 +339,7 @@ export function summarize(status: Json, assessment: Assessment, now: Date): stri
   const rollouts = Array.isArray(status.rollouts) ? status.rollouts.map(record).filter((r): r is Json => r !== null) : [];
   if (rollouts.length === 0) lines.push(row('rollouts', 'none'));
   rollouts.forEach((r, i) => lines.push(row(i === 0 ? 'rollouts' : '', rolloutText(r))));
+  lines.push(...healthLines(record(status.probes), now));
 
   const outbound = record(status.outbound);
   lines.push(row('outbound', outbound === null ? 'not known' : outboundText(outbound)));
@@ -430,6 +431,78 @@ function componentText(c: ComponentHealth, now: Date): string {
 function rolloutText(r: Json): string {
   const seq = (v: unknown): string => (count(v) === null ? '-' : String(count(v)));
   return `${text(r.rolloutId) ?? '?'}  ${text(r.state) ?? '?'} (last seq ${seq(r.lastEventSeq)}, delivered through ${seq(r.lastDeliveredSeq)})`;
+}
+
+/**
+ * Each judged rollout (every Soaking one, and the latest): why it has not
+ * converged yet, or its verdict, then one line per probe. An older agent's
+ * document has no `probes`: nothing is printed.
+ */
+function healthLines(probes: Json | null, now: Date): string[] {
+  if (probes === null) return [];
+  const lines: string[] = [];
+  const file = record(probes.healthChecksFile);
+  if (file !== null) lines.push(row('health checks', healthFileText(file)));
+  const rollouts = Array.isArray(probes.rollouts) ? probes.rollouts.map(record).filter((r): r is Json => r !== null) : [];
+  for (const r of rollouts) {
+    lines.push(row('health', `${text(r.rolloutId) ?? '?'} ${verdictText(r, now)}`));
+    const list = Array.isArray(r.probes) ? r.probes.map(record).filter((p): p is Json => p !== null) : [];
+    for (const p of list) lines.push(row('', `  probe ${probeText(p, now)}`));
+  }
+  return lines;
+}
+
+function healthFileText(f: Json): string {
+  const path = text(f.path) ?? '?';
+  const problems = Array.isArray(f.problems) ? f.problems.filter((p): p is string => typeof p === 'string') : [];
+  switch (text(f.state)) {
+    case 'missing':
+      return `${path}: missing (no probes; rollouts are judged by soak time alone)`;
+    case 'loaded':
+      return `${path}: read`;
+    case 'invalid':
+      return `${path}: INVALID, the refused probes count as failing: ${problems.join('; ')}`;
+    default:
+      return `${path}: not read yet (read when a rollout starts soaking)`;
+  }
+}
+
+function verdictText(r: Json, now: Date): string {
+  const state = text(r.state) ?? '?';
+  if (state === 'Soaking') {
+    const waiting = Array.isArray(r.waitingFor) ? r.waitingFor.filter((w): w is string => typeof w === 'string') : [];
+    return waiting.length === 0 ? 'Soaking: converges at the next tick' : `Soaking: ${waiting.join('; ')}`;
+  }
+  if (state !== 'Failed' && state !== 'Reverted') return state;
+  const failedAt = text(r.failedAt);
+  const policy = text(r.policyApplied);
+  const parts = [
+    `${state}${failedAt === null ? '' : ` (failed ${sinceText(failedAt, now)})`}`,
+    policy === null ? null : `policy ${policy}`,
+  ];
+  const rollback = record(r.rollback);
+  if (rollback !== null) {
+    const code = number(rollback.exitCode);
+    parts.push(
+      code === 0
+        ? `rolled back to ${text(rollback.toClosure) ?? '?'}`
+        : `ROLLBACK to ${text(rollback.toClosure) ?? '?'} FAILED (exit code ${String(code)}): the host needs an operator`,
+    );
+  }
+  return parts.filter((p): p is string => p !== null).join('; ');
+}
+
+function probeText(p: Json, now: Date): string {
+  const head = `${text(p.name) ?? '?'} (${text(p.kind) ?? '?'}, ${text(p.mode) ?? '?'})`;
+  const since = text(p.since);
+  switch (text(p.lastResult)) {
+    case 'pass':
+      return `${head}: pass${since === null ? '' : ` since ${sinceText(since, now)}`}`;
+    case 'fail':
+      return `${head}: FAIL${since === null ? '' : ` since ${sinceText(since, now)}`}: ${text(p.failureReason) ?? 'no reason given'}`;
+    default:
+      return text(p.mode) === 'disabled' ? `${head}: not run` : `${head}: no result yet`;
+  }
 }
 
 function outboundText(o: Json): string {

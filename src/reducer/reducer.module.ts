@@ -25,6 +25,6 @@ export function policyFrom(config: AgentConfig): Policy {
     { provide: REDUCER_INPUT, useExisting: ReducerService },
     ReducerStatusContributor,
   ],
-  exports: [ReducerService, REDUCER_INPUT, EffectPortRegistry, ReducerStatusContributor],
+  exports: [ReducerService, REDUCER_INPUT, REDUCER_POLICY, EffectPortRegistry, ReducerStatusContributor],
 })
 export class ReducerModule {}
