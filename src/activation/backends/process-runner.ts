@@ -3,8 +3,14 @@ import { EXIT_CLOSE_GRACE_MS, KILL_GRACE_MS, STDERR_TAIL_BYTES } from '../activa
 
 export interface RunOptions {
   readonly timeoutMs: number;
-  /** After SIGTERM on timeout, how long before SIGKILL. */
+  /** After SIGTERM on timeout or abort, how long before SIGKILL. */
   readonly killGraceMs?: number;
+  /** The child's whole environment; the agent's own when absent. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Aborting kills the child's process group as a timeout does (SIGTERM, then SIGKILL after the grace). */
+  readonly signal?: AbortSignal;
+  /** Keep the first this many bytes of stdout; stdout is dropped when absent. */
+  readonly stdoutMaxBytes?: number;
 }
 
 export interface ProcessResult {
@@ -14,8 +20,12 @@ export interface ProcessResult {
   /** Why it never ran (ENOENT, EACCES…); null when it did. */
   readonly spawnError: string | null;
   readonly timedOut: boolean;
+  /** The caller's signal aborted the run (before the start, or by killing it). */
+  readonly aborted: boolean;
   /** The last STDERR_TAIL_BYTES of stderr, valid UTF-8, trimmed. */
   readonly stderrTail: string;
+  /** The head of stdout (RunOptions.stdoutMaxBytes), decoded as UTF-8; '' when not kept. */
+  readonly stdout: string;
 }
 
 /**
@@ -26,23 +36,44 @@ export interface ProcessResult {
 export function runProcess(argv: readonly string[], options: RunOptions): Promise<ProcessResult> {
   const [program, ...args] = argv;
   if (program === undefined || program === '') {
-    return Promise.resolve({ exitCode: null, signal: null, spawnError: 'no program to run', timedOut: false, stderrTail: '' });
+    return Promise.resolve({
+      exitCode: null,
+      signal: null,
+      spawnError: 'no program to run',
+      timedOut: false,
+      aborted: false,
+      stderrTail: '',
+      stdout: '',
+    });
+  }
+  if (options.signal?.aborted) {
+    return Promise.resolve({ exitCode: null, signal: null, spawnError: null, timedOut: false, aborted: true, stderrTail: '', stdout: '' });
   }
   return new Promise<ProcessResult>((resolve) => {
     const stderr = new TailBuffer(STDERR_TAIL_BYTES);
+    const stdout = new HeadBuffer(options.stdoutMaxBytes ?? 0);
     let timedOut = false;
+    let aborted = false;
     let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null;
     const timers: NodeJS.Timeout[] = [];
     let settled = false;
 
-    // stdout is dropped: raw output would break the agent's JSON log lines.
-    const child = spawn(program, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, shell: false });
-    const settle = (result: Omit<ProcessResult, 'stderrTail' | 'timedOut'>): void => {
+    // stdout is dropped unless asked for: raw output would break the agent's JSON log lines.
+    const keepStdout = options.stdoutMaxBytes !== undefined;
+    const child = spawn(program, args, {
+      stdio: ['ignore', keepStdout ? 'pipe' : 'ignore', 'pipe'],
+      detached: true,
+      shell: false,
+      env: options.env,
+    });
+    const settle = (result: Omit<ProcessResult, 'stderrTail' | 'timedOut' | 'aborted' | 'stdout'>): void => {
       if (settled) return;
       settled = true;
       for (const t of timers) clearTimeout(t);
+      options.signal?.removeEventListener('abort', onAbort);
       child.stderr?.destroy();
-      resolve({ ...result, timedOut, stderrTail: stderr.text() });
+      child.stdout?.destroy();
+      resolve({ ...result, timedOut, aborted, stderrTail: stderr.text(), stdout: stdout.text() });
     };
     const killGroup = (signal: NodeJS.Signals): void => {
       if (child.pid === undefined || exited) return;
@@ -54,6 +85,7 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
     };
 
     child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.on('error', (err: NodeJS.ErrnoException) => {
       // Spawn failures come with no pid; later errors (a failed kill) change nothing.
       if (child.pid === undefined) settle({ exitCode: null, signal: null, spawnError: `${err.code ?? 'error'}: ${err.message}` });
@@ -68,12 +100,22 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       if (child.pid === undefined) return; // the 'error' handler settles a failed spawn
       settle({ exitCode: code, signal, spawnError: null });
     });
+    const terminate = (): void => {
+      killGroup('SIGTERM');
+      timers.push(setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS)); // not a job: this child's kill grace
+    };
+    function onAbort(): void {
+      if (timedOut || aborted) return;
+      aborted = true;
+      terminate();
+    }
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     timers.push(
       setTimeout(() => {
         // not a job: this child's deadline
+        if (aborted) return;
         timedOut = true;
-        killGroup('SIGTERM');
-        timers.push(setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS)); // not a job: this child's kill grace
+        terminate();
       }, options.timeoutMs),
     );
   });
@@ -102,7 +144,8 @@ export function utf8Tail(bytes: Buffer, max: number): string {
   return bytes.subarray(start).toString('utf8').trim();
 }
 
-function formatMs(ms: number): string {
+/** A duration as an operator reads it: `300 ms`, `10 s`, `2 min`. */
+export function formatMs(ms: number): string {
   return ms >= 60_000 && ms % 60_000 === 0 ? `${ms / 60_000} min` : ms >= 1000 ? `${ms / 1000} s` : `${ms} ms`;
 }
 
@@ -124,5 +167,24 @@ class TailBuffer {
 
   text(): string {
     return utf8Tail(Buffer.concat(this.chunks), this.max);
+  }
+}
+
+/** Keeps the first `max` bytes pushed into it. */
+class HeadBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  constructor(private readonly max: number) {}
+
+  push(chunk: Buffer): void {
+    if (this.size >= this.max) return;
+    const part = chunk.subarray(0, this.max - this.size);
+    this.chunks.push(part);
+    this.size += part.length;
+  }
+
+  text(): string {
+    return Buffer.concat(this.chunks).toString('utf8');
   }
 }

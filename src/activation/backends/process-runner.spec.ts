@@ -1,0 +1,84 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runProcess } from './process-runner';
+
+describe('runProcess options', () => {
+  let dir: string;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-runner-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  function script(name: string, body: string): string {
+    const path = join(dir, name);
+    writeFileSync(path, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+    return path;
+  }
+
+  it('gives the child exactly the environment passed in `env`', async () => {
+    // Node, not a shell: sh would add PWD of its own.
+    const printEnv = 'for (const [k, v] of Object.entries(process.env)) console.error(`${k}=${v}`); process.exit(3)';
+    const result = await runProcess([process.execPath, '-e', printEnv], { timeoutMs: 5000, env: { PATH: '/bin', ONLY: 'this' } });
+    expect(result.exitCode).toBe(3);
+    expect(result.stderrTail.split('\n').sort()).toEqual(['ONLY=this', 'PATH=/bin']);
+  });
+
+  it('kills the process group when the signal aborts and says it was aborted, not timed out', async () => {
+    const pidFile = join(dir, 'sleeper.pid');
+    const controller = new AbortController();
+    const run = runProcess([script('sleepy', `sleep 30 &\necho $! > '${pidFile}'\nwait`)], {
+      timeoutMs: 30_000,
+      killGraceMs: 500,
+      signal: controller.signal,
+    });
+    await waitFor(() => readFileSync(pidFile, 'utf8').trim() !== '');
+    controller.abort();
+    const result = await run;
+    expect(result).toMatchObject({ aborted: true, timedOut: false, signal: 'SIGTERM', exitCode: null });
+    expect(await gone(Number(readFileSync(pidFile, 'utf8')))).toBe(true);
+  });
+
+  it('does not start anything when the signal has already aborted', async () => {
+    const marker = join(dir, 'ran');
+    const controller = new AbortController();
+    controller.abort();
+    const result = await runProcess([script('touch', `echo > '${marker}'`)], { timeoutMs: 5000, signal: controller.signal });
+    expect(result).toMatchObject({ aborted: true, exitCode: null, spawnError: null });
+    expect(() => readFileSync(marker)).toThrow();
+  });
+
+  it('keeps the head of stdout up to stdoutMaxBytes when asked, and none otherwise', async () => {
+    const talk = script('talk', 'echo first; echo second; echo third');
+    expect((await runProcess([talk], { timeoutMs: 5000, stdoutMaxBytes: 12 })).stdout).toBe('first\nsecond');
+    expect((await runProcess([talk], { timeoutMs: 5000 })).stdout).toBe('');
+  });
+});
+
+async function waitFor(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 250; i += 1) {
+    try {
+      if (check()) return;
+    } catch {
+      // Not there yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error('condition not met within 5 s');
+}
+
+/** True once the process is gone or a zombie (nobody in a container may reap it). */
+async function gone(pid: number): Promise<boolean> {
+  for (let i = 0; i < 50; i += 1) {
+    let state: string;
+    try {
+      state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '';
+    } catch {
+      return true;
+    }
+    if (state === 'Z' || state === 'X') return true;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return false;
+}
