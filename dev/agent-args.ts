@@ -1,3 +1,4 @@
+import { dirname, join } from 'node:path';
 import type { ClientIdentity, Pki } from './pki';
 
 export interface DevAgentOptions {
@@ -12,9 +13,15 @@ export interface DevAgentOptions {
   storeDir?: string;
   heartbeatIntervalSecs: number;
   adminPort: number;
+  /** Default: health-checks.json beside the state dir. */
+  healthChecksFile?: string;
 }
 
-/** The flags every run of the agent against the dev CP needs: where the CP is, who the agent is, where its state lives. */
+/**
+ * The flags every run of the agent against the dev CP needs: where the CP
+ * is, who the agent is, where its state lives, and its health checks (beside
+ * the state dir unless given: never the host's own /etc).
+ */
 export function connectionArgs(o: {
   controlPlaneUrl: string;
   machineId: string;
@@ -22,6 +29,7 @@ export function connectionArgs(o: {
   identity: ClientIdentity;
   stateDir: string;
   currentSystemPath: string;
+  healthChecksFile?: string;
 }): string[] {
   return [
     '--control-plane-url',
@@ -38,6 +46,8 @@ export function connectionArgs(o: {
     o.stateDir,
     '--current-system-path',
     o.currentSystemPath,
+    '--health-checks-file',
+    o.healthChecksFile ?? join(dirname(o.stateDir), 'health-checks.json'),
   ];
 }
 

@@ -14,6 +14,7 @@ import { FIRE_ROLLBACK_PORT, FIRE_SWITCH_PORT, REDUCER_POLICY } from '../reducer
 import { ReducerService } from '../reducer/reducer.service';
 import type { Policy, ReducerState } from '../reducer/reducer.types';
 import { BootGate } from '../lifecycle/boot-gate';
+import { eventually } from '../../test/support/polling';
 import { ACTIVATION_BACKEND } from './activation.constants';
 import { ActivationModule } from './activation.module';
 import { ActivationPreflight } from './activation.preflight';
@@ -187,7 +188,7 @@ describe('ActivationModule', () => {
     const { reducer, activation, module } = await build(linkingCommand(OLD), ROLLBACK, new CapturingLogger(), failedAwaitingRollback());
     symlinkAgain(join(store, NEW));
     module.get(BootGate).open({ reachedControlPlane: false });
-    await new Promise((resolve) => setImmediate(resolve));
+    await eventually(() => reducer.current().rollouts[ROLLOUT]?.rollback !== undefined, 5_000, 'the rollback reported');
     await activation.idle();
 
     expect(readlinkSync(link)).toBe(join(store, NEW));
@@ -202,11 +203,17 @@ describe('ActivationModule', () => {
     const other = fakeClosure('web-01-hotfix', 'c');
     mkdirSync(join(store, other), { recursive: true });
     symlinkAgain(join(store, on === 'old' ? OLD : on === 'new' ? NEW : other));
-    const { reducer, activation, module } = await build(linkingCommand(), ROLLBACK, new CapturingLogger(), failedAwaitingRollback());
+    const logs = new CapturingLogger();
+    const { reducer, activation, module } = await build(linkingCommand(), ROLLBACK, logs, failedAwaitingRollback());
     module.get(BootGate).open({ reachedControlPlane: false });
-    await new Promise((resolve) => setImmediate(resolve));
+    // Done once the rollback reported, or once the agent said it leaves the host alone.
+    await eventually(
+      () =>
+        reducer.current().rollouts[ROLLOUT]?.rollback !== undefined || logs.messages('warn').some((l) => l.includes('not rolling back')),
+      5_000,
+      'the interrupted rollback settled',
+    );
     await activation.idle();
-    await reducer.drain();
 
     expect(reducer.current().rollouts[ROLLOUT]?.state).toBe(state);
     expect(reducer.current().rollouts[ROLLOUT]?.rollback?.toClosure ?? null).toBe(rolledBackTo);

@@ -337,7 +337,9 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     if (entry.policyApplied !== 'rollback-and-halt' || entry.rollback !== undefined || to === undefined) return;
     const current = await this.currentSystem.read();
     if (current === to) {
-      this.logger.log(`${entry.rolloutId} was rolling back when the agent stopped and the host runs ${to}: reporting the rollback completed`);
+      this.logger.log(
+        `${entry.rolloutId} was rolling back when the agent stopped and the host runs ${to}: reporting the rollback completed`,
+      );
       await this.submit({ type: 'RollbackCompleted', rolloutId: entry.rolloutId, revertedToClosure: to, exitCode: 0 });
       return;
     }
@@ -348,7 +350,9 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       );
       return;
     }
-    this.logger.warn(`${entry.rolloutId} was rolling back when the agent stopped, and the host still runs its target: rolling back to ${to} again`);
+    this.logger.warn(
+      `${entry.rolloutId} was rolling back when the agent stopped, and the host still runs its target: rolling back to ${to} again`,
+    );
     this.handle({ type: 'FireRollback', rolloutId: entry.rolloutId, toClosure: to });
   }
 }

@@ -48,7 +48,13 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
       target_closure: TARGET,
       soak_due_at: new Date(a.clock.now().getTime() + SOAK_MS).toISOString(),
     });
-    await world.cp.waitFor(() => reducer.current().rollouts[rolloutId]?.state === 'Soaking', 5_000, `${rolloutId} Soaking`);
+    // Soaking, with the probe topology declared (none here): from then on only the soak and the closure hold it.
+    await world.cp.waitFor(
+      () =>
+        reducer.current().rollouts[rolloutId]?.state === 'Soaking' && reducer.current().rollouts[rolloutId]?.probesDeclaredAt !== undefined,
+      5_000,
+      `${rolloutId} Soaking with its probes declared`,
+    );
     expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET));
   }
 
@@ -79,12 +85,14 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
       5_000,
       'Converged on the CP',
     );
-    expect(converged.seq).toBe(4);
+    // After the empty probe topology the runners declared (seq 4).
+    expect(converged.seq).toBe(5);
     expect(converged.event).toMatchObject({ kind: 'Converged', currentClosure: TARGET, convergedAt: a.clock.now().toISOString() });
     expect(world.cp.events(MACHINE, rolloutId).map((e) => e.kind)).toEqual([
       'DispatchAck',
       'ActivationStarted',
       'ActivationCompleted',
+      'ProbeTopologyDeclared',
       'Converged',
     ]);
   });

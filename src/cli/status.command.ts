@@ -455,16 +455,11 @@ function healthLines(probes: Json | null, now: Date): string[] {
 function healthFileText(f: Json): string {
   const path = text(f.path) ?? '?';
   const problems = Array.isArray(f.problems) ? f.problems.filter((p): p is string => typeof p === 'string') : [];
-  switch (text(f.state)) {
-    case 'missing':
-      return `${path}: missing (no probes; rollouts are judged by soak time alone)`;
-    case 'loaded':
-      return `${path}: read`;
-    case 'invalid':
-      return `${path}: INVALID, the refused probes count as failing: ${problems.join('; ')}`;
-    default:
-      return `${path}: not read yet (read when a rollout starts soaking)`;
-  }
+  const state = text(f.state);
+  if (state === 'missing') return `${path}: missing (no probes; rollouts are judged by soak time alone)`;
+  if (state === 'loaded') return `${path}: read`;
+  if (state === 'invalid') return `${path}: INVALID, the refused probes count as failing: ${problems.join('; ')}`;
+  return `${path}: not read yet (read when a rollout starts soaking)`;
 }
 
 function verdictText(r: Json, now: Date): string {
@@ -495,14 +490,13 @@ function verdictText(r: Json, now: Date): string {
 function probeText(p: Json, now: Date): string {
   const head = `${text(p.name) ?? '?'} (${text(p.kind) ?? '?'}, ${text(p.mode) ?? '?'})`;
   const since = text(p.since);
-  switch (text(p.lastResult)) {
-    case 'pass':
-      return `${head}: pass${since === null ? '' : ` since ${sinceText(since, now)}`}`;
-    case 'fail':
-      return `${head}: FAIL${since === null ? '' : ` since ${sinceText(since, now)}`}: ${text(p.failureReason) ?? 'no reason given'}`;
-    default:
-      return text(p.mode) === 'disabled' ? `${head}: not run` : `${head}: no result yet`;
+  // The document may come from another agent version: unknown values read as "no result".
+  const result = text(p.lastResult);
+  if (result === 'pass') return `${head}: pass${since === null ? '' : ` since ${sinceText(since, now)}`}`;
+  if (result === 'fail') {
+    return `${head}: FAIL${since === null ? '' : ` since ${sinceText(since, now)}`}: ${text(p.failureReason) ?? 'no reason given'}`;
   }
+  return text(p.mode) === 'disabled' ? `${head}: not run` : `${head}: no result yet`;
 }
 
 function outboundText(o: Json): string {

@@ -5,6 +5,7 @@ import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { BootGate } from '../lifecycle/boot-gate';
 import type { AgentEvent } from '../protocol/events.wire';
 import { EMIT_EVENT_PORT, type EmitEventPort } from '../reducer/reducer.ports';
+import { ProbeRunnerService } from '../probes/probe-runner.service';
 import { ReducerService } from '../reducer/reducer.service';
 import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
@@ -65,6 +66,8 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
       dispatchedAt: a.clock.now().toISOString(),
     });
     await a.app.get(ActivationService).idle();
+    // Soaking: the probe runners declare the rollout's (empty) topology, its fourth event.
+    await a.app.get(ProbeRunnerService).settled();
     await reducer.drain();
   }
 
@@ -88,16 +91,16 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     await activate(a, rollout);
     await drainer.idle();
 
-    expect(storedSeqs(rollout)).toEqual([1, 2, 3]);
-    expect(trail(rollout)).toEqual(['1:204', '2:204', '3:204']);
-    expect(log.stats()).toMatchObject({ pending: 0, delivered: 3, refused: 0 });
-    expect(log.lastDeliveredSeq(rollout)).toBe(3);
+    expect(storedSeqs(rollout)).toEqual([1, 2, 3, 4]);
+    expect(trail(rollout)).toEqual(['1:204', '2:204', '3:204', '4:204']);
+    expect(log.stats()).toMatchObject({ pending: 0, delivered: 4, refused: 0 });
+    expect(log.lastDeliveredSeq(rollout)).toBe(4);
     const logged = log.events(rollout);
-    expect(logged.map((e) => e.delivery.state)).toEqual(['delivered', 'delivered', 'delivered']);
+    expect(logged.map((e) => e.delivery.state)).toEqual(['delivered', 'delivered', 'delivered', 'delivered']);
 
     const stored = world.cp.events(MACHINE, rollout);
     expect(stored.map((e) => e.raw)).toEqual(logged.map((e) => e.envelope));
-    expect(stored.map((e) => e.kind)).toEqual(['DispatchAck', 'ActivationStarted', 'ActivationCompleted']);
+    expect(stored.map((e) => e.kind)).toEqual(['DispatchAck', 'ActivationStarted', 'ActivationCompleted', 'ProbeTopologyDeclared']);
     const first = JSON.parse(stored[0].raw) as Record<string, unknown>;
     expect(Object.keys(first).sort()).toEqual(['event', 'hostname', 'rolloutId']);
     expect(first).toMatchObject({ hostname: MACHINE, rolloutId: rollout });
@@ -318,8 +321,8 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     await activate(first.a, rollout);
     await first.drainer.idle();
     expect(trail(rollout)).toEqual(['1:503']);
-    expect(first.log.stats().pending).toBe(3);
-    expect(first.a.app.get(ReducerService).lastEventSeqByRollout()).toEqual({ [rollout]: 3 });
+    expect(first.log.stats().pending).toBe(4);
+    expect(first.a.app.get(ReducerService).lastEventSeqByRollout()).toEqual({ [rollout]: 4 });
     const stateDir = first.a.stateDir;
     await first.a.close();
     agent = null;
@@ -327,24 +330,32 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     world.cp.setDefault('events', null);
     const { a, drainer, log } = await start({ stateDir, clock: first.a.clock });
     await drainer.idle();
-    expect(trail(rollout)).toEqual(['1:503', '1:204', '2:204', '3:204']);
-    expect(world.cp.events(MACHINE, rollout).map((e) => e.kind)).toEqual(['DispatchAck', 'ActivationStarted', 'ActivationCompleted']);
-    expect(log.stats()).toMatchObject({ pending: 0, delivered: 3 });
+    expect(trail(rollout)).toEqual(['1:503', '1:204', '2:204', '3:204', '4:204']);
+    expect(world.cp.events(MACHINE, rollout).map((e) => e.kind)).toEqual([
+      'DispatchAck',
+      'ActivationStarted',
+      'ActivationCompleted',
+      'ProbeTopologyDeclared',
+    ]);
+    expect(log.stats()).toMatchObject({ pending: 0, delivered: 4 });
 
     const reducer = a.app.get(ReducerService);
-    expect(reducer.lastEventSeqByRollout()).toEqual({ [rollout]: 3 });
+    // The runners re-declared the same topology at start: nothing new to say, no event.
+    await a.app.get(ProbeRunnerService).settled();
+    expect(reducer.lastEventSeqByRollout()).toEqual({ [rollout]: 4 });
     expect(reducer.current().rollouts[rollout]?.state).toBe('Soaking');
-    // Soak over, on target: Converged is the rollout's next event, seq 4 — no seq reused.
+    // Soak over, on target: Converged is the rollout's next event, seq 5 — no seq reused.
     a.clock.advance(3_600_000);
     await reducer.submit({ type: 'Tick', currentClosure: TARGET });
     await reducer.drain();
     await drainer.idle();
-    expect(reducer.lastEventSeqByRollout()).toEqual({ [rollout]: 4 });
+    expect(reducer.lastEventSeqByRollout()).toEqual({ [rollout]: 5 });
     expect(world.cp.events(MACHINE, rollout).map((e) => `${e.seq}:${e.kind}`)).toEqual([
       '1:DispatchAck',
       '2:ActivationStarted',
       '3:ActivationCompleted',
-      '4:Converged',
+      '4:ProbeTopologyDeclared',
+      '5:Converged',
     ]);
     expect(postsOf(rollout).filter((p) => p.outcome === 'duplicate')).toEqual([]);
   });

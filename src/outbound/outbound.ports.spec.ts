@@ -5,6 +5,7 @@ import { HeartbeatService } from '../heartbeat/heartbeat.service';
 import { BootGate } from '../lifecycle/boot-gate';
 import type { AgentEvent } from '../protocol/events.wire';
 import { EMIT_EVENT_PORT, type EmitEventPort } from '../reducer/reducer.ports';
+import { ProbeRunnerService } from '../probes/probe-runner.service';
 import { ReducerService } from '../reducer/reducer.service';
 import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
@@ -133,25 +134,27 @@ describe('OutboundPorts: emit and Replay-From against the dev control plane over
         dispatchedAt: s.a.clock.now().toISOString(),
       });
       await s.a.app.get(ActivationService).idle();
+      await s.a.app.get(ProbeRunnerService).settled();
       await reducer.drain();
       await s.drainer.idle();
+      // DispatchAck, ActivationStarted, ActivationCompleted, ProbeTopologyDeclared.
       const before = world.cp.events(MACHINE, rollout).map((e) => e.raw);
-      expect(before).toHaveLength(3);
+      expect(before).toHaveLength(4);
 
       world.cp.loseAllState();
       const mark = world.cp.eventPosts.length;
       await heartbeat(s);
-      expect(world.cp.heartbeats.at(-1)?.body).toMatchObject({ last_event_seq_by_rollout: { [rollout]: 3 } });
+      expect(world.cp.heartbeats.at(-1)?.body).toMatchObject({ last_event_seq_by_rollout: { [rollout]: 4 } });
       await s.drainer.idle();
 
-      expect(postsSince(mark)).toEqual([`${rollout}#1`, `${rollout}#2`, `${rollout}#3`]);
+      expect(postsSince(mark)).toEqual([`${rollout}#1`, `${rollout}#2`, `${rollout}#3`, `${rollout}#4`]);
       expect(world.cp.events(MACHINE, rollout).map((e) => e.raw)).toEqual(before);
-      expect(s.drainer.replayStatus()).toMatchObject({ running: false, rolloutId: rollout, fromSeq: 0, resent: 3 });
+      expect(s.drainer.replayStatus()).toMatchObject({ running: false, rolloutId: rollout, fromSeq: 0, resent: 4 });
       // The CP holds everything again: the next heartbeat asks for nothing.
       await heartbeat(s);
       expect(world.cp.heartbeats.at(-1)?.status).toBe(200);
       await s.drainer.idle();
-      expect(world.cp.eventPosts.length).toBe(mark + 3);
+      expect(world.cp.eventPosts.length).toBe(mark + 4);
     });
 
     it('per-rollout form: replays each named rollout from its own seq', async () => {

@@ -20,14 +20,15 @@ export class ProbeChecker {
 
   constructor(private readonly http: HttpService) {}
 
-  async refresh(): Promise<void> {
-    const next = await systemCaAgent();
+  /** Drops the CA-trusting agent; builds a new one now when `https` probes will need it, else on first use. */
+  async refresh(https: boolean): Promise<void> {
+    const next = https ? await systemCaAgent() : null;
     this.httpsAgent?.destroy();
     this.httpsAgent = next;
   }
 
   async check(spec: ProbeSpec, signal: AbortSignal): Promise<ProbeOutcome> {
-    if (this.httpsAgent === null) await this.refresh();
+    if (this.httpsAgent === null) await this.refresh(true);
     return runProbeCheck(spec, signal, {
       axios: this.http.axiosRef,
       httpsAgent: this.httpsAgent as https.Agent,

@@ -109,7 +109,9 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
   private enqueue(rolloutId: string, why: string): void {
     this.chain = this.chain
       .then(() => this.reset(rolloutId, why))
-      .catch((err: unknown) => this.logger.error(`probe reset for ${rolloutId} failed: ${err instanceof Error ? err.message : String(err)}`));
+      .catch((err: unknown) =>
+        this.logger.error(`probe reset for ${rolloutId} failed: ${err instanceof Error ? err.message : String(err)}`),
+      );
   }
 
   private async reset(rolloutId: string, why: string): Promise<void> {
@@ -147,7 +149,6 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
 
   /** Reads the file (and the signed manifest's gate, when one is verified) into declarations. */
   private async declarations(rolloutId: string): Promise<ProbeDeclaration[]> {
-    await this.checker.refresh();
     const load = await loadHealthChecks(this.config.healthChecksFile);
     const readAt = this.clock.now().toISOString();
     let declarations: ProbeDeclaration[] = [];
@@ -156,7 +157,9 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
         this.file = { path: this.config.healthChecksFile, state: 'missing', readAt, problems: [] };
         if (!this.missingSaid) {
           this.missingSaid = true;
-          this.logger.log(`no health-checks file at ${this.config.healthChecksFile}: no probes; rollouts are judged by their soak time alone`);
+          this.logger.log(
+            `no health-checks file at ${this.config.healthChecksFile}: no probes; rollouts are judged by their soak time alone`,
+          );
         }
         break;
       case 'loaded':
@@ -176,6 +179,8 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     }
     const gate = await this.healthGate.gateFor(rolloutId);
     if (gate?.systemdFailedUnits !== undefined) declarations.push(systemdFailedUnitsDeclaration(gate.systemdFailedUnits.max));
+    // The system CAs are read afresh for the new closure, and only when an https probe needs them.
+    await this.checker.refresh(declarations.some((d) => d.spec.kind === 'http' && d.spec.url.startsWith('https:')));
     return declarations;
   }
 
@@ -199,7 +204,8 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
       );
       return result !== null && result.rejected === undefined;
     } catch (err) {
-      if (!(err instanceof ReducerClosedError)) this.logger.error(`probe topology of ${rolloutId} not submitted: ${(err as Error).message}`);
+      if (!(err instanceof ReducerClosedError))
+        this.logger.error(`probe topology of ${rolloutId} not submitted: ${(err as Error).message}`);
       return false;
     }
   }
@@ -277,7 +283,9 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     const set = this.active;
     if (set === null) return;
     this.active = null;
-    await Promise.all([...set.runners.values()].filter((r) => r.job !== null).map((r) => this.runtime.unregister(jobName(r.declaration.name))));
+    await Promise.all(
+      [...set.runners.values()].filter((r) => r.job !== null).map((r) => this.runtime.unregister(jobName(r.declaration.name))),
+    );
   }
 }
 
@@ -323,6 +331,9 @@ function initialView(d: ProbeDeclaration): ProbeRunView {
 function describeTopology(declarations: readonly ProbeDeclaration[]): string {
   if (declarations.length === 0) return 'none declared';
   return declarations
-    .map((d) => `${d.name} (${kindLabel(d.spec)}, ${d.mode}${d.mode === 'disabled' ? '' : d.runOnce ? ', once' : `, every ${d.intervalMs / 1000} s`})`)
+    .map(
+      (d) =>
+        `${d.name} (${kindLabel(d.spec)}, ${d.mode}${d.mode === 'disabled' ? '' : d.runOnce ? ', once' : `, every ${d.intervalMs / 1000} s`})`,
+    )
     .join(', ');
 }

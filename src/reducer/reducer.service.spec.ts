@@ -385,7 +385,9 @@ describe('ReducerService', () => {
     expect(derived[0]).toMatch(new RegExp(`^Soaking rollout ${ROLLOUT} has no soakDueAt from the control plane; soak due at `));
     // Besides it, the one line of the state change the first snapshot made; the repeat changed nothing.
     expect(info.filter((line) => !line.includes('has no soakDueAt'))).toEqual([
-      expect.stringMatching(new RegExp(`^rollout ${ROLLOUT}: Soaking since an unknown time, soak due at .* \\(from the control plane's snapshot\\)$`)),
+      expect.stringMatching(
+        new RegExp(`^rollout ${ROLLOUT}: Soaking since an unknown time, soak due at .* \\(from the control plane's snapshot\\)$`),
+      ),
     ]);
     expect(reducer.current().rollouts[ROLLOUT]?.soakDueAt).toBeDefined();
     expect(logs.messages('warn')).toEqual([]);

@@ -147,7 +147,6 @@ export interface Policy {
   readonly sustainedFailureThresholdSecs: number;
 }
 
-
 /**
  * The soak a Soaking rollout gets when the CP's snapshot names no `soakDueAt`
  * and the agent has none of its own (ours: the protocol leaves it open).

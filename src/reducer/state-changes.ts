@@ -4,7 +4,13 @@ import type { Effect, ReducerState } from './reducer.types';
 
 /** What a committed transition did to one rollout, for the log and the metrics. */
 export type RolloutChange =
-  | { readonly kind: 'state'; readonly rolloutId: string; readonly from: RolloutState | null; readonly to: RolloutState; readonly line: string }
+  | {
+      readonly kind: 'state';
+      readonly rolloutId: string;
+      readonly from: RolloutState | null;
+      readonly to: RolloutState;
+      readonly line: string;
+    }
   | { readonly kind: 'failed'; readonly rolloutId: string; readonly policy: FailurePolicy; readonly line: string }
   | { readonly kind: 'rollback'; readonly rolloutId: string; readonly reverted: boolean; readonly line: string };
 
@@ -51,7 +57,10 @@ export function rolloutChanges(before: ReducerState, after: ReducerState, effect
       const line =
         `rollout ${id}: Failed: enforce probe(s) ${failed.failingProbes.join(', ')} failing for ${failed.sustainedDurationSecs} s; ` +
         policyLine(failed.policyApplied);
-      out.push({ kind: 'state', rolloutId: id, from, to: next.state, line }, { kind: 'failed', rolloutId: id, policy: failed.policyApplied, line });
+      out.push(
+        { kind: 'state', rolloutId: id, from, to: next.state, line },
+        { kind: 'failed', rolloutId: id, policy: failed.policyApplied, line },
+      );
       continue;
     }
     if (activationFailed !== undefined) {
