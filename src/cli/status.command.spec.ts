@@ -454,6 +454,123 @@ describe('summarize', () => {
     expect(text).toContain('warning: a replay of canary@0f0f0f0f could not resend seqs 1: retention had dropped them');
   });
 
+  describe('health: the probes section', () => {
+    const OLD = `${'b'.repeat(32)}-nixos-system-web-01-26.04`;
+    const probe = (over: Json): Json => ({
+      name: 'db-ping',
+      kind: 'tcp',
+      mode: 'enforce',
+      lastResult: null,
+      since: null,
+      failingForSecs: null,
+      failureReason: null,
+      ...over,
+    });
+    const judged = (over: Json): Json => ({
+      rolloutId: 'stable@a1b2c3d4',
+      state: 'Soaking',
+      soakDueAt: secondsBefore(-240),
+      soakRemainingSecs: 240,
+      probesDeclared: true,
+      probes: [],
+      waitingFor: [],
+      failedAt: null,
+      policyApplied: null,
+      rollback: null,
+      ...over,
+    });
+    const withProbes = (rollouts: Json[], file: Json = {}): Json =>
+      statusDoc({
+        probes: {
+          healthChecksFile: {
+            path: '/etc/nixfleet/agent/health-checks.json',
+            state: 'loaded',
+            readAt: secondsBefore(60),
+            problems: [],
+            ...file,
+          },
+          activeRollout: 'stable@a1b2c3d4',
+          runners: [],
+          rollouts,
+        },
+      });
+
+    it('says why a soaking rollout has not converged yet, then one line per probe with its result, since when and why it fails', () => {
+      const status = withProbes([
+        judged({
+          waitingFor: [
+            'waiting for probe db-ping (no result yet)',
+            'probe web failing for 40 s (the rollout fails if it still fails in 80 s)',
+            'soak ends in 4 min',
+          ],
+          probes: [
+            probe({}),
+            probe({ name: 'cache', kind: 'http', mode: 'observe', lastResult: 'pass', since: secondsBefore(30) }),
+            probe({
+              name: 'web',
+              kind: 'http',
+              lastResult: 'fail',
+              since: secondsBefore(40),
+              failingForSecs: 40,
+              failureReason: 'GET http://127.0.0.1:8080/health answered 503, expected 200',
+            }),
+            probe({ name: 'legacy', mode: 'disabled' }),
+          ],
+        }),
+      ]);
+      const text = summarize(status, assess(status, READY, NOW), NOW);
+
+      expect(text).toContain(
+        [
+          '  health checks /etc/nixfleet/agent/health-checks.json: read',
+          '  health        stable@a1b2c3d4 Soaking: waiting for probe db-ping (no result yet); probe web failing for 40 s (the rollout fails if it still fails in 80 s); soak ends in 4 min',
+          '                  probe db-ping (tcp, enforce): no result yet',
+          `                  probe cache (http, observe): pass since ${secondsBefore(30)} (30 s ago)`,
+          `                  probe web (http, enforce): FAIL since ${secondsBefore(40)} (40 s ago): GET http://127.0.0.1:8080/health answered 503, expected 200`,
+          '                  probe legacy (tcp, disabled): not run',
+        ].join('\n'),
+      );
+      // A rollout that is still soaking is not a problem of the agent.
+      expect(text).toMatch(/: HEALTHY$/m);
+    });
+
+    it('gives a failed rollout its policy and the rollback: done, or failed and needing an operator', () => {
+      const reverted = withProbes([
+        judged({
+          state: 'Reverted',
+          failedAt: secondsBefore(120),
+          policyApplied: 'rollback-and-halt',
+          rollback: { toClosure: OLD, exitCode: 0, completedAt: secondsBefore(100) },
+        }),
+      ]);
+      expect(summarize(reverted, assess(reverted, READY, NOW), NOW)).toContain(
+        `  health        stable@a1b2c3d4 Reverted (failed ${secondsBefore(120)} (2 min ago)); policy rollback-and-halt; rolled back to ${OLD}`,
+      );
+      const stuck = withProbes([
+        judged({
+          state: 'Failed',
+          failedAt: secondsBefore(120),
+          policyApplied: 'rollback-and-halt',
+          rollback: { toClosure: OLD, exitCode: 4, completedAt: secondsBefore(100) },
+        }),
+      ]);
+      expect(summarize(stuck, assess(stuck, READY, NOW), NOW)).toContain(
+        `policy rollback-and-halt; ROLLBACK to ${OLD} FAILED (exit code 4): the host needs an operator`,
+      );
+    });
+
+    it('says when the file is missing, or names its problems', () => {
+      const missing = withProbes([], { state: 'missing', problems: [] });
+      expect(summarize(missing, assess(missing, READY, NOW), NOW)).toContain(
+        '  health checks /etc/nixfleet/agent/health-checks.json: missing (no probes; rollouts are judged by soak time alone)',
+      );
+      const invalid = withProbes([], { state: 'invalid', problems: ['probe "db", field "port": must be a whole number'] });
+      expect(summarize(invalid, assess(invalid, READY, NOW), NOW)).toContain(
+        'INVALID, the refused probes count as failing: probe "db", field "port": must be a whole number',
+      );
+    });
+  });
+
   it('marks an expired certificate and says "not known" for what the agent does not report', () => {
     const expired = withBlock('certificate', { secondsToExpiry: -2 * 3600 });
     expect(summarize(expired, assess(expired, READY, NOW), NOW)).toMatch(/certificate {3}CN web-01, EXPIRED 2 h ago \(/);

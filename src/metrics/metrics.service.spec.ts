@@ -138,6 +138,43 @@ describe('MetricsService', () => {
     expect(valueOf(all, `${P}rollouts`, { state: 'Converged' })).toBe(3);
   });
 
+  it('counts probe runs by probe and result with their durations, failed rollouts by policy and rollbacks by outcome', async () => {
+    const metrics = new MetricsService();
+    let all = await scrape(metrics);
+    // The verdicts exist from the start, so rate() sees the first one.
+    expect(family(all, `${P}rollouts_failed_total`).metrics.map((m) => [m.labels?.policy, m.value])).toEqual([
+      ['halt', '0'],
+      ['rollback-and-halt', '0'],
+    ]);
+    expect(family(all, `${P}rollbacks_total`).metrics.map((m) => [m.labels?.outcome, m.value])).toEqual([
+      ['reverted', '0'],
+      ['failed', '0'],
+    ]);
+
+    metrics.recordProbeRun('db-ping', 'pass', 0.004);
+    metrics.recordProbeRun('db-ping', 'pass', 0.003);
+    metrics.recordProbeRun('db-ping', 'fail', 5.2);
+    metrics.recordProbeRun('web', 'pass', 0.02);
+    metrics.recordRolloutFailed('rollback-and-halt');
+    metrics.recordRollback('reverted');
+    all = await scrape(metrics);
+
+    expect(valueOf(all, `${P}probe_results_total`, { probe: 'db-ping', status: 'pass' })).toBe(2);
+    expect(valueOf(all, `${P}probe_results_total`, { probe: 'db-ping', status: 'fail' })).toBe(1);
+    expect(valueOf(all, `${P}probe_results_total`, { probe: 'web', status: 'pass' })).toBe(1);
+    expect(family(all, `${P}probe_duration_seconds`).type).toBe('HISTOGRAM');
+    // The parser drops a histogram's labels: its per-probe lines are read from the text itself.
+    const text = await metrics.scrape(IDLE);
+    expect(text).toContain(`${P}probe_duration_seconds_bucket{le="0.005",probe="db-ping"} 2`);
+    expect(text).toContain(`${P}probe_duration_seconds_bucket{le="5",probe="db-ping"} 2`);
+    expect(text).toContain(`${P}probe_duration_seconds_bucket{le="10",probe="db-ping"} 3`);
+    expect(text).toContain(`${P}probe_duration_seconds_count{probe="db-ping"} 3`);
+    expect(text).toContain(`${P}probe_duration_seconds_count{probe="web"} 1`);
+    expect(valueOf(all, `${P}rollouts_failed_total`, { policy: 'rollback-and-halt' })).toBe(1);
+    expect(valueOf(all, `${P}rollbacks_total`, { outcome: 'reverted' })).toBe(1);
+    expect(valueOf(all, `${P}rollbacks_total`, { outcome: 'failed' })).toBe(0);
+  });
+
   it('counts failed event-log appends, keeps the time of the last one, and shows 1 while they fail', async () => {
     const metrics = new MetricsService();
     let all = await scrape(metrics);

@@ -7,6 +7,8 @@ import { eventually } from '../../test/support/polling';
 import { ActivationService } from '../activation/activation.service';
 import { JobRuntime } from '../jobs/job-runtime.service';
 import { ReducerService } from '../reducer/reducer.service';
+import { HEALTH_GATE, type HealthGateSource } from './health-gate';
+import { DEFAULT_PROBE_TOOLS, PROBE_TOOLS } from './probe-checker';
 import { ProbeRunnerService } from './probe-runner.service';
 
 const MACHINE = 'web-01';
@@ -208,6 +210,30 @@ describe('ProbeRunnerService', () => {
         .filter((j) => j.name.startsWith('probe:')),
     ).toEqual([]);
     expect(a.logs.messages('log', ProbeRunnerService.name)).toContain(`probes of ${rollout} stopped: the rollout is Converged`);
+  });
+
+  it("adds the verified manifest's systemdFailedUnits gate as an implicit enforce probe", async () => {
+    const systemctl = join(world.dir, 'fake-systemctl');
+    writeFileSync(systemctl, '#!/bin/sh\necho "nginx.service loaded failed failed nginx"\n', { mode: 0o755 });
+    const gate: HealthGateSource = { gateFor: () => Promise.resolve({ systemdFailedUnits: { max: 0 } }) };
+    agent = await buildAgent(world, {
+      extra: ['--heartbeat-interval', '3600', '--health-checks-file', join(world.dir, 'absent.json')],
+      customize: (b) =>
+        b
+          .overrideProvider(HEALTH_GATE)
+          .useValue(gate)
+          .overrideProvider(PROBE_TOOLS)
+          .useValue({ ...DEFAULT_PROBE_TOOLS, systemctl }),
+    });
+    const rollout = 'stable@pr000007';
+    await soak(agent, rollout);
+
+    expect(agent.app.get(ReducerService).current().rollouts[rollout]?.probes['systemd-failed-units']).toMatchObject({
+      kind: 'systemd-failed-units',
+      mode: 'enforce',
+      lastStatus: 'fail',
+      failureReason: expect.stringContaining('nginx.service') as string,
+    });
   });
 
   it('says once that there is no health-checks file, and converges on the soak alone', async () => {

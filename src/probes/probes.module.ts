@@ -7,7 +7,7 @@ import { serveEffectPort } from '../reducer/effect-ports';
 import { ReducerModule } from '../reducer/reducer.module';
 import { AGENT_VERSION } from '../version';
 import { HEALTH_GATE, NoHealthGate } from './health-gate';
-import { ProbeChecker } from './probe-checker';
+import { DEFAULT_PROBE_TOOLS, PROBE_TOOLS, ProbeChecker } from './probe-checker';
 import { ProbeRunnerService } from './probe-runner.service';
 import { ProbesStatusContributor } from './probes.status';
 
@@ -31,6 +31,7 @@ import { ProbesStatusContributor } from './probes.status';
   providers: [
     CurrentSystemReader,
     { provide: HEALTH_GATE, useClass: NoHealthGate },
+    { provide: PROBE_TOOLS, useValue: DEFAULT_PROBE_TOOLS },
     ProbeChecker,
     ProbeRunnerService,
     serveEffectPort('ResetProbeCache', ProbeRunnerService),
