@@ -221,7 +221,8 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
     a.clock.stepWall(86_400_000);
     await sent;
     expect(ex.clockSkewSecs).toBe(before);
-    expect(a.logs.messages('warn', 'ClockSkew').filter((m) => /43\d\d\d s/.test(m))).toEqual([]);
+    // Half a day, as a number of its own: the boot heartbeat's skew (the fake clock against today's date) may contain those digits.
+    expect(a.logs.messages('warn', 'ClockSkew').filter((m) => /\b43\d\d\d s/.test(m))).toEqual([]);
   });
 
   it('cuts the call at the deadline it is given', async () => {
