@@ -45,6 +45,8 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
   private readonly logger = new Logger(ProbeRunnerService.name);
   /** Resets run one at a time, in the order the reducer fired them. Never rejects. */
   private chain: Promise<void> = Promise.resolve();
+  /** Rollouts with a reset queued and not started yet: a second request for one adds nothing. */
+  private readonly queued = new Set<string>();
   private active: ActiveSet | null = null;
   private generation = 0;
   private file: HealthChecksFileStatus;
@@ -77,8 +79,12 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     this.bootGate
       .whenOpen()
       .then(() => {
-        for (const entry of Object.values(this.reducer.current().rollouts)) {
-          if (entry.state === 'Soaking' && this.active?.rolloutId !== entry.rolloutId) this.enqueue(entry.rolloutId, 'resumed at start');
+        // Oldest dispatch first: one rollout's probes run at a time, and the latest one's should.
+        const soaking = Object.values(this.reducer.current().rollouts)
+          .filter((e) => e.state === 'Soaking')
+          .sort((a, b) => Date.parse(a.dispatchedAt) - Date.parse(b.dispatchedAt));
+        for (const entry of soaking) {
+          if (this.active?.rolloutId !== entry.rolloutId) this.enqueue(entry.rolloutId, 'resumed at start');
         }
       })
       .catch((err: unknown) => this.logger.error(`probes of soaking rollouts not resumed: ${String(err)}`));
@@ -116,8 +122,13 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
   }
 
   private enqueue(rolloutId: string, why: string): void {
+    if (this.queued.has(rolloutId)) return;
+    this.queued.add(rolloutId);
     this.chain = this.chain
-      .then(() => this.reset(rolloutId, why))
+      .then(() => {
+        this.queued.delete(rolloutId);
+        return this.reset(rolloutId, why);
+      })
       .catch((err: unknown) =>
         this.logger.error(`probe reset for ${rolloutId} failed: ${err instanceof Error ? err.message : String(err)}`),
       );
