@@ -8,6 +8,7 @@ import { STDERR_TAIL_BYTES } from '../activation.constants';
 import type { ActivationOutcome } from '../activation.types';
 import { CommandBackend } from './command.backend';
 import { utf8Tail } from './process-runner';
+import { processGone } from '../../../test/support/processes';
 
 const OLD = fakeClosure('web-01-26.05', 'a');
 const NEW = fakeClosure('web-01-26.11', 'b');
@@ -141,7 +142,7 @@ describe('CommandBackend', () => {
     expect(exitCode).toBeNull();
     expect(stderrTail).toMatch(/timed out after 300 ms and was killed by SIGTERM\nwaiting for the lock$/);
     const sleeper = Number(readFileSync(pidFile, 'utf8'));
-    expect(await gone(sleeper)).toBe(true);
+    expect(await processGone(sleeper)).toBe(true);
   });
 
   it('settles on the exit status when a background grandchild keeps stderr open', async () => {
@@ -155,18 +156,3 @@ describe('CommandBackend', () => {
     }
   });
 });
-
-/** True once the process is gone or a zombie (nobody in a container may reap it). */
-async function gone(pid: number): Promise<boolean> {
-  for (let i = 0; i < 50; i += 1) {
-    let state: string;
-    try {
-      state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '';
-    } catch {
-      return true;
-    }
-    if (state === 'Z' || state === 'X') return true;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return false;
-}

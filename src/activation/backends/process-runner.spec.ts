@@ -2,6 +2,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProcess } from './process-runner';
+import { processGone } from '../../../test/support/processes';
+import { eventually } from '../../../test/support/polling';
 
 describe('runProcess options', () => {
   let dir: string;
@@ -33,11 +35,11 @@ describe('runProcess options', () => {
       killGraceMs: 500,
       signal: controller.signal,
     });
-    await waitFor(() => readFileSync(pidFile, 'utf8').trim() !== '');
+    await eventually(() => readFileSync(pidFile, 'utf8').trim() !== '', 5_000, 'the child to write its pid');
     controller.abort();
     const result = await run;
     expect(result).toMatchObject({ aborted: true, timedOut: false, signal: 'SIGTERM', exitCode: null });
-    expect(await gone(Number(readFileSync(pidFile, 'utf8')))).toBe(true);
+    expect(await processGone(Number(readFileSync(pidFile, 'utf8')))).toBe(true);
   });
 
   it('does not start anything when the signal has already aborted', async () => {
@@ -55,30 +57,3 @@ describe('runProcess options', () => {
     expect((await runProcess([talk], { timeoutMs: 5000 })).stdout).toBe('');
   });
 });
-
-async function waitFor(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 250; i += 1) {
-    try {
-      if (check()) return;
-    } catch {
-      // Not there yet.
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error('condition not met within 5 s');
-}
-
-/** True once the process is gone or a zombie (nobody in a container may reap it). */
-async function gone(pid: number): Promise<boolean> {
-  for (let i = 0; i < 50; i += 1) {
-    let state: string;
-    try {
-      state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '';
-    } catch {
-      return true;
-    }
-    if (state === 'Z' || state === 'X') return true;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return false;
-}

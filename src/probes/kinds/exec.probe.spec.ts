@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { reasonLength } from '../failure-reason';
 import { MAX_FAILURE_REASON_CHARS, type ExecProbeSpec } from '../probe.types';
 import { EXEC_PROBE_ENV, runExecProbe } from './exec.probe';
+import { processGone } from '../../../test/support/processes';
+import { eventually } from '../../../test/support/polling';
 
 describe('runExecProbe', () => {
   let dir: string;
@@ -68,7 +70,7 @@ describe('runExecProbe', () => {
     expect(outcome.failureReason).toBe(`${slow} timed out after 300 ms and was killed by SIGTERM\nwaiting for the database`);
     expect(outcome.durationMs).toBeGreaterThanOrEqual(290);
     expect(outcome.durationMs).toBeLessThan(5_000);
-    expect(await gone(Number(readFileSync(pidFile, 'utf8')))).toBe(true);
+    expect(await processGone(Number(readFileSync(pidFile, 'utf8')), 2000)).toBe(true);
   });
 
   it('kills with SIGKILL after the grace a command that ignores SIGTERM', async () => {
@@ -109,12 +111,12 @@ describe('runExecProbe', () => {
     const slow = script('slow', `trap '' TERM\nsleep 30 &\necho $! > '${pidFile}'\nwait`);
     const controller = new AbortController();
     const running = runExecProbe(spec([slow], 60_000), controller.signal, { killGraceMs: 300 });
-    await until(() => readFileSync(pidFile, 'utf8').trim() !== '');
+    await eventually(() => readFileSync(pidFile, 'utf8').trim() !== '', 5_000, 'the child to write its pid');
     controller.abort();
     const outcome = await running;
     expect(outcome).toMatchObject({ status: 'fail', failureReason: 'cancelled' });
     expect(outcome.durationMs).toBeLessThan(5_000);
-    expect(await gone(Number(readFileSync(pidFile, 'utf8')))).toBe(true);
+    expect(await processGone(Number(readFileSync(pidFile, 'utf8')), 2000)).toBe(true);
   });
 
   it("leaves no listener on the runner's signal, which outlives every run", async () => {
@@ -124,30 +126,3 @@ describe('runExecProbe', () => {
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
   });
 });
-
-async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 250; i += 1) {
-    try {
-      if (check()) return;
-    } catch {
-      // Not there yet.
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error('condition not met within 5 s');
-}
-
-/** True once the process is gone or a zombie (nobody in a container may reap it). */
-async function gone(pid: number): Promise<boolean> {
-  for (let i = 0; i < 100; i += 1) {
-    let state: string;
-    try {
-      state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '';
-    } catch {
-      return true;
-    }
-    if (state === 'Z' || state === 'X') return true;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return false;
-}
