@@ -459,7 +459,8 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       await a.app.get(ActivationService).idle();
       await reducer.drain();
       const drainer = a.app.get(DrainerService);
-      await world.cp.waitFor(() => world.cp.events(world.pki.machineId, ROLLOUT).length === 3, 5000, 'three events delivered');
+      // DispatchAck, ActivationStarted, ActivationCompleted, and the (empty) probe topology.
+      await world.cp.waitFor(() => world.cp.events(world.pki.machineId, ROLLOUT).length === 4, 5000, 'four events delivered');
       await drainer.idle();
 
       let m = await scrape();
@@ -467,7 +468,7 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       expect(m.value(`${P}activations_total`, { kind: 'switch', outcome: 'failed' })).toBe(0);
       expect(m.value(`${P}rollouts`, { state: 'Soaking' })).toBe(1);
       expect(m.value(`${P}rollouts`, { state: 'Pending' })).toBe(0);
-      expect(m.value(`${P}outbound_events`, { state: 'delivered' })).toBe(3);
+      expect(m.value(`${P}outbound_events`, { state: 'delivered' })).toBe(4);
       expect(m.value(`${P}outbound_events`, { state: 'pending' })).toBe(0);
       expect(m.value(`${P}reducer_queue_depth`)).toBe(0);
       expect(m.value(`${P}replayed_events_total`)).toBe(0);
@@ -475,12 +476,12 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       // A CP that lost its database asks for a replay on the next heartbeat.
       world.cp.loseAllState();
       await beat(a);
-      await world.cp.waitFor(() => world.cp.events(world.pki.machineId, ROLLOUT).length === 3, 5000, 'the replay');
+      await world.cp.waitFor(() => world.cp.events(world.pki.machineId, ROLLOUT).length === 4, 5000, 'the replay');
       await drainer.idle();
 
       m = await scrape();
-      expect(m.value(`${P}replayed_events_total`)).toBe(3);
-      expect(m.value(`${P}outbound_events`, { state: 'delivered' })).toBe(3);
+      expect(m.value(`${P}replayed_events_total`)).toBe(4);
+      expect(m.value(`${P}outbound_events`, { state: 'delivered' })).toBe(4);
     });
   });
 });

@@ -67,28 +67,28 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
       soak_due_at: new Date(Date.now() + 2_000).toISOString(),
     });
 
-    await world.cp.waitFor(() => kinds().includes('4:Converged'), 20_000, 'Converged at seq 4');
-    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged']);
+    await world.cp.waitFor(() => kinds().includes('5:Converged'), 20_000, 'Converged at seq 5');
+    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:ProbeTopologyDeclared', '5:Converged']);
     expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET));
     const before = world.cp.events(world.pki.machineId, ROLLOUT).map((e) => e.raw);
     const completed = world.cp.events(world.pki.machineId, ROLLOUT)[2].event;
     expect(completed).toMatchObject({ kind: 'ActivationCompleted', observedCurrentClosure: TARGET, exitCode: 0 });
 
     const converged = await status(port);
-    expect(converged.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4 })]);
-    await eventually(async () => (await status(port)).rollouts[0]?.lastDeliveredSeq === 4, 5_000, 'status shows seq 4 delivered');
+    expect(converged.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 5 })]);
+    await eventually(async () => (await status(port)).rollouts[0]?.lastDeliveredSeq === 5, 5_000, 'status shows seq 5 delivered');
 
-    // The CP restarts without its database: the next heartbeat reports seq 4, the CP holds 0.
+    // The CP restarts without its database: the next heartbeat reports seq 5, the CP holds 0.
     world.cp.loseAllState();
     expect(world.cp.events(world.pki.machineId, ROLLOUT)).toEqual([]);
-    await world.cp.waitFor(() => (kinds().length === 4 ? true : undefined), 15_000, 'the four events replayed');
+    await world.cp.waitFor(() => (kinds().length === 5 ? true : undefined), 15_000, 'the five events replayed');
     expect(world.cp.events(world.pki.machineId, ROLLOUT).map((e) => e.raw)).toEqual(before);
 
     // The CP stores an event before the agent reads its 204: wait for the agent's count to catch up.
-    await eventually(async () => (await status(port)).outbound.replay.resent === 4, 5_000, 'the agent counting 4 resent');
+    await eventually(async () => (await status(port)).outbound.replay.resent === 5, 5_000, 'the agent counting 5 resent');
     const replayed = await status(port);
     expect(replayed.heartbeat.lastReplayFrom?.value).toBe('0');
-    expect(replayed.outbound.replay).toMatchObject({ running: false, rolloutId: ROLLOUT, fromSeq: 0, resent: 4, missing: [] });
+    expect(replayed.outbound.replay).toMatchObject({ running: false, rolloutId: ROLLOUT, fromSeq: 0, resent: 5, missing: [] });
 
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
@@ -127,8 +127,8 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
 
     world.cp.setDefault('events', null);
     agent = await launch(stateDir, port);
-    await world.cp.waitFor(() => kinds().includes('4:Converged') || undefined, 20_000, 'Converged after the restart');
-    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged']);
+    await world.cp.waitFor(() => kinds().includes('5:Converged') || undefined, 20_000, 'Converged after the restart');
+    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:ProbeTopologyDeclared', '5:Converged']);
     // No seq was ever posted with two different bodies.
     const bodiesBySeq = new Map<string, Set<string>>();
     for (const post of world.cp.eventPosts) {
@@ -138,7 +138,7 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
     }
     for (const [seq, bodies] of bodiesBySeq) expect({ seq, bodies: bodies.size }).toEqual({ seq, bodies: 1 });
     const final = await status(port);
-    expect(final.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4 })]);
+    expect(final.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 5 })]);
 
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
@@ -177,7 +177,7 @@ describe('a rollout end to end: the built agent, the symlink backend, the dev co
     await world.cp.waitFor(() => kinds().some((k) => k.endsWith(':Converged')) || undefined, 25_000, 'Converged after the restart');
     const seen = kinds();
     expect(seen.slice(0, 2)).toEqual(['1:DispatchAck', '2:ActivationStarted']);
-    expect(seen.slice(-2).map((k) => k.split(':')[1])).toEqual(['ActivationCompleted', 'Converged']);
+    expect(seen.slice(-3).map((k) => k.split(':')[1])).toEqual(['ActivationCompleted', 'ProbeTopologyDeclared', 'Converged']);
     expect(seen.map((k) => Number(k.split(':')[0]))).toEqual(seen.map((_k, i) => i + 1));
     expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET));
     expect(agent.output()).toMatch(/was Activating when the agent stopped/);

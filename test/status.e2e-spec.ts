@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -396,7 +396,13 @@ describe('GET /status with every section in use conforms to the typed contract',
 
   it('after a dispatch, a refused re-dispatch, a failed heartbeat asking for a replay, a failed event-log write and failing polls', async () => {
     const fs = new FaultyFs();
-    agent = await buildAgent(world, { customize: (b) => b.overrideProvider(EVENT_LOG_FS).useValue(fs) });
+    // One probe, so that the probes section holds a runner and a judged rollout.
+    const healthChecks = join(world.dir, 'every-section-health-checks.json');
+    writeFileSync(healthChecks, JSON.stringify({ smoke: { kind: 'exec', command: ['/bin/true'], intervalSeconds: 3600 } }));
+    agent = await buildAgent(world, {
+      extra: ['--health-checks-file', healthChecks],
+      customize: (b) => b.overrideProvider(EVENT_LOG_FS).useValue(fs),
+    });
     const a = agent;
     await a.app.get(RecoveryService).whenComplete();
     await listenAdmin(a.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
@@ -406,7 +412,11 @@ describe('GET /status with every section in use conforms to the typed contract',
 
     // A dispatch applied by the symlink backend, then the same rollout again: the reducer refuses it.
     world.cp.queueDispatch(machine, { rollout_id: ROLLOUT, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
-    await world.cp.waitFor(() => reducer.current().rollouts[ROLLOUT]?.state === 'Soaking', 5_000, 'the rollout Soaking');
+    await world.cp.waitFor(
+      () => reducer.current().rollouts[ROLLOUT]?.probes.smoke?.lastStatus === 'pass',
+      5_000,
+      'the rollout Soaking, its probe passing',
+    );
     await a.app.get(ActivationService).idle();
     world.cp.queueDispatch(machine, { rollout_id: ROLLOUT, target_closure: TARGET, soak_due_at: '2026-11-28T12:30:00.000Z' });
     await world.cp.waitFor(() => worker.status().lastOrder?.outcome === 'rejected', 5_000, 'the re-dispatch rejected');
@@ -465,7 +475,22 @@ describe('GET /status with every section in use conforms to the typed contract',
         lastResult: { rolloutId: ROLLOUT, kind: 'switch', outcome: 'completed' },
       });
       expect(body.certificate).toMatchObject({ machineId: machine });
-      expect(body.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Soaking', lastEventSeq: 3 })]);
+      // DispatchAck, ActivationStarted, ActivationCompleted, ProbeTopologyDeclared, ProbeObservedFirst, ProbeResult.
+      expect(body.rollouts).toEqual([expect.objectContaining({ rolloutId: ROLLOUT, state: 'Soaking', lastEventSeq: 6 })]);
+      expect(body.probes).toMatchObject({
+        healthChecksFile: { path: healthChecks, state: 'loaded', problems: [] },
+        activeRollout: ROLLOUT,
+        runners: [{ name: 'smoke', kind: 'exec', mode: 'enforce', runs: 1, lastRunResult: 'pass' }],
+        rollouts: [
+          {
+            rolloutId: ROLLOUT,
+            state: 'Soaking',
+            probesDeclared: true,
+            probes: [{ name: 'smoke', lastResult: 'pass', since: expect.stringMatching(RFC3339) }],
+            waitingFor: [expect.stringMatching(/^soak ends in /)],
+          },
+        ],
+      });
     } finally {
       world.cp.setDefault('dispatch', null);
     }

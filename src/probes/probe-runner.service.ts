@@ -97,6 +97,15 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     }
   }
 
+  /** Runs every running probe of the active rollout now, out of schedule, and waits for them (tests, an operator's request). */
+  async runNow(): Promise<void> {
+    const set = this.active;
+    if (set === null) return;
+    // A run-once probe that has had its run stays done.
+    const due = [...set.runners.values()].flatMap((r) => (r.job !== null && r.job.status().state !== 'disabled' ? [r.job] : []));
+    await Promise.all(due.map((job) => job.runNow()));
+  }
+
   status(): ProbeRunnerStatus {
     const set = this.active;
     return {
@@ -271,6 +280,8 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
   }
 
   private sayChange(rolloutId: string, d: ProbeDeclaration, outcome: ProbeOutcome, previous: 'pass' | 'fail' | null): void {
+    // A refused declaration was said once, at the reset, in its own line.
+    if (d.spec.kind === 'invalid') return;
     const what = `probe ${d.name} (${d.mode}) of ${rolloutId}`;
     if (outcome.status === 'pass') {
       this.logger.log(previous === null ? `${what} passes` : `${what} passes again`);

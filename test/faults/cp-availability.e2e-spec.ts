@@ -55,9 +55,9 @@ describe('faults: the control plane goes away', () => {
   it('CP down mid-run: an event logged during the outage is kept, and delivered once the CP is back; heartbeats resume', async () => {
     dispatch(world, ROLLOUT_A, fakeClosure('web-01-26.11', 'b'), 3_000);
     await world.cp.waitFor(
-      () => heldKinds(world, ROLLOUT_A).length === 3,
+      () => heldKinds(world, ROLLOUT_A).length === 4,
       15_000,
-      'DispatchAck, ActivationStarted, ActivationCompleted held',
+      'DispatchAck, ActivationStarted, ActivationCompleted, ProbeTopologyDeclared held',
     );
 
     await world.cp.goOffline();
@@ -68,12 +68,16 @@ describe('faults: the control plane goes away', () => {
       'Converged logged and a failed heartbeat, while the CP is away',
     );
     expect(outbound(during).pending).toBe(1);
-    expect(rollout(during, ROLLOUT_A)).toMatchObject({ lastEventSeq: 4, lastDeliveredSeq: 3 });
+    expect(rollout(during, ROLLOUT_A)).toMatchObject({ lastEventSeq: 5, lastDeliveredSeq: 4 });
     expect((heartbeat(during).lastError as Json).message).toMatch(/ECONNREFUSED/);
     expect(agent.problems().some((m) => /^heartbeat to the control plane failed: cannot connect/.test(m))).toBe(true);
 
     await world.cp.comeBackOnline();
-    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === 4, 20_000, 'Converged delivered after the outage');
+    await world.cp.waitFor(
+      () => heldKinds(world, ROLLOUT_A).length === FULL_ROLLOUT.length,
+      20_000,
+      'Converged delivered after the outage',
+    );
     expect(heldKinds(world, ROLLOUT_A)).toEqual(FULL_ROLLOUT);
     await world.cp.waitFor(
       () => world.cp.heartbeats.slice(heartbeatsBefore).filter((h) => h.status === 200).length >= 2,
@@ -81,20 +85,24 @@ describe('faults: the control plane goes away', () => {
       'heartbeats answered again',
     );
     const after = await agent.statusWhen((s) => outbound(s).pending === 0, 'nothing pending');
-    expect(rollout(after, ROLLOUT_A)).toMatchObject({ lastDeliveredSeq: 4 });
+    expect(rollout(after, ROLLOUT_A)).toMatchObject({ lastDeliveredSeq: 5 });
     expect(seqsWithTwoBodies(world.cp)).toEqual([]);
   });
 
   it('CP loses its database: the replay gives it back every event, same seqs, same bytes', async () => {
     dispatch(world, ROLLOUT_B, fakeClosure('web-01-26.12', 'c'), 1_000);
-    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_B).length === 4, 15_000, 'the second rollout converged and held');
+    await world.cp.waitFor(
+      () => heldKinds(world, ROLLOUT_B).length === FULL_ROLLOUT.length,
+      15_000,
+      'the second rollout converged and held',
+    );
     await agent.statusWhen((s) => outbound(s).pending === 0, 'nothing pending');
     const held = (): string[] => world.cp.events(world.pki.machineId).map((e) => `${e.rolloutId}#${e.seq} ${e.raw}`);
     const before = held();
-    expect(before).toHaveLength(8);
+    expect(before).toHaveLength(2 * FULL_ROLLOUT.length);
 
     world.cp.loseAllState();
-    await world.cp.waitFor(() => held().length === 8, 15_000, 'all eight events held again');
+    await world.cp.waitFor(() => held().length === 2 * FULL_ROLLOUT.length, 15_000, 'all ten events held again');
     expect(held().sort()).toEqual([...before].sort());
     expect(heldKinds(world, ROLLOUT_A)).toEqual(FULL_ROLLOUT);
     expect(heldKinds(world, ROLLOUT_B)).toEqual(FULL_ROLLOUT);
@@ -102,8 +110,8 @@ describe('faults: the control plane goes away', () => {
     expect(agent.logs().some((l) => /the control plane asks for a replay/.test(l.message))).toBe(true);
     // Nothing new was invented to fill the gap: the agent's seqs did not move.
     const after = await agent.status();
-    expect(rollout(after, ROLLOUT_A)).toMatchObject({ lastEventSeq: 4, lastDeliveredSeq: 4 });
-    expect(rollout(after, ROLLOUT_B)).toMatchObject({ lastEventSeq: 4, lastDeliveredSeq: 4 });
+    expect(rollout(after, ROLLOUT_A)).toMatchObject({ lastEventSeq: 5, lastDeliveredSeq: 5 });
+    expect(rollout(after, ROLLOUT_B)).toMatchObject({ lastEventSeq: 5, lastDeliveredSeq: 5 });
     await eventually(async () => !(((await agent.status()).outbound as Json).replay as Json).running, 10_000, 'the replay finished');
 
     expect(await agent.stop()).toBe(0);

@@ -147,12 +147,12 @@ describe('faults: bad HTTP answers from the control plane', () => {
           (s) => (s.rollouts as Json[]).some((r) => r.rolloutId === rolloutId && r.state === 'Converged'),
           'the rollout converged locally',
         );
-        expect((held.outbound as Json).pending).toBe(4);
+        expect((held.outbound as Json).pending).toBe(5);
         expect((held.heartbeat as Json).consecutiveFailures).toBe(0);
         expect(world.cp.events(world.pki.machineId, rolloutId)).toEqual([]);
 
         world.cp.setDefault('events', null);
-        await world.cp.waitFor(() => heldKinds(world, rolloutId).length === 4, 20_000, 'every event delivered after the pause');
+        await world.cp.waitFor(() => heldKinds(world, rolloutId).length === 5, 20_000, 'every event delivered after the pause');
         expect(heldKinds(world, rolloutId)).toEqual(FULL_ROLLOUT);
         const resumed = await agent.statusWhen((s) => pausedReason(s) === null && (s.outbound as Json).pending === 0, 'delivery resumed');
         expect((resumed.outbound as Json).refused).toBe(0);
@@ -175,7 +175,7 @@ describe('faults: bad HTTP answers from the control plane', () => {
       const postsBefore = world.cp.eventPosts.length;
       dispatch(world, rolloutId, fakeClosure('web-01-404', 'h'), 1_000);
 
-      await world.cp.waitFor(() => heldKinds(world, rolloutId).length === 3, 20_000, 'seqs 2-4 delivered');
+      await world.cp.waitFor(() => heldKinds(world, rolloutId).length === 4, 20_000, 'seqs 2-5 delivered');
       expect(heldKinds(world, rolloutId)).toEqual(FULL_ROLLOUT.slice(1));
       const after = await agent.statusWhen((s) => (s.outbound as Json).pending === 0, 'nothing pending');
       expect(after.outbound).toMatchObject({ refused: 1, deliveryPausedReason: null });

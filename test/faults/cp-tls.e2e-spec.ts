@@ -139,7 +139,7 @@ describe('faults: TLS and connections', () => {
     const { world, agent } = flaky;
     world.cp.respondNext('events', { cutAfterBytes: 0 });
     dispatch(world, ROLLOUT_A, fakeClosure('web-01-26.11', 'b'), 1_000);
-    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === 4, 20_000, 'the rollout delivered');
+    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === FULL_ROLLOUT.length, 20_000, 'the rollout delivered');
     expect(heldKinds(world, ROLLOUT_A)).toEqual(FULL_ROLLOUT);
     const seq1 = world.cp.eventPosts.filter((p) => (p.body as Json).rolloutId === ROLLOUT_A && ((p.body as Json).event as Json).seq === 1);
     // Stored from the cut POST; the resend was answered as the duplicate it is.

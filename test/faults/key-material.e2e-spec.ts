@@ -3,7 +3,7 @@ import * as crypto from 'node:crypto';
 import { join } from 'node:path';
 import sshpk from 'sshpk';
 import { runCli } from '../support/agent-cli';
-import { dispatch, heldKinds, ROLLOUT_A } from '../support/cp-record';
+import { dispatch, FULL_ROLLOUT, heldKinds, ROLLOUT_A } from '../support/cp-record';
 import {
   fakeClosure,
   killAllFaultAgents,
@@ -97,7 +97,7 @@ describe('faults: no key material in any output', () => {
       30_000,
       'heartbeats through the faults',
     );
-    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === 4, 20_000, 'the rollout delivered');
+    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === FULL_ROLLOUT.length, 20_000, 'the rollout delivered');
     await agent.statusWhen((s) => (s.heartbeat as Json).consecutiveFailures === 0 && (s.outbound as Json).pending === 0, 'all well again');
 
     const served = await Promise.all(['/status', '/healthz', '/readyz'].map(async (p) => JSON.stringify((await agent.admin(p)).body)));

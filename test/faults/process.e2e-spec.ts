@@ -47,12 +47,16 @@ describe('faults: the agent process killed, stopped, and its log torn', () => {
 
     world.cp.setDefault('events', null);
     agent = await restart();
-    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_A).length === 4, 20_000, 'the whole rollout held after the restart');
+    await world.cp.waitFor(
+      () => heldKinds(world, ROLLOUT_A).length === FULL_ROLLOUT.length,
+      20_000,
+      'the whole rollout held after the restart',
+    );
     expect(heldKinds(world, ROLLOUT_A)).toEqual(FULL_ROLLOUT);
     expect(seqsWithTwoBodies(world.cp)).toEqual([]);
     expect(readlinkSync(world.currentSystemPath)).toBe(join(world.storeDir, TARGET_A));
     const s = await agent.statusWhen((st) => (st.outbound as Json).pending === 0, 'nothing pending');
-    expect(rollout(s, ROLLOUT_A)).toMatchObject({ state: 'Converged', lastEventSeq: 4, lastDeliveredSeq: 4 });
+    expect(rollout(s, ROLLOUT_A)).toMatchObject({ state: 'Converged', lastEventSeq: 5, lastDeliveredSeq: 5 });
     expect(agent.logs().some((l) => /^restored 1 rollout\(s\) from \d+ logged event\(s\): stable@a1b2c3d4/.test(l.message))).toBe(true);
   });
 
@@ -75,7 +79,7 @@ describe('faults: the agent process killed, stopped, and its log torn', () => {
     const lines = before.split('\n').filter((l) => l !== '');
     const last = lines[lines.length - 1];
     // The last record of a finished rollout: the mark that its last event was delivered.
-    expect(JSON.parse(last.slice(9))).toMatchObject({ t: 'delivered', rolloutId: ROLLOUT_A, seq: 4 });
+    expect(JSON.parse(last.slice(9))).toMatchObject({ t: 'delivered', rolloutId: ROLLOUT_A, seq: 5 });
     const cutAt = before.length - 1 - Math.floor(last.length / 2);
     truncateSync(logPath, Buffer.byteLength(before.slice(0, cutAt)));
 
@@ -89,13 +93,13 @@ describe('faults: the agent process killed, stopped, and its log torn', () => {
     expect(repaired.startsWith(lines.slice(0, -1).join('\n'))).toBe(true);
 
     const s = await agent.statusWhen((st) => (st.outbound as Json).pending === 0, 'nothing pending');
-    expect(rollout(s, ROLLOUT_A)).toMatchObject({ state: 'Converged', lastEventSeq: 4, lastDeliveredSeq: 4 });
-    // With its mark gone, seq 4 counts as undelivered: resent, the same bytes, taken as the duplicate it is.
+    expect(rollout(s, ROLLOUT_A)).toMatchObject({ state: 'Converged', lastEventSeq: 5, lastDeliveredSeq: 5 });
+    // With its mark gone, seq 5 counts as undelivered: resent, the same bytes, taken as the duplicate it is.
     const resent = world.cp.eventPosts.slice(postsBefore).filter((p) => (p.body as Json).rolloutId === ROLLOUT_A);
-    expect(resent.map((p) => [((p.body as Json).event as Json).seq, p.outcome])).toEqual([[4, 'duplicate']]);
+    expect(resent.map((p) => [((p.body as Json).event as Json).seq, p.outcome])).toEqual([[5, 'duplicate']]);
     // The log goes on: a new rollout gets its seqs from 1, the old one is untouched.
     dispatch(world, ROLLOUT_B, TARGET_B, 1_000);
-    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_B).length === 4, 20_000, 'the next rollout delivered');
+    await world.cp.waitFor(() => heldKinds(world, ROLLOUT_B).length === FULL_ROLLOUT.length, 20_000, 'the next rollout delivered');
     expect(heldKinds(world, ROLLOUT_B)).toEqual(FULL_ROLLOUT);
     expect(world.cp.events(world.pki.machineId, ROLLOUT_A).map((e) => e.raw)).toEqual(heldBefore);
     expect(seqsWithTwoBodies(world.cp)).toEqual([]);

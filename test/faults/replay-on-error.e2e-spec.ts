@@ -51,20 +51,20 @@ describe('fault: the control plane loses its database and answers heartbeats wit
       soak_due_at: new Date(Date.now() + 1_000).toISOString(),
     });
     await world.cp.waitFor(() => held().some((e) => e.kind === 'Converged'), 20_000, 'Converged');
-    await eventually(async () => (await status()).rollouts[0]?.lastDeliveredSeq === 4, 5_000, 'seq 4 delivered');
+    await eventually(async () => (await status()).rollouts[0]?.lastDeliveredSeq === 5, 5_000, 'seq 5 delivered');
     return held().map((e) => ({ seq: e.seq, raw: e.raw }));
   }
 
   it('503 + Retry-After + Replay-From: every event goes out again with its seq and bytes, while each heartbeat still counts as failed', async () => {
     const before = await convergedRollout();
-    expect(before.map((e) => e.seq)).toEqual([1, 2, 3, 4]);
+    expect(before.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
 
     // Restarted without its database and still restoring: every heartbeat gets 503, with the replay request.
     world.cp.loseAllState();
     world.cp.setDefault('heartbeat', { status: 503, retryAfterSecs: 1, headers: { 'X-Nixfleet-Replay-From': '0' } });
     const mark = world.cp.heartbeats.length;
 
-    await world.cp.waitFor(() => (held().length === 4 ? true : undefined), 15_000, 'the four events replayed');
+    await world.cp.waitFor(() => (held().length === 5 ? true : undefined), 15_000, 'the five events replayed');
     expect(held().map((e) => ({ seq: e.seq, raw: e.raw }))).toEqual(before);
     // Only 503s answered the agent since the wipe: the replay came from a failed answer.
     const since = world.cp.heartbeats.slice(mark);

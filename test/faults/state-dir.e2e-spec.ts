@@ -114,8 +114,8 @@ describe('faults: the state dir (one agent per dir, kill -9, unwritable)', () =>
     const port = await freePort();
     const first = await launch(stateDir, port);
     dispatch(1_000);
-    await world.cp.waitFor(() => kinds().includes('4:Converged') || undefined, 20_000, 'Converged at seq 4');
-    await eventually(async () => (await status(port)).rollouts[0]?.lastDeliveredSeq === 4, 5_000, 'seq 4 delivered');
+    await world.cp.waitFor(() => kinds().includes('5:Converged') || undefined, 20_000, 'Converged at seq 5');
+    await eventually(async () => (await status(port)).rollouts[0]?.lastDeliveredSeq === 5, 5_000, 'seq 5 delivered');
     const logBefore = readFileSync(join(stateDir, 'events.log'));
 
     const second = spawnAgent(stateDir, await freePort());
@@ -134,12 +134,18 @@ describe('faults: the state dir (one agent per dir, kill -9, unwritable)', () =>
     const after = await status(port);
     expect(after.pid).toBe(first.child.pid);
     expect(after.rollouts).toEqual([
-      expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 4, lastDeliveredSeq: 4 }),
+      expect.objectContaining({ rolloutId: ROLLOUT, state: 'Converged', lastEventSeq: 5, lastDeliveredSeq: 5 }),
     ]);
 
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
-    expect(loggedEvents(stateDir)).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged']);
+    expect(loggedEvents(stateDir)).toEqual([
+      '1:DispatchAck',
+      '2:ActivationStarted',
+      '3:ActivationCompleted',
+      '4:ProbeTopologyDeclared',
+      '5:Converged',
+    ]);
   });
 
   it('of two agents started at the same moment on one dir, exactly one runs; the other names its pid and exits 2', async () => {
@@ -171,9 +177,14 @@ describe('faults: the state dir (one agent per dir, kill -9, unwritable)', () =>
     world.cp.setDefault('events', { status: 503, retryAfterSecs: 1 });
     const killed = await launch(stateDir, port);
     dispatch(3_000);
-    await eventually(async () => (await status(port)).outbound.pending >= 3, 15_000, 'three events pending');
+    await eventually(async () => (await status(port)).outbound.pending >= 4, 15_000, 'four events pending');
     const logged = logRecords(stateDir).filter((r) => r.t === 'event');
-    expect(logged.map((r) => `${r.seq}:${r.kind}`)).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted']);
+    expect(logged.map((r) => `${r.seq}:${r.kind}`)).toEqual([
+      '1:DispatchAck',
+      '2:ActivationStarted',
+      '3:ActivationCompleted',
+      '4:ProbeTopologyDeclared',
+    ]);
 
     killed.child.kill('SIGKILL');
     expect(await killed.exited).toBe('SIGKILL');
@@ -187,18 +198,24 @@ describe('faults: the state dir (one agent per dir, kill -9, unwritable)', () =>
     expect(readFileSync(join(stateDir, 'lock'), 'utf8')).toBe(`${restarted.child.pid}\n`);
     await heartbeats(1, 'a heartbeat after the restart');
 
-    await world.cp.waitFor(() => kinds().includes('4:Converged') || undefined, 20_000, 'Converged after the restart');
-    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged']);
+    await world.cp.waitFor(() => kinds().includes('5:Converged') || undefined, 20_000, 'Converged after the restart');
+    expect(kinds()).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:ProbeTopologyDeclared', '5:Converged']);
     // The events logged before the kill went out byte for byte as logged.
     const stored = world.cp.events(world.pki.machineId, ROLLOUT);
-    expect(stored.slice(0, 3).map((e) => e.raw)).toEqual(logged.map((r) => r.envelope));
+    expect(stored.slice(0, 4).map((e) => e.raw)).toEqual(logged.map((r) => r.envelope));
     // No seq was ever posted with two different bodies.
     expect(seqsWithTwoBodies(world.cp)).toEqual([]);
 
     restarted.child.kill('SIGTERM');
     expect(await restarted.exited).toBe(0);
     // One record per seq in the log, too.
-    expect(loggedEvents(stateDir)).toEqual(['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged']);
+    expect(loggedEvents(stateDir)).toEqual([
+      '1:DispatchAck',
+      '2:ActivationStarted',
+      '3:ActivationCompleted',
+      '4:ProbeTopologyDeclared',
+      '5:Converged',
+    ]);
   });
 
   /** Starts an agent expected to refuse: exit 2, nothing on stdout, no contact with the CP. */

@@ -25,7 +25,8 @@ export function heldKinds(world: World, rolloutId: string): string[] {
   return world.cp.events(world.pki.machineId, rolloutId).map((e) => `${e.seq}:${e.kind}`);
 }
 
-export const FULL_ROLLOUT = ['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:Converged'];
+/** A rollout's events when it converges without health checks: its runners still declare the (empty) topology. */
+export const FULL_ROLLOUT = ['1:DispatchAck', '2:ActivationStarted', '3:ActivationCompleted', '4:ProbeTopologyDeclared', '5:Converged'];
 
 /**
  * Every (rollout, seq) the CP was ever sent with more than one distinct body:
