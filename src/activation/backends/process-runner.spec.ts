@@ -42,6 +42,35 @@ describe('runProcess options', () => {
     expect(await processGone(Number(readFileSync(pidFile, 'utf8')))).toBe(true);
   });
 
+  it('kills a group member that ignores SIGTERM at the timeout, even after the leader died of it', async () => {
+    const pidFile = join(dir, 'stubborn.pid');
+    // The leader dies on SIGTERM; the member it started ignores SIGTERM and holds stderr.
+    const leader = script('leader', `/bin/sh -c "trap '' TERM; echo \\$\\$ > '${pidFile}'; exec sleep 30" &\nsleep 30`);
+    const run = runProcess([leader], { timeoutMs: 300, killGraceMs: 300 });
+    await eventually(() => readFileSync(pidFile, 'utf8').trim() !== '', 5_000, 'the member to write its pid');
+    const result = await run;
+    expect(result.timedOut).toBe(true);
+    expect(await processGone(Number(readFileSync(pidFile, 'utf8')), 3_000)).toBe(true);
+  });
+
+  it('does not call a run that exited within its deadline timed out, though a grandchild holds its stderr past it', async () => {
+    const result = await runProcess([script('quick', 'sleep 3 &\nexit 0')], { timeoutMs: 500, killGraceMs: 300 });
+    expect(result).toMatchObject({ exitCode: 0, timedOut: false });
+  });
+
+  it('reaps what the run left in its process group when asked (reapGroup), and leaves it otherwise', async () => {
+    const reaped = join(dir, 'reaped.pid');
+    const left = join(dir, 'left.pid');
+    const background = (pidFile: string): string => script(`bg-${pidFile.length}`, `sleep 30 > /dev/null 2>&1 &\necho $! > '${pidFile}'\nexit 1`);
+    expect((await runProcess([background(reaped)], { timeoutMs: 5000, reapGroup: true })).exitCode).toBe(1);
+    expect(await processGone(Number(readFileSync(reaped, 'utf8')), 2_000)).toBe(true);
+
+    expect((await runProcess([background(left)], { timeoutMs: 5000 })).exitCode).toBe(1);
+    const pid = Number(readFileSync(left, 'utf8'));
+    expect(await processGone(pid, 300)).toBe(false);
+    process.kill(pid, 'SIGKILL');
+  });
+
   it('does not start anything when the signal has already aborted', async () => {
     const marker = join(dir, 'ran');
     const controller = new AbortController();

@@ -11,6 +11,12 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Keep the first this many bytes of stdout; stdout is dropped when absent. */
   readonly stdoutMaxBytes?: number;
+  /**
+   * SIGKILL whatever is left of the child's process group once the run has
+   * ended (a health check's `cmd &`): nothing may outlive the run. Off for
+   * activations, whose commands may start what is meant to keep running.
+   */
+  readonly reapGroup?: boolean;
 }
 
 export interface ProcessResult {
@@ -71,12 +77,17 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       settled = true;
       for (const t of timers) clearTimeout(t);
       options.signal?.removeEventListener('abort', onAbort);
+      if (options.reapGroup === true) signalGroup('SIGKILL');
       child.stderr?.destroy();
       child.stdout?.destroy();
       resolve({ ...result, timedOut, aborted, stderrTail: stderr.text(), stdout: stdout.text() });
     };
-    const killGroup = (signal: NodeJS.Signals): void => {
-      if (child.pid === undefined || exited) return;
+    // The group outlives its leader while a member runs (one holding stderr
+    // open, one that ignored SIGTERM): it is signalled even after the leader
+    // exited. Only until the run settles, within seconds, so the group id
+    // (the leader's pid) cannot have been handed to a new group meanwhile.
+    const signalGroup = (signal: NodeJS.Signals): void => {
+      if (child.pid === undefined) return;
       try {
         process.kill(-child.pid, signal);
       } catch {
@@ -101,8 +112,8 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       settle({ exitCode: code, signal, spawnError: null });
     });
     const terminate = (): void => {
-      killGroup('SIGTERM');
-      timers.push(setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS)); // not a job: this child's kill grace
+      signalGroup('SIGTERM');
+      timers.push(setTimeout(() => signalGroup('SIGKILL'), options.killGraceMs ?? KILL_GRACE_MS)); // not a job: this child's kill grace
     };
     function onAbort(): void {
       if (timedOut || aborted) return;
@@ -113,7 +124,8 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
     timers.push(
       setTimeout(() => {
         // not a job: this child's deadline
-        if (aborted) return;
+        // Exited in time: a grandchild holding stderr is not the command timing out.
+        if (aborted || exited) return;
         timedOut = true;
         terminate();
       }, options.timeoutMs),

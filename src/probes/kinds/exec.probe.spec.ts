@@ -119,6 +119,13 @@ describe('runExecProbe', () => {
     expect(await processGone(Number(readFileSync(pidFile, 'utf8')), 2000)).toBe(true);
   });
 
+  it('leaves nothing running behind it: what the check started in the background goes with it', async () => {
+    const pidFile = join(dir, 'background.pid');
+    const leaky = script('leaky', `sleep 30 > /dev/null 2>&1 &\necho $! > '${pidFile}'\nexit 1`);
+    expect((await runExecProbe(spec([leaky]), signal)).status).toBe('fail');
+    expect(await processGone(Number(readFileSync(pidFile, 'utf8')), 2_000)).toBe(true);
+  });
+
   it("leaves no listener on the runner's signal, which outlives every run", async () => {
     const controller = new AbortController();
     await runExecProbe(spec([script('ok', 'exit 0')]), controller.signal);

@@ -18,7 +18,8 @@ export async function runUntilAbort(
     signal.addEventListener('abort', onAbort, { once: true });
   });
   try {
-    const run = runProcess(argv, options).catch((err: unknown): ProcessResult => {
+    // A check leaves nothing behind: what it started in the background goes with it.
+    const run = runProcess(argv, { ...options, reapGroup: true }).catch((err: unknown): ProcessResult => {
       // spawn() throws on arguments it cannot pass at all (a NUL byte): that run could not be started.
       const spawnError = `${errorCode(err) ?? 'error'}: ${errorMessage(err)}`;
       return { exitCode: null, signal: null, spawnError, timedOut: false, aborted: false, stderrTail: '', stdout: '' };
