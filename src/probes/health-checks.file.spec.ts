@@ -273,7 +273,7 @@ describe('loadHealthChecks', () => {
     });
 
     it('refuses the upstream evidence kind, which this agent does not run, and keeps it as the declared kind', async () => {
-      const { declaration, problem } = await problemOf({ kind: 'evidence', mode: 'observe' }, 'compliance');
+      const { declaration, problem } = await problemOf({ kind: 'evidence' }, 'compliance');
       expect(problem).toBe(
         `health-checks file ${file}, probe "compliance", field "kind": is "evidence" (a signed compliance file), which this agent does not run${ENFORCE_TAIL}`,
       );
@@ -294,10 +294,20 @@ describe('loadHealthChecks', () => {
       );
     });
 
-    it('declares a malformed entry as enforce whatever mode it asked for', async () => {
-      for (const mode of ['observe', 'disabled']) {
-        const { declaration } = await problemOf({ kind: 'tcp', mode, port: 0 });
+    it('declares a malformed entry in the mode it asked for when that field is valid: observe never gated, disabled is not run', async () => {
+      const observe = await problemOf({ kind: 'tcp', mode: 'observe', port: 0 });
+      expect(observe.declaration.mode).toBe('observe');
+      expect(observe.problem).toMatch(/; the probe counts as a failing observe probe \(reported, never gates\)$/);
+      const disabled = await problemOf({ kind: 'evidence', mode: 'disabled' });
+      expect(disabled.declaration.mode).toBe('disabled');
+      expect(disabled.problem).toMatch(/; the probe is declared disabled, as it asked, and not run$/);
+    });
+
+    it('declares a malformed entry as enforce when its mode is missing or itself wrong: a typo there must not lift the gate', async () => {
+      for (const mode of [undefined, 'observ', 7, null]) {
+        const { declaration, problem } = await problemOf({ kind: 'tcp', mode, port: 0 });
         expect(declaration.mode).toBe('enforce');
+        expect(problem.endsWith(ENFORCE_TAIL)).toBe(true);
       }
     });
 
@@ -416,6 +426,14 @@ describe('loadHealthChecks', () => {
         },
         expect.objectContaining({ name: 'ok' }),
       ]);
+    });
+
+    it('refuses "__proto__", which as an object key would set a prototype and make the probe vanish', async () => {
+      const { probes, problems } = await load({ ['__proto__']: { kind: 'exec', command: ['/bin/false'] } });
+      expect(problems).toEqual([
+        `health-checks file ${file}, entry 1 (probe name "__proto__"), the name is "__proto__", which cannot name a probe; the entry is declared as "invalid-probe-1", a failing enforce probe`,
+      ]);
+      expect(probes.map((p) => [p.name, p.mode, p.spec.kind])).toEqual([['invalid-probe-1', 'enforce', 'invalid']]);
     });
 
     it('reserves the name of the manifest gate probe', async () => {

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
 import { errnoText } from '../common/errno';
+import { PROBE_MODES, type ProbeMode } from '../protocol/rollout';
 import {
   ENTRY_CLASSES,
   ENTRY_KEYS,
@@ -83,11 +84,11 @@ export function parseHealthChecks(file: string, text: string): HealthChecksLoad 
     if (badName !== null) {
       const declaredAs = freeName(`invalid-probe-${position}`, taken);
       const problem = renamedEntryProblem(file, position, name, [`the name ${badName}`, ...entry.clauses], declaredAs);
-      probes.push(invalidDeclaration(declaredAs, entry.declaredKind, problem));
+      probes.push(invalidDeclaration(declaredAs, entry.declaredKind, 'enforce', problem));
       problems.push(problem);
     } else if (entry.clauses.length > 0 || entry.valid === null) {
-      const problem = entryProblem(file, name, entry.clauses);
-      probes.push(invalidDeclaration(name, entry.declaredKind, problem));
+      const problem = entryProblem(file, name, entry.clauses, entry.declaredMode);
+      probes.push(invalidDeclaration(name, entry.declaredKind, entry.declaredMode, problem));
       problems.push(problem);
     } else {
       probes.push({ name, ...entry.valid });
@@ -116,6 +117,8 @@ type ValidEntry = Omit<ProbeDeclaration, 'name'>;
 interface ReadEntry {
   /** The kind the entry named, or `invalid`. */
   readonly declaredKind: string;
+  /** The mode the entry asked for when that field itself is valid, else enforce (a typo there must not lift the gate). */
+  readonly declaredMode: ProbeMode;
   /** What is wrong, one clause per field, in the entry's key order. */
   readonly clauses: string[];
   /** The declaration when nothing is wrong. */
@@ -124,13 +127,24 @@ interface ReadEntry {
 
 function readEntry(raw: unknown): ReadEntry {
   if (!isPlainObject(raw)) {
-    return { declaredKind: 'invalid', clauses: [`the declaration must be a JSON object (got ${describeJson(raw)})`], valid: null };
+    return {
+      declaredKind: 'invalid',
+      declaredMode: 'enforce',
+      clauses: [`the declaration must be a JSON object (got ${describeJson(raw)})`],
+      valid: null,
+    };
   }
   const kind = raw.kind;
   const declaredKind = typeof kind === 'string' && kind !== '' ? kind : 'invalid';
+  const declaredMode: ProbeMode = (PROBE_MODES as readonly unknown[]).includes(raw.mode) ? (raw.mode as ProbeMode) : 'enforce';
   if (!isEntryKind(kind)) {
     // Without a kind, only the keys every kind has can be judged.
-    return { declaredKind, clauses: [kindClause(kind), ...validate(ProbeEntry, raw, ['mode', 'intervalSeconds', 'runOnce'])], valid: null };
+    return {
+      declaredKind,
+      declaredMode,
+      clauses: [kindClause(kind), ...validate(ProbeEntry, raw, ['mode', 'intervalSeconds', 'runOnce'])],
+      valid: null,
+    };
   }
   const own = ENTRY_KEYS[kind];
   const clauses: string[] = [];
@@ -146,8 +160,8 @@ function readEntry(raw: unknown): ReadEntry {
     }
   }
   clauses.push(...validate(ENTRY_CLASSES[kind], raw, own));
-  if (clauses.length > 0) return { declaredKind, clauses: inKeyOrder(clauses, raw), valid: null };
-  return { declaredKind, clauses, valid: declare(kind, raw) };
+  if (clauses.length > 0) return { declaredKind, declaredMode, clauses: inKeyOrder(clauses, raw), valid: null };
+  return { declaredKind, declaredMode, clauses, valid: declare(kind, raw) };
 }
 
 /** The clauses of class-validator's verdict on the entry's own keys. */
@@ -241,6 +255,8 @@ function nameProblem(name: string): string | null {
   // eslint-disable-next-line no-control-regex -- control characters are what this looks for
   if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return `contains a control character ${rule}`;
   if (name === SYSTEMD_FAILED_UNITS_PROBE) return "is reserved for the signed manifest's systemdFailedUnits gate";
+  // As a key of a plain object it would set the prototype, not name a probe: the probe would vanish.
+  if (name === '__proto__') return 'is "__proto__", which cannot name a probe';
   return null;
 }
 
@@ -252,11 +268,16 @@ function freeName(wanted: string, taken: Set<string>): string {
   return name;
 }
 
-function invalidDeclaration(name: string, declaredKind: string, problem: string): ProbeDeclaration {
+/**
+ * A declaration the agent cannot run. It fails, in the mode the entry asked
+ * for when that was readable: an enforce probe (the default, and any unreadable
+ * mode) then holds the rollout, as a typo must; an observe probe never gated
+ * anyway; a disabled one (upstream's `evidence` kind, say) is not run.
+ */
+function invalidDeclaration(name: string, declaredKind: string, mode: ProbeMode, problem: string): ProbeDeclaration {
   return {
     name,
-    // Whatever the entry said: a declaration the agent cannot run must hold the rollout.
-    mode: 'enforce',
+    mode,
     intervalMs: PROBE_DEFAULTS.intervalSeconds * 1000,
     runOnce: false,
     spec: { kind: 'invalid', declaredKind, problem },
@@ -265,7 +286,7 @@ function invalidDeclaration(name: string, declaredKind: string, problem: string)
 
 function wholeFileInvalid(file: string, what: string): HealthChecksLoad {
   const problem = fileProblem(file, what);
-  return { kind: 'loaded', probes: [invalidDeclaration(HEALTH_CHECKS_FILE_PROBE, 'invalid', problem)], problems: [problem] };
+  return { kind: 'loaded', probes: [invalidDeclaration(HEALTH_CHECKS_FILE_PROBE, 'invalid', 'enforce', problem)], problems: [problem] };
 }
 
 function isEntryKind(kind: unknown): kind is EntryKind {

@@ -1,3 +1,4 @@
+import type { ProbeMode } from '../protocol/rollout';
 import { HEALTH_CHECKS_FILE_PROBE } from './probe.types';
 
 // The problem lines of a health-checks file: one line per bad file or entry,
@@ -14,13 +15,29 @@ export function fieldClause(field: string, what: string, value?: unknown): strin
 }
 
 /** An entry that is declared under its own name but cannot run as written. */
-export function entryProblem(file: string, name: string, clauses: readonly string[]): string {
-  return `health-checks file ${file}, probe ${shownName(name)}, ${clauses.join('; ')}; the probe counts as a failing enforce probe`;
+export function entryProblem(file: string, name: string, clauses: readonly string[], mode: ProbeMode): string {
+  return `health-checks file ${file}, probe ${shownName(name)}, ${clauses.join('; ')}; the probe ${refusedAs(mode)}`;
 }
 
-/** An entry whose name cannot be used: declared under `declaredAs` instead. */
+/** An entry whose name cannot be used: declared under `declaredAs` instead, always enforce (nothing of it can be trusted). */
 export function renamedEntryProblem(file: string, position: number, name: string, clauses: readonly string[], declaredAs: string): string {
   return `health-checks file ${file}, entry ${position} (probe name ${shownName(name)}), ${clauses.join('; ')}; the entry is declared as "${declaredAs}", a failing enforce probe`;
+}
+
+/** What a refused declaration becomes, by the mode it asked for (see invalidDeclaration). */
+function refusedAs(mode: ProbeMode): string {
+  switch (mode) {
+    case 'enforce':
+      return 'counts as a failing enforce probe';
+    case 'observe':
+      return 'counts as a failing observe probe (reported, never gates)';
+    case 'disabled':
+      return 'is declared disabled, as it asked, and not run';
+    default: {
+      const never: never = mode;
+      return never;
+    }
+  }
 }
 
 const SHOWN_MAX = 60;
