@@ -221,6 +221,24 @@ describe('ActivationModule', () => {
     else expect(readlinkSync(link)).toBe(join(store, OLD));
   });
 
+  it('does not roll back a host that runs a third closure by the time the rollback starts; the rollout stays Failed, the rollback reported failed', async () => {
+    const other = fakeClosure('web-01-hotfix', 'c');
+    mkdirSync(join(store, other), { recursive: true });
+    symlinkAgain(join(store, other));
+    const logs = new CapturingLogger();
+    const { reducer, activation } = await build(linkingCommand(), ROLLBACK, logs, failedAwaitingRollback());
+
+    activation.handle({ type: 'FireRollback', rolloutId: ROLLOUT, toClosure: OLD });
+    await activation.idle();
+    await reducer.drain();
+
+    expect(readlinkSync(link)).toBe(join(store, other));
+    expect(reducer.current().rollouts[ROLLOUT]).toMatchObject({ state: 'Failed', rollback: { toClosure: OLD, exitCode: -1 } });
+    expect(logs.messages('error', ActivationService.name)).toEqual([
+      expect.stringMatching(new RegExp(`^rollback of ${ROLLOUT} to ${OLD} not run: the host runs ${other}, neither`)),
+    ]);
+  });
+
   function symlinkAgain(target: string): void {
     rmSync(link, { force: true });
     symlinkSync(target, link);

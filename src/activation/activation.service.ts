@@ -151,6 +151,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     }
     this.running = { rolloutId: job.rolloutId, closure: job.closure, kind: job.kind, startedAt: this.clock.now().toISOString() };
     try {
+      if (job.kind === 'rollback' && !(await this.rollbackStillWanted(job))) return;
       const plan = await this.planFor(job.closure);
       // Rollbacks have no "started" input: the rollout is Failed, not Activating.
       if (
@@ -168,6 +169,26 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     } finally {
       this.running = null;
     }
+  }
+
+  /**
+   * A rollback undoes the failed rollout's switch: only from its target (or
+   * from the old closure itself, where it is a no-op that checks the link).
+   * A host running a third closure was moved on by someone else (a newer
+   * rollout, an operator) while the rollback waited: putting it back would
+   * undo their work. Reported as a failed rollback; the rollout stays Failed.
+   * An unreadable link does not stop it: after a broken switch, going back
+   * is the best the agent can do.
+   */
+  private async rollbackStillWanted(job: Job): Promise<boolean> {
+    const target = this.reducer.current().rollouts[job.rolloutId]?.targetClosure;
+    const current = await this.currentSystem.read();
+    if (current === null || current === job.closure || current === target) return true;
+    this.logger.error(
+      `rollback of ${job.rolloutId} to ${job.closure} not run: the host runs ${current}, neither the rollout's target nor that closure, so someone moved it on; reported as a failed rollback (exit code ${NO_EXIT_CODE}), the rollout stays Failed`,
+    );
+    await this.submit({ type: 'RollbackCompleted', rolloutId: job.rolloutId, revertedToClosure: job.closure, exitCode: NO_EXIT_CODE });
+    return false;
   }
 
   private async planFor(closure: string): Promise<ActivationPlan> {

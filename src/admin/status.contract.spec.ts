@@ -122,6 +122,7 @@ function document(): Json {
               since: AT,
               failingForSecs: 10,
               failureReason: 'connect to 127.0.0.1:5432 refused (ECONNREFUSED)',
+              stale: false,
             },
           ],
           waitingFor: ['probe db-ping failing for 10 s (the rollout fails if it still fails in 110 s)', 'soak ends in 4 min'],

@@ -271,6 +271,7 @@ export class ProbeJudgementSection implements ProbeJudgement {
   @Nullable() @Time() since!: string | null;
   @Nullable() @Count() failingForSecs!: number | null;
   @Nullable() @IsString() failureReason!: string | null;
+  @IsBoolean() stale!: boolean;
 }
 
 export class RollbackSection implements RollbackAttempt {

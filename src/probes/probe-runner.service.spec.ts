@@ -212,6 +212,29 @@ describe('ProbeRunnerService', () => {
     expect(a.logs.messages('log', ProbeRunnerService.name)).toContain(`probes of ${rollout} stopped: the rollout is Converged`);
   });
 
+  it('keeps the probes on the newest soaking rollout: a reset of an older one that is still Soaking takes nothing from it', async () => {
+    const file = healthChecks('newest', { ok: { kind: 'exec', command: ['/bin/true'] } });
+    const { a, runner } = await start(file);
+    await soak(a, 'stable@pr000010');
+    a.clock.advance(1_000);
+    await soak(a, 'stable@pr000011');
+    expect(runner.status().activeRollout).toBe('stable@pr000011');
+
+    runner.handle({ type: 'ResetProbeCache', rolloutId: 'stable@pr000010' });
+    await runner.settled();
+    expect(runner.status().activeRollout).toBe('stable@pr000011');
+    expect(runner.status().runners.map((r) => r.name)).toEqual(['ok']);
+  });
+
+  it('warns when an enforce probe runs less often than the failure threshold: one failing run would fail the rollout', async () => {
+    const file = healthChecks('slow-interval', { nightly: { kind: 'exec', command: ['/bin/true'], intervalSeconds: 300 } });
+    const { a } = await start(file);
+    await soak(a, 'stable@pr000012');
+    expect(a.logs.messages('warn', ProbeRunnerService.name)).toContain(
+      'probe nightly runs every 300 s, longer than the --probe-failure-threshold of 120 s: a single failing run fails the rollout',
+    );
+  });
+
   it("adds the verified manifest's systemdFailedUnits gate as an implicit enforce probe", async () => {
     const systemctl = join(world.dir, 'fake-systemctl');
     writeFileSync(systemctl, '#!/bin/sh\necho "nginx.service loaded failed failed nginx"\n', { mode: 0o755 });

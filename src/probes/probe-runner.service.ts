@@ -7,9 +7,9 @@ import { JobRuntime } from '../jobs/job-runtime.service';
 import { failed, type JobHandle, type JobResult, ok } from '../jobs/job.types';
 import { BootGate } from '../lifecycle/boot-gate';
 import { MetricsService } from '../metrics/metrics.service';
-import { type EffectOf, REDUCER_INPUT, type ReducerInputPort, type ResetProbeCachePort } from '../reducer/reducer.ports';
+import { type EffectOf, REDUCER_INPUT, REDUCER_POLICY, type ReducerInputPort, type ResetProbeCachePort } from '../reducer/reducer.ports';
 import { EventsNotDurableError, ReducerClosedError } from '../reducer/reducer.service';
-import type { DeclaredProbe } from '../reducer/reducer.types';
+import type { DeclaredProbe, Policy, ReducerState, RolloutEntry } from '../reducer/reducer.types';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
 import { HEALTH_GATE, type HealthGateSource } from './health-gate';
 import { loadHealthChecks, systemdFailedUnitsDeclaration } from './health-checks.file';
@@ -58,6 +58,7 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
     @Inject(REDUCER_INPUT) private readonly reducer: ReducerInputPort,
     @Inject(HEALTH_GATE) private readonly healthGate: HealthGateSource,
+    @Inject(REDUCER_POLICY) private readonly policy: Policy,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(RANDOM) private readonly random: RandomSource,
     private readonly runtime: JobRuntime,
@@ -79,13 +80,8 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     this.bootGate
       .whenOpen()
       .then(() => {
-        // Oldest dispatch first: one rollout's probes run at a time, and the latest one's should.
-        const soaking = Object.values(this.reducer.current().rollouts)
-          .filter((e) => e.state === 'Soaking')
-          .sort((a, b) => Date.parse(a.dispatchedAt) - Date.parse(b.dispatchedAt));
-        for (const entry of soaking) {
-          if (this.active?.rolloutId !== entry.rolloutId) this.enqueue(entry.rolloutId, 'resumed at start');
-        }
+        const newest = newestSoaking(this.reducer.current());
+        if (newest !== undefined && this.active?.rolloutId !== newest.rolloutId) this.enqueue(newest.rolloutId, 'resumed at start');
       })
       .catch((err: unknown) => this.logger.error(`probes of soaking rollouts not resumed: ${String(err)}`));
   }
@@ -145,6 +141,14 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
       }
       return;
     }
+    // One rollout's probes run at a time: the newest soaking one's. An older
+    // one still Soaking (a newer dispatch replaced it) takes nothing from it.
+    const newest = newestSoaking(this.reducer.current());
+    if (newest !== undefined && newest.rolloutId !== rolloutId) {
+      if (this.active?.rolloutId === rolloutId) await this.stopActive();
+      this.logger.debug(`probe reset for ${rolloutId} ignored: ${newest.rolloutId} is the newer soaking rollout`);
+      return;
+    }
     await this.stopActive();
     const generation = ++this.generation;
     const declarations = await this.declarations(rolloutId);
@@ -165,6 +169,12 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
       set.runners.set(d.name, { ...runner, job: this.startJob(set, d) });
     }
     this.logger.log(`probes of ${rolloutId} (${why}): ${describeTopology(declarations)}`);
+    for (const d of declarations) {
+      if (d.mode !== 'enforce' || d.runOnce || d.intervalMs <= this.policy.sustainedFailureThresholdSecs * 1000) continue;
+      this.logger.warn(
+        `probe ${d.name} runs every ${d.intervalMs / 1000} s, longer than the --probe-failure-threshold of ${this.policy.sustainedFailureThresholdSecs} s: a single failing run fails the rollout`,
+      );
+    }
   }
 
   /** Reads the file (and the signed manifest's gate, when one is verified) into declarations. */
@@ -234,7 +244,8 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     return this.runtime.register({
       name: jobName(d.name),
       afterBoot: true,
-      schedule: { kind: 'every', intervalMs: d.intervalMs, jitter: 0.1, firstAfterMs: 0 },
+      // No jitter: §10 floors intervals at 5 s, and a spread would run some below it; probes are local, no herd to spread.
+      schedule: { kind: 'every', intervalMs: d.intervalMs, firstAfterMs: 0 },
       // A result the reducer could not record is simply retried at the probe's own pace.
       backoff: { firstMs: d.intervalMs, capMs: d.intervalMs },
       onShutdown: { kind: 'abort' },
@@ -309,6 +320,20 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
       [...set.runners.values()].filter((r) => r.job !== null).map((r) => this.runtime.unregister(jobName(r.declaration.name))),
     );
   }
+}
+
+/** The soaking rollout dispatched last (by time, then id): the one whose probes run. */
+function newestSoaking(state: ReducerState): RolloutEntry | undefined {
+  let newest: RolloutEntry | undefined;
+  for (const e of Object.values(state.rollouts)) {
+    if (e.state !== 'Soaking') continue;
+    const later =
+      newest === undefined ||
+      Date.parse(e.dispatchedAt) > Date.parse(newest.dispatchedAt) ||
+      (Date.parse(e.dispatchedAt) === Date.parse(newest.dispatchedAt) && e.rolloutId > newest.rolloutId);
+    if (later) newest = e;
+  }
+  return newest;
 }
 
 /** A job name per probe; one rollout's probes run at a time, so the probe name is enough. */

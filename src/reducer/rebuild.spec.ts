@@ -10,9 +10,14 @@ import {
 } from './reducer.types';
 import { rebuildFromLog } from './rebuild';
 import { at, entry, HALT, iso, OTHER, PREVIOUS, ROLLBACK, ROLLOUT, TARGET } from '../../test/support/reducer-fixtures';
-import { transition } from './transition';
+import { staleProbes, transition } from './transition';
 
 type Script = readonly (readonly [ReducerInput, number])[];
+
+/** The live state as a restart sees it: every probe result from before it (the log never records staleness). */
+function afterRestart(state: ReducerState): ReducerState {
+  return { rollouts: Object.fromEntries(Object.entries(state.rollouts).map(([id, e]) => [id, { ...e, probes: staleProbes(e.probes) }])) };
+}
 
 /** What the agent appends to its log: each EmitEvent with its meta. */
 function logged(effects: readonly Effect[]): LogRecord[] {
@@ -151,7 +156,7 @@ describe('rebuildFromLog', () => {
     ],
   ])('rebuilds the state the reducer reached: %s', (_name, script, policy) => {
     const { state, log } = play(script, policy);
-    expect(rebuildFromLog(log)).toEqual(state);
+    expect(rebuildFromLog(log)).toEqual(afterRestart(state));
   });
 
   it('rebuilds interleaved rollouts whatever the order across rollouts', () => {
@@ -168,7 +173,7 @@ describe('rebuildFromLog', () => {
 
     const rebuilt = rebuildFromLog([...theirs, ...mine]);
 
-    expect(rebuilt).toEqual(state);
+    expect(rebuilt).toEqual(afterRestart(state));
     expect(entry(rebuilt, OTHER)).toMatchObject({ state: 'Soaking', channel: 'canary', lastEventSeq: 3 });
   });
 
@@ -183,7 +188,7 @@ describe('rebuildFromLog', () => {
 
     const rebuilt = rebuildFromLog([first, ...log, bogus]);
 
-    expect(rebuilt).toEqual(state);
+    expect(rebuilt).toEqual(afterRestart(state));
     expect(entry(rebuilt).state).toBe('Soaking');
   });
 
@@ -200,7 +205,7 @@ describe('rebuildFromLog', () => {
 
   it('sorts a rollout whose records were written out of seq order', () => {
     const { state, log } = play(SOAKING);
-    expect(rebuildFromLog([...log].reverse())).toEqual(state);
+    expect(rebuildFromLog([...log].reverse())).toEqual(afterRestart(state));
   });
 
   it('rebuilds a log written without meta from what the events carry', () => {
@@ -229,6 +234,7 @@ describe('rebuildFromLog', () => {
       statusSince: iso(35),
       firstObservedAt: iso(35),
       firstFailedAt: iso(35),
+      stale: true,
     });
   });
 
@@ -245,18 +251,24 @@ describe('rebuildFromLog', () => {
     });
   });
 
-  it('lets a restarted agent number on and fire the sustained-failure timer from the logged streak', () => {
+  it('lets a restarted agent number on and fire the sustained-failure timer from the logged streak, once a new run confirms it', () => {
     const { log } = play([...SOAKING, [declare, 31], [probe('http', 'fail'), 40]], ROLLBACK);
     const restarted = rebuildFromLog(log);
+    expect(restarted.rollouts[ROLLOUT]?.probes.http).toMatchObject({ lastStatus: 'fail', firstFailedAt: iso(40), stale: true });
 
-    const r = transition(restarted, tick, at(160), ROLLBACK);
+    // Past the threshold, but the failure is from before the restart: no verdict on it alone.
+    expect(transition(restarted, tick, at(160), ROLLBACK).effects).toEqual([]);
+    // The runners probe again and the probe still fails: the streak counts from its first failure.
+    const confirmed = transition(restarted, probe('http', 'fail'), at(161), ROLLBACK);
+    expect(confirmed.effects).toEqual([]);
+    const r = transition(confirmed.state, tick, at(162), ROLLBACK);
 
     const emitted: AgentEvent[] = r.effects.flatMap((e) => (e.type === 'EmitEvent' ? [e.event] : []));
     expect(emitted).toEqual([
       expect.objectContaining({
         kind: 'Failed',
         seq: 8,
-        sustainedDurationSecs: 120,
+        sustainedDurationSecs: 122,
         policyApplied: 'rollback-and-halt',
       }),
     ]);

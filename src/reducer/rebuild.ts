@@ -1,6 +1,6 @@
 import type { AgentEvent } from '../protocol/events.wire';
 import type { LogMeta, LogRecord, ProbeEntry, ReducerState, RolloutEntry } from './reducer.types';
-import { channelOf, mergeTopology, probeAfterResult } from './transition';
+import { channelOf, mergeTopology, probeAfterResult, staleProbes } from './transition';
 
 /**
  * Restores reducer state from the durable event log after a restart. Each
@@ -46,7 +46,8 @@ function foldRollout(rolloutId: string, records: readonly LogRecord[]): RolloutE
     entry = withMeta(applyEvent(entry, r.event), r.meta);
     entry = { ...entry, lastEventSeq: Math.max(entry.lastEventSeq, r.event.seq) };
   }
-  return entry;
+  // After a restart every probe result is from before it: each judges again once a new run confirms it.
+  return { ...entry, probes: staleProbes(entry.probes) };
 }
 
 function withMeta(e: RolloutEntry, meta: LogMeta | undefined): RolloutEntry {

@@ -19,6 +19,11 @@ export interface ProbeEntry {
   readonly statusSince?: string;
   /** The reason of the result that turned it to `fail`; later failures change only the runner's view. */
   readonly failureReason?: string;
+  /**
+   * `lastStatus` is from before a reset or a restart: it judges nothing until
+   * a new result confirms or replaces it. Never on the wire or in the log.
+   */
+  readonly stale?: true;
 }
 
 /** A rollback attempt's outcome; `exitCode` 0 is the one that made the rollout Reverted. */

@@ -79,9 +79,28 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
         since: iso(40),
         failingForSecs: 60,
         failureReason: 'answered 503',
+        stale: false,
       },
-      { name: 'db-ping', kind: 'tcp', mode: 'enforce', lastResult: null, since: null, failingForSecs: null, failureReason: null },
-      { name: 'old', kind: 'tcp', mode: 'disabled', lastResult: null, since: null, failingForSecs: null, failureReason: null },
+      {
+        name: 'db-ping',
+        kind: 'tcp',
+        mode: 'enforce',
+        lastResult: null,
+        since: null,
+        failingForSecs: null,
+        failureReason: null,
+        stale: false,
+      },
+      {
+        name: 'old',
+        kind: 'tcp',
+        mode: 'disabled',
+        lastResult: null,
+        since: null,
+        failingForSecs: null,
+        failureReason: null,
+        stale: false,
+      },
       {
         name: 'web',
         kind: 'tcp',
@@ -90,6 +109,7 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
         since: iso(40),
         failingForSecs: 60,
         failureReason: 'connect to 127.0.0.1:8080 refused (ECONNREFUSED)',
+        stale: false,
       },
     ]);
   });
@@ -100,6 +120,25 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
     expect(rolloutHealth(entry(state), null, at(SOAK_DUE), HALT).waitingFor).toEqual([
       'host runs an unreadable current system, not the target',
     ]);
+  });
+
+  it('waits for a new result of a probe whose last one is from before a reset, and judges no failure off the target', () => {
+    const state = run([
+      ...SOAKING,
+      [declare(['db', 'enforce'], ['web', 'enforce']), 31],
+      [result('db', 'pass'), 32],
+      [result('web', 'fail'), 40],
+      [declare(['db', 'enforce'], ['web', 'enforce']), 50],
+    ]);
+    expect(rolloutHealth(entry(state), TARGET, at(60), HALT).waitingFor).toEqual([
+      'waiting for a new result of probe db (its last, pass, is from before a restart or reset)',
+      'waiting for a new result of probe web (its last, fail, is from before a restart or reset)',
+      'soak ends in 9 min',
+    ]);
+    const fresh = transition(state, result('web', 'fail'), at(55), HALT).state;
+    expect(rolloutHealth(entry(fresh), PREVIOUS, at(60), HALT).waitingFor).toContain(
+      'probe web failing for 20 s (the rollout is judged only while the host runs its target)',
+    );
   });
 
   it.each<[string, readonly (readonly [ReducerInput, number])[], number, string | null]>([
@@ -123,6 +162,27 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
       [
         [declare(['db', 'enforce']), 31],
         [result('db', 'fail'), SOAK_DUE - 10],
+      ],
+      SOAK_DUE,
+      TARGET,
+    ],
+    [
+      'a pass from before a reset',
+      [
+        [declare(['db', 'enforce']), 31],
+        [result('db', 'pass'), 32],
+        [declare(['db', 'enforce']), 40],
+      ],
+      SOAK_DUE,
+      TARGET,
+    ],
+    [
+      'a pass confirmed after a reset',
+      [
+        [declare(['db', 'enforce']), 31],
+        [result('db', 'pass'), 32],
+        [declare(['db', 'enforce']), 40],
+        [result('db', 'pass'), 41],
       ],
       SOAK_DUE,
       TARGET,

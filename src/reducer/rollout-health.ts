@@ -14,6 +14,8 @@ export interface ProbeJudgement {
   /** The current failure streak's length; null while it passes. */
   failingForSecs: number | null;
   failureReason: string | null;
+  /** The last result is from before a reset or a restart: it judges nothing until a new run confirms it. */
+  stale: boolean;
 }
 
 /** A rollout's health: its probes, its soak, and why it has not converged yet. */
@@ -49,6 +51,7 @@ export function rolloutHealth(e: RolloutEntry, currentClosure: string | null, no
       since: p.statusSince ?? null,
       failingForSecs: p.lastStatus === 'fail' && p.firstFailedAt !== undefined ? secsBetween(p.firstFailedAt, now) : null,
       failureReason: p.lastStatus === 'fail' ? (p.failureReason ?? null) : null,
+      stale: p.stale === true,
     }))
     .sort((a, b) => a.name.localeCompare(b.name));
   const soakRemainingSecs = e.soakDueAt === undefined ? null : Math.max(0, Math.ceil((Date.parse(e.soakDueAt) - now.getTime()) / 1000));
@@ -77,15 +80,20 @@ function blockers(
   if (e.probesDeclaredAt === undefined) {
     out.push('waiting for the probe runners to declare the health checks');
   }
+  const onTarget = e.targetClosure !== '' && currentClosure === e.targetClosure;
   for (const p of probes) {
     if (p.mode !== 'enforce') continue;
     if (p.lastResult === null) out.push(`waiting for probe ${p.name} (no result yet)`);
+    else if (p.stale)
+      out.push(`waiting for a new result of probe ${p.name} (its last, ${p.lastResult}, is from before a restart or reset)`);
     else if (p.lastResult === 'fail') {
       const left = policy.sustainedFailureThresholdSecs - (p.failingForSecs ?? 0);
-      out.push(
-        `probe ${p.name} failing for ${formatDuration(p.failingForSecs ?? 0)}` +
-          (left > 0 ? ` (the rollout fails if it still fails in ${formatDuration(left)})` : ' (the rollout fails at the next tick)'),
-      );
+      const verdict = !onTarget
+        ? 'the rollout is judged only while the host runs its target'
+        : left > 0
+          ? `the rollout fails if it still fails in ${formatDuration(left)}`
+          : 'the rollout fails at the next tick';
+      out.push(`probe ${p.name} failing for ${formatDuration(p.failingForSecs ?? 0)} (${verdict})`);
     }
   }
   if (soakRemainingSecs === null) out.push('no soak due time known');

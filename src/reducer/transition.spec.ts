@@ -119,6 +119,23 @@ function expectRejected(r: TransitionResult, before: ReducerState, ...fragments:
 
 describe('transition', () => {
   describe('Activate', () => {
+    it('starts a re-dispatched rollout afresh: nothing of the earlier attempt judges the new one, only its seqs go on', () => {
+      const passing = run(
+        [
+          [declare(['db', 'enforce']), at(31)],
+          [result('db', 'pass'), at(32)],
+        ],
+        HALT,
+        soaking(),
+      ).state;
+      // The CP puts the rollout back to Pending (re-queued) and dispatches it again.
+      const pending = run([[{ type: 'Snapshot', snapshot: snapshot({ state: 'Pending', lastEventSeq: 6 }) }, at(40)]], HALT, passing).state;
+      const again = transition(pending, activateInput(), at(50), HALT);
+      expect(entry(again.state)).toMatchObject({ state: 'Activating', probes: {}, lastEventSeq: 7 });
+      expect(entry(again.state).probesDeclaredAt).toBeUndefined();
+      expect(entry(again.state).activationCompletedAt).toBeUndefined();
+    });
+
     it('opens an unknown rollout in Activating, acks it as seq 1 and fires the switch after the ack', () => {
       const r = transition(EMPTY_STATE, activateInput(), at(0), HALT);
 
@@ -432,7 +449,16 @@ describe('transition', () => {
       const r = transition(failing, declare(['http', 'enforce']), at(60), HALT);
 
       expect(entry(r.state).probes).toEqual({
-        http: { kind: 'http', mode: 'enforce', lastStatus: 'fail', statusSince: iso(35), firstObservedAt: iso(35), firstFailedAt: iso(35) },
+        // Kept, and stale until the re-declared runner's next result.
+        http: {
+          kind: 'http',
+          mode: 'enforce',
+          lastStatus: 'fail',
+          statusSince: iso(35),
+          firstObservedAt: iso(35),
+          firstFailedAt: iso(35),
+          stale: true,
+        },
       });
       expect(events(r.effects).map((e) => e.kind)).toEqual(['ProbeTopologyDeclared']);
     });
@@ -517,6 +543,56 @@ describe('transition', () => {
 
       const observeOnly = run([[result('db', 'pass'), at(SOAK_SECS)]], HALT, mixed).state;
       expect(entry(transition(observeOnly, tick(TARGET), at(SOAK_SECS + 600), HALT).state).state).toBe('Converged');
+    });
+
+    it('does not fail a rollout off its target: a newer rollout (or an operator) moved the host on, and no rollback may undo that', () => {
+      const failing = run(
+        [
+          [declare(['db', 'enforce']), at(31)],
+          [result('db', 'fail'), at(40)],
+        ],
+        ROLLBACK,
+        soaking(ROLLBACK),
+      ).state;
+      // A newer dispatch switched the host; this rollout's frozen failure streak passes the threshold.
+      const r = transition(failing, tick(PREVIOUS), at(400), ROLLBACK);
+      expect(r).toEqual({ state: failing, effects: [] });
+      expect(transition(failing, tick(null), at(400), ROLLBACK).effects).toEqual([]);
+      // Back on its target, with the probe still failing: judged at once.
+      expect(events(transition(failing, tick(TARGET), at(400), ROLLBACK).effects)[0]?.kind).toBe('Failed');
+    });
+
+    it('judges neither way on a result from before a reset: the re-declared runner must confirm it', () => {
+      const passing = run(
+        [
+          [declare(['db', 'enforce']), at(31)],
+          [result('db', 'pass'), at(32)],
+        ],
+        HALT,
+        soaking(),
+      ).state;
+      const reset = run([[declare(['db', 'enforce']), at(40)]], HALT, passing).state;
+      expect(entry(reset).probes.db).toMatchObject({ lastStatus: 'pass', stale: true });
+      expect(transition(reset, tick(TARGET), at(SOAK_SECS + 10), HALT).effects).toEqual([]);
+      const confirmed = transition(reset, result('db', 'pass'), at(SOAK_SECS + 11), HALT);
+      expect(confirmed.effects).toEqual([]);
+      expect(entry(transition(confirmed.state, tick(TARGET), at(SOAK_SECS + 12), HALT).state).state).toBe('Converged');
+
+      const failing = run(
+        [
+          [declare(['db', 'enforce']), at(31)],
+          [result('db', 'fail'), at(32)],
+        ],
+        HALT,
+        soaking(),
+      ).state;
+      const failingReset = run([[declare(['db', 'enforce']), at(40)]], HALT, failing).state;
+      expect(transition(failingReset, tick(TARGET), at(400), HALT).effects).toEqual([]);
+      const stillFailing = transition(failingReset, result('db', 'fail'), at(401), HALT).state;
+      expect(events(transition(stillFailing, tick(TARGET), at(402), HALT).effects)[0]).toMatchObject({
+        kind: 'Failed',
+        sustainedDurationSecs: 370,
+      });
     });
 
     it('counts the threshold it is given (--probe-failure-threshold)', () => {

@@ -81,10 +81,15 @@ export function transition(state: ReducerState, input: ReducerInput, now: Date, 
       });
     case 'ProbeTopologyDeclared':
       return step(state, input, 'Soaking', (e) => {
-        // Runners declare after every reset; the CP already holds an unchanged topology.
-        if (e.probesDeclaredAt !== undefined && sameTopology(e.probes, input.probes)) return { entry: e, events: [] };
+        // Runners declare after every reset, and run every probe afresh: what
+        // was observed before counts again only once a new result confirms it.
+        // The CP already holds an unchanged topology.
+        if (e.probesDeclaredAt !== undefined && sameTopology(e.probes, input.probes)) {
+          const probes = staleProbes(e.probes);
+          return { entry: probes === e.probes ? e : { ...e, probes }, events: [] };
+        }
         return {
-          entry: { ...e, probes: mergeTopology(e.probes, input.probes), probesDeclaredAt: at },
+          entry: { ...e, probes: staleProbes(mergeTopology(e.probes, input.probes)), probesDeclaredAt: at },
           events: [
             {
               kind: 'ProbeTopologyDeclared',
@@ -130,9 +135,10 @@ function activate(state: ReducerState, input: InputOf<'Activate'>, at: string): 
   if (existing && existing.state !== 'Pending') {
     return reject(state, illegal(input.type, input.rolloutId, existing.state));
   }
+  // A new attempt: nothing observed of an earlier one (its probe results, its
+  // verdict) may judge this one. Only the seqs go on: the CP dedups on them.
   const entry: RolloutEntry = {
     probes: {},
-    ...existing,
     rolloutId: input.rolloutId,
     channel: input.channel ?? channelOf(input.rolloutId),
     state: 'Activating',
@@ -160,7 +166,12 @@ function probeResult(e: RolloutEntry, input: InputOf<'ProbeResult'>, at: string)
   // seconds, and repeating an unchanged status would flood the CP while telling
   // it nothing; the streak's start (ProbeFailureFirst) and the verdict (Failed,
   // Converged) carry the timing.
-  if (probe.lastStatus === input.status) return { entry: e, events: [] };
+  if (probe.lastStatus === input.status) {
+    // Nothing new for the CP; a result from before a reset is confirmed.
+    if (probe.stale !== true) return { entry: e, events: [] };
+    const { stale: _confirmed, ...fresh } = probe;
+    return { entry: { ...e, probes: { ...e.probes, [input.probeName]: fresh } }, events: [] };
+  }
 
   const events: UnnumberedEvent[] = [];
   const mode = probe.mode;
@@ -213,6 +224,19 @@ export function mergeTopology(
   return next;
 }
 
+/**
+ * Every probe that has a result, marked as from before now (a reset, a
+ * restart); the same object back when none has one, so a quiet re-declaration
+ * changes nothing.
+ */
+export function staleProbes(probes: Readonly<Record<string, ProbeEntry>>): Readonly<Record<string, ProbeEntry>> {
+  const withResult = Object.entries(probes).filter(([, p]) => p.lastStatus !== undefined && p.stale !== true);
+  if (withResult.length === 0) return probes;
+  const next: Record<string, ProbeEntry> = { ...probes };
+  for (const [name, p] of withResult) next[name] = { ...p, stale: true };
+  return next;
+}
+
 /** The same probes with the same kinds and modes, whatever their order. */
 function sameTopology(current: Readonly<Record<string, ProbeEntry>>, declared: readonly DeclaredProbe[]): boolean {
   if (Object.keys(current).length !== declared.length) return false;
@@ -245,12 +269,18 @@ function tick(state: ReducerState, input: InputOf<'Tick'>, now: Date, policy: Po
 function soakVerdict(e: RolloutEntry, currentClosure: string | null, now: Date, policy: Policy): Done | undefined {
   const at = now.toISOString();
   const enforced = Object.entries(e.probes).filter(([, p]) => p.mode === 'enforce');
+  const onTarget = currentClosure !== null && e.targetClosure !== '' && currentClosure === e.targetClosure;
 
   const thresholdMs = policy.sustainedFailureThresholdSecs * 1000;
+  // A result from before a reset or a restart is not evidence about the host
+  // now: the streak still counts from its first failure, but the verdict waits
+  // for the next result.
   const sustained = enforced
-    .map(([name, p]) => ({ name, failingMs: p.lastStatus === 'fail' ? sinceMs(p.firstFailedAt, now) : undefined }))
+    .map(([name, p]) => ({ name, failingMs: p.lastStatus === 'fail' && p.stale !== true ? sinceMs(p.firstFailedAt, now) : undefined }))
     .filter((f): f is { name: string; failingMs: number } => f.failingMs !== undefined && f.failingMs >= thresholdMs);
-  if (sustained.length > 0) {
+  // Only while the host runs the target: a host that moved on (a newer rollout,
+  // an operator) is not this rollout's to fail, nor to roll back under it.
+  if (sustained.length > 0 && onTarget) {
     const failure = applyFailurePolicy(e, policy);
     return {
       entry: { ...e, state: 'Failed', failedAt: at, policyApplied: failure.policyApplied },
@@ -273,8 +303,7 @@ function soakVerdict(e: RolloutEntry, currentClosure: string | null, now: Date, 
   // No soak due time known: converging would declare a success the CP never scheduled.
   const soakDue = e.soakDueAt !== undefined && Date.parse(e.soakDueAt) <= now.getTime();
   // Until the runners declared the topology, an empty `probes` means "not known yet", not "none".
-  const healthy = e.probesDeclaredAt !== undefined && enforced.every(([, p]) => p.lastStatus === 'pass');
-  const onTarget = currentClosure !== null && e.targetClosure !== '' && currentClosure === e.targetClosure;
+  const healthy = e.probesDeclaredAt !== undefined && enforced.every(([, p]) => p.lastStatus === 'pass' && p.stale !== true);
   if (soakDue && healthy && onTarget) {
     return {
       entry: { ...e, state: 'Converged', convergedAt: at, currentClosure },

@@ -61,7 +61,8 @@ describe('runProcess options', () => {
   it('reaps what the run left in its process group when asked (reapGroup), and leaves it otherwise', async () => {
     const reaped = join(dir, 'reaped.pid');
     const left = join(dir, 'left.pid');
-    const background = (pidFile: string): string => script(`bg-${pidFile.length}`, `sleep 30 > /dev/null 2>&1 &\necho $! > '${pidFile}'\nexit 1`);
+    const background = (pidFile: string): string =>
+      script(`bg-${pidFile.length}`, `sleep 30 > /dev/null 2>&1 &\necho $! > '${pidFile}'\nexit 1`);
     expect((await runProcess([background(reaped)], { timeoutMs: 5000, reapGroup: true })).exitCode).toBe(1);
     expect(await processGone(Number(readFileSync(reaped, 'utf8')), 2_000)).toBe(true);
 
