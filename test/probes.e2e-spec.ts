@@ -330,8 +330,8 @@ describe('health probes judge a rollout: the built agent, real probe targets on 
   it('a malformed entry ("port": "5432"): one warning line naming the file, the probe and the field; declared, and it fails the rollout as an enforce probe', async () => {
     writeHealthChecks(healthChecksFile, {
       web: { kind: 'http', url: web.url, intervalSeconds: 5 },
-      // A string port, and a mode that must not let a refused declaration off.
-      'db-port': { kind: 'tcp', port: String(db.port), mode: 'observe', intervalSeconds: 5 },
+      // A string port, and a typo in the mode: neither may let the refused declaration off (it stays enforce).
+      'db-port': { kind: 'tcp', port: String(db.port), mode: 'observ', intervalSeconds: 5 },
     });
     const agent = await start('halt');
     const soakDueMs = Date.now() + 3_000;
