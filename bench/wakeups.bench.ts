@@ -4,7 +4,7 @@
 // WAKEUPS_WINDOW_SECS sets the measured window (default 60: one heartbeat and one dispatch long-poll fall in it).
 // WAKEUPS_COUNT_TIMERS=0 runs the agent without the timer-counting preload, whose async hook costs CPU of its own.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,6 +12,7 @@ import { devAgentArgs } from '../dev/agent-args';
 import { DevControlPlane } from '../dev/control-plane';
 import { freePort } from '../dev/free-port';
 import { makePki } from '../dev/pki';
+import { CLOCK_TICKS_PER_SEC, contextSwitches, cpuTicks as cpuTicksOf } from './proc-stats';
 
 const MACHINE_ID = 'web-01';
 const CLOSURE = `${'b'.repeat(32)}-nixos-system-web-01-26.11`;
@@ -29,27 +30,10 @@ interface Sample {
   timers: { Timeout: number; Immediate: number } | null;
 }
 
-function field(status: string, name: string): number {
-  const m = new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status);
-  if (!m) throw new Error(`no ${name} in /proc status`);
-  return Number(m[1]);
-}
-
 async function sample(pid: number, countsFile: string | null): Promise<Sample> {
   const atMs = performance.now();
-  const mainSwitches = field(readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8'), 'voluntary_ctxt_switches');
-  let allSwitches = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      allSwitches += field(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'), 'voluntary_ctxt_switches');
-    } catch {
-      // A thread that ended between the listing and the read.
-    }
-  }
-  // /proc/<pid>/stat: fields 14 and 15 (utime, stime) after the parenthesised command name.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const cpuTicks = Number(rest[11]) + Number(rest[12]);
+  const { main: mainSwitches, all: allSwitches } = contextSwitches(pid);
+  const cpuTicks = cpuTicksOf(pid).self;
   if (countsFile === null) return { atMs, mainSwitches, allSwitches, cpuTicks, timers: null };
   // The preload writes its counts on SIGUSR2 (one wake-up, outside the switch counts just read).
   rmSync(countsFile, { force: true });
@@ -101,7 +85,6 @@ async function main(): Promise<void> {
       const secs = (b.atMs - a.atMs) / 1000;
       const rate = (n: number | null): string => (n === null ? '      -' : (n / secs).toFixed(2).padStart(7));
       const timers = (kind: 'Timeout' | 'Immediate'): number | null => (a.timers && b.timers ? b.timers[kind] - a.timers[kind] : null);
-      const clockTicks = 100; // USER_HZ on Linux
       process.stdout.write(
         [
           `idle agent, --heartbeat-interval 60, ${secs.toFixed(1)} s window (${agentMain})`,
@@ -109,7 +92,7 @@ async function main(): Promise<void> {
           `voluntary ctxt switches, all threads                     ${rate(b.allSwitches - a.allSwitches)} /s`,
           `JS timer callbacks (Timeout)                             ${rate(timers('Timeout'))} /s`,
           `setImmediate callbacks                                   ${rate(timers('Immediate'))} /s`,
-          `CPU time${countsFile === null ? '' : ' (with the counting hook)'}${' '.repeat(countsFile === null ? 49 : 25)}${(((b.cpuTicks - a.cpuTicks) / clockTicks / secs) * 60_000).toFixed(0).padStart(7)} ms/min`,
+          `CPU time${countsFile === null ? '' : ' (with the counting hook)'}${' '.repeat(countsFile === null ? 49 : 25)}${(((b.cpuTicks - a.cpuTicks) / CLOCK_TICKS_PER_SEC / secs) * 60_000).toFixed(0).padStart(7)} ms/min`,
           `heartbeats seen by the CP in the window: ${cp.heartbeats.filter((h) => h.receivedAt.getTime() >= Date.now() - secs * 1000).length}`,
         ].join('\n') + '\n',
       );
