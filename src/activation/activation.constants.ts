@@ -25,10 +25,32 @@ export const STDERR_TAIL_BYTES = 4096;
  * them at fakes (no systemd or Nix in the test environment).
  */
 export const NIXOS_DEFAULTS = {
+  nixStore: 'nix-store',
   nixEnv: 'nix-env',
   systemdRun: 'systemd-run',
   bootedSystemPath: '/run/booted-system',
+  /** NixOS's switch-to-configuration holds an exclusive flock on it while it runs. */
+  switchLockPath: '/run/nixos/switch-to-configuration.lock',
 } as const;
+
+/**
+ * A realise that has not finished in this long is stuck (a dead cache, a
+ * stalled download): it is killed and the activation fails. As long as a
+ * switch may take: a large closure over a slow link takes minutes.
+ */
+export const DEFAULT_REALISE_TIMEOUT_MS = 30 * 60_000;
+
+/** How long an activation waits for another switch-to-configuration to release its lock before it fails. */
+export const DEFAULT_SWITCH_LOCK_WAIT_MS = 5 * 60_000;
+
+/** How often a waiting activation tries the switch lock again. */
+export const SWITCH_LOCK_POLL_MS = 1_000;
+
+/** While an activation runs, its progress is logged at most this often (phase changes at once). */
+export const PROGRESS_LOG_INTERVAL_MS = 15_000;
+
+/** §13: ActivationFailed's exit code when the realise failed on a signature (the closure is not trusted). */
+export const SIGNATURE_FAILURE_EXIT_CODE = -2;
 
 /**
  * An activation command runs in the agent's process tree and dies with it:

@@ -261,13 +261,13 @@ describe('ActivationModule', () => {
       return { problems: status.problems, warnings: logs.messages('warn', ActivationPreflight.name) };
     }
 
-    it('nixos: finds nix-env and systemd-run on PATH and the store, and says nothing', async () => {
-      const r = await preflight([], { PATH: `${join(dir, 'nowhere')}:${bin('nix-env', 'systemd-run')}` });
+    it('nixos: finds nix-store, nix-env and systemd-run on PATH and the store, and says nothing', async () => {
+      const r = await preflight([], { PATH: `${join(dir, 'nowhere')}:${bin('nix-store', 'nix-env', 'systemd-run')}` });
       expect(r).toEqual({ problems: [], warnings: [] });
     });
 
     it('nixos: logs one warning at start naming each missing tool, the PATH searched, and the missing store', async () => {
-      const path = bin('systemd-run');
+      const path = bin('nix-store', 'systemd-run');
       const r = await preflight(['--store-dir', join(dir, 'no-store')], { PATH: path });
 
       expect(r.problems).toEqual([
@@ -279,6 +279,7 @@ describe('ActivationModule', () => {
         `activation backend nixos (--activation-backend) cannot activate: ${r.problems.join('; ')}; the agent runs on, but a dispatch to this host fails with ActivationFailed until this is fixed (checked at start)`,
       );
       expect((await preflight([], {})).problems).toEqual([
+        'nix-store (fetches the closure) is not found on PATH (PATH is empty)',
         'nix-env (sets the system profile) is not found on PATH (PATH is empty)',
         'systemd-run (runs switch-to-configuration) is not found on PATH (PATH is empty)',
       ]);

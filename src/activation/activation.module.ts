@@ -5,7 +5,13 @@ import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { serveEffectPort } from '../reducer/effect-ports';
 import { ReducerModule } from '../reducer/reducer.module';
-import { ACTIVATION_BACKEND, DEFAULT_ACTIVATION_TIMEOUT_MS, NIXOS_DEFAULTS } from './activation.constants';
+import {
+  ACTIVATION_BACKEND,
+  DEFAULT_ACTIVATION_TIMEOUT_MS,
+  DEFAULT_REALISE_TIMEOUT_MS,
+  DEFAULT_SWITCH_LOCK_WAIT_MS,
+  NIXOS_DEFAULTS,
+} from './activation.constants';
 import { ActivationPreflight } from './activation.preflight';
 import { ActivationService } from './activation.service';
 import { ActivationStatusContributor } from './activation.status';
@@ -26,7 +32,14 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
       return new CommandBackend({ storeDir, command: config.activationCommand, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS }, currentSystem);
     case 'nixos':
       return new NixosBackend(
-        { storeDir, systemProfile: config.systemProfile, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS, ...NIXOS_DEFAULTS },
+        {
+          storeDir,
+          systemProfile: config.systemProfile,
+          timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS,
+          realiseTimeoutMs: DEFAULT_REALISE_TIMEOUT_MS,
+          switchLockWaitMs: DEFAULT_SWITCH_LOCK_WAIT_MS,
+          ...NIXOS_DEFAULTS,
+        },
         currentSystem,
       );
     default: {

@@ -1,3 +1,6 @@
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { CapturingLogger, fakeClosure, FixedRandom } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
@@ -11,6 +14,9 @@ import { EMPTY_STATE, type ReducerInput, type ReducerState, type TransitionResul
 import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
 import { BootGate } from '../lifecycle/boot-gate';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
+import type { AgentConfig } from '../config/config.loader';
+import { eventually } from '../../test/support/polling';
+import { NixosBackend } from './backends/nixos.backend';
 import { ActivationService } from './activation.service';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan, SwitchMethod } from './activation.types';
 
@@ -163,6 +169,8 @@ describe('ActivationService', () => {
       closure: TARGET,
       kind: 'switch',
       startedAt: '2026-11-28T12:00:00.000Z',
+      phase: null,
+      realise: null,
     });
 
     clock.advance(5_000);
@@ -358,5 +366,117 @@ describe('ActivationService', () => {
     expect(messages('warn')).toEqual([expect.stringContaining('continues detached')]);
     backend.open(TARGET); // let it end, so the test leaves nothing pending
     await service.idle();
+  });
+});
+
+/**
+ * The nixos backend's phases as /status and the log show them, while a slow
+ * fake `nix-store --realise` downloads: it prints its "copying path" lines,
+ * then waits for the test's go-ahead files.
+ */
+describe('ActivationService with the nixos backend', () => {
+  let dir: string;
+  let module: TestingModule;
+  let service: ActivationService;
+  let logs: CapturingLogger;
+  let clock: FakeClock;
+
+  const copying = (name: string): string => `copying path '/nix/store/${name}' from 'https://cache.example.org'...`;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-activation-nixos-'));
+    const store = join(dir, 'store');
+    const link = join(dir, 'current-system');
+    mkdirSync(join(store, PREVIOUS), { recursive: true });
+    symlinkSync(join(store, PREVIOUS), link);
+    // The target is only in the fake cache: the realise fetches it.
+    mkdirSync(join(dir, 'cache', TARGET, 'bin'), { recursive: true });
+    const script = (path: string, body: string[]): void => writeFileSync(path, `#!/bin/sh\n${body.join('\n')}\n`, { mode: 0o755 });
+    const waitFor = (file: string): string => `while [ ! -e '${join(dir, file)}' ]; do sleep 0.05; done`;
+    script(join(dir, 'cache', TARGET, 'bin', 'switch-to-configuration'), [`ln -sfn '${join(store, TARGET)}' '${link}'`]);
+    script(join(dir, 'nix-store'), [
+      `echo 'these 3 paths will be fetched (12.00 MiB download, 40.00 MiB unpacked):' >&2`,
+      `echo "${copying('a-dependency')}" >&2`,
+      `echo "${copying('b-dependency')}" >&2`,
+      waitFor('go'),
+      `echo "${copying(TARGET)}" >&2`,
+      waitFor('release'),
+      `cp -a '${join(dir, 'cache', TARGET)}' "$2"`,
+    ]);
+    script(join(dir, 'nix-env'), ['ln -sfn "$4" "$2"']);
+    script(join(dir, 'systemd-run'), ['while [ $# -gt 0 ]; do case "$1" in --*) shift ;; *) break ;; esac; done', '"$@"']);
+    const reader = new CurrentSystemReader({ currentSystemPath: link } as AgentConfig);
+    const backend = new NixosBackend(
+      {
+        storeDir: store,
+        systemProfile: join(dir, 'system-profile'),
+        nixStore: join(dir, 'nix-store'),
+        nixEnv: join(dir, 'nix-env'),
+        systemdRun: join(dir, 'systemd-run'),
+        bootedSystemPath: join(dir, 'booted-system'),
+        switchLockPath: join(dir, 'switch.lock'),
+        timeoutMs: 10_000,
+        realiseTimeoutMs: 10_000,
+        switchLockWaitMs: 10_000,
+      },
+      reader,
+    );
+    clock = new FakeClock();
+    module = await Test.createTestingModule({
+      imports: [MetricsModule],
+      providers: [
+        ActivationService,
+        { provide: ACTIVATION_BACKEND, useValue: backend },
+        { provide: CLOCK, useValue: clock },
+        { provide: RANDOM, useValue: new FixedRandom() },
+        { provide: REDUCER_INPUT, useValue: new RecordingReducer([]) },
+        BootGate,
+        { provide: CurrentSystemReader, useValue: reader },
+      ],
+    }).compile();
+    logs = new CapturingLogger();
+    module.useLogger(logs);
+    service = module.get(ActivationService);
+  });
+  afterEach(async () => {
+    writeFileSync(join(dir, 'go'), '');
+    writeFileSync(join(dir, 'release'), '');
+    await service.idle();
+    await module.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const logged = (): string[] => logs.messages('log', ActivationService.name);
+
+  it('shows the realise in /status while it downloads, and logs its progress at most every 15 s', async () => {
+    service.handle(fireSwitch());
+    await eventually(() => service.status().running?.realise?.pathsCopied === 2, 5_000, 'two paths copying');
+    expect(service.status().running).toMatchObject({
+      rolloutId: ROLLOUT,
+      phase: 'realising',
+      realise: { lastLine: copying('b-dependency'), pathsToFetch: 3, pathsCopied: 2, downloadBytes: 12 * 1024 ** 2 },
+    });
+    const what = `switch of ${ROLLOUT} to ${TARGET}`;
+    // The phase at once; its first lines came within 15 s of it, so no progress line yet.
+    expect(logged().filter((m) => m.startsWith(`${what}: realising`))).toEqual([
+      `${what}: realising: nix-store --realise ${join(dir, 'store', TARGET)}`,
+    ]);
+
+    clock.advance(15_000);
+    writeFileSync(join(dir, 'go'), '');
+    await eventually(() => service.status().running?.realise?.pathsCopied === 3, 5_000, 'the third path copying');
+    expect(logged().filter((m) => m.startsWith(`${what}: realising: 3`))).toEqual([
+      `${what}: realising: 3 of 3 path(s) copied, 12.0 MiB to download; last: ${copying(TARGET)}`,
+    ]);
+
+    writeFileSync(join(dir, 'release'), '');
+    await service.idle();
+    expect(service.status()).toMatchObject({ running: null, lastResult: { outcome: 'completed', detail: `now running ${TARGET}` } });
+    expect(logged()).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(new RegExp(`^${what}: setting profile: `)),
+        expect.stringMatching(new RegExp(`^${what}: switching: switch-to-configuration switch in unit nixfleet-switch-`)),
+      ]),
+    );
   });
 });

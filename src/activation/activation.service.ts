@@ -9,15 +9,18 @@ import { type EffectOf, type FireRollbackPort, type FireSwitchPort, REDUCER_INPU
 import { describeInput } from '../reducer/reducer.service';
 import type { ReducerInput, RolloutEntry } from '../reducer/reducer.types';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
-import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE } from './activation.constants';
+import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE, PROGRESS_LOG_INTERVAL_MS } from './activation.constants';
 import type {
   ActivationBackend,
   ActivationKind,
   ActivationOutcome,
   ActivationPlan,
+  ActivationProgress,
   ActivationStatus,
+  ProgressSink,
   SwitchMethod,
 } from './activation.types';
+import { describeRealise } from './backends/realise-progress';
 
 type ActivationEffect = EffectOf<'FireSwitch'> | EffectOf<'FireRollback'>;
 
@@ -95,7 +98,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
   status(): ActivationStatus {
     return {
       backend: this.backend.name,
-      running: this.running && { ...this.running },
+      running: this.running && { ...this.running, realise: this.running.realise && { ...this.running.realise } },
       queued: this.queued,
       lastResult: this.lastResult && { ...this.lastResult },
     };
@@ -149,7 +152,14 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       this.logger.warn(`${job.kind} of ${job.rolloutId} to ${job.closure} not started: the agent is shutting down`);
       return;
     }
-    this.running = { rolloutId: job.rolloutId, closure: job.closure, kind: job.kind, startedAt: this.clock.now().toISOString() };
+    this.running = {
+      rolloutId: job.rolloutId,
+      closure: job.closure,
+      kind: job.kind,
+      startedAt: this.clock.now().toISOString(),
+      phase: null,
+      realise: null,
+    };
     try {
       if (job.kind === 'rollback' && !(await this.rollbackStillWanted(job))) return;
       const plan = await this.planFor(job.closure);
@@ -163,12 +173,40 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         return;
       }
       this.logger.log(`${job.kind} of ${job.rolloutId} to ${job.closure} started (${this.backend.name}: ${plan.switchMethod})`);
-      const outcome = await runPlan(plan);
+      const outcome = await runPlan(plan, this.progressSink(job));
       this.record(job, outcome);
       await this.report(job, outcome);
     } finally {
       this.running = null;
     }
+  }
+
+  /**
+   * Shows the running activation's phase in /status and logs it: a new phase
+   * at once, progress within one (a download's "copying path" lines) at most
+   * every PROGRESS_LOG_INTERVAL_MS, so a long realise is seen to move without
+   * flooding the log.
+   */
+  private progressSink(job: Job): ProgressSink {
+    const what = `${job.kind} of ${job.rolloutId} to ${job.closure}`;
+    let lastLoggedMs: number | null = null;
+    return (progress: ActivationProgress) => {
+      const running = this.running;
+      if (running === null || running.rolloutId !== job.rolloutId || running.closure !== job.closure) return;
+      const newPhase = running.phase !== progress.phase;
+      running.phase = progress.phase;
+      running.realise = progress.realise && { ...progress.realise };
+      const nowMs = this.clock.monotonicMs();
+      if (newPhase) {
+        lastLoggedMs = nowMs;
+        this.logger.log(`${what}: ${progress.phase}: ${progress.note}`);
+        return;
+      }
+      if (progress.phase !== 'realising' || progress.realise === null) return;
+      if (lastLoggedMs !== null && nowMs - lastLoggedMs < PROGRESS_LOG_INTERVAL_MS) return;
+      lastLoggedMs = nowMs;
+      this.logger.log(`${what}: realising: ${describeRealise(progress.realise)}`);
+    };
   }
 
   /**
@@ -378,9 +416,9 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
   }
 }
 
-async function runPlan(plan: ActivationPlan): Promise<ActivationOutcome> {
+async function runPlan(plan: ActivationPlan, onProgress: ProgressSink): Promise<ActivationOutcome> {
   try {
-    return await plan.run();
+    return await plan.run(onProgress);
   } catch (err) {
     return { kind: 'failed', exitCode: null, stderrTail: `activation failed unexpectedly: ${(err as Error).message}` };
   }

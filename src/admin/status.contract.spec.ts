@@ -74,8 +74,20 @@ function document(): Json {
       heldOrder: null,
     },
     activation: {
-      backend: 'symlink',
-      running: null,
+      backend: 'nixos',
+      running: {
+        rolloutId: 'stable@e5f6a7b8',
+        closure: CLOSURE,
+        kind: 'switch',
+        startedAt: AT,
+        phase: 'realising',
+        realise: {
+          lastLine: `copying path '/nix/store/${CLOSURE}' from 'https://cache.example.org'...`,
+          pathsToFetch: 12,
+          pathsCopied: 3,
+          downloadBytes: 47_890_000,
+        },
+      },
       queued: 0,
       lastResult: {
         rolloutId: 'stable@a1b2c3d4',
@@ -194,8 +206,14 @@ describe('the /status contract', () => {
       failingSince: null,
     });
     Object.assign(section(early, 'recovery'), { completedAt: null, reachedControlPlane: null });
+    Object.assign(section(section(early, 'activation'), 'running'), { phase: null, realise: null });
     early.currentClosure = null;
     early.rollouts = [];
+    expect(statusContractProblems(early)).toEqual([]);
+    Object.assign(section(section(early, 'activation'), 'running'), {
+      phase: 'realising',
+      realise: { lastLine: null, pathsToFetch: null, pathsCopied: 0, downloadBytes: null },
+    });
     expect(statusContractProblems(early)).toEqual([]);
   });
 
@@ -248,6 +266,8 @@ describe('the /status contract', () => {
     section(section(doc, 'heartbeat'), 'lastError').kind = 'dns';
     section(doc, 'outbound').pending = -1;
     section(section(doc, 'dispatch'), 'lastOrder').outcome = 'applied';
+    section(section(doc, 'activation'), 'running').phase = 'downloading';
+    section(section(section(doc, 'activation'), 'running'), 'realise').pathsCopied = 1.5;
 
     expect(statusContractProblems(doc)).toEqual([
       expect.stringMatching(/^startedAt: startedAt must be an RFC 3339 time/),
@@ -255,6 +275,8 @@ describe('the /status contract', () => {
       expect.stringMatching(/^heartbeat\.lastError\.kind: /),
       expect.stringMatching(/^outbound\.pending: /),
       expect.stringMatching(/^dispatch\.lastOrder\.outcome: /),
+      expect.stringMatching(/^activation\.running\.phase: /),
+      expect.stringMatching(/^activation\.running\.realise\.pathsCopied: /),
     ]);
   });
 

@@ -1,7 +1,14 @@
 import { Type } from 'class-transformer';
 import { IsArray, IsBoolean, IsIn, IsInt, IsNumber, IsObject, IsString, Matches, Min, ValidateIf, ValidateNested } from 'class-validator';
 import type { ActivationSectionStatus, ActivationStatusPart } from '../activation/activation.status';
-import type { ActivationKind, ActivationOutcome, ActivationPreflightStatus, ActivationStatus } from '../activation/activation.types';
+import type {
+  ActivationKind,
+  ActivationOutcome,
+  ActivationPhase,
+  ActivationPreflightStatus,
+  ActivationStatus,
+  RealiseProgress,
+} from '../activation/activation.types';
 import type { CommsStatusPart } from '../comms/comms.status';
 import type { CpFailureKind } from '../comms/cp-failure';
 import type { CertificateStatus, CertificateValidity } from '../comms/identity-watcher';
@@ -77,6 +84,12 @@ const CP_FAILURE_KINDS = members<CpFailureKind>({
 const COMPONENT_STATES = members<ComponentState>({ ok: true, warning: true, failing: true });
 const EXCHANGE_KINDS = members<ExchangeKind>({ 'boot-recovery': true, heartbeat: true });
 const ACTIVATION_KINDS = members<ActivationKind>({ switch: true, rollback: true });
+const ACTIVATION_PHASES = members<ActivationPhase>({
+  realising: true,
+  'waiting for the switch lock': true,
+  'setting profile': true,
+  switching: true,
+});
 const ACTIVATION_OUTCOMES = members<ActivationOutcome['kind']>({ completed: true, failed: true, deferred: true });
 const CERTIFICATE_VALIDITIES = members<CertificateValidity>({ valid: true, expiring: true, expired: true, 'not-yet-valid': true });
 const POLL_OUTCOMES = members<NonNullable<DispatchStatus['lastOutcome']>>({ order: true, 'no-order': true, failed: true });
@@ -212,11 +225,20 @@ export class DispatchSection implements DispatchStatus {
   @Nullable() @Section(() => HeldOrderSection) heldOrder!: HeldOrderSection | null;
 }
 
+export class RealiseSection implements RealiseProgress {
+  @Nullable() @IsString() lastLine!: string | null;
+  @Nullable() @Count() pathsToFetch!: number | null;
+  @Count() pathsCopied!: number;
+  @Nullable() @Count() downloadBytes!: number | null;
+}
+
 export class RunningActivation implements NonNullable<ActivationStatus['running']> {
   @IsString() rolloutId!: string;
   @IsString() closure!: string;
   @IsIn(ACTIVATION_KINDS) kind!: ActivationKind;
   @Time() startedAt!: string;
+  @Nullable() @IsIn(ACTIVATION_PHASES) phase!: ActivationPhase | null;
+  @Nullable() @Section(() => RealiseSection) realise!: RealiseSection | null;
 }
 
 export class ActivationResult implements NonNullable<ActivationStatus['lastResult']> {

@@ -17,6 +17,12 @@ export interface RunOptions {
    * activations, whose commands may start what is meant to keep running.
    */
   readonly reapGroup?: boolean;
+  /**
+   * Called with each line of stderr as it arrives (a CR ends a line too:
+   * progress output redraws with it), trimmed, empty ones skipped. For
+   * progress only: the tail is kept as before.
+   */
+  readonly onStderrLine?: (line: string) => void;
 }
 
 export interface ProcessResult {
@@ -57,6 +63,7 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
   }
   return new Promise<ProcessResult>((resolve) => {
     const stderr = new TailBuffer(STDERR_TAIL_BYTES);
+    const lines = options.onStderrLine === undefined ? null : new LineSplitter(options.onStderrLine);
     const stdout = new HeadBuffer(options.stdoutMaxBytes ?? 0);
     let timedOut = false;
     let aborted = false;
@@ -78,6 +85,7 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       for (const t of timers) clearTimeout(t);
       options.signal?.removeEventListener('abort', onAbort);
       if (options.reapGroup === true) signalGroup('SIGKILL');
+      lines?.end();
       child.stderr?.destroy();
       child.stdout?.destroy();
       resolve({ ...result, timedOut, aborted, stderrTail: stderr.text(), stdout: stdout.text() });
@@ -95,7 +103,10 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       }
     };
 
-    child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr.push(chunk);
+      lines?.push(chunk);
+    });
     child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.on('error', (err: NodeJS.ErrnoException) => {
       // Spawn failures come with no pid; later errors (a failed kill) change nothing.
@@ -159,6 +170,52 @@ export function utf8Tail(bytes: Buffer, max: number): string {
 /** A duration as an operator reads it: `300 ms`, `10 s`, `2 min`. */
 export function formatMs(ms: number): string {
   return ms >= 60_000 && ms % 60_000 === 0 ? `${ms / 60_000} min` : ms >= 1000 ? `${ms / 1000} s` : `${ms} ms`;
+}
+
+/** A partial line longer than this is passed on as it is: a child that never ends a line must not grow the buffer. */
+const MAX_LINE_BYTES = STDERR_TAIL_BYTES;
+
+/** Splits a byte stream into lines for a callback; a callback that throws does not break the run. */
+class LineSplitter {
+  private pending = Buffer.alloc(0);
+
+  constructor(private readonly onLine: (line: string) => void) {}
+
+  push(chunk: Buffer): void {
+    let rest = Buffer.concat([this.pending, chunk]);
+    for (let end = findLineEnd(rest); end !== -1; end = findLineEnd(rest)) {
+      this.emit(rest.subarray(0, end));
+      rest = rest.subarray(end + 1);
+    }
+    if (rest.length > MAX_LINE_BYTES) {
+      this.emit(rest);
+      rest = Buffer.alloc(0);
+    }
+    this.pending = Buffer.from(rest);
+  }
+
+  end(): void {
+    if (this.pending.length > 0) this.emit(this.pending);
+    this.pending = Buffer.alloc(0);
+  }
+
+  private emit(bytes: Buffer): void {
+    const line = bytes.toString('utf8').trim();
+    if (line === '') return;
+    try {
+      this.onLine(line);
+    } catch {
+      // Progress is best effort: the run and its result do not depend on it.
+    }
+  }
+}
+
+function findLineEnd(bytes: Buffer): number {
+  const lf = bytes.indexOf(0x0a);
+  const cr = bytes.indexOf(0x0d);
+  if (lf === -1) return cr;
+  if (cr === -1) return lf;
+  return Math.min(lf, cr);
 }
 
 /** Keeps at most the last `max` bytes pushed into it. */
