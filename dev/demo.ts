@@ -97,7 +97,7 @@ function onRolloutLogLines(stream: Readable, each: (message: string) => void): v
   });
 }
 
-/** `nixfleet-agent status` as an operator runs it; its rollout and health lines (exit 1, degraded, still prints them). */
+/** `nixfleet-agent status` as an operator runs it; its rollout, health and warning lines (exit 1, degraded, still prints them). */
 function agentStatusLines(agentMain: string, adminPort: number): Promise<string[]> {
   return new Promise((res) => {
     const cli = spawn(process.execPath, [agentMain, 'status', '--admin-listen', `127.0.0.1:${adminPort}`], {
@@ -113,7 +113,7 @@ function agentStatusLines(agentMain: string, adminPort: number): Promise<string[
       const lines = out.trimEnd().split('\n');
       const from = lines.findIndex((l) => l.startsWith('  rollouts'));
       const to = lines.findIndex((l) => l.startsWith('  outbound'));
-      res(from < 0 || to < from ? lines : [lines[0], ...lines.slice(from, to)]);
+      res(from < 0 || to < from ? lines : [lines[0], ...lines.slice(from, to), ...lines.filter((l) => l.startsWith('warning:'))]);
     });
   });
 }

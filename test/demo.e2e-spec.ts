@@ -105,6 +105,7 @@ describe('npm run demo', () => {
         new RegExp(
           `\\| +health +stable@e5f6a7b8 Reverted \\(failed \\S+ \\(\\d+ s ago\\)\\); policy rollback-and-halt; rolled back to ${OLD}\\n`,
         ),
+        new RegExp(`\\| warning: rollout stable@e5f6a7b8 failed and was rolled back to ${OLD}\\n`),
       ]);
 
       expect(basename(readlinkSync(join(dir, 'demo', 'current-system')))).toBe(OLD);

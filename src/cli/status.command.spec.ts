@@ -557,6 +557,18 @@ describe('summarize', () => {
       expect(summarize(stuck, assess(stuck, READY, NOW), NOW)).toContain(
         `policy rollback-and-halt; ROLLBACK to ${OLD} FAILED (exit code 4): the host needs an operator`,
       );
+      // Said as warnings too, without degrading the agent: it works; the host is not where the fleet wanted it.
+      expect(assess(reverted, READY, NOW)).toMatchObject({ exit: STATUS_EXIT.healthy });
+      expect(summarize(reverted, assess(reverted, READY, NOW), NOW)).toContain(
+        `warning: rollout stable@a1b2c3d4 failed and was rolled back to ${OLD}`,
+      );
+      expect(summarize(stuck, assess(stuck, READY, NOW), NOW)).toContain(
+        `warning: rollout stable@a1b2c3d4 failed and its rollback to ${OLD} FAILED (exit code 4): the host needs an operator`,
+      );
+      const halted = withProbes([judged({ state: 'Failed', failedAt: secondsBefore(60), policyApplied: 'halt' })]);
+      expect(summarize(halted, assess(halted, READY, NOW), NOW)).toContain(
+        'warning: rollout stable@a1b2c3d4 failed and was halted: the host still runs its closure',
+      );
     });
 
     it('says when the file is missing, or names its problems', () => {

@@ -81,7 +81,16 @@ export type Warning =
   | { kind: 'activation-failed'; rolloutId: string | null; activation: string; exitCode: number | null; detail: string | null }
   | { kind: 'clock-skew'; secs: number }
   | { kind: 'certificate-not-yet-valid'; notBefore: string | null }
-  | { kind: 'certificate-reload-failed'; error: string };
+  | { kind: 'certificate-reload-failed'; error: string }
+  /** A judged rollout that failed: halted, rolled back, or its rollback failed (the host then needs an operator). */
+  | {
+      kind: 'rollout-failed';
+      rolloutId: string;
+      state: string;
+      policy: string | null;
+      rollbackTo: string | null;
+      rollbackExitCode: number | null;
+    };
 
 export interface Assessment {
   exit: StatusExit;
@@ -224,6 +233,21 @@ export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
       activation: text(last.kind) ?? 'activation',
       exitCode: count(last.exitCode),
       detail: firstLine(text(last.detail)),
+    });
+  }
+
+  // The agent itself is fine after a failed rollout, so not degraded; but the host is not where the fleet wanted it.
+  const judged = record(status.probes)?.rollouts;
+  for (const r of Array.isArray(judged) ? judged.map(record) : []) {
+    if (r === null || (r.state !== 'Failed' && r.state !== 'Reverted')) continue;
+    const rollback = record(r.rollback);
+    warnings.push({
+      kind: 'rollout-failed',
+      rolloutId: text(r.rolloutId) ?? '?',
+      state: text(r.state) ?? '?',
+      policy: text(r.policyApplied),
+      rollbackTo: text(rollback?.toClosure),
+      rollbackExitCode: number(rollback?.exitCode),
     });
   }
 
@@ -549,6 +573,16 @@ function warningText(w: Warning): string {
       return `the client certificate is not valid yet${w.notBefore === null ? '' : ` (from ${w.notBefore})`}; check this host's clock`;
     case 'certificate-reload-failed':
       return `renewed certificate files are not in use: ${w.error}`;
+    case 'rollout-failed': {
+      if (w.rollbackExitCode !== null && w.rollbackExitCode !== 0) {
+        return `rollout ${w.rolloutId} failed and its rollback to ${w.rollbackTo ?? '?'} FAILED (exit code ${w.rollbackExitCode}): the host needs an operator`;
+      }
+      if (w.state === 'Reverted')
+        return `rollout ${w.rolloutId} failed and was rolled back to ${w.rollbackTo ?? 'the closure from before it'}`;
+      return w.policy === 'rollback-and-halt'
+        ? `rollout ${w.rolloutId} failed; rolling back`
+        : `rollout ${w.rolloutId} failed and was halted: the host still runs its closure`;
+    }
     default: {
       const never: never = w;
       return never;
