@@ -486,10 +486,9 @@ export class DevControlPlane {
    */
   setManifest(rolloutId: string, served: ManifestVariant | ManifestPair): void {
     const signer = this.signerOrThrow();
-    if (typeof served === 'string') {
-      if (served === 'previous-key' && signer.keys.previous === null) throw new Error('the signer has no previous key');
-      if (served === 'before-reject-before' && signer.rejectBefore === null) throw new Error('the signer was made without rejectBefore');
-    }
+    // Refused here, not at the next queueDispatch, which must not throw.
+    if (served === 'previous-key' && signer.keys.previous === null) throw new Error('the signer has no previous key');
+    if (served === 'before-reject-before' && signer.rejectBefore === null) throw new Error('the signer was made without rejectBefore');
     const held = this.heldRollout(rolloutId);
     if (typeof served === 'string') {
       held.variant = served;
