@@ -2,10 +2,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DevControlPlane } from './control-plane';
+import { ManifestSigner } from './manifest-signer';
 import { makePki, PKI_FILES } from './pki';
 
 const USAGE =
-  'usage: control-plane-main --pki-dir DIR [--make-pki] [--machine-id web-01] [--server-name NAME]... [--port 8443] [--host 127.0.0.1]';
+  'usage: control-plane-main --pki-dir DIR [--make-pki] [--machine-id web-01] [--server-name NAME]... [--port 8443] [--host 127.0.0.1] [--trust-file PATH]';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -17,6 +18,8 @@ async function main(): Promise<void> {
       host: { type: 'string', default: '127.0.0.1' },
       // Also valid in the server certificate (e.g. the compose service name).
       'server-name': { type: 'string', multiple: true },
+      // Serve signed rollout manifests (PROTOCOL §12) with fresh keys, and write the trust file naming them here.
+      'trust-file': { type: 'string' },
     },
   });
   const dir = values['pki-dir'];
@@ -25,6 +28,13 @@ async function main(): Promise<void> {
   // Keep an existing PKI: a restarted CP must still be trusted by agents holding the old CA.
   if (values['make-pki'] && !fs.existsSync(path.join(dir, PKI_FILES.caCert))) {
     await makePki(dir, { machineId: values['machine-id'], serverNames: values['server-name'] ?? [] });
+  }
+  const trustFile = values['trust-file'];
+  // The keys live in this process only: a restarted CP writes a new trust file, and agents must re-read it.
+  let signer: ManifestSigner | undefined;
+  if (trustFile) {
+    signer = new ManifestSigner();
+    await signer.writeTrustFile(trustFile);
   }
   const cp = await DevControlPlane.start({
     pki: {
@@ -36,8 +46,10 @@ async function main(): Promise<void> {
     port,
     // A fresh process has lost whatever an earlier one held: ask agents to replay.
     autoReplayFrom: 'always',
+    signer,
   });
   process.stdout.write(`nixfleet dev control plane listening on ${cp.url}\n`);
+  if (trustFile) process.stdout.write(`signing rollout manifests; trust file for agents (--trust-file): ${path.resolve(trustFile)}\n`);
   const stop = (): void => {
     cp.close().catch((err: unknown) => process.stderr.write(`close failed: ${String(err)}\n`));
   };

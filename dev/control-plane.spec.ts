@@ -1,8 +1,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DevControlPlane, type DevCpOptions } from './control-plane';
+import { loadTrustFile, type TrustRoots } from '../src/trust/trust-file';
+import { checkDispatch, verifyManifest, type DispatchFailure, type VerifyFailure } from '../src/trust/manifest';
+import { DevControlPlane, MANIFEST_VARIANTS, OTHER_TARGET, type DevCpOptions, type ManifestVariant } from './control-plane';
 import { cpRequest, type CpReply, type CpRequest, type TlsIdentity } from './cp-client';
+import { ManifestSigner, toDer } from './manifest-signer';
 import { clientTlsOptions, makePki, type ClientIdentity, type Pki } from './pki';
 
 const R1 = 'stable@a1b2c3d4';
@@ -502,6 +505,210 @@ describe('DevControlPlane', () => {
       cp!.loseAllState();
       expect(cp!.queuedDispatches('web-01')).toBe(0);
       expect((await poll(0)).status).toBe(204);
+    });
+  });
+
+  describe('signed rollout manifests (PROTOCOL §12)', () => {
+    const REJECT_BEFORE = new Date(Date.now() - 24 * 3600 * 1000);
+    let signer: ManifestSigner;
+    let trust: TrustRoots;
+
+    beforeAll(async () => {
+      signer = new ManifestSigner({ rejectBefore: REJECT_BEFORE });
+      const file = path.join(dir, 'trust.json');
+      await signer.writeTrustFile(file);
+      const loaded = await loadTrustFile(file);
+      if (!loaded.ok) throw new Error(loaded.problems.join('\n'));
+      trust = loaded.trust;
+    });
+
+    const fetchManifest = (rolloutId: string, id?: ClientIdentity): Promise<CpReply> =>
+      send({ path: `/v1/rollouts/${encodeURIComponent(rolloutId)}` }, id);
+    const fetchSignature = (rolloutId: string, id?: ClientIdentity): Promise<CpReply> =>
+      send({ path: `/v1/rollouts/${encodeURIComponent(rolloutId)}/sig` }, id);
+    const dispatchR1 = (hostname = 'web-01', target = CLOSURE): void =>
+      cp!.queueDispatch(hostname, { rollout_id: R1, target_closure: target, soak_due_at: '2026-11-28T12:10:00Z' });
+
+    /** Fetches the pair as the agent would, then judges it as the agent would. */
+    async function judge(rolloutId = R1, hostname = 'web-01', target = CLOSURE) {
+      const manifest = await fetchManifest(rolloutId);
+      const sig = await fetchSignature(rolloutId);
+      if (manifest.status !== 200 || sig.status !== 200) return { http: [manifest.status, sig.status] };
+      const verified = verifyManifest(manifest.bytes, sig.bytes, trust, new Date());
+      if (!verified.ok) return { verify: verified.reason };
+      const covers = checkDispatch(verified.manifest, { rolloutId, hostname, targetClosure: target });
+      return covers.ok ? { ok: verified.keySlot } : { dispatch: covers.reason };
+    }
+
+    it('answers 404 with a JSON error on both routes when started without a signer', async () => {
+      await start();
+      dispatchR1();
+      for (const res of [await fetchManifest(R1), await fetchSignature(R1)]) {
+        expect(res.status).toBe(404);
+        expect(res.headers['content-type']).toBe('application/json');
+        expect(JSON.parse(res.text)).toMatchObject({ error: 'no_manifest' });
+      }
+      expect(cp!.manifest(R1)).toBeNull();
+      expect(() => cp!.setManifest(R1, 'good')).toThrow('without a signer');
+      expect(cp!.manifestFetches).toEqual([expect.objectContaining({ route: 'manifest', rolloutId: R1, status: 404 })]);
+      expect(cp!.signatureFetches).toEqual([expect.objectContaining({ route: 'signature', rolloutId: R1, status: 404 })]);
+    });
+
+    it('serves, for a queued dispatch, the manifest exactly as signed and its raw signature; they verify and cover the dispatch', async () => {
+      await start({ signer });
+      dispatchR1();
+      const manifest = await fetchManifest(R1);
+      const sig = await fetchSignature(R1);
+      expect(manifest.status).toBe(200);
+      expect(manifest.headers['content-type']).toBe('application/json');
+      expect(sig.status).toBe(200);
+      expect(sig.headers['content-type']).toBe('application/octet-stream');
+      expect(sig.bytes).toHaveLength(64);
+      const held = cp!.manifest(R1);
+      expect(manifest.bytes.equals(held!.bytes)).toBe(true);
+      expect(sig.bytes.equals(held!.signature)).toBe(true);
+      // Pretty-printed: only JCS makes these bytes match the signature.
+      expect(manifest.text).toContain('\n  "hostSet": [');
+
+      const verified = verifyManifest(manifest.bytes, sig.bytes, trust, new Date());
+      if (!verified.ok) throw new Error(verified.detail);
+      expect(verified.keySlot).toBe('current');
+      expect(verified.manifest.hostSet).toEqual([{ hostname: 'web-01', waveIndex: 0, targetClosure: CLOSURE }]);
+      expect(checkDispatch(verified.manifest, { rolloutId: R1, hostname: 'web-01', targetClosure: CLOSURE })).toEqual({ ok: true });
+      expect(JSON.parse((await poll(0)).text)).toMatchObject({ rollout_id: R1, target_closure: CLOSURE });
+    });
+
+    it('signs one manifest per rollout naming every host dispatched, again only when that changes it', async () => {
+      await start({ signer });
+      dispatchR1('web-01');
+      const first = cp!.manifest(R1);
+      dispatchR1('web-01');
+      expect(cp!.manifest(R1)).toBe(first);
+      dispatchR1('db-02');
+      expect(await judge(R1, 'web-01')).toEqual({ ok: 'current' });
+      expect(await judge(R1, 'db-02')).toEqual({ ok: 'current' });
+      dispatchR1('web-01', OTHER_TARGET);
+      expect(await judge(R1, 'web-01', OTHER_TARGET)).toEqual({ ok: 'current' });
+      expect(await judge(R1, 'web-01', CLOSURE)).toEqual({ dispatch: 'wrong-target' });
+    });
+
+    it('serves a manifest to any fleet member, whatever hosts it names', async () => {
+      await start({ signer });
+      dispatchR1('web-01');
+      expect((await fetchManifest(R1, pki.otherMachine)).status).toBe(200);
+      expect(cp!.manifestFetches[0]).toMatchObject({ machineId: 'db-02', rolloutId: R1, status: 200 });
+    });
+
+    it('holds no manifest for a rollout id the signer cannot sign or a path cannot carry, and still queues the order', async () => {
+      await start({ signer });
+      cp!.queueDispatch('web-01', { rollout_id: 'no-at-sign', target_closure: CLOSURE, soak_due_at: '2026-11-28T12:10:00Z' });
+      cp!.queueDispatch('web-01', { rollout_id: 'stable@a/../b', target_closure: CLOSURE, soak_due_at: '2026-11-28T12:10:00Z' });
+      expect(cp!.queuedDispatches('web-01')).toBe(2);
+      expect((await fetchManifest('no-at-sign')).status).toBe(404);
+      expect(cp!.manifest('stable@a/../b')).toBeNull();
+      expect((await fetchManifest('stable@unknown')).status).toBe(404);
+    });
+
+    const expected: Record<ManifestVariant, Awaited<ReturnType<typeof judge>>> = {
+      good: { ok: 'current' },
+      'previous-key': { ok: 'previous' },
+      tampered: { verify: 'bad-signature' satisfies VerifyFailure },
+      'unknown-key': { verify: 'bad-signature' },
+      stale: { verify: 'stale' },
+      future: { verify: 'from-the-future' },
+      'before-reject-before': { verify: 'signed-before-reject-before' },
+      'other-host': { dispatch: 'not-for-this-host' satisfies DispatchFailure },
+      'wrong-target': { dispatch: 'wrong-target' },
+      'other-rollout': { dispatch: 'wrong-rollout' },
+      'no-signature': { http: [200, 404] },
+      'short-signature': { verify: 'malformed-signature' },
+      'server-error': { http: [500, 500] },
+      missing: { http: [404, 404] },
+    };
+
+    it.each(MANIFEST_VARIANTS.map((v) => [v, expected[v]] as const))('serves the %s variant, judged %j', async (variant, outcome) => {
+      await start({ signer });
+      // Set before the dispatch on one rollout, after it on another: both orders work.
+      cp!.setManifest(R1, variant);
+      dispatchR1();
+      cp!.queueDispatch('web-01', { rollout_id: R2, target_closure: CLOSURE, soak_due_at: '2026-11-28T12:10:00Z' });
+      cp!.setManifest(R2, variant);
+      expect(await judge(R1)).toEqual(outcome);
+      expect(await judge(R2)).toEqual(outcome);
+    });
+
+    it('goes back to a good manifest when told', async () => {
+      await start({ signer });
+      dispatchR1();
+      cp!.setManifest(R1, 'unknown-key');
+      expect(await judge()).toEqual({ verify: 'bad-signature' });
+      cp!.setManifest(R1, 'good');
+      expect(await judge()).toEqual({ ok: 'current' });
+    });
+
+    it('serves exact bytes and signature when given a pair, whatever is dispatched', async () => {
+      await start({ signer });
+      const p256 = new ManifestSigner({ current: 'ecdsa-p256', previous: null });
+      const signed = p256.sign({ rolloutId: R1, hosts: [{ hostname: 'web-01', targetClosure: CLOSURE }], signedAt: new Date() });
+      cp!.setManifest(R1, { bytes: signed.bytes, signature: toDer(signed.signature) });
+      dispatchR1('web-01', OTHER_TARGET);
+      const sig = await fetchSignature(R1);
+      expect(sig.bytes.equals(toDer(signed.signature))).toBe(true);
+      expect((await fetchManifest(R1)).bytes.equals(signed.bytes)).toBe(true);
+      expect(await judge()).toEqual({ verify: 'malformed-signature' });
+    });
+
+    it('refuses variants the signer cannot make', async () => {
+      await start({ signer: new ManifestSigner({ previous: null }) });
+      expect(() => cp!.setManifest(R1, 'previous-key')).toThrow('no previous key');
+      expect(() => cp!.setManifest(R1, 'before-reject-before')).toThrow('without rejectBefore');
+    });
+
+    it('logs each fetch with its rollout id, so a test can count them', async () => {
+      await start({ signer });
+      dispatchR1();
+      cp!.queueDispatch('web-01', { rollout_id: R2, target_closure: CLOSURE, soak_due_at: '2026-11-28T12:10:00Z' });
+      await fetchManifest(R1);
+      await fetchSignature(R1);
+      await fetchManifest(R1);
+      await send({ path: `/v1/rollouts/${R2}` });
+      expect(cp!.manifestFetches.map((r) => [r.rolloutId, r.machineId, r.status])).toEqual([
+        [R1, 'web-01', 200],
+        [R1, 'web-01', 200],
+        [R2, 'web-01', 200],
+      ]);
+      expect(cp!.signatureFetches.map((r) => [r.rolloutId, r.status])).toEqual([[R1, 200]]);
+      expect(cp!.manifestFetches.filter((r) => r.rolloutId === R1)).toHaveLength(2);
+      expect(cp!.requests.filter((r) => r.route === 'manifest' || r.route === 'signature')).toHaveLength(4);
+    });
+
+    it('checks method, protocol header and path like the other routes, and takes per-route scripts', async () => {
+      await start({ signer });
+      dispatchR1();
+      const wrong = await send({ path: `/v1/rollouts/${R1}`, body: {} });
+      expect(wrong.status).toBe(405);
+      expect(wrong.headers.allow).toBe('GET');
+      expect((await send({ path: `/v1/rollouts/${R1}/sig`, protocol: '2' })).status).toBe(426);
+      expect((await send({ path: `/v1/rollouts/${R1}`, protocol: null })).status).toBe(400);
+      for (const bad of [`/v1/rollouts/${R1}/other`, `/v1/rollouts/${R1}/sig/x`, '/v1/rollouts/', '/v1/rollouts/%E0%A4%A']) {
+        const res = await send({ path: bad });
+        expect(res.status).toBe(404);
+        expect(JSON.parse(res.text)).toMatchObject({ error: 'not_found' });
+      }
+      cp!.respondNext('signature', { status: 503, retryAfterSecs: 2 });
+      const busy = await fetchSignature(R1);
+      expect(busy.status).toBe(503);
+      expect(busy.headers['retry-after']).toBe('2');
+      expect((await fetchSignature(R1)).status).toBe(200);
+      cp!.setDefault('manifest', { cutAfterBytes: 10 });
+      expect(await fetchManifest(R1).catch((err: unknown) => err)).toMatchObject({ code: 'ECONNRESET' });
+      cp!.setDefault('manifest', null);
+      expect((await fetchManifest(R1)).status).toBe(200);
+      expect(cp!.signatureFetches.map((r) => [r.status, r.scripted])).toEqual([
+        [426, false],
+        [503, true],
+        [200, false],
+      ]);
     });
   });
 

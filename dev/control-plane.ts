@@ -17,9 +17,65 @@ import {
 } from '../src/protocol/protocol.constants';
 import { formatReplayFrom } from '../src/protocol/replay-from';
 import { validateWire } from '../src/protocol/validate';
+import { DEFAULT_CLOCK_SKEW_SECS, isPlainRolloutId } from '../src/trust/manifest';
+import type { HostTarget, ManifestSigner, SignedManifest } from './manifest-signer';
 import type { Pki } from './pki';
 
-export type CpRoute = 'heartbeat' | 'events' | 'dispatch';
+/** `manifest` and `signature` are PROTOCOL §12's `GET /v1/rollouts/{id}` and `GET /v1/rollouts/{id}/sig`. */
+export type CpRoute = 'heartbeat' | 'events' | 'dispatch' | 'manifest' | 'signature';
+
+/** PROTOCOL §12's fetch path; `{id}` is one (percent-encoded) segment. */
+export const PATH_ROLLOUTS = '/v1/rollouts/';
+
+/**
+ * What the CP serves for a rollout, good or each bad case of PROTOCOL §12. The
+ * manifest is signed when a dispatch names a host (and signed again when
+ * another host joins), with the CP's clock as `signedAt`; every variant names
+ * the dispatched hosts unless it says otherwise. The agent's refusal reason is
+ * in brackets.
+ */
+export const MANIFEST_VARIANTS = [
+  /** Signed by the current key. */
+  'good',
+  /** Signed by the trust file's previous key (accepted). */
+  'previous-key',
+  /** The bytes changed after signing: the first host's target swapped [bad-signature]. */
+  'tampered',
+  /** Signed by a key the trust file does not name [bad-signature]. */
+  'unknown-key',
+  /** Signed just past the freshness window [stale]. */
+  'stale',
+  /** Signed further ahead of the CP's clock than the skew allowance [from-the-future]. */
+  'future',
+  /** Signed one second before the trust file's rejectBefore [signed-before-reject-before]. */
+  'before-reject-before',
+  /** The hostSet names another host only [not-for-this-host]. */
+  'other-host',
+  /** The dispatched hosts move to another closure [wrong-target]. */
+  'wrong-target',
+  /** Served under this id, signed for another rollout of the channel [wrong-rollout]. */
+  'other-rollout',
+  /** The manifest is served, `/sig` answers 404. */
+  'no-signature',
+  /** `/sig` answers 63 bytes [malformed-signature]. */
+  'short-signature',
+  /** Both routes answer 500. */
+  'server-error',
+  /** Both routes answer 404, as for a rollout the CP has no manifest for. */
+  'missing',
+] as const;
+export type ManifestVariant = (typeof MANIFEST_VARIANTS)[number];
+
+/** Exact bytes to serve for a rollout, whatever they say (a `SignedManifest` is one). */
+export interface ManifestPair {
+  bytes: Buffer;
+  signature: Buffer;
+}
+
+/** The target the `wrong-target` variant names: a valid store basename nobody dispatched. */
+export const OTHER_TARGET = '11111111111111111111111111111111-nixos-system-other';
+/** The only host the `other-host` variant names. */
+export const OTHER_HOST = 'someone-else';
 
 export interface DevCpOptions {
   pki: Pick<Pki, 'caCertPath' | 'serverCertPath' | 'serverKeyPath'>;
@@ -40,8 +96,13 @@ export interface DevCpOptions {
   replayForm?: 'plain' | 'per-rollout';
   /** Request bodies above this are answered 413. Default 1 MiB. */
   maxBodyBytes?: number;
-  /** Source of the CP's wall time (received_at, enqueued_at, records). */
+  /** Source of the CP's wall time (received_at, enqueued_at, records, a manifest's signedAt). */
   now?: () => Date;
+  /**
+   * The fleet CI whose signed manifests the CP serves (PROTOCOL §12). Without
+   * one the rollout routes answer 404, as a CP holding no manifest does.
+   */
+  signer?: ManifestSigner;
 }
 
 export interface ScriptedResponse {
@@ -98,6 +159,8 @@ export interface ReceivedRequest {
   outcome?: 'stored' | 'duplicate';
   /** The answer was cut off by a `cutAfterBytes` script. */
   cut?: true;
+  /** Manifest and signature fetches: the rollout id named in the path, decoded. */
+  rolloutId?: string;
 }
 
 /** An accepted event, as the CP holds it. */
@@ -138,6 +201,16 @@ interface PollWaiter {
   deliver(order: QueuedOrder): void;
 }
 
+/** A rollout's manifest as the CP holds it: whom it was dispatched to, and what to serve. */
+interface HeldRollout {
+  hosts: HostTarget[];
+  variant: ManifestVariant;
+  /** Set by setManifest(id, pair): served as is, whatever was dispatched. */
+  custom: ManifestPair | null;
+  /** What the routes serve; null while no dispatch named a host (404). */
+  served: SignedManifest | ManifestPair | null;
+}
+
 const DEFAULT_MAX_BODY = 1024 * 1024;
 /** Past this a refused body is no longer drained: the connection is cut. */
 const DRAIN_LIMIT = 16 * 1024 * 1024;
@@ -145,11 +218,12 @@ const NON_NEGATIVE_INT = /^(0|[1-9][0-9]*)$/;
 const CANONICAL_CN = /^agent-([^.]+)\.[^.].*$/;
 
 /**
- * A real mTLS HTTPS control plane on loopback, programmable by tests (PROTOCOL §1, §2, §6–§8).
+ * A real mTLS HTTPS control plane on loopback, programmable by tests (PROTOCOL §1, §2, §6–§8, §12).
  * Per request: unknown path 404, wrong method 405, body over the limit 413; then a
  * one-shot script, else the route's default script, else the CP's own logic:
- * protocol header 400/426, no CN 403, non-JSON content type 415, invalid body 400,
- * hostname ≠ cert machine id 403, then the route.
+ * protocol header 400/426, no CN 403, non-JSON content type 415 (POST routes), invalid body 400,
+ * hostname ≠ cert machine id 403, then the route. The rollout routes serve any fleet member:
+ * a manifest names many hosts, and the agent, not the CP, checks that it names this one.
  */
 export class DevControlPlane {
   /** Every request that reached the HTTP layer, in arrival order. */
@@ -158,6 +232,10 @@ export class DevControlPlane {
   /** Every events POST, duplicates and refused ones included. */
   readonly eventPosts: ReceivedRequest[] = [];
   readonly dispatchPolls: ReceivedRequest[] = [];
+  /** `GET /v1/rollouts/{id}`, each with its `rolloutId`. */
+  readonly manifestFetches: ReceivedRequest[] = [];
+  /** `GET /v1/rollouts/{id}/sig`, each with its `rolloutId`. */
+  readonly signatureFetches: ReceivedRequest[] = [];
   /** TLS handshakes the CP refused (untrusted client cert, no cert, ...). */
   readonly tlsRejections: { at: Date; reason: string }[] = [];
   /** TCP connections reset before any TLS byte, while setResetConnections(true) holds. */
@@ -167,12 +245,16 @@ export class DevControlPlane {
   private readonly sockets = new Set<net.Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly closeHooks = new Set<() => void>();
-  private readonly scripts: Record<CpRoute, ScriptedResponse[]> = { heartbeat: [], events: [], dispatch: [] };
+  private readonly scripts: Record<CpRoute, ScriptedResponse[]> = { heartbeat: [], events: [], dispatch: [], manifest: [], signature: [] };
   private readonly defaults: Record<CpRoute, ScriptedResponse | null> = {
     heartbeat: null,
     events: null,
     dispatch: null,
+    manifest: null,
+    signature: null,
   };
+  /** By rollout id. Not lost by loseAllState(): the manifests are CI's artifacts, not the CP's records. */
+  private readonly rollouts = new Map<string, HeldRollout>();
   private replayFromOverride: string | null = null;
   /** `${hostname}\0${rolloutId}` → seq → event. */
   private store = new Map<string, Map<number, StoredEvent>>();
@@ -377,8 +459,14 @@ export class DevControlPlane {
     this.bootstrap.set(hostname, snapshots);
   }
 
-  /** Hands an order to a held long-poll of this host at once, or queues it for the next poll; not validated. */
+  /**
+   * Hands an order to a held long-poll of this host at once, or queues it for the next poll; not validated.
+   * With a signer, the rollout's manifest then names this host with the order's target (signed again
+   * now if that changed it), served as setManifest last said (`good` unless told otherwise).
+   * A rollout id that is not `<channel>@<channelRef>` without "/" gets no manifest (404).
+   */
   queueDispatch(hostname: string, order: DispatchOrderInput): void {
+    this.holdManifestFor(hostname, order.rollout_id, order.target_closure);
     const full: QueuedOrder = {
       hostname,
       rollout_id: order.rollout_id,
@@ -389,6 +477,31 @@ export class DevControlPlane {
     const waiter = this.waiters.get(hostname)?.shift();
     if (waiter) waiter.deliver(full);
     else this.dispatchQueues.set(hostname, [...(this.dispatchQueues.get(hostname) ?? []), full]);
+  }
+
+  /**
+   * What the CP serves for this rollout from now on: a variant of the manifest
+   * its dispatches make (signed again now if a host is known), or exact bytes
+   * and signature. Needs a signer.
+   */
+  setManifest(rolloutId: string, served: ManifestVariant | ManifestPair): void {
+    const signer = this.signerOrThrow();
+    // Refused here, not at the next queueDispatch, which must not throw.
+    if (served === 'previous-key' && signer.keys.previous === null) throw new Error('the signer has no previous key');
+    if (served === 'before-reject-before' && signer.rejectBefore === null) throw new Error('the signer was made without rejectBefore');
+    const held = this.heldRollout(rolloutId);
+    if (typeof served === 'string') {
+      held.variant = served;
+      held.custom = null;
+    } else {
+      held.custom = { bytes: Buffer.from(served.bytes), signature: Buffer.from(served.signature) };
+    }
+    this.sign(rolloutId, held);
+  }
+
+  /** What the rollout routes serve for this id (as signed, or as tampered); null when they answer 404 for want of one. */
+  manifest(rolloutId: string): SignedManifest | ManifestPair | null {
+    return this.rollouts.get(rolloutId)?.served ?? null;
   }
 
   /**
@@ -409,7 +522,7 @@ export class DevControlPlane {
     res.setHeader(HEADER_PROTOCOL, String(PROTOCOL_MAJOR));
     const cn = peerCn(req);
     const url = new URL(req.url ?? '/', 'https://cp.invalid');
-    const route = routeOf(url.pathname);
+    const { route, rolloutId } = routeOf(url.pathname);
     const rec: ReceivedRequest = {
       route,
       receivedAt: this.now(),
@@ -422,6 +535,7 @@ export class DevControlPlane {
       body: undefined,
       status: null,
       scripted: false,
+      ...(rolloutId !== undefined ? { rolloutId } : {}),
     };
     this.requests.push(rec);
     if (route === null) {
@@ -430,7 +544,7 @@ export class DevControlPlane {
       return;
     }
     this.logOf(route).push(rec);
-    const method = route === 'dispatch' ? 'GET' : 'POST';
+    const method = methodOf(route);
     if (req.method !== method) {
       req.resume();
       this.write(res, rec, { ...error(405, 'method_not_allowed', `${url.pathname} takes ${method}`), headers: { Allow: method } });
@@ -483,7 +597,7 @@ export class DevControlPlane {
       return error(426, 'protocol_mismatch', `this CP speaks protocol ${PROTOCOL_MAJOR}, not ${protocol}`);
     }
     if (rec.machineId === '') return error(403, 'no_identity', 'the client certificate carries no usable CN');
-    if (route !== 'dispatch' && !isJson(rec.headers['content-type'])) {
+    if (methodOf(route) === 'POST' && !isJson(rec.headers['content-type'])) {
       // Like a typical JSON extractor (e.g. axum's `Json`): a body without the JSON media type is refused.
       return error(
         415,
@@ -498,6 +612,9 @@ export class DevControlPlane {
         return this.event(rec);
       case 'dispatch':
         return this.dispatch(rec, url, res);
+      case 'manifest':
+      case 'signature':
+        return this.rolloutArtifact(route, rec.rolloutId ?? '');
       default: {
         const never: never = route;
         return never;
@@ -640,6 +757,105 @@ export class DevControlPlane {
     });
   }
 
+  /** PROTOCOL §12: the manifest as signed (JSON), or its raw signature (octet-stream), served to any fleet member. */
+  private rolloutArtifact(route: 'manifest' | 'signature', rolloutId: string): Answer {
+    if (!this.opts.signer) return error(404, 'no_manifest', `this control plane holds no signed manifests (rollout ${rolloutId})`);
+    const held = this.rollouts.get(rolloutId);
+    const served = held?.served ?? null;
+    if (!held || served === null || (held.custom === null && held.variant === 'missing')) {
+      return error(404, 'no_manifest', `no manifest for rollout ${rolloutId}`);
+    }
+    if (held.custom === null && held.variant === 'server-error') {
+      return error(500, 'internal', `the manifest store failed for rollout ${rolloutId}`);
+    }
+    if (route === 'manifest') return { status: 200, headers: { 'Content-Type': 'application/json' }, body: served.bytes };
+    let signature = served.signature;
+    if (held.custom === null) {
+      if (held.variant === 'no-signature') return error(404, 'no_signature', `no signature for rollout ${rolloutId}`);
+      if (held.variant === 'short-signature') signature = signature.subarray(0, signature.length - 1);
+    }
+    return { status: 200, headers: { 'Content-Type': 'application/octet-stream' }, body: signature };
+  }
+
+  private holdManifestFor(hostname: string, rolloutId: string, targetClosure: string): void {
+    if (!this.opts.signer || !isSignableRolloutId(rolloutId)) return;
+    const held = this.heldRollout(rolloutId);
+    const known = held.hosts.find((h) => h.hostname === hostname);
+    if (known?.targetClosure === targetClosure && held.served !== null) return;
+    held.hosts = [...held.hosts.filter((h) => h.hostname !== hostname), { hostname, targetClosure }];
+    this.sign(rolloutId, held);
+  }
+
+  private heldRollout(rolloutId: string): HeldRollout {
+    let held = this.rollouts.get(rolloutId);
+    if (!held) {
+      held = { hosts: [], variant: 'good', custom: null, served: null };
+      this.rollouts.set(rolloutId, held);
+    }
+    return held;
+  }
+
+  /** Makes `served` from the held hosts and variant, as the fleet CI would sign it now. */
+  private sign(rolloutId: string, held: HeldRollout): void {
+    const signer = this.signerOrThrow();
+    if (held.custom !== null) {
+      held.served = held.custom;
+      return;
+    }
+    if (held.hosts.length === 0 || !isSignableRolloutId(rolloutId)) {
+      held.served = null;
+      return;
+    }
+    const now = this.now();
+    const input = { rolloutId, hosts: held.hosts, signedAt: now };
+    const variant = held.variant;
+    switch (variant) {
+      case 'good':
+      case 'no-signature':
+      case 'short-signature':
+      case 'server-error':
+      case 'missing':
+        held.served = signer.sign(input);
+        return;
+      case 'previous-key':
+        held.served = signer.sign(input, 'previous');
+        return;
+      case 'tampered':
+        held.served = signer.tampered(signer.sign(input));
+        return;
+      case 'unknown-key':
+        held.served = signer.signedByUnknownKey(input);
+        return;
+      case 'stale':
+        held.served = signer.stale(input, now);
+        return;
+      case 'future':
+        held.served = signer.sign({ ...input, signedAt: new Date(now.getTime() + (DEFAULT_CLOCK_SKEW_SECS + 60) * 1000) });
+        return;
+      case 'before-reject-before':
+        held.served = signer.beforeRejectBefore(input);
+        return;
+      case 'other-host':
+        held.served = signer.sign({ ...input, hosts: [{ hostname: OTHER_HOST, targetClosure: held.hosts[0].targetClosure }] });
+        return;
+      case 'wrong-target':
+        held.served = signer.sign({ ...input, hosts: held.hosts.map((h) => ({ ...h, targetClosure: OTHER_TARGET })) });
+        return;
+      case 'other-rollout':
+        held.served = signer.sign({ ...input, rolloutId: `${rolloutId}-other` });
+        return;
+      default: {
+        const never: never = variant;
+        return never;
+      }
+    }
+  }
+
+  private signerOrThrow(): ManifestSigner {
+    if (!this.opts.signer) throw new Error('this control plane was started without a signer (DevControlPlane.start({ signer }))');
+    return this.opts.signer;
+  }
+
   private write(res: ServerResponse, rec: ReceivedRequest, answer: Answer, script?: ScriptedResponse): void {
     if (res.destroyed || res.writableEnded) return;
     const payload = encodeBody(answer.body);
@@ -744,6 +960,10 @@ export class DevControlPlane {
         return this.eventPosts;
       case 'dispatch':
         return this.dispatchPolls;
+      case 'manifest':
+        return this.manifestFetches;
+      case 'signature':
+        return this.signatureFetches;
       default: {
         const never: never = route;
         return never;
@@ -771,17 +991,52 @@ function peerCn(req: IncomingMessage): string {
   return typeof cn === 'string' ? cn : '';
 }
 
-function routeOf(pathname: string): CpRoute | null {
+function routeOf(pathname: string): { route: CpRoute | null; rolloutId?: string } {
   switch (pathname) {
     case PATH_HEARTBEAT:
-      return 'heartbeat';
+      return { route: 'heartbeat' };
     case PATH_EVENTS:
-      return 'events';
+      return { route: 'events' };
     case PATH_DISPATCH:
-      return 'dispatch';
+      return { route: 'dispatch' };
     default:
-      return null;
+      return rolloutRouteOf(pathname);
   }
+}
+
+/** `/v1/rollouts/{id}` and `/v1/rollouts/{id}/sig`, the id one percent-encoded segment. */
+function rolloutRouteOf(pathname: string): { route: CpRoute | null; rolloutId?: string } {
+  if (!pathname.startsWith(PATH_ROLLOUTS)) return { route: null };
+  const [segment, sig, ...rest] = pathname.slice(PATH_ROLLOUTS.length).split('/');
+  if (segment === '' || rest.length > 0 || (sig !== undefined && sig !== 'sig')) return { route: null };
+  let rolloutId: string;
+  try {
+    rolloutId = decodeURIComponent(segment);
+  } catch {
+    return { route: null };
+  }
+  return { route: sig === undefined ? 'manifest' : 'signature', rolloutId };
+}
+
+function methodOf(route: CpRoute): 'GET' | 'POST' {
+  switch (route) {
+    case 'heartbeat':
+    case 'events':
+      return 'POST';
+    case 'dispatch':
+    case 'manifest':
+    case 'signature':
+      return 'GET';
+    default: {
+      const never: never = route;
+      return never;
+    }
+  }
+}
+
+/** What the signer can make a manifest for: `<channel>@<channelRef>`, usable in a path. */
+function isSignableRolloutId(rolloutId: string): boolean {
+  return isPlainRolloutId(rolloutId) && rolloutId.indexOf('@') > 0 && rolloutId.indexOf('@') < rolloutId.length - 1;
 }
 
 function storeKey(hostname: string, rolloutId: string): string {

@@ -23,6 +23,8 @@ export interface CpReply {
   status: number;
   headers: IncomingHttpHeaders;
   text: string;
+  /** The body as received (a signature is binary). */
+  bytes: Buffer;
   /** Milliseconds from the request to the end of the body. */
   elapsedMs: number;
   /** Milliseconds from the request to the first body byte, if any came. */
@@ -71,15 +73,17 @@ export function cpRequest(baseUrl: string, tls: TlsIdentity, r: CpRequest): Prom
         chunks.push(chunk);
       });
       res.on('error', reject);
-      res.on('end', () =>
+      res.on('end', () => {
+        const bytes = Buffer.concat(chunks);
         resolve({
           status: res.statusCode ?? 0,
           headers: res.headers,
-          text: Buffer.concat(chunks).toString('utf8'),
+          text: bytes.toString('utf8'),
+          bytes,
           elapsedMs: performance.now() - started,
           firstByteMs,
-        }),
-      );
+        });
+      });
     });
     req.end(payload);
   });
