@@ -80,6 +80,17 @@ const soaking = (policy: Policy = HALT, currentClosure: string | null = PREVIOUS
     activating(policy, currentClosure),
   ).state;
 
+/** Soaking (as `soaking`) with one enforce probe, db, failing since 40. */
+const dbFailing = (policy: Policy = HALT, currentClosure: string | null = PREVIOUS): ReducerState =>
+  run(
+    [
+      [declare(['db', 'enforce']), at(31)],
+      [result('db', 'fail'), at(40)],
+    ],
+    policy,
+    soaking(policy, currentClosure),
+  ).state;
+
 const declare = (...probes: [string, 'enforce' | 'observe' | 'disabled'][]): ReducerInput => ({
   type: 'ProbeTopologyDeclared',
   rolloutId: ROLLOUT,
@@ -546,14 +557,7 @@ describe('transition', () => {
     });
 
     it('does not fail a rollout off its target: a newer rollout (or an operator) moved the host on, and no rollback may undo that', () => {
-      const failing = run(
-        [
-          [declare(['db', 'enforce']), at(31)],
-          [result('db', 'fail'), at(40)],
-        ],
-        ROLLBACK,
-        soaking(ROLLBACK),
-      ).state;
+      const failing = dbFailing(ROLLBACK);
       // A newer dispatch switched the host; this rollout's frozen failure streak passes the threshold.
       const r = transition(failing, tick(PREVIOUS), at(400), ROLLBACK);
       expect(r).toEqual({ state: failing, effects: [] });
@@ -613,14 +617,7 @@ describe('transition', () => {
     });
 
     it('rolls back to the closure that ran at dispatch when an enforce probe fails past the threshold', () => {
-      const failing = run(
-        [
-          [declare(['db', 'enforce']), at(31)],
-          [result('db', 'fail'), at(40)],
-        ],
-        ROLLBACK,
-        soaking(ROLLBACK),
-      ).state;
+      const failing = dbFailing(ROLLBACK);
       const r = transition(failing, tick(TARGET), at(160), ROLLBACK);
       expect(entry(r.state)).toMatchObject({ state: 'Failed', failedAt: iso(160), policyApplied: 'rollback-and-halt' });
       expect(r.effects.map((e) => e.type)).toEqual(['EmitEvent', 'ResetProbeCache', 'FireRollback']);
@@ -632,14 +629,7 @@ describe('transition', () => {
       ['unknown', null],
       ['the target itself', TARGET],
     ])('halts instead of rolling back when the closure at dispatch is %s, and says so', (_name, atDispatch) => {
-      const failing = run(
-        [
-          [declare(['db', 'enforce']), at(31)],
-          [result('db', 'fail'), at(40)],
-        ],
-        ROLLBACK,
-        soaking(ROLLBACK, atDispatch),
-      ).state;
+      const failing = dbFailing(ROLLBACK, atDispatch);
       const r = transition(failing, tick(TARGET), at(160), ROLLBACK);
       expect(entry(r.state)).toMatchObject({ state: 'Failed', policyApplied: 'halt' });
       expect(events(r.effects)).toEqual([expect.objectContaining({ kind: 'Failed', policyApplied: 'halt' })]);
