@@ -13,6 +13,7 @@ import {
   PATH_DISPATCH,
   PATH_EVENTS,
   PATH_HEARTBEAT,
+  PATH_ROLLOUTS,
   PROTOCOL_MAJOR,
 } from '../src/protocol/protocol.constants';
 import { formatReplayFrom } from '../src/protocol/replay-from';
@@ -23,9 +24,6 @@ import type { Pki } from './pki';
 
 /** `manifest` and `signature` are PROTOCOL §12's `GET /v1/rollouts/{id}` and `GET /v1/rollouts/{id}/sig`. */
 export type CpRoute = 'heartbeat' | 'events' | 'dispatch' | 'manifest' | 'signature';
-
-/** PROTOCOL §12's fetch path; `{id}` is one (percent-encoded) segment. */
-export const PATH_ROLLOUTS = '/v1/rollouts/';
 
 /**
  * What the CP serves for a rollout, good or each bad case of PROTOCOL §12. The

@@ -7,6 +7,8 @@ export const HEADER_REPLAY_FROM = 'X-Nixfleet-Replay-From';
 export const PATH_HEARTBEAT = '/v1/agent/heartbeat';
 export const PATH_EVENTS = '/v1/agent/events';
 export const PATH_DISPATCH = '/v1/agent/dispatch';
+/** PROTOCOL §12: `GET /v1/rollouts/{rolloutId}` (the manifest) and `…/sig` (its signature); `{rolloutId}` is one percent-encoded segment. */
+export const PATH_ROLLOUTS = '/v1/rollouts/';
 
 /** PROTOCOL §1 timeouts, in milliseconds. */
 export const TIMEOUTS = {
