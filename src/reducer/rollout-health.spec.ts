@@ -1,4 +1,4 @@
-import { at, entry, HALT, iso, PREVIOUS, ROLLOUT, TARGET } from '../../test/support/reducer-fixtures';
+import { at, declare, entry, HALT, iso, PREVIOUS, result, ROLLOUT, TARGET } from '../../test/support/reducer-fixtures';
 import { EMPTY_STATE, type ReducerInput, type ReducerState } from './reducer.types';
 import { rolloutHealth } from './rollout-health';
 import { transition } from './transition';
@@ -31,19 +31,6 @@ const SOAKING: readonly (readonly [ReducerInput, number])[] = [
   [{ type: 'ActivationCompleted', rolloutId: ROLLOUT, observedCurrentClosure: TARGET, exitCode: 0 }, 30],
 ];
 
-const declare = (...probes: [string, 'enforce' | 'observe' | 'disabled'][]): ReducerInput => ({
-  type: 'ProbeTopologyDeclared',
-  rolloutId: ROLLOUT,
-  probes: probes.map(([probeName, mode]) => ({ probeName, kind: 'tcp', mode })),
-});
-const result = (probeName: string, status: 'pass' | 'fail', failureReason?: string): ReducerInput => ({
-  type: 'ProbeResult',
-  rolloutId: ROLLOUT,
-  probeName,
-  status,
-  ...(failureReason !== undefined ? { failureReason } : {}),
-});
-
 /** True when the advance tick at `secs` converges the rollout: the judgement must say nothing holds it. */
 function tickConverges(state: ReducerState, secs: number, current: string | null): boolean {
   return transition(state, { type: 'Tick', currentClosure: current }, at(secs), HALT).state.rollouts[ROLLOUT]?.state === 'Converged';
@@ -73,7 +60,7 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
     expect(h.probes).toEqual([
       {
         name: 'cache',
-        kind: 'tcp',
+        kind: 'http',
         mode: 'observe',
         lastResult: 'fail',
         since: iso(40),
@@ -83,7 +70,7 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
       },
       {
         name: 'db-ping',
-        kind: 'tcp',
+        kind: 'http',
         mode: 'enforce',
         lastResult: null,
         since: null,
@@ -93,7 +80,7 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
       },
       {
         name: 'old',
-        kind: 'tcp',
+        kind: 'http',
         mode: 'disabled',
         lastResult: null,
         since: null,
@@ -103,7 +90,7 @@ describe('rolloutHealth: why a soaking rollout has not converged, in the tick’
       },
       {
         name: 'web',
-        kind: 'tcp',
+        kind: 'http',
         mode: 'enforce',
         lastResult: 'fail',
         since: iso(40),

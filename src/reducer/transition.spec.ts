@@ -10,7 +10,7 @@ import {
   type ReducerState,
   type TransitionResult,
 } from './reducer.types';
-import { at, entry, HALT, iso, OTHER, PREVIOUS, ROLLBACK, ROLLOUT, TARGET } from '../../test/support/reducer-fixtures';
+import { at, declare, entry, HALT, iso, OTHER, PREVIOUS, result, ROLLBACK, ROLLOUT, TARGET } from '../../test/support/reducer-fixtures';
 import { transition } from './transition';
 
 const SOAK_SECS = 600;
@@ -90,20 +90,6 @@ const dbFailing = (policy: Policy = HALT, currentClosure: string | null = PREVIO
     policy,
     soaking(policy, currentClosure),
   ).state;
-
-const declare = (...probes: [string, 'enforce' | 'observe' | 'disabled'][]): ReducerInput => ({
-  type: 'ProbeTopologyDeclared',
-  rolloutId: ROLLOUT,
-  probes: probes.map(([probeName, mode]) => ({ probeName, kind: 'http', mode })),
-});
-
-const result = (probeName: string, status: 'pass' | 'fail', failureReason?: string): ReducerInput => ({
-  type: 'ProbeResult',
-  rolloutId: ROLLOUT,
-  probeName,
-  status,
-  ...(failureReason !== undefined ? { failureReason } : {}),
-});
 
 const completedOk: ReducerInput = {
   type: 'ActivationCompleted',

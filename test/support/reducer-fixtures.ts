@@ -1,4 +1,4 @@
-import type { Policy, ReducerState, RolloutEntry } from '../../src/reducer/reducer.types';
+import type { Policy, ReducerInput, ReducerState, RolloutEntry } from '../../src/reducer/reducer.types';
 
 /** Fixed instants for the pure reducer's specs: `at(secs)` is `secs` after T0. */
 export const T0 = Date.parse('2026-05-01T12:00:00.000Z');
@@ -18,3 +18,19 @@ export function entry(state: ReducerState, rolloutId = ROLLOUT): RolloutEntry {
   if (e === undefined) throw new Error(`no entry for ${rolloutId}`);
   return e;
 }
+
+/** The runners declaring `ROLLOUT`'s probes, each an `http` probe in the mode given. */
+export const declare = (...probes: [string, 'enforce' | 'observe' | 'disabled'][]): ReducerInput => ({
+  type: 'ProbeTopologyDeclared',
+  rolloutId: ROLLOUT,
+  probes: probes.map(([probeName, mode]) => ({ probeName, kind: 'http', mode })),
+});
+
+/** One result of a probe of `ROLLOUT`. */
+export const result = (probeName: string, status: 'pass' | 'fail', failureReason?: string): ReducerInput => ({
+  type: 'ProbeResult',
+  rolloutId: ROLLOUT,
+  probeName,
+  status,
+  ...(failureReason !== undefined ? { failureReason } : {}),
+});
