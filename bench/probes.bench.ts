@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { devAgentArgs } from '../dev/agent-args';
+import { ManifestSigner } from '../dev/manifest-signer';
 import { DevControlPlane } from '../dev/control-plane';
 import { freePort } from '../dev/free-port';
 import { makePki } from '../dev/pki';
@@ -127,7 +128,10 @@ async function measure(agentMain: string, targets: Targets | null, mix: Mix, war
     symlinkSync(join(store, CLOSURE), join(dir, 'current-system'));
     const healthChecksFile = join(dir, 'health-checks.json');
     writeFileSync(healthChecksFile, JSON.stringify(declared, null, 2));
-    const cp = await DevControlPlane.start({ pki });
+    // The agent verifies each dispatch (PROTOCOL §12): trust.json beside the state dir names the signer's keys.
+    const signer = new ManifestSigner();
+    await signer.writeTrustFile(join(dir, 'trust.json'));
+    const cp = await DevControlPlane.start({ pki, signer });
     const adminPort = await freePort();
     const agent = spawn(
       process.execPath,

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { devAgentArgs } from '../dev/agent-args';
+import { ManifestSigner } from '../dev/manifest-signer';
 import { DevControlPlane } from '../dev/control-plane';
 import { makePki } from '../dev/pki';
 import { type AppendItem, EventLog } from '../src/outbound/event-log';
@@ -72,7 +73,10 @@ async function main(): Promise<void> {
     );
 
     // A CP that lost its database: it holds nothing and asks the agent to replay from 0.
-    const cp = await DevControlPlane.start({ pki, autoReplayFrom: 'always' });
+    // The agent verifies each dispatch (PROTOCOL §12): trust.json beside the state dir names the signer's keys.
+    const signer = new ManifestSigner();
+    await signer.writeTrustFile(join(dir, 'trust.json'));
+    const cp = await DevControlPlane.start({ pki, signer, autoReplayFrom: 'always' });
     const agentMain = join(__dirname, '..', '..', 'dist', 'main.js');
     const started = performance.now();
     const agent = spawn(

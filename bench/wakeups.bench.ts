@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { devAgentArgs } from '../dev/agent-args';
+import { ManifestSigner } from '../dev/manifest-signer';
 import { DevControlPlane } from '../dev/control-plane';
 import { freePort } from '../dev/free-port';
 import { makePki } from '../dev/pki';
@@ -53,7 +54,10 @@ async function main(): Promise<void> {
     mkdirSync(stateDir, { mode: 0o700 });
     symlinkSync(`/nix/store/${CLOSURE}`, join(dir, 'current-system'));
     // The CP holds each dispatch long-poll for the whole wait=60, as a real one with nothing to dispatch does.
-    const cp = await DevControlPlane.start({ pki });
+    // The agent verifies each dispatch (PROTOCOL §12): trust.json beside the state dir names the signer's keys.
+    const signer = new ManifestSigner();
+    await signer.writeTrustFile(join(dir, 'trust.json'));
+    const cp = await DevControlPlane.start({ pki, signer });
     const countsFile = process.env.WAKEUPS_COUNT_TIMERS === '0' ? null : join(dir, 'timer-counts.json');
     const agent = spawn(
       process.execPath,

@@ -15,12 +15,14 @@ export interface DevAgentOptions {
   adminPort: number;
   /** Default: health-checks.json beside the state dir. */
   healthChecksFile?: string;
+  /** Default: trust.json beside the state dir. */
+  trustFile?: string;
 }
 
 /**
  * The flags every run of the agent against the dev CP needs: where the CP
- * is, who the agent is, where its state lives, and its health checks (beside
- * the state dir unless given: never the host's own /etc).
+ * is, who the agent is, where its state lives, its health checks and its
+ * trust file (beside the state dir unless given: never the host's own /etc).
  */
 export function connectionArgs(o: {
   controlPlaneUrl: string;
@@ -30,6 +32,7 @@ export function connectionArgs(o: {
   stateDir: string;
   currentSystemPath: string;
   healthChecksFile?: string;
+  trustFile?: string;
 }): string[] {
   return [
     '--control-plane-url',
@@ -48,6 +51,8 @@ export function connectionArgs(o: {
     o.currentSystemPath,
     '--health-checks-file',
     o.healthChecksFile ?? join(dirname(o.stateDir), 'health-checks.json'),
+    '--trust-file',
+    o.trustFile ?? join(dirname(o.stateDir), 'trust.json'),
   ];
 }
 

@@ -243,6 +243,7 @@ export class DevControlPlane {
   private readonly sockets = new Set<net.Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly closeHooks = new Set<() => void>();
+  private signingNow: (() => Date) | null = null;
   private readonly scripts: Record<CpRoute, ScriptedResponse[]> = { heartbeat: [], events: [], dispatch: [], manifest: [], signature: [] };
   private readonly defaults: Record<CpRoute, ScriptedResponse | null> = {
     heartbeat: null,
@@ -495,6 +496,14 @@ export class DevControlPlane {
       held.custom = { bytes: Buffer.from(served.bytes), signature: Buffer.from(served.signature) };
     }
     this.sign(rolloutId, held);
+  }
+
+  /**
+   * The fleet CI's clock for a manifest's signedAt, from now on, when it is not
+   * the CP's: an agent on a test's fake clock judges freshness by that clock.
+   */
+  signWithClock(now: () => Date): void {
+    this.signingNow = now;
   }
 
   /** What the rollout routes serve for this id (as signed, or as tampered); null when they answer 404 for want of one. */
@@ -804,7 +813,7 @@ export class DevControlPlane {
       held.served = null;
       return;
     }
-    const now = this.now();
+    const now = this.signingNow?.() ?? this.now();
     const input = { rolloutId, hosts: held.hosts, signedAt: now };
     const variant = held.variant;
     switch (variant) {

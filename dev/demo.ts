@@ -14,6 +14,7 @@ import type { RolloutHealth } from '../src/reducer/rollout-health';
 import { DevControlPlane, type StoredEvent } from './control-plane';
 import { makePki } from './pki';
 import { devAgentArgs } from './agent-args';
+import { ManifestSigner } from './manifest-signer';
 import { freePort } from './free-port';
 
 const MACHINE_ID = 'web-01';
@@ -180,7 +181,11 @@ async function main(): Promise<number> {
     healthChecksFile,
     `${JSON.stringify({ [PROBE]: { kind: 'http', url: appUrl, intervalSeconds: 5, timeoutSecs: 2 } }, null, 2)}\n`,
   );
-  const cp = await DevControlPlane.start({ pki, dispatchWaitCapMs: 60_000 });
+  // The fleet CI in a box: it signs each rollout's manifest; the agent verifies with the trust file (PROTOCOL §12).
+  const signer = new ManifestSigner();
+  const trustFile = join(root, 'trust.json');
+  await signer.writeTrustFile(trustFile);
+  const cp = await DevControlPlane.start({ pki, dispatchWaitCapMs: 60_000, signer });
   const adminPort = await freePort();
   const admin = { kind: 'tcp' as const, host: '127.0.0.1', port: adminPort };
   const logPath = join(root, 'agent.log');
@@ -199,6 +204,7 @@ async function main(): Promise<number> {
       heartbeatIntervalSecs: interval,
       adminPort,
       healthChecksFile,
+      trustFile,
     }),
     '--on-health-failure',
     'rollback-and-halt',
@@ -222,6 +228,7 @@ async function main(): Promise<number> {
 
   say(`dev control plane: ${cp.url} (mutual TLS; PKI in ${pki.dir})`);
   say(`agent pid ${agent.pid}, client key: the OpenSSH ed25519 host key ${pki.clientOpensshEd25519.keyPath}`);
+  say(`trust file: ${trustFile}: each dispatch runs only once its manifest verifies with these keys (ed25519 current, P-256 previous)`);
   say(`health checks: ${healthChecksFile}: probe ${PROBE} GETs ${appUrl} (the demo's app) every 5 s`);
   say(
     `  a rollout fails once its probe fails for ${FAILURE_THRESHOLD_SECS} s in a row, and is then rolled back (--on-health-failure rollback-and-halt)`,

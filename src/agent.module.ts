@@ -15,6 +15,7 @@ import { ProbesModule } from './probes/probes.module';
 import { RecoveryModule } from './recovery/recovery.module';
 import { ReducerModule } from './reducer/reducer.module';
 import { SystemdModule } from './systemd/systemd.module';
+import { TrustModule } from './trust/trust.module';
 
 /**
  * The root module: the feature modules, nothing else. Config, clock and
@@ -35,6 +36,7 @@ export class AgentModule {
         ReducerModule,
         OutboundModule,
         RecoveryModule,
+        TrustModule,
         ActivationModule,
         ProbesModule,
         HeartbeatModule,

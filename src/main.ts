@@ -5,6 +5,7 @@ import { runStatusCommand } from './cli/status.command';
 import { IdentityError, loadIdentity } from './comms/identity';
 import type { ReloadOutcome } from './comms/identity-watcher';
 import { type AgentConfig, loadConfig } from './config/config.loader';
+import { loadTrustSetting } from './trust/trust-setting';
 import { NOT_STARTED } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
@@ -63,6 +64,9 @@ async function run(config: AgentConfig): Promise<number | null> {
     if (err instanceof IdentityError) return configFailure(err.lines);
     throw err;
   }
+  // The same for the trust roots: a dispatch must never be judged by a file nobody checked.
+  const trust = await loadTrustSetting(config);
+  if (!trust.ok) return configFailure(trust.problems);
   const stateDirProblem = prepareStateDir(config.stateDir);
   if (stateDirProblem) return configFailure([stateDirProblem]);
   // Before anything that writes the state dir: two agents on one event log lose events.

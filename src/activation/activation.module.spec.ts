@@ -1,3 +1,4 @@
+import { ManifestSigner } from '../../dev/manifest-signer';
 import { chmodSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,8 +40,9 @@ describe('ActivationModule', () => {
   let store: string;
   let link: string;
   let opened: TestingModule[];
+  let trustFile: string;
 
-  beforeEach(() => {
+  beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'nfa-activation-'));
     store = join(dir, 'store');
     mkdirSync(join(store, OLD), { recursive: true });
@@ -48,6 +50,9 @@ describe('ActivationModule', () => {
     link = join(dir, 'current-system');
     symlinkSync(join(store, OLD), link);
     opened = [];
+    // TrustModule, imported for the resume check, loads a trust file at start.
+    trustFile = join(dir, 'trust.json');
+    await new ManifestSigner().writeTrustFile(trustFile);
   });
   afterEach(async () => {
     for (const m of opened.splice(0)) await m.close();
@@ -67,6 +72,8 @@ describe('ActivationModule', () => {
         link,
         '--store-dir',
         store,
+        '--trust-file',
+        trustFile,
         ...extra,
       ],
       env,

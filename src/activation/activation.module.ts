@@ -5,6 +5,7 @@ import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { LifecycleModule } from '../lifecycle/lifecycle.module';
 import { serveEffectPort } from '../reducer/effect-ports';
 import { ReducerModule } from '../reducer/reducer.module';
+import { TrustModule } from '../trust/trust.module';
 import {
   ACTIVATION_BACKEND,
   DEFAULT_ACTIVATION_TIMEOUT_MS,
@@ -57,7 +58,7 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
  * dedup), so it needs neither RecoveryModule nor the comms behind it.
  */
 @Module({
-  imports: [ReducerModule, LifecycleModule],
+  imports: [ReducerModule, LifecycleModule, TrustModule],
   providers: [
     CurrentSystemReader,
     { provide: ACTIVATION_BACKEND, inject: [AGENT_CONFIG, CurrentSystemReader], useFactory: backendFor },

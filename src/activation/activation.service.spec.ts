@@ -18,6 +18,7 @@ import type { AgentConfig } from '../config/config.loader';
 import { eventually } from '../../test/support/polling';
 import { NixosBackend } from './backends/nixos.backend';
 import { ActivationService } from './activation.service';
+import { RESUME_TRUST, type ResumeTrust } from '../trust/trust.service';
 import type { ActivationBackend, ActivationOutcome, ActivationPlan, SwitchMethod } from './activation.types';
 
 const ROLLOUT = 'stable@a1b2c3d4';
@@ -46,6 +47,11 @@ function gate(): { promise: Promise<void>; open: () => void } {
 }
 
 /** Settles the microtask queue and one macrotask turn. */
+/** The resume check, in specs whose boot gate never opens: asked, it fails the test. */
+const NEVER_ASKED: ResumeTrust = {
+  checkResume: () => Promise.reject(new Error('checkResume asked, though nothing here resumes after a restart')),
+};
+
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
@@ -146,6 +152,8 @@ describe('ActivationService', () => {
         // Never opened here: resuming after a restart has its own e2e test.
         BootGate,
         { provide: CurrentSystemReader, useValue: { read: () => Promise.resolve(null) } },
+        // Asked only when resuming after a restart (the gate never opens here): activation.module.spec and rollout.e2e-spec run it for real.
+        { provide: RESUME_TRUST, useValue: NEVER_ASKED },
       ],
     }).compile();
     logs = new CapturingLogger();
@@ -432,6 +440,7 @@ describe('ActivationService with the nixos backend', () => {
         { provide: REDUCER_INPUT, useValue: new RecordingReducer([]) },
         BootGate,
         { provide: CurrentSystemReader, useValue: reader },
+        { provide: RESUME_TRUST, useValue: NEVER_ASKED },
       ],
     }).compile();
     logs = new CapturingLogger();

@@ -9,7 +9,14 @@ import { type EffectOf, type FireRollbackPort, type FireSwitchPort, REDUCER_INPU
 import { describeInput } from '../reducer/reducer.service';
 import type { ReducerInput, RolloutEntry } from '../reducer/reducer.types';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
-import { ACTIVATION_BACKEND, EX_TEMPFAIL, NO_EXIT_CODE, PROGRESS_LOG_INTERVAL_MS } from './activation.constants';
+import { RESUME_TRUST, type ResumeTrust } from '../trust/trust.service';
+import {
+  ACTIVATION_BACKEND,
+  EX_TEMPFAIL,
+  NO_EXIT_CODE,
+  PROGRESS_LOG_INTERVAL_MS,
+  SIGNATURE_FAILURE_EXIT_CODE,
+} from './activation.constants';
 import type {
   ActivationBackend,
   ActivationKind,
@@ -45,6 +52,8 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
   private running: ActivationStatus['running'] = null;
   private lastResult: ActivationStatus['lastResult'] = null;
   private closed = false;
+  /** Rollouts this process has started an activation for: none of them was cut off by a restart. */
+  private readonly startedHere = new Set<string>();
   /** Aborted when shutdown begins: ends the wait of an outcome the disk would not take. */
   private readonly stopping = new AbortController();
 
@@ -56,6 +65,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     private readonly currentSystem: CurrentSystemReader,
     private readonly bootGate: BootGate,
     @Inject(RANDOM) private readonly random: RandomSource,
+    @Inject(RESUME_TRUST) private readonly trust: ResumeTrust,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -90,6 +100,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       return;
     }
     this.queued += 1;
+    this.startedHere.add(job.rolloutId);
     if (this.running)
       this.logger.log(`${job.kind} of ${job.rolloutId} queued behind the running ${this.running.kind} of ${this.running.rolloutId}`);
     this.tail = this.tail.then(() => this.runJob(job));
@@ -364,6 +375,8 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
    */
   async resumeInterrupted(): Promise<void> {
     for (const entry of Object.values(this.reducer.current().rollouts)) {
+      // Dispatched since start (before the boot handshake ended): its activation or rollback is already under way.
+      if (this.startedHere.has(entry.rolloutId)) continue;
       if (entry.state === 'Failed') {
         await this.resumeRollback(entry);
         continue;
@@ -376,6 +389,17 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         );
         await this.submit({ type: 'ActivationCompleted', rolloutId: entry.rolloutId, observedCurrentClosure: current, exitCode: 0 });
       } else {
+        // PROTOCOL §12: the manifest verified at dispatch, read back from the cache, must still hold.
+        const trusted = await this.trust.checkResume({ rolloutId: entry.rolloutId, targetClosure: entry.targetClosure });
+        if (!trusted.ok) {
+          await this.submit({
+            type: 'ActivationFailed',
+            rolloutId: entry.rolloutId,
+            exitCode: SIGNATURE_FAILURE_EXIT_CODE,
+            stderrTail: `not activated again after a restart: the rollout's signed manifest was refused (${trusted.reason}: ${trusted.detail})`,
+          });
+          continue;
+        }
         this.logger.warn(
           `${entry.rolloutId} was Activating when the agent stopped, and the host runs ${current ?? 'an unreadable current system'}, not ${entry.targetClosure}: activating again`,
         );

@@ -21,6 +21,8 @@ import { RecoveryModule } from '../recovery/recovery.module';
 import { RecoveryStatusContributor } from '../recovery/recovery.status';
 import { ReducerModule } from '../reducer/reducer.module';
 import { ReducerStatusContributor } from '../reducer/reducer.status';
+import { TrustModule } from '../trust/trust.module';
+import { TrustStatusContributor } from '../trust/trust.status';
 import { AdminExceptionFilter } from './admin-exception.filter';
 import { STATUS_CONTRIBUTORS } from './admin.constants';
 import { AgentStatusContributor } from './agent.status';
@@ -38,6 +40,7 @@ const CONTRIBUTORS = [
   DispatchStatusContributor,
   ActivationStatusContributor,
   ProbesStatusContributor,
+  TrustStatusContributor,
   CommsStatusContributor,
   ReducerStatusContributor,
   JobsStatusContributor,
@@ -58,6 +61,7 @@ const CONTRIBUTORS = [
     DispatchModule,
     ActivationModule,
     ProbesModule,
+    TrustModule,
     HealthModule,
     JobsModule,
   ],

@@ -34,6 +34,11 @@ import type { Effect, ProbeStatus, RollbackAttempt } from '../reducer/reducer.ty
 import type { ProbeJudgement, RolloutHealth } from '../reducer/rollout-health';
 import type { JobResultStatus, JobState, JobStatus } from '../jobs/job.types';
 import type { JobsStatusPart } from '../jobs/jobs.status';
+import type { KeyAlgorithm } from '../trust/keys';
+import type { KeySlot } from '../trust/manifest';
+import { REFUSAL_REASONS, type RefusalReason } from '../trust/refusal';
+import type { LastTrustFailure, LastVerified, TrustStatus, VerifiedFrom } from '../trust/trust.service';
+import type { TrustStatusPart } from '../trust/trust.status';
 import type { AgentStatusPart } from './agent.status';
 
 /*
@@ -93,7 +98,18 @@ const ACTIVATION_PHASES = members<ActivationPhase>({
 const ACTIVATION_OUTCOMES = members<ActivationOutcome['kind']>({ completed: true, failed: true, deferred: true });
 const CERTIFICATE_VALIDITIES = members<CertificateValidity>({ valid: true, expiring: true, expired: true, 'not-yet-valid': true });
 const POLL_OUTCOMES = members<NonNullable<DispatchStatus['lastOutcome']>>({ order: true, 'no-order': true, failed: true });
-const ORDER_OUTCOMES = members<LastOrder['outcome']>({ submitting: true, accepted: true, rejected: true, 'not-applied': true });
+const ORDER_OUTCOMES = members<LastOrder['outcome']>({
+  submitting: true,
+  accepted: true,
+  rejected: true,
+  refused: true,
+  'not-applied': true,
+});
+const TRUST_MODES = members<TrustStatus['mode']>({ verify: true, unsigned: true });
+const KEY_ALGORITHMS_SHOWN = members<KeyAlgorithm>({ ed25519: true, 'ecdsa-p256': true });
+const KEY_SLOTS = members<KeySlot>({ current: true, previous: true });
+const VERIFIED_FROM = members<VerifiedFrom>({ 'control-plane': true, cache: true });
+const TRUST_PHASES = members<LastTrustFailure['during']>({ dispatch: true, resume: true });
 const JOB_STATES = members<JobState>({ waiting: true, scheduled: true, running: true, disabled: true, stopped: true });
 const JOB_RESULT_KINDS = members<JobResultStatus['kind']>({ ok: true, failed: true, 'retry-after': true });
 const PROBE_RESULTS = members<ProbeStatus>({ pass: true, fail: true });
@@ -371,6 +387,41 @@ export class ReducerSection implements ReducerStats {
   @Nullable() @IsNumber() lastProgressMono!: number | null;
 }
 
+export class TrustKeysSection implements NonNullable<TrustStatus['keys']> {
+  @Nullable() @IsIn(KEY_ALGORITHMS_SHOWN) current!: KeyAlgorithm | null;
+  @Nullable() @IsIn(KEY_ALGORITHMS_SHOWN) previous!: KeyAlgorithm | null;
+  @Nullable() @Time() rejectBefore!: string | null;
+}
+
+export class LastVerifiedSection implements LastVerified {
+  @IsString() rolloutId!: string;
+  @IsString() targetClosure!: string;
+  @IsIn(KEY_SLOTS) keySlot!: KeySlot;
+  @Time() signedAt!: string;
+  @Time() verifiedAt!: string;
+  @IsIn(VERIFIED_FROM) from!: VerifiedFrom;
+}
+
+export class LastTrustFailureSection implements LastTrustFailure {
+  @IsString() rolloutId!: string;
+  @IsString() targetClosure!: string;
+  @IsIn(REFUSAL_REASONS) reason!: RefusalReason;
+  @IsString() detail!: string;
+  @Time() at!: string;
+  @IsIn(TRUST_PHASES) during!: LastTrustFailure['during'];
+}
+
+export class TrustSection implements TrustStatus {
+  @IsIn(TRUST_MODES) mode!: TrustStatus['mode'];
+  @IsString() trustFile!: string;
+  @Nullable() @IsString() warning!: string | null;
+  @Nullable() @Section(() => TrustKeysSection) keys!: TrustKeysSection | null;
+  @Nullable() @Section(() => LastVerifiedSection) lastVerified!: LastVerifiedSection | null;
+  @Nullable() @Section(() => LastTrustFailureSection) lastFailure!: LastTrustFailureSection | null;
+  @Count() refusedTotal!: number;
+  @Count() unverifiedTotal!: number;
+}
+
 /** The whole document. */
 export class StatusDocument
   implements
@@ -382,6 +433,7 @@ export class StatusDocument
     DispatchStatusPart,
     ActivationStatusPart,
     ProbesStatusPart,
+    TrustStatusPart,
     CommsStatusPart,
     ReducerStatusPart,
     JobsStatusPart
@@ -403,6 +455,7 @@ export class StatusDocument
   @Section(() => DispatchSection) dispatch!: DispatchSection;
   @Section(() => ActivationSection) activation!: ActivationSection;
   @Section(() => ProbesSection) probes!: ProbesSection;
+  @Section(() => TrustSection) trust!: TrustSection;
   /** null without a client certificate. */
   @Nullable() @Section(() => CertificateSection) certificate!: CertificateSection | null;
   @Section(() => ReducerSection) reducer!: ReducerSection;
@@ -427,6 +480,7 @@ export const STATUS_KEYS = Object.keys({
   dispatch: true,
   activation: true,
   probes: true,
+  trust: true,
   certificate: true,
   reducer: true,
   jobs: true,

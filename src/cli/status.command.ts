@@ -82,6 +82,10 @@ export type Warning =
   | { kind: 'clock-skew'; secs: number }
   | { kind: 'certificate-not-yet-valid'; notBefore: string | null }
   | { kind: 'certificate-reload-failed'; error: string }
+  /** --allow-unsigned without a trust file: said in every status. */
+  | { kind: 'dispatches-unverified'; warning: string }
+  /** The last dispatch judged was refused (PROTOCOL §12): not acknowledged, nothing switched. */
+  | { kind: 'dispatch-refused'; rolloutId: string; reason: string; detail: string; during: string }
   /** A judged rollout that failed: halted, rolled back, or its rollback failed (the host then needs an operator). */
   | {
       kind: 'rollout-failed';
@@ -251,10 +255,32 @@ export function assess(status: Json, readyz: Readyz, now: Date): Assessment {
     });
   }
 
+  const trust = record(status.trust);
+  const unverified = text(trust?.warning);
+  if (trust?.mode === 'unsigned' && unverified !== null) warnings.push({ kind: 'dispatches-unverified', warning: unverified });
+  const refusal = lastRefusal(trust);
+  if (refusal !== null) warnings.push(refusal);
+
   const skew = number(record(status.heartbeat)?.clockSkewSecs);
   if (skew !== null && Math.abs(skew) >= CLOCK_SKEW_WARN_SECS) warnings.push({ kind: 'clock-skew', secs: skew });
 
   return { exit: problems.length > 0 ? STATUS_EXIT.degraded : STATUS_EXIT.healthy, reachability, problems, warnings, components };
+}
+
+/** The trust section's last failure, unless a dispatch has verified since. */
+function lastRefusal(trust: Json | null): Extract<Warning, { kind: 'dispatch-refused' }> | null {
+  const failure = record(trust?.lastFailure);
+  if (failure === null) return null;
+  const failedAt = text(failure.at);
+  const verifiedAt = text(record(trust?.lastVerified)?.verifiedAt);
+  if (failedAt !== null && verifiedAt !== null && Date.parse(verifiedAt) > Date.parse(failedAt)) return null;
+  return {
+    kind: 'dispatch-refused',
+    rolloutId: text(failure.rolloutId) ?? '?',
+    reason: text(failure.reason) ?? '?',
+    detail: firstLine(text(failure.detail)) ?? '',
+    during: text(failure.during) ?? 'dispatch',
+  };
 }
 
 /** /status's `components`, each checked; an unknown state or a missing detail drops that component. */
@@ -364,6 +390,8 @@ export function summarize(status: Json, assessment: Assessment, now: Date): stri
   if (rollouts.length === 0) lines.push(row('rollouts', 'none'));
   rollouts.forEach((r, i) => lines.push(row(i === 0 ? 'rollouts' : '', rolloutText(r))));
   lines.push(...healthLines(record(status.probes), now));
+  const trust = record(status.trust);
+  if (trust !== null) lines.push(row('trust', trustText(trust, now)));
 
   const outbound = record(status.outbound);
   lines.push(row('outbound', outbound === null ? 'not known' : outboundText(outbound)));
@@ -462,6 +490,22 @@ function rolloutText(r: Json): string {
  * converged yet, or its verdict, then one line per probe. An older agent's
  * document has no `probes`: nothing is printed.
  */
+function trustText(trust: Json, now: Date): string {
+  if (trust.mode === 'unsigned') return `UNVERIFIED: no trust file at ${text(trust.trustFile) ?? '?'} (--allow-unsigned)`;
+  const keys = record(trust.keys);
+  const named = [
+    text(keys?.current) && `current ${text(keys?.current)}`,
+    text(keys?.previous) && `previous ${text(keys?.previous)}`,
+  ].filter(Boolean);
+  const verified = record(trust.lastVerified);
+  const last =
+    verified === null
+      ? 'no dispatch verified yet'
+      : `last verified ${text(verified.rolloutId) ?? '?'}${verified.keySlot === 'previous' ? ' (with the previous key)' : ''} at ${sinceText(text(verified.verifiedAt) ?? '', now)}`;
+  const refused = count(trust.refusedTotal);
+  return `verifying with ${text(trust.trustFile) ?? '?'} (${named.join(', ')}); ${last}${refused ? `; ${refused} refused since start` : ''}`;
+}
+
 function healthLines(probes: Json | null, now: Date): string[] {
   if (probes === null) return [];
   const lines: string[] = [];
@@ -573,6 +617,12 @@ function warningText(w: Warning): string {
       return `the client certificate is not valid yet${w.notBefore === null ? '' : ` (from ${w.notBefore})`}; check this host's clock`;
     case 'certificate-reload-failed':
       return `renewed certificate files are not in use: ${w.error}`;
+    case 'dispatches-unverified':
+      return w.warning;
+    case 'dispatch-refused':
+      return w.during === 'resume'
+        ? `the resumed activation of ${w.rolloutId} was REFUSED (${w.reason}): ${w.detail}`
+        : `the last dispatch, ${w.rolloutId}, was REFUSED (${w.reason}): ${w.detail}; not acknowledged, nothing switched`;
     case 'rollout-failed': {
       if (w.rollbackExitCode !== null && w.rollbackExitCode !== 0) {
         return `rollout ${w.rolloutId} failed and its rollback to ${w.rollbackTo ?? '?'} FAILED (exit code ${w.rollbackExitCode}): the host needs an operator`;

@@ -7,7 +7,7 @@ import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { HeartbeatResponse, type HeartbeatRequest } from '../protocol/heartbeat.wire';
 import { DispatchOrder } from '../protocol/dispatch.wire';
-import { PATH_DISPATCH, PATH_EVENTS, PATH_HEARTBEAT, TIMEOUTS } from '../protocol/protocol.constants';
+import { PATH_DISPATCH, PATH_EVENTS, PATH_HEARTBEAT, PATH_ROLLOUTS, TIMEOUTS } from '../protocol/protocol.constants';
 import { validateWire } from '../protocol/validate';
 import { classifyTransportError, type CpFailure, parseRetryAfter, RETRY_AFTER_STATUSES } from './cp-failure';
 import { handshakeStageOf } from './tls-agent';
@@ -34,7 +34,12 @@ interface RawAnswer {
   status: number;
   headers: Record<string, string>;
   text: string;
+  /** The body's exact bytes: a signature is binary, and a manifest is verified as sent. */
+  bytes: Buffer;
 }
+
+/** PROTOCOL §12's two rollout artifacts: the manifest (JSON) and its raw signature. */
+export type RolloutArtifact = 'manifest' | 'signature';
 
 /** The protocol's calls, typed: status, headers and the validated body, or a classified failure. */
 @Injectable()
@@ -109,6 +114,21 @@ export class ControlPlaneClient {
     return { ok: true, response: { status, headers, body: checked.value } };
   }
 
+  /**
+   * `GET /v1/rollouts/{id}` or `…/sig` (PROTOCOL §12): the body's exact
+   * bytes on a 200, judged by the trust module, not here.
+   */
+  async fetchRolloutArtifact(rolloutId: string, artifact: RolloutArtifact, options: CallOptions = {}): Promise<CpResult<Buffer>> {
+    const path = `${PATH_ROLLOUTS}${encodeURIComponent(rolloutId)}${artifact === 'signature' ? '/sig' : ''}`;
+    const raw = await this.call('GET', path, undefined, {
+      deadlineMs: options.deadlineMs ?? TIMEOUTS.defaultRequestMs,
+      signal: options.signal,
+    });
+    if (!raw.ok) return raw;
+    if (raw.answer.status !== 200) return this.statusFailure(raw.answer);
+    return { ok: true, response: { status: raw.answer.status, headers: raw.answer.headers, body: raw.answer.bytes } };
+  }
+
   /** One request with the hard deadline; the answer's status is not judged here. */
   async call(
     method: 'GET' | 'POST',
@@ -122,7 +142,7 @@ export class ControlPlaneClient {
     const deadline = AbortSignal.timeout(deadlineMs);
     const signal = options.signal ? AbortSignal.any([deadline, options.signal]) : deadline;
     try {
-      const res: AxiosResponse<string> = await this.http.axiosRef.request({
+      const res: AxiosResponse<Buffer> = await this.http.axiosRef.request({
         method,
         url: `${this.baseUrl}${path}`,
         data,
@@ -131,8 +151,11 @@ export class ControlPlaneClient {
         // axios's own idle timeout must not undercut a long-poll's deadline.
         timeout: deadlineMs,
         signal,
+        // Bytes, decoded here: a signature is binary, and text must be judged as sent.
+        responseType: 'arraybuffer',
       });
-      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text: res.data ?? '' } };
+      const bytes = Buffer.isBuffer(res.data) ? res.data : Buffer.from(res.data ?? '');
+      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text: bytes.toString('utf8'), bytes } };
     } catch (err) {
       const request = (err as { request?: ClientRequest }).request;
       const failure = classifyTransportError(err, {

@@ -110,6 +110,13 @@ export class Settings {
   @Max(86_400, { message: 'must be at most 86400 seconds (one day)' })
   probeFailureThreshold!: number;
 
+  @IsString()
+  @Matches(/^\//, { message: 'must be an absolute path' })
+  trustFile!: string;
+
+  @IsBoolean({ message: 'must be true or false' })
+  allowUnsigned!: boolean;
+
   @IsIn(LOG_FORMATS, { message: `must be one of: ${LOG_FORMATS.join(', ')}` })
   logFormat!: LogFormat;
 
@@ -205,6 +212,18 @@ export const SETTING_SPECS: readonly SettingSpec[] = [
     kind: 'int',
     default: () => 120,
     help: 'seconds an enforce probe may fail in a row before the rollout fails',
+  },
+  {
+    key: 'trustFile',
+    kind: 'string',
+    default: () => '/etc/nixfleet/agent/trust.json',
+    help: "trust roots (the fleet CI's release keys) that every dispatch's signed manifest is verified with",
+  },
+  {
+    key: 'allowUnsigned',
+    kind: 'bool',
+    default: () => false,
+    help: 'when the trust file is missing, act on dispatches WITHOUT verifying them (loud in logs and status)',
   },
   {
     key: 'logFormat',

@@ -13,6 +13,7 @@ import type { DispatchOrder } from '../protocol/dispatch.wire';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { ReducerService } from '../reducer/reducer.service';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
+import { DispatchVerifier } from './dispatch-verifier';
 
 /** PROTOCOL §8: the CP holds a poll up to this long. */
 export const DISPATCH_WAIT_SECS = 60;
@@ -20,6 +21,12 @@ export const DISPATCH_POLL_NAME = 'dispatch-poll';
 /** An empty answer sooner than this after the poll began is waited out to this: at most one poll a second. */
 const MIN_EMPTY_POLL_MS = 1_000;
 const DISPATCH_BACKOFF: BackoffPolicy = { firstMs: 1_000, capMs: 60_000 };
+/**
+ * After a refused dispatch the next poll waits: the CP offers an order it
+ * never got an ack for again, and a refusal must not become a request loop
+ * against the poll and the manifest routes. Doubles per refusal in a row.
+ */
+const REFUSAL_PAUSE: BackoffPolicy = { firstMs: 5_000, capMs: 300_000 };
 
 /** `/status` `dispatch`: the long-poll's state. */
 export interface DispatchStatus {
@@ -52,11 +59,13 @@ export interface LastOrder {
   /**
    * `submitting` until the reducer has it (a held order stays so: see
    * heldOrder); `accepted`: the rollout took it (DispatchAck); `rejected`:
-   * the reducer refused it (the rollout is past it); `not-applied`: it failed
+   * the reducer refused it (the rollout is past it); `refused`: its signed
+   * manifest failed a check (PROTOCOL §12; `trust.lastFailure` says which),
+   * so it was neither acknowledged nor acted on; `not-applied`: it failed
    * otherwise, or the agent stopped before it could be applied.
    */
-  outcome: 'submitting' | 'accepted' | 'rejected' | 'not-applied';
-  /** Why it was rejected or not applied; null otherwise. */
+  outcome: 'submitting' | 'accepted' | 'rejected' | 'refused' | 'not-applied';
+  /** Why it was rejected, refused or not applied; null otherwise. */
   detail: string | null;
 }
 
@@ -89,9 +98,11 @@ export class DispatchWorker {
   // Durations are read from the monotonic clock: a wall-clock step must not age a failure.
   private failingSinceMono: number | null = null;
   private lastPollMono: number | null = null;
+  private refusalsInARow = 0;
 
   constructor(
     private readonly client: ControlPlaneClient,
+    private readonly verifier: DispatchVerifier,
     private readonly reducer: ReducerService,
     private readonly currentSystem: CurrentSystemReader,
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
@@ -144,7 +155,9 @@ export class DispatchWorker {
       this.failingSinceMono = null;
       this.lastOutcome = result.response.body ? 'order' : 'no-order';
       if (result.response.body) {
-        await this.accept(result.response.body, signal);
+        const refused = (await this.accept(result.response.body, signal)) === 'refused';
+        this.refusalsInARow = refused ? this.refusalsInARow + 1 : 0;
+        if (refused) await pause(refusalPauseMs(this.refusalsInARow), signal);
       } else {
         // A CP (or a proxy) that answers "nothing" at once instead of holding the poll must not get a request loop.
         const early = MIN_EMPTY_POLL_MS - (performance.now() - startedMs);
@@ -167,10 +180,11 @@ export class DispatchWorker {
     );
   }
 
-  private async accept(order: DispatchOrder, signal: AbortSignal): Promise<void> {
+  /** 'refused': the order's signed manifest failed a check, and the next poll should wait. */
+  private async accept(order: DispatchOrder, signal: AbortSignal): Promise<'refused' | 'done'> {
     if (order.hostname !== this.config.machineId) {
       this.logger.warn(`dispatch for ${order.rollout_id} names host "${order.hostname}", not "${this.config.machineId}"; ignored`);
-      return;
+      return 'done';
     }
     const lastOrder: LastOrder = {
       rolloutId: order.rollout_id,
@@ -186,6 +200,22 @@ export class DispatchWorker {
       lastOrder.outcome = outcome;
       lastOrder.detail = detail;
     };
+    // PROTOCOL §12: nothing is acknowledged or switched before the fleet CI's signature holds.
+    const verdict = await this.verifier.judge(order, signal);
+    switch (verdict.kind) {
+      case 'act':
+        break;
+      case 'refused':
+        settle('refused', `${verdict.refusal.reason}: ${verdict.refusal.detail}`);
+        return 'refused';
+      case 'stopped':
+        settle('not-applied', 'the agent stopped first');
+        return 'done';
+      default: {
+        const never: never = verdict;
+        return never;
+      }
+    }
     let result;
     try {
       // The CP hands an order out once (§8): one lost to a full disk would never come back.
@@ -224,7 +254,7 @@ export class DispatchWorker {
       settle('not-applied', (err as Error).message);
       // A throw here would end the poll loop for good; the next poll goes on.
       this.logger.error(`dispatch for ${order.rollout_id} not applied: ${(err as Error).message}; polling goes on`);
-      return;
+      return 'done';
     } finally {
       const held = this.heldOrder;
       this.heldOrder = null;
@@ -239,7 +269,7 @@ export class DispatchWorker {
     }
     if (result === null) {
       if (lastOrder.outcome === 'submitting') settle('not-applied', 'the agent stopped first');
-      return;
+      return 'done';
     }
     if (result.rejected) {
       settle('rejected', result.rejected);
@@ -247,5 +277,11 @@ export class DispatchWorker {
     } else {
       settle('accepted');
     }
+    return 'done';
   }
+}
+
+/** The pause before the poll after the n-th refusal in a row (n ≥ 1). */
+export function refusalPauseMs(n: number): number {
+  return Math.min(REFUSAL_PAUSE.capMs, REFUSAL_PAUSE.firstMs * 2 ** Math.min(n - 1, 30));
 }

@@ -19,6 +19,29 @@ export type FailedPolicyLabel = 'halt' | 'rollback-and-halt';
 /** A rollback's outcome: the host is back on the old closure, or it is not. */
 export type RollbackOutcome = 'reverted' | 'failed';
 
+/** Why a dispatch was not acted on (PROTOCOL §12): the trust module's RefusalReason, one label per reason. */
+export type DispatchRefusalLabel =
+  | 'malformed-json'
+  | 'malformed-signature'
+  | 'bad-signature'
+  | 'schema'
+  | 'schema-version'
+  | 'no-signed-at'
+  | 'signed-before-reject-before'
+  | 'stale'
+  | 'from-the-future'
+  | 'rollout-id'
+  | 'wrong-rollout'
+  | 'not-for-this-host'
+  | 'wrong-target'
+  | 'cache-tampered'
+  | 'cache-unreadable'
+  | 'cache-missing'
+  | 'cache-unwritable'
+  | 'manifest-unavailable';
+/** How a dispatch's provenance was settled: verified with the trust roots, refused, or acted on unverified (--allow-unsigned). */
+export type DispatchTrustLabel = 'verified' | 'refused' | 'unverified';
+
 /** What the gauges show, read from the services at scrape time. null means not known: that gauge is left out. */
 export interface LiveState {
   consecutiveFailures: number;
@@ -53,6 +76,27 @@ const ACTIVATION_RESULTS = members<ActivationResult>({ completed: true, failed: 
 const OUTBOUND_STATES = members<OutboundState>({ pending: true, delivered: true, refused: true });
 const FAILED_POLICIES = members<FailedPolicyLabel>({ halt: true, 'rollback-and-halt': true });
 const ROLLBACK_OUTCOMES = members<RollbackOutcome>({ reverted: true, failed: true });
+const DISPATCH_REFUSALS = members<DispatchRefusalLabel>({
+  'malformed-json': true,
+  'malformed-signature': true,
+  'bad-signature': true,
+  schema: true,
+  'schema-version': true,
+  'no-signed-at': true,
+  'signed-before-reject-before': true,
+  stale: true,
+  'from-the-future': true,
+  'rollout-id': true,
+  'wrong-rollout': true,
+  'not-for-this-host': true,
+  'wrong-target': true,
+  'cache-tampered': true,
+  'cache-unreadable': true,
+  'cache-missing': true,
+  'cache-unwritable': true,
+  'manifest-unavailable': true,
+});
+const DISPATCH_TRUST = members<DispatchTrustLabel>({ verified: true, refused: true, unverified: true });
 
 /** A gauge that is in the registry only while its value is known: a made-up 0 would read as a real value. */
 class OptionalGauge {
@@ -103,6 +147,8 @@ export class MetricsService {
   private readonly probeDuration: Histogram<'probe'>;
   private readonly rolloutsFailed: Counter<'policy'>;
   private readonly rollbacks: Counter<'outcome'>;
+  private readonly dispatchTrust: Counter<'verdict'>;
+  private readonly dispatchRefusals: Counter<'reason'>;
 
   constructor() {
     const registers = [this.registry];
@@ -216,6 +262,20 @@ export class MetricsService {
       registers,
     });
     for (const outcome of ROLLBACK_OUTCOMES) this.rollbacks.inc({ outcome }, 0);
+    this.dispatchTrust = new Counter({
+      name: `${METRIC_PREFIX}dispatch_trust_checks_total`,
+      help: "Dispatches (and resumed activations) judged against the fleet CI's signed manifest, by verdict: verified, refused, or unverified (--allow-unsigned without a trust file)",
+      labelNames: ['verdict'],
+      registers,
+    });
+    for (const verdict of DISPATCH_TRUST) this.dispatchTrust.inc({ verdict }, 0);
+    this.dispatchRefusals = new Counter({
+      name: `${METRIC_PREFIX}dispatch_refusals_total`,
+      help: 'Dispatches not acted on because their signed manifest failed a check, by the check that failed (the detail is in /status trust.lastFailure)',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of DISPATCH_REFUSALS) this.dispatchRefusals.inc({ reason }, 0);
   }
 
   get contentType(): string {
@@ -246,6 +306,11 @@ export class MetricsService {
 
   recordRollback(outcome: RollbackOutcome): void {
     this.rollbacks.inc({ outcome });
+  }
+
+  recordDispatchTrust(verdict: DispatchTrustLabel, refusal: DispatchRefusalLabel | null = null): void {
+    this.dispatchTrust.inc({ verdict });
+    if (refusal !== null) this.dispatchRefusals.inc({ reason: refusal });
   }
 
   recordEventLogAppendFailure(atUnixSecs: number): void {

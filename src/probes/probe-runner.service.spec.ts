@@ -7,7 +7,7 @@ import { eventually } from '../../test/support/polling';
 import { ActivationService } from '../activation/activation.service';
 import { JobRuntime } from '../jobs/job-runtime.service';
 import { ReducerService } from '../reducer/reducer.service';
-import { HEALTH_GATE, type HealthGateSource } from './health-gate';
+import { TrustService } from '../trust/trust.service';
 import { DEFAULT_PROBE_TOOLS, PROBE_TOOLS } from './probe-checker';
 import { ProbeRunnerService } from './probe-runner.service';
 
@@ -238,17 +238,19 @@ describe('ProbeRunnerService', () => {
   it("adds the verified manifest's systemdFailedUnits gate as an implicit enforce probe", async () => {
     const systemctl = join(world.dir, 'fake-systemctl');
     writeFileSync(systemctl, '#!/bin/sh\necho "nginx.service loaded failed failed nginx"\n', { mode: 0o755 });
-    const gate: HealthGateSource = { gateFor: () => Promise.resolve({ systemdFailedUnits: { max: 0 } }) };
     agent = await buildAgent(world, {
       extra: ['--heartbeat-interval', '3600', '--health-checks-file', join(world.dir, 'absent.json')],
-      customize: (b) =>
-        b
-          .overrideProvider(HEALTH_GATE)
-          .useValue(gate)
-          .overrideProvider(PROBE_TOOLS)
-          .useValue({ ...DEFAULT_PROBE_TOOLS, systemctl }),
+      customize: (b) => b.overrideProvider(PROBE_TOOLS).useValue({ ...DEFAULT_PROBE_TOOLS, systemctl }),
     });
     const rollout = 'stable@pr000007';
+    // As the dispatch worker leaves it: the fleet CI's signed manifest, cached under the state dir.
+    const signed = world.signer.sign({
+      rolloutId: rollout,
+      hosts: [{ hostname: agent.config.machineId, targetClosure: TARGET }],
+      signedAt: agent.clock.now(),
+      healthGate: { systemdFailedUnits: { max: 0 } },
+    });
+    await agent.app.get(TrustService).cache.store(rollout, signed.bytes, signed.signature);
     await soak(agent, rollout);
 
     expect(agent.app.get(ReducerService).current().rollouts[rollout]?.probes['systemd-failed-units']).toMatchObject({
@@ -257,6 +259,29 @@ describe('ProbeRunnerService', () => {
       lastStatus: 'fail',
       failureReason: expect.stringContaining('nginx.service') as string,
     });
+  });
+
+  it('takes no gate from a cached manifest that no longer verifies, and says so once', async () => {
+    const systemctl = join(world.dir, 'fake-systemctl');
+    writeFileSync(systemctl, '#!/bin/sh\necho "nginx.service loaded failed failed nginx"\n', { mode: 0o755 });
+    agent = await buildAgent(world, {
+      extra: ['--heartbeat-interval', '3600', '--health-checks-file', join(world.dir, 'absent.json')],
+      customize: (b) => b.overrideProvider(PROBE_TOOLS).useValue({ ...DEFAULT_PROBE_TOOLS, systemctl }),
+    });
+    const rollout = 'stable@pr000013';
+    const signed = world.signer.signedByUnknownKey({
+      rolloutId: rollout,
+      hosts: [{ hostname: agent.config.machineId, targetClosure: TARGET }],
+      signedAt: agent.clock.now(),
+      healthGate: { systemdFailedUnits: { max: 0 } },
+    });
+    await agent.app.get(TrustService).cache.store(rollout, signed.bytes, signed.signature);
+    await soak(agent, rollout);
+
+    expect(agent.app.get(ReducerService).current().rollouts[rollout]?.probes).toEqual({});
+    const warned = agent.logs.messages('warn', 'Trust').filter((l) => l.includes(rollout));
+    expect(warned).toEqual([expect.stringContaining('cache-tampered') as string]);
+    expect(warned[0]).toContain('its probes run without the manifest’s health gate'.replace('’', "'"));
   });
 
   it('says once that there is no health-checks file, and converges on the soak alone', async () => {

@@ -6,7 +6,9 @@ import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { serveEffectPort } from '../reducer/effect-ports';
 import { ReducerModule } from '../reducer/reducer.module';
 import { AGENT_VERSION } from '../version';
-import { HEALTH_GATE, NoHealthGate } from './health-gate';
+import { TrustModule } from '../trust/trust.module';
+import { TrustService } from '../trust/trust.service';
+import { HEALTH_GATE } from './health-gate';
 import { DEFAULT_PROBE_TOOLS, PROBE_TOOLS, ProbeChecker } from './probe-checker';
 import { ProbeRunnerService } from './probe-runner.service';
 import { ProbesStatusContributor } from './probes.status';
@@ -22,6 +24,7 @@ import { ProbesStatusContributor } from './probes.status';
     ReducerModule,
     JobsModule,
     LifecycleModule,
+    TrustModule,
     HttpModule.register({
       headers: { 'User-Agent': `nixfleet-agent/${AGENT_VERSION} (health probe)` },
       maxRedirects: 0,
@@ -30,7 +33,8 @@ import { ProbesStatusContributor } from './probes.status';
   ],
   providers: [
     CurrentSystemReader,
-    { provide: HEALTH_GATE, useClass: NoHealthGate },
+    // The verified manifest's healthGate (PROTOCOL §10, §12): it wins over anything local.
+    { provide: HEALTH_GATE, useExisting: TrustService },
     { provide: PROBE_TOOLS, useValue: DEFAULT_PROBE_TOOLS },
     ProbeChecker,
     ProbeRunnerService,

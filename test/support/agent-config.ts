@@ -10,6 +10,8 @@ export interface TestConfigOptions {
   identity?: ClientIdentity;
   machineId?: string;
   caCertPath?: string;
+  /** Default trust.json beside the state dir (connectionArgs). */
+  trustFile?: string;
   extra?: string[];
 }
 
@@ -23,6 +25,7 @@ export function testArgs(o: TestConfigOptions): string[] {
       identity: o.identity ?? o.pki.client,
       stateDir: o.stateDir,
       currentSystemPath: o.currentSystemPath ?? `${o.stateDir}/current-system`,
+      trustFile: o.trustFile,
     }),
     '--log-format',
     'json',

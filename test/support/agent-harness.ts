@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { INestApplication, LoggerService } from '@nestjs/common';
 import { Test, type TestingModuleBuilder } from '@nestjs/testing';
 import { DevControlPlane, type DevCpOptions } from '../../dev/control-plane';
+import { ManifestSigner } from '../../dev/manifest-signer';
 import { makePki, type Pki } from '../../dev/pki';
 import { AgentModule } from '../../src/agent.module';
 import { CLOCK } from '../../src/clock/clock';
@@ -22,6 +23,9 @@ export interface World {
   dir: string;
   pki: Pki;
   cp: DevControlPlane;
+  /** The fleet CI of the world's CP, and the trust file (in `dir`) that names its keys. */
+  signer: ManifestSigner;
+  trustFile: string;
   currentSystemPath: string;
   /** A fake /nix/store for the symlink activation backend. */
   storeDir: string;
@@ -34,7 +38,11 @@ export interface World {
 export async function makeWorld(cpOptions: Partial<DevCpOptions> = {}, shared: { pki?: Pki } = {}): Promise<World> {
   const dir = mkdtempSync(join(tmpdir(), 'nfa-world-'));
   const pki = shared.pki ?? (await makePki(join(dir, 'pki')));
-  const cp = await DevControlPlane.start({ pki, ...cpOptions });
+  // The fleet CI: every dispatch's manifest is signed, and the agents verify it with trust.json beside their state dirs.
+  const signer = cpOptions.signer ?? new ManifestSigner();
+  const cp = await DevControlPlane.start({ pki, ...cpOptions, signer });
+  const trustFile = join(dir, 'trust.json');
+  await signer.writeTrustFile(trustFile);
   const currentSystemPath = join(dir, 'current-system');
   const storeDir = join(dir, 'store');
   mkdirSync(storeDir);
@@ -42,6 +50,8 @@ export async function makeWorld(cpOptions: Partial<DevCpOptions> = {}, shared: {
     dir,
     pki,
     cp,
+    signer,
+    trustFile,
     currentSystemPath,
     storeDir,
     setCurrentSystem(closure) {
@@ -135,10 +145,13 @@ export async function buildAgent(world: World, options: BuildOptions = {}): Prom
     identity: options.identity,
     machineId: options.machineId,
     caCertPath: options.caCertPath,
+    trustFile: options.trustFile ?? world.trustFile,
     // Activation re-points the world's current-system link; a test's own flags come after and win.
     extra: ['--activation-backend', 'symlink', '--store-dir', world.storeDir, ...(options.extra ?? [])],
   });
   const clock = options.clock ?? new FakeClock();
+  // The agent judges a manifest's age by its own clock: CI signs by the same one.
+  world.cp.signWithClock(() => clock.now());
   const random = new FixedRandom();
   let builder = Test.createTestingModule({ imports: [AgentModule.forRoot(config)] })
     .overrideProvider(CLOCK)

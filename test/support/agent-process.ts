@@ -188,6 +188,7 @@ export function worldAgentArgs(world: World, o: WorldAgentOptions): string[] {
       currentSystemPath: world.currentSystemPath,
       caCertPath: o.caCertPath,
       identity: o.identity,
+      trustFile: world.trustFile,
     }),
     '--heartbeat-interval',
     String(o.heartbeatSecs ?? 1),

@@ -1,0 +1,125 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { type Clock, CLOCK } from '../clock/clock';
+import { errnoText } from '../common/errno';
+import { describeFailure } from '../comms/cp-failure';
+import { ControlPlaneClient, type RolloutArtifact } from '../comms/control-plane.client';
+import type { AgentConfig } from '../config/config.loader';
+import { AGENT_CONFIG } from '../config/config.constants';
+import type { DispatchOrder } from '../protocol/dispatch.wire';
+import { checkDispatch, verifyManifest } from '../trust/manifest';
+import { type CacheLoad, isCacheableRolloutId } from '../trust/manifest-cache';
+import type { Refusal } from '../trust/refusal';
+import { TrustService, type TrustSubject } from '../trust/trust.service';
+
+/** What to do with a dispatch: act on it (verified, or unverified by the operator's choice), refuse it, or nothing (stopping). */
+export type DispatchVerdict = { kind: 'act' } | { kind: 'refused'; refusal: Refusal } | { kind: 'stopped' };
+
+/**
+ * PROTOCOL §12 for one dispatch, before anything is acknowledged or
+ * switched: the manifest signed for its rollout must verify with the trust
+ * roots and name exactly this host and this target. A pair already cached
+ * (the CP offering the same dispatch again) is verified again and used
+ * without a fetch; a cached pair that no longer verifies was changed on disk
+ * and is refused, not silently replaced.
+ */
+@Injectable()
+export class DispatchVerifier {
+  constructor(
+    private readonly client: ControlPlaneClient,
+    private readonly trust: TrustService,
+    @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
+    @Inject(CLOCK) private readonly clock: Clock,
+  ) {}
+
+  async judge(order: DispatchOrder, signal: AbortSignal): Promise<DispatchVerdict> {
+    const subject: TrustSubject = { rolloutId: order.rollout_id, targetClosure: order.target_closure };
+    if (this.trust.setting.mode === 'unsigned') {
+      this.trust.recordUnverified(subject);
+      return { kind: 'act' };
+    }
+    const refusal = await this.refusalOf(subject, signal);
+    if (signal.aborted) return { kind: 'stopped' };
+    if (refusal !== null) {
+      this.trust.recordRefused(subject, refusal, 'dispatch');
+      return { kind: 'refused', refusal };
+    }
+    return { kind: 'act' };
+  }
+
+  /** Null when the dispatch is covered by a verified manifest (now cached). */
+  private async refusalOf(subject: TrustSubject, signal: AbortSignal): Promise<Refusal | null> {
+    const setting = this.trust.setting;
+    if (setting.mode !== 'verify') return null;
+    if (!isCacheableRolloutId(subject.rolloutId)) {
+      return {
+        reason: 'rollout-id',
+        detail: `rollout id ${JSON.stringify(subject.rolloutId.slice(0, 80))} is not <channel>@<channelRef> without "/" and ".."`,
+      };
+    }
+    const check = { ...subject, hostname: this.config.machineId };
+
+    let cached: CacheLoad;
+    try {
+      cached = await this.trust.loadCached(subject.rolloutId, 'enforce');
+    } catch (err) {
+      cached = { kind: 'refused', reason: 'cache-unreadable', detail: errnoText(err) };
+    }
+    switch (cached.kind) {
+      case 'verified': {
+        const covered = checkDispatch(cached.manifest, check);
+        if (!covered.ok) return { reason: covered.reason, detail: covered.detail };
+        this.trust.recordVerified(subject, cached, 'cache');
+        return null;
+      }
+      case 'refused':
+        // Past its window: the CP may hold a newer signature of the rollout.
+        if (cached.reason === 'stale') break;
+        return {
+          reason: cached.reason,
+          detail: `${cached.detail}; the cached manifest is kept for inspection, and refused until it is removed (then it is fetched again)`,
+        };
+      case 'missing':
+        break;
+      default: {
+        const never: never = cached;
+        return never;
+      }
+    }
+
+    const manifest = await this.fetch(subject.rolloutId, 'manifest', signal);
+    if (!manifest.ok) return manifest.refusal;
+    const signature = await this.fetch(subject.rolloutId, 'signature', signal);
+    if (!signature.ok) return signature.refusal;
+    const verified = verifyManifest(manifest.bytes, signature.bytes, setting.roots, this.clock.now());
+    if (!verified.ok) return { reason: verified.reason, detail: verified.detail };
+    const covered = checkDispatch(verified.manifest, check);
+    if (!covered.ok) return { reason: covered.reason, detail: covered.detail };
+    try {
+      await this.trust.cache.store(subject.rolloutId, manifest.bytes, signature.bytes);
+    } catch (err) {
+      return {
+        reason: 'cache-unwritable',
+        detail: `the manifest verified, but cannot be kept in ${this.trust.cache.dir} (${errnoText(err)}), so a restart could not verify the rollout again`,
+      };
+    }
+    this.trust.recordVerified(subject, verified, 'control-plane');
+    return null;
+  }
+
+  private async fetch(
+    rolloutId: string,
+    artifact: RolloutArtifact,
+    signal: AbortSignal,
+  ): Promise<{ ok: true; bytes: Buffer } | { ok: false; refusal: Refusal }> {
+    const result = await this.client.fetchRolloutArtifact(rolloutId, artifact, { signal });
+    if (result.ok) return { ok: true, bytes: result.response.body };
+    const what = artifact === 'manifest' ? 'manifest' : 'signature';
+    return {
+      ok: false,
+      refusal: {
+        reason: 'manifest-unavailable',
+        detail: `the control plane did not serve the ${what} (${describeFailure(result.failure)})`,
+      },
+    };
+  }
+}
