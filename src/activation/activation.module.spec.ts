@@ -1,5 +1,5 @@
 import { ManifestSigner } from '../../dev/manifest-signer';
-import { chmodSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Test, type TestingModule } from '@nestjs/testing';
@@ -16,6 +16,8 @@ import { ReducerService } from '../reducer/reducer.service';
 import type { Policy, ReducerState } from '../reducer/reducer.types';
 import { BootGate } from '../lifecycle/boot-gate';
 import { eventually } from '../../test/support/polling';
+import { ManifestCache } from '../trust/manifest-cache';
+import { TrustService } from '../trust/trust.service';
 import { ACTIVATION_BACKEND } from './activation.constants';
 import { ActivationModule } from './activation.module';
 import { ActivationPreflight } from './activation.preflight';
@@ -41,6 +43,7 @@ describe('ActivationModule', () => {
   let link: string;
   let opened: TestingModule[];
   let trustFile: string;
+  let signer: ManifestSigner;
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'nfa-activation-'));
@@ -52,7 +55,8 @@ describe('ActivationModule', () => {
     opened = [];
     // TrustModule, imported for the resume check, loads a trust file at start.
     trustFile = join(dir, 'trust.json');
-    await new ManifestSigner().writeTrustFile(trustFile);
+    signer = new ManifestSigner();
+    await signer.writeTrustFile(trustFile);
   });
   afterEach(async () => {
     for (const m of opened.splice(0)) await m.close();
@@ -120,8 +124,9 @@ describe('ActivationModule', () => {
     const ports = module.get(EffectPortRegistry);
     expect(ports.port('FireSwitch')).toBe(activation);
     expect(ports.port('FireRollback')).toBe(activation);
-    expect(module.get(FIRE_SWITCH_PORT)).toBe(activation);
-    expect(module.get(FIRE_ROLLBACK_PORT)).toBe(activation);
+    // The tokens resolve to the port's method alone: the service itself there would have its lifecycle hooks run once per token.
+    expect(Object.keys(module.get<object>(FIRE_SWITCH_PORT))).toEqual(['handle']);
+    expect(Object.keys(module.get<object>(FIRE_ROLLBACK_PORT))).toEqual(['handle']);
     expect(module.get(ACTIVATION_BACKEND)).toBeInstanceOf(SymlinkBackend);
   });
 
@@ -245,6 +250,75 @@ describe('ActivationModule', () => {
       expect.stringMatching(new RegExp(`^rollback of ${ROLLOUT} to ${OLD} not run: the host runs ${other}, neither`)),
     ]);
   });
+
+  /** As a restart finds it: the dispatch was verified and acknowledged, the switch cut off before it reported. */
+  function activatingInterrupted(): ReducerState {
+    return {
+      rollouts: {
+        [ROLLOUT]: {
+          rolloutId: ROLLOUT,
+          channel: 'stable',
+          state: 'Activating',
+          targetClosure: NEW,
+          currentClosureAtDispatch: OLD,
+          dispatchedAt: '2026-11-28T11:59:55.000Z',
+          dispatchAckedAt: '2026-11-28T11:59:56.000Z',
+          lastEventSeq: 2,
+          probes: {},
+        },
+      },
+    };
+  }
+
+  /** The pair the dispatch worker cached for ROLLOUT; `tamper` changes a byte of the manifest after signing. */
+  async function cachePair(config: AgentConfig, o: { tamper?: boolean; storedAt?: Date } = {}): Promise<void> {
+    const signed = signer.sign({
+      rolloutId: ROLLOUT,
+      hosts: [{ hostname: 'web-01', targetClosure: NEW }],
+      signedAt: '2026-11-28T11:59:50Z',
+    });
+    const cache = new ManifestCache(config.stateDir);
+    const bytes = o.tamper ? Buffer.from(signed.bytes.toString('utf8').replace('"waveIndex": 0', '"waveIndex": 1')) : signed.bytes;
+    await cache.store(ROLLOUT, bytes, signed.signature);
+    if (o.storedAt) utimesSync(cache.pathsOf(ROLLOUT).json, o.storedAt, o.storedAt);
+  }
+
+  it('resumes an interrupted activation once its cached manifest verifies again: one switch, one line', async () => {
+    const config = configWith(['--activation-backend', 'symlink']);
+    await cachePair(config);
+    const logs = new CapturingLogger();
+    const { reducer, activation, module } = await build(config, HALT, logs, activatingInterrupted());
+    module.get(BootGate).open({ reachedControlPlane: false });
+    await eventually(() => reducer.current().rollouts[ROLLOUT]?.state === 'Soaking', 5_000, 'the resumed activation completed');
+    await activation.idle();
+
+    expect(readlinkSync(link)).toBe(join(store, NEW));
+    expect(logs.messages('warn', ActivationService.name).filter((l) => l.includes('activating again'))).toHaveLength(1);
+    expect(logs.messages('log', 'Trust').filter((l) => l.includes(`dispatch ${ROLLOUT} → ${NEW} verified`))).toHaveLength(1);
+  });
+
+  it.each<[string, { tamper?: boolean; storedAt?: Date } | null, string]>([
+    ['its cached manifest was changed on disk', { tamper: true }, 'cache-tampered'],
+    ['no manifest is cached for it', null, 'cache-missing'],
+    ['it was verified and cached longer ago than a manifest is good for', { storedAt: new Date('2026-11-28T10:00:00Z') }, 'stale'],
+  ])(
+    'does not resume an interrupted activation when %s: ActivationFailed -2, nothing switched, one warning',
+    async (_name, pair, reason) => {
+      const config = configWith(['--activation-backend', 'symlink']);
+      if (pair !== null) await cachePair(config, pair);
+      const logs = new CapturingLogger();
+      const { reducer, activation, module } = await build(config, HALT, logs, activatingInterrupted());
+      module.get(BootGate).open({ reachedControlPlane: false });
+      await eventually(() => reducer.current().rollouts[ROLLOUT]?.state === 'Failed', 5_000, 'the rollout failed');
+      await activation.idle();
+
+      expect(readlinkSync(link)).toBe(join(store, OLD));
+      const refused = logs.messages('warn', 'Trust');
+      expect(refused).toEqual([expect.stringContaining(`dispatch ${ROLLOUT} → ${NEW} REFUSED (${reason})`) as string]);
+      expect(refused[0]).toContain('not activated again; the rollout is reported failed');
+      expect(module.get(TrustService).status()).toMatchObject({ refusedTotal: 1, lastFailure: { reason, during: 'resume' } });
+    },
+  );
 
   function symlinkAgain(target: string): void {
     rmSync(link, { force: true });

@@ -7,7 +7,14 @@ import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { HeartbeatResponse, type HeartbeatRequest } from '../protocol/heartbeat.wire';
 import { DispatchOrder } from '../protocol/dispatch.wire';
-import { PATH_DISPATCH, PATH_EVENTS, PATH_HEARTBEAT, PATH_ROLLOUTS, TIMEOUTS } from '../protocol/protocol.constants';
+import {
+  MAX_ROLLOUT_ARTIFACT_BYTES,
+  PATH_DISPATCH,
+  PATH_EVENTS,
+  PATH_HEARTBEAT,
+  PATH_ROLLOUTS,
+  TIMEOUTS,
+} from '../protocol/protocol.constants';
 import { validateWire } from '../protocol/validate';
 import { classifyTransportError, type CpFailure, parseRetryAfter, RETRY_AFTER_STATUSES } from './cp-failure';
 import { handshakeStageOf } from './tls-agent';
@@ -28,6 +35,8 @@ export interface CallOptions {
   deadlineMs?: number;
   /** Aborts the call early, e.g. on shutdown. */
   signal?: AbortSignal;
+  /** Refuse a response body larger than this; MAX_RESPONSE_BYTES unless the call says otherwise. */
+  maxBytes?: number;
 }
 
 interface RawAnswer {
@@ -123,6 +132,8 @@ export class ControlPlaneClient {
     const raw = await this.call('GET', path, undefined, {
       deadlineMs: options.deadlineMs ?? TIMEOUTS.defaultRequestMs,
       signal: options.signal,
+      // A manifest lists every host of a rollout: a big fleet's outgrows the 1 MiB of the agent's own calls.
+      maxBytes: MAX_ROLLOUT_ARTIFACT_BYTES,
     });
     if (!raw.ok) return raw;
     if (raw.answer.status !== 200) return this.statusFailure(raw.answer);
@@ -153,9 +164,12 @@ export class ControlPlaneClient {
         signal,
         // Bytes, decoded here: a signature is binary, and text must be judged as sent.
         responseType: 'arraybuffer',
+        ...(options.maxBytes === undefined ? {} : { maxContentLength: options.maxBytes }),
       });
       const bytes = Buffer.isBuffer(res.data) ? res.data : Buffer.from(res.data ?? '');
-      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text: bytes.toString('utf8'), bytes } };
+      // As axios's own text decoding did: a byte-order mark is no part of the JSON.
+      const text = bytes.toString('utf8').replace(/^\uFEFF/, '');
+      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text, bytes } };
     } catch (err) {
       const request = (err as { request?: ClientRequest }).request;
       const failure = classifyTransportError(err, {

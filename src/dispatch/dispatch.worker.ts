@@ -147,6 +147,7 @@ export class DispatchWorker {
   private async poll(signal: AbortSignal): Promise<JobResult> {
     // Real time, as it paces real requests: the fake clock of a test must not turn this into a busy loop either.
     const startedMs = performance.now();
+    await this.verifier.storeHeld();
     const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
     if (signal.aborted) return failed('cut short by shutdown');
     this.lastPollAt = this.clock.now();
@@ -159,6 +160,7 @@ export class DispatchWorker {
         this.refusalsInARow = refused ? this.refusalsInARow + 1 : 0;
         if (refused) await pause(refusalPauseMs(this.refusalsInARow), signal);
       } else {
+        this.refusalsInARow = 0;
         // A CP (or a proxy) that answers "nothing" at once instead of holding the poll must not get a request loop.
         const early = MIN_EMPTY_POLL_MS - (performance.now() - startedMs);
         if (early > 0) await pause(early, signal);

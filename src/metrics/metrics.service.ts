@@ -37,7 +37,6 @@ export type DispatchRefusalLabel =
   | 'cache-tampered'
   | 'cache-unreadable'
   | 'cache-missing'
-  | 'cache-unwritable'
   | 'manifest-unavailable';
 /** How a dispatch's provenance was settled: verified with the trust roots, refused, or acted on unverified (--allow-unsigned). */
 export type DispatchTrustLabel = 'verified' | 'refused' | 'unverified';
@@ -93,7 +92,6 @@ const DISPATCH_REFUSALS = members<DispatchRefusalLabel>({
   'cache-tampered': true,
   'cache-unreadable': true,
   'cache-missing': true,
-  'cache-unwritable': true,
   'manifest-unavailable': true,
 });
 const DISPATCH_TRUST = members<DispatchTrustLabel>({ verified: true, refused: true, unverified: true });

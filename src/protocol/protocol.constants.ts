@@ -21,3 +21,6 @@ export const TIMEOUTS = {
 
 /** Response bodies larger than this are refused, whatever the peer declares. */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
+/** A rollout manifest or its signature (PROTOCOL §12): the manifest names every host of the rollout. As much is cached. */
+export const MAX_ROLLOUT_ARTIFACT_BYTES = 4 * 1024 * 1024;

@@ -40,7 +40,20 @@ export function serveEffectPort<K extends keyof EffectPorts>(kind: K, implementa
     inject: [EffectPortRegistry, implementation],
     useFactory: (registry: EffectPortRegistry, port: EffectPorts[K]) => {
       registry.bind(kind, port);
-      return port;
+      return facadeOf(kind, port);
     },
   };
+}
+
+/**
+ * The port's one method, bound, and nothing else. Were the token to resolve
+ * to the serving instance itself, Nest would run that instance's lifecycle
+ * hooks once more for each token: a service serving two ports bootstrapped
+ * three times (three resumes of one interrupted activation).
+ */
+function facadeOf<K extends keyof EffectPorts>(kind: K, port: EffectPorts[K]): EffectPorts[K] {
+  const method = kind === 'EmitEvent' ? 'emit' : 'handle';
+  // Every port has exactly that one method (reducer.ports.ts); the cast only forgets which kind.
+  const fn = (port as unknown as Record<string, (...args: unknown[]) => unknown>)[method];
+  return Object.freeze({ [method]: fn.bind(port) }) as unknown as EffectPorts[K];
 }

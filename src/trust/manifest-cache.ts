@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoText } from '../common/errno';
+import { MAX_ROLLOUT_ARTIFACT_BYTES } from '../protocol/protocol.constants';
 import { ROLLOUT_ID_PATTERN } from '../protocol/rollout';
 import {
   DEFAULT_CLOCK_SKEW_SECS,
@@ -21,8 +22,8 @@ export const ROLLOUTS_DIR = 'rollouts';
 /** Longer ids are refused as file names: with ".json" and a temp suffix they must stay under NAME_MAX (255). */
 const MAX_ROLLOUT_ID_CHARS = 200;
 
-/** A cached manifest is never bigger than this; a bigger file is not ours. */
-const MAX_CACHED_BYTES = 4 * 1024 * 1024;
+/** A cached manifest is never bigger than the agent would fetch; a bigger file is not ours. */
+const MAX_CACHED_BYTES = MAX_ROLLOUT_ARTIFACT_BYTES;
 
 /** Why a cached pair was refused, beyond the verification's own reasons. */
 export const CACHE_FAILURES = ['cache-tampered', 'cache-unreadable'] as const;
@@ -30,7 +31,10 @@ export type CacheFailure = (typeof CACHE_FAILURES)[number];
 
 export type CacheLoad =
   | { kind: 'missing' }
-  | ({ kind: 'verified' } & Omit<VerifiedManifest, 'ok'>)
+  | ({
+      kind: 'verified';
+      /** When this agent stored the pair (the manifest file's mtime): when it verified the dispatch. */ storedAt: Date;
+    } & Omit<VerifiedManifest, 'ok'>)
   | { kind: 'refused'; reason: VerifyFailure | CacheFailure | 'wrong-rollout'; detail: string };
 
 /** A rollout id fit to name a file in the cache directory: the id's pattern, no "..", bounded. */
@@ -54,6 +58,8 @@ export class UnsafeRolloutIdError extends Error {
  */
 export class ManifestCache {
   readonly dir: string;
+  /** Pairs store() could not write, by rollout id: see storeHeld(). */
+  private readonly held = new Map<string, { manifest: Buffer; signature: Buffer; storedAt: Date }>();
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, ROLLOUTS_DIR);
@@ -63,9 +69,22 @@ export class ManifestCache {
    * Stores a pair the caller has just verified. Each file is written to a
    * temp file, fsynced and renamed into place, then the directory fsynced.
    * The signature goes first: a crash between the two renames leaves no
-   * manifest, or one whose signature no longer matches (refused, fetched again).
+   * manifest, or one whose signature no longer matches (refused, moved aside,
+   * fetched again). When the write fails the pair is held in memory, used as
+   * if cached, and the error thrown for the caller to say.
    */
-  async store(rolloutId: string, manifestBytes: Buffer, signature: Buffer): Promise<void> {
+  async store(rolloutId: string, manifestBytes: Buffer, signature: Buffer, now = new Date()): Promise<void> {
+    try {
+      await this.writePair(rolloutId, manifestBytes, signature);
+      this.held.delete(rolloutId);
+    } catch (err) {
+      if (err instanceof UnsafeRolloutIdError) throw err;
+      this.held.set(rolloutId, { manifest: Buffer.from(manifestBytes), signature: Buffer.from(signature), storedAt: now });
+      throw err;
+    }
+  }
+
+  private async writePair(rolloutId: string, manifestBytes: Buffer, signature: Buffer): Promise<void> {
     const paths = this.pathsOf(rolloutId);
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     await writeAtomically(paths.sig, signature);
@@ -82,29 +101,78 @@ export class ManifestCache {
   ): Promise<CacheLoad> {
     const paths = this.pathsOf(rolloutId);
     const json = await readBounded(paths.json);
-    if (json.kind === 'missing') return { kind: 'missing' };
+    if (json.kind === 'missing') {
+      const held = this.held.get(rolloutId);
+      if (held === undefined) return { kind: 'missing' };
+      return this.judge(
+        `the pair of ${rolloutId} held in memory`,
+        rolloutId,
+        held.manifest,
+        held.signature,
+        held.storedAt,
+        trust,
+        now,
+        options,
+      );
+    }
     if (json.kind === 'unusable') return { kind: 'refused', reason: 'cache-unreadable', detail: `${paths.json} ${json.why}` };
     const sig = await readBounded(paths.sig);
     if (sig.kind === 'missing') {
       return { kind: 'refused', reason: 'cache-tampered', detail: `${paths.json} has no signature beside it (${paths.sig})` };
     }
     if (sig.kind === 'unusable') return { kind: 'refused', reason: 'cache-unreadable', detail: `${paths.sig} ${sig.why}` };
+    return this.judge(paths.json, rolloutId, json.bytes, sig.bytes, json.mtime, trust, now, options);
+  }
 
-    const verified = verifyManifest(json.bytes, sig.bytes, trust, now, options.clockSkewAllowanceSecs ?? DEFAULT_CLOCK_SKEW_SECS, options);
+  /**
+   * Stores what store() could not write (a full disk): the pair stays in
+   * memory, used as if cached, until a later try writes it. Resolves to the
+   * number of pairs still held.
+   */
+  async storeHeld(): Promise<number> {
+    for (const [rolloutId, held] of [...this.held]) {
+      try {
+        await this.writePair(rolloutId, held.manifest, held.signature);
+        this.held.delete(rolloutId);
+      } catch {
+        // Still failing: kept, tried again next time.
+      }
+    }
+    return this.held.size;
+  }
+
+  private judge(
+    where: string,
+    rolloutId: string,
+    manifestBytes: Buffer,
+    signature: Buffer,
+    storedAt: Date,
+    trust: TrustRoots,
+    now: Date,
+    options: VerifyOptions & { clockSkewAllowanceSecs?: number },
+  ): CacheLoad {
+    const verified = verifyManifest(
+      manifestBytes,
+      signature,
+      trust,
+      now,
+      options.clockSkewAllowanceSecs ?? DEFAULT_CLOCK_SKEW_SECS,
+      options,
+    );
     if (!verified.ok) {
       switch (verified.reason) {
         // Stored only after it verified: what no longer parses or verifies was changed on disk.
         case 'malformed-json':
         case 'malformed-signature':
         case 'bad-signature':
-          return { kind: 'refused', reason: 'cache-tampered', detail: `${paths.json}: ${verified.reason}: ${verified.detail}` };
+          return { kind: 'refused', reason: 'cache-tampered', detail: `${where}: ${verified.reason}: ${verified.detail}` };
         case 'schema':
         case 'schema-version':
         case 'no-signed-at':
         case 'signed-before-reject-before':
         case 'stale':
         case 'from-the-future':
-          return { kind: 'refused', reason: verified.reason, detail: `${paths.json}: ${verified.detail}` };
+          return { kind: 'refused', reason: verified.reason, detail: `${where}: ${verified.detail}` };
         default: {
           const never: never = verified.reason;
           return never;
@@ -114,9 +182,27 @@ export class ManifestCache {
     const signedId = manifestRolloutId(verified.manifest);
     if (signedId !== rolloutId) {
       // A genuine manifest of another rollout copied over this one.
-      return { kind: 'refused', reason: 'wrong-rollout', detail: `${paths.json} holds the manifest of rollout ${signedId}` };
+      return { kind: 'refused', reason: 'wrong-rollout', detail: `${where} holds the manifest of rollout ${signedId}` };
     }
-    return { kind: 'verified', manifest: verified.manifest, keySlot: verified.keySlot, signedAt: verified.signedAt };
+    return { kind: 'verified', manifest: verified.manifest, keySlot: verified.keySlot, signedAt: verified.signedAt, storedAt };
+  }
+
+  /**
+   * Moves a refused pair aside (`<id>.json.refused-<time>`, `.sig` likewise)
+   * for an operator to inspect, so the next use fetches afresh instead of
+   * refusing the rollout until someone deletes the file. Returns the new
+   * manifest path. Missing files are no error.
+   */
+  async quarantine(rolloutId: string, at: Date): Promise<string> {
+    const paths = this.pathsOf(rolloutId);
+    const suffix = `.refused-${at.toISOString().replace(/[:.]/g, '-')}`;
+    for (const path of [paths.json, paths.sig]) {
+      await rename(path, `${path}${suffix}`).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
+    await syncDir(this.dir);
+    return `${paths.json}${suffix}`;
   }
 
   /** Throws UnsafeRolloutIdError for an id that could leave the directory or is not a rollout id. */
@@ -153,16 +239,16 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-type Read = { kind: 'bytes'; bytes: Buffer } | { kind: 'missing' } | { kind: 'unusable'; why: string };
+type Read = { kind: 'bytes'; bytes: Buffer; mtime: Date } | { kind: 'missing' } | { kind: 'unusable'; why: string };
 
 /** The file's bytes, unless it is missing, unreadable or bigger than any manifest (judged before reading it). */
 async function readBounded(path: string): Promise<Read> {
   try {
     const fh = await open(path, constants.O_RDONLY);
     try {
-      const { size } = await fh.stat();
+      const { size, mtime } = await fh.stat();
       if (size > MAX_CACHED_BYTES) return { kind: 'unusable', why: `is ${size} bytes, more than a cached manifest can be` };
-      return { kind: 'bytes', bytes: await fh.readFile() };
+      return { kind: 'bytes', bytes: await fh.readFile(), mtime };
     } finally {
       await fh.close();
     }

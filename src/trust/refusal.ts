@@ -12,8 +12,6 @@ export const REFUSAL_REASONS = [
   ...CACHE_FAILURES,
   /** At a resume: no verified pair is cached for the rollout (it was dispatched unverified, or the file was removed). */
   'cache-missing',
-  /** Verified, but the pair could not be stored: acting on it would leave a restart nothing to verify. */
-  'cache-unwritable',
   /** The CP did not serve the manifest or its signature. */
   'manifest-unavailable',
 ] as const;

@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises';
+import { lstat, stat } from 'node:fs/promises';
 import { errnoText } from '../common/errno';
 import { settingProblem } from '../config/config.messages';
 import { flagOf } from '../config/settings';
@@ -20,6 +20,8 @@ export type TrustSetting =
 
 export const TRUST_SETTING = Symbol('TRUST_SETTING');
 
+class DanglingLink extends Error {}
+
 export type TrustSettingLoad = { ok: true; setting: TrustSetting } | { ok: false; problems: string[] };
 
 /**
@@ -30,8 +32,13 @@ export type TrustSettingLoad = { ok: true; setting: TrustSetting } | { ok: false
 export async function loadTrustSetting(config: { trustFile: string; allowUnsigned: boolean }): Promise<TrustSettingLoad> {
   const file = config.trustFile;
   try {
-    await stat(file);
+    // lstat first: a dangling symlink (NixOS links /etc into the store) is a broken install, never "no trust file".
+    const link = await lstat(file);
+    if (link.isSymbolicLink()) await stat(file).catch((err: unknown) => Promise.reject(new DanglingLink(errnoText(err))));
   } catch (err) {
+    if (err instanceof DanglingLink) {
+      return { ok: false, problems: [settingProblem('trustFile', `${file} is a symlink to nothing readable (${err.message})`)] };
+    }
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
       return { ok: false, problems: [settingProblem('trustFile', `cannot read ${file}: ${errnoText(err)}`)] };
     }

@@ -6,7 +6,7 @@ import { AGENT_CONFIG } from '../config/config.constants';
 import { MetricsService } from '../metrics/metrics.service';
 import type { HealthGate, HealthGateSource } from '../probes/health-gate';
 import type { KeyAlgorithm } from './keys';
-import { checkDispatch, healthGateOf, type KeySlot } from './manifest';
+import { checkDispatch, DEFAULT_CLOCK_SKEW_SECS, healthGateOf, type KeySlot, MANIFEST_MAX_AGE_SECS } from './manifest';
 import { type CacheLoad, ManifestCache } from './manifest-cache';
 import type { Refusal } from './refusal';
 import { TRUST_SETTING, type TrustSetting, unsignedWarning } from './trust-setting';
@@ -18,6 +18,9 @@ export interface TrustSubject {
 }
 
 export type VerifiedFrom = 'control-plane' | 'cache';
+
+/** An interrupted activation runs again only within this long of its dispatch's verification. */
+const RESUME_WINDOW_SECS = MANIFEST_MAX_AGE_SECS + DEFAULT_CLOCK_SKEW_SECS;
 
 export interface LastVerified {
   rolloutId: string;
@@ -159,9 +162,10 @@ export class TrustService implements HealthGateSource, ResumeTrust, OnApplicatio
 
   /**
    * Before an activation cut off by a restart runs again: the pair cached when
-   * the dispatch was verified must still verify and still cover it. Its age no
-   * longer matters (it was fresh when the dispatch came, and a soak outlives
-   * the window); `rejectBefore` still does.
+   * the dispatch was verified must still verify and still cover it, and have
+   * been cached within a manifest's window (the restart of a switch comes
+   * minutes later; an old pair revived by a CP snapshot must not switch).
+   * The manifest's own age is not judged again; `rejectBefore` is.
    */
   async checkResume(subject: TrustSubject): Promise<ResumeCheck> {
     if (this.setting.mode === 'unsigned') {
@@ -193,6 +197,14 @@ export class TrustService implements HealthGateSource, ResumeTrust, OnApplicatio
       case 'verified': {
         const covered = checkDispatch(loaded.manifest, { ...subject, hostname: this.config.machineId });
         if (!covered.ok) return { reason: covered.reason, detail: covered.detail };
+        // A CP snapshot can name any rollout Activating: an old pair must not move the host back to an old closure.
+        const sinceStoredMs = this.clock.now().getTime() - loaded.storedAt.getTime();
+        if (sinceStoredMs > RESUME_WINDOW_SECS * 1000) {
+          return {
+            reason: 'stale',
+            detail: `its manifest was verified and cached at ${loaded.storedAt.toISOString()}, more than ${RESUME_WINDOW_SECS} s ago (a manifest's window plus clock skew): an activation cut off that long ago runs again only on a new dispatch`,
+          };
+        }
         this.recordVerified(subject, loaded, 'cache');
         return null;
       }
