@@ -19,7 +19,7 @@ import type { EffectOf } from '../src/reducer/reducer.ports';
 import { ReducerService } from '../src/reducer/reducer.service';
 import type { ReducerInput } from '../src/reducer/reducer.types';
 import { type AgentUnderTest, type BuildOptions, buildAgent, fakeClosure, makeWorld, type World } from './support/agent-harness';
-import { type PromFamily, parsePrometheusText } from './support/prometheus';
+import { Scrape } from './support/prometheus';
 
 const P = 'nixfleet_agent_';
 const INTERVAL_MS = 60_000;
@@ -28,6 +28,8 @@ const TARGET = fakeClosure('web-01-26.11', 'b');
 const ROLLOUT = 'stable@a1b2c3d4';
 
 type Json = Record<string, unknown>;
+
+const heartbeats = (m: Scrape, result: string): number => m.value(`${P}heartbeats_total`, { result });
 
 interface Answer {
   status: number;
@@ -57,41 +59,6 @@ function get(port: number, path: string): Promise<Answer> {
     req.on('error', reject);
     req.end();
   });
-}
-
-class Scrape {
-  private readonly families: Map<string, PromFamily>;
-
-  constructor(text: string) {
-    this.families = new Map(parsePrometheusText(text).map((f) => [f.name, f]));
-  }
-
-  has(name: string): boolean {
-    return this.families.has(name);
-  }
-
-  family(name: string): PromFamily {
-    const f = this.families.get(name);
-    if (!f) throw new Error(`${name} is not in /metrics; it has ${[...this.families.keys()].join(', ')}`);
-    return f;
-  }
-
-  value(name: string, labels: Record<string, string> = {}): number {
-    const sample = this.family(name).metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
-    if (sample?.value === undefined) throw new Error(`${name}${JSON.stringify(labels)} has no sample`);
-    return Number(sample.value);
-  }
-
-  histogram(name: string): { count: number; sum: number; buckets: Record<string, number> } {
-    const [h] = this.family(name).metrics;
-    const buckets: Record<string, number> = {};
-    for (const [le, n] of Object.entries(h.buckets ?? {})) buckets[le] = Number(n);
-    return { count: Number(h.count), sum: Number(h.sum), buckets };
-  }
-
-  heartbeats(result: string): number {
-    return this.value(`${P}heartbeats_total`, { result });
-  }
 }
 
 /** A gate in front of the event log's append: shut, the log has stopped answering. */
@@ -404,7 +371,7 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       const notAfter = new Date(new X509Certificate(readFileSync(world.pki.client.certPath)).validTo).getTime();
       expect(m.value(`${P}client_certificate_expiry_seconds`)).toBe(Math.floor((notAfter - a.clock.now().getTime()) / 1000));
       // The boot handshake is the recovery's, not the job's: no steady heartbeat yet.
-      expect(m.heartbeats('ok')).toBe(0);
+      expect(heartbeats(m, 'ok')).toBe(0);
       expect(m.histogram(`${P}heartbeat_duration_seconds`).count).toBe(0);
     });
 
@@ -419,9 +386,9 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       const after = await scrape();
 
       expect(answered(200) - answeredBefore).toBe(3);
-      expect(after.heartbeats('ok') - before.heartbeats('ok')).toBe(3);
-      expect(after.heartbeats('http-status') - before.heartbeats('http-status')).toBe(1);
-      for (const other of ['connect', 'tls', 'timeout', 'network', 'bad-body', 'aborted']) expect(after.heartbeats(other)).toBe(0);
+      expect(heartbeats(after, 'ok') - heartbeats(before, 'ok')).toBe(3);
+      expect(heartbeats(after, 'http-status') - heartbeats(before, 'http-status')).toBe(1);
+      for (const other of ['connect', 'tls', 'timeout', 'network', 'bad-body', 'aborted']) expect(heartbeats(after, other)).toBe(0);
       expect(after.histogram(`${P}heartbeat_duration_seconds`).count).toBe(4);
       expect(after.value(`${P}heartbeat_consecutive_failures`)).toBe(1);
 
@@ -442,7 +409,7 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       expect(latency.sum - earlier.sum).toBeCloseTo(1.5);
       expect(latency.buckets['1'] - earlier.buckets['1']).toBe(0);
       expect(latency.buckets['2.5'] - earlier.buckets['2.5']).toBe(1);
-      expect(slow.heartbeats('ok')).toBe(4);
+      expect(heartbeats(slow, 'ok')).toBe(4);
       expect(slow.value(`${P}heartbeat_consecutive_failures`)).toBe(0);
       expect(slow.value(`${P}heartbeat_last_success_timestamp_seconds`)).toBe(a.clock.now().getTime() / 1000);
     });
