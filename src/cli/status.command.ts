@@ -485,11 +485,7 @@ function rolloutText(r: Json): string {
   return `${text(r.rolloutId) ?? '?'}  ${text(r.state) ?? '?'} (last seq ${seq(r.lastEventSeq)}, delivered through ${seq(r.lastDeliveredSeq)})`;
 }
 
-/**
- * Each judged rollout (every Soaking one, and the latest): why it has not
- * converged yet, or its verdict, then one line per probe. An older agent's
- * document has no `probes`: nothing is printed.
- */
+/** How dispatches are judged, the last one verified and how many were refused; an older agent's document has no `trust`. */
 function trustText(trust: Json, now: Date): string {
   if (trust.mode === 'unsigned') return `UNVERIFIED: no trust file at ${text(trust.trustFile) ?? '?'} (--allow-unsigned)`;
   const keys = record(trust.keys);
@@ -506,6 +502,11 @@ function trustText(trust: Json, now: Date): string {
   return `verifying with ${text(trust.trustFile) ?? '?'} (${named.join(', ')}); ${last}${refused ? `; ${refused} refused since start` : ''}`;
 }
 
+/**
+ * Each judged rollout (every Soaking one, and the latest): why it has not
+ * converged yet, or its verdict, then one line per probe. An older agent's
+ * document has no `probes`: nothing is printed.
+ */
 function healthLines(probes: Json | null, now: Date): string[] {
   if (probes === null) return [];
   const lines: string[] = [];
