@@ -611,6 +611,110 @@ describe('summarize', () => {
   });
 });
 
+describe('the trust section', () => {
+  const TRUST_FILE = '/etc/nixfleet/agent/trust.json';
+  const UNVERIFIED = `UNVERIFIED: no trust file at ${TRUST_FILE} and --allow-unsigned is set, so dispatches are acted on without checking the fleet CI's signature`;
+  const verified = (over: Json = {}): Json => ({
+    rolloutId: 'stable@a1b2c3d4',
+    targetClosure: CLOSURE,
+    keySlot: 'current',
+    signedAt: secondsBefore(130),
+    verifiedAt: secondsBefore(120),
+    from: 'control-plane',
+    ...over,
+  });
+  const failure = (over: Json = {}): Json => ({
+    rolloutId: 'beta@0badc0de',
+    targetClosure: CLOSURE,
+    reason: 'bad-signature',
+    detail: 'the signature verifies with none of the current key (ed25519)\nsecond line',
+    at: secondsBefore(30),
+    during: 'dispatch',
+    ...over,
+  });
+  const withTrust = (over: Json = {}): Json =>
+    statusDoc({
+      trust: {
+        mode: 'verify',
+        trustFile: TRUST_FILE,
+        warning: null,
+        keys: { current: 'ed25519', previous: 'ecdsa-p256', rejectBefore: null },
+        lastVerified: null,
+        lastFailure: null,
+        refusedTotal: 0,
+        unverifiedTotal: 0,
+        ...over,
+      },
+    });
+  const summary = (status: Json): string[] => summarize(status, assess(status, READY, NOW), NOW).split('\n');
+
+  it('prints a trust row before outbound: the file and its keys, the last dispatch verified and with which key, the refusals', () => {
+    const currentOnly = withTrust({ keys: { current: 'ed25519', previous: null, rejectBefore: null } });
+    expect(summary(currentOnly)).toContain(`  trust         verifying with ${TRUST_FILE} (current ed25519); no dispatch verified yet`);
+    const lines = summary(withTrust({ lastVerified: verified() }));
+    const row = `  trust         verifying with ${TRUST_FILE} (current ed25519, previous ecdsa-p256); last verified stable@a1b2c3d4 at ${secondsBefore(120)} (2 min ago)`;
+    expect(lines.indexOf(row)).toBe(lines.findIndex((l) => l.startsWith('  outbound')) - 1);
+
+    const previous = withTrust({
+      lastVerified: verified({ keySlot: 'previous', verifiedAt: secondsBefore(5) }),
+      lastFailure: failure(),
+      refusedTotal: 2,
+    });
+    expect(summary(previous)).toContain(
+      `  trust         verifying with ${TRUST_FILE} (current ed25519, previous ecdsa-p256); last verified stable@a1b2c3d4 (with the previous key) at ${secondsBefore(5)} (5 s ago); 2 refused since start`,
+    );
+  });
+
+  it('warns in every status while dispatches run unverified (--allow-unsigned), without degrading', () => {
+    const status = withTrust({ mode: 'unsigned', warning: UNVERIFIED, keys: null, unverifiedTotal: 3 });
+    const a = assess(status, READY, NOW);
+
+    expect(a.exit).toBe(STATUS_EXIT.healthy);
+    expect(a.warnings).toEqual([{ kind: 'dispatches-unverified', warning: UNVERIFIED }]);
+    const lines = summary(status);
+    expect(lines).toContain(`  trust         UNVERIFIED: no trust file at ${TRUST_FILE} (--allow-unsigned)`);
+    expect(lines.at(-1)).toBe(`warning: ${UNVERIFIED}`);
+  });
+
+  it('warns about the last refused dispatch, naming its check, until a dispatch verifies after it', () => {
+    const refused = withTrust({ lastVerified: verified(), lastFailure: failure(), refusedTotal: 1 });
+    const a = assess(refused, READY, NOW);
+
+    expect(a.exit).toBe(STATUS_EXIT.healthy);
+    expect(a.warnings).toEqual([
+      {
+        kind: 'dispatch-refused',
+        rolloutId: 'beta@0badc0de',
+        reason: 'bad-signature',
+        detail: 'the signature verifies with none of the current key (ed25519)',
+        during: 'dispatch',
+      },
+    ]);
+    expect(summary(refused).at(-1)).toBe(
+      'warning: the last dispatch, beta@0badc0de, was REFUSED (bad-signature): the signature verifies with none of the current key (ed25519); not acknowledged, nothing switched',
+    );
+
+    const verifiedSince = withTrust({ lastVerified: verified({ verifiedAt: secondsBefore(10) }), lastFailure: failure(), refusedTotal: 1 });
+    expect(assess(verifiedSince, READY, NOW).warnings).toEqual([]);
+  });
+
+  it('says a refused resume is an activation not run again after a restart', () => {
+    const status = withTrust({
+      lastFailure: failure({
+        rolloutId: 'stable@a1b2c3d4',
+        reason: 'cache-tampered',
+        detail: 'rollouts/stable@a1b2c3d4.json: bad-signature',
+        during: 'resume',
+      }),
+      refusedTotal: 1,
+    });
+
+    expect(summary(status).at(-1)).toBe(
+      'warning: the resumed activation of stable@a1b2c3d4 was REFUSED (cache-tampered): rollouts/stable@a1b2c3d4.json: bad-signature',
+    );
+  });
+});
+
 describe('readyzOf', () => {
   it('reads 200 as ready, 503 as unreachable with its fields, 404 as absent, anything else as unknown', () => {
     expect(readyzOf({ status: 200, body: { status: 'ok', lastSuccessAt: '2026-11-28T11:59:00.000Z' } })).toEqual({
