@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makePki, type Pki } from '../dev/pki';
+import { NOT_STARTED } from '../src/config/config.messages';
 import { runAgentSync } from './support/agent-process';
 import { testArgs } from './support/agent-config';
 
@@ -198,5 +199,57 @@ describe('the built agent refuses a bad TLS identity with exit status 2', () => 
     );
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--machine-id .*"web-01" does not match the client certificate .*CN "db-02"/);
+  });
+});
+
+describe('the built agent refuses a missing or malformed trust file with exit status 2', () => {
+  let dir: string;
+  let pki: Pki;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-config-trust-'));
+    pki = await makePki(join(dir, 'pki'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Exit 2 with nothing started; the problem lines, without the closing one. */
+  function refused(trustFile: string, extra: string[] = []): string[] {
+    const stateDir = join(dir, `state-${Math.random().toString(36).slice(2)}`);
+    const r = runAgentSync([...testArgs({ pki, controlPlaneUrl: 'https://127.0.0.1:1', stateDir, trustFile }), ...extra]);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(existsSync(stateDir)).toBe(false);
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    expect(lines.at(-1)).toBe(NOT_STARTED);
+    return lines.slice(0, -1);
+  }
+
+  it('a missing trust file without --allow-unsigned: one line naming --trust-file, the path and the way out', () => {
+    const missing = join(dir, 'absent-trust.json');
+
+    expect(refused(missing)).toEqual([
+      `config error: --trust-file (env NIXFLEET_AGENT_TRUST_FILE, file key "trustFile"): ${missing} does not exist, so no dispatch could be verified; install the fleet's trust file there (README "Trust"), or set --allow-unsigned to act on unverified dispatches`,
+    ]);
+  });
+
+  it('a malformed trust file, even with --allow-unsigned: one line per problem naming the file and the key', () => {
+    const file = join(dir, 'trust.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        schemaVersion: 1,
+        ciReleaseKey: { current: { algorithm: 'ed25519', public: 'not base64!' }, rejectBefore: 'yesterday' },
+        cacheKeys: [],
+      }),
+    );
+
+    expect(refused(file, ['--allow-unsigned'])).toEqual([
+      `config error: trust file ${file}, key "ciReleaseKey.current.public": must be standard base64 with its padding (got "not base64!")`,
+      expect.stringMatching(new RegExp(`^config error: trust file ${file}, key "ciReleaseKey.rejectBefore": .*"yesterday"`)),
+    ]);
+    writeFileSync(file, '{"schemaVersion": 1,');
+    expect(refused(file, ['--allow-unsigned'])).toEqual([
+      expect.stringMatching(new RegExp(`^config error: trust file ${file}: is not valid JSON \\(`)),
+    ]);
   });
 });
