@@ -244,6 +244,51 @@ describe('trust: the built agent acts on a dispatch only once its signed manifes
     expect(linkTarget()).toBe(OLD);
   });
 
+  it('a cached pair refused and moved aside does not wedge the rollout: the next offer is fetched afresh, verified and acted on', async () => {
+    const rollout = 'refused@then-fetched';
+    const stateDir = stateDirOf('then-fetched');
+    plantTamperedCache(stateDir, rollout);
+    const agent = await start('then-fetched');
+
+    // The CP offering the order again, as it does one it never got an ack for.
+    dispatch(world, rollout, TARGET);
+    dispatch(world, rollout, TARGET);
+    await waitHeld(rollout, 'ActivationCompleted', 'the second offer activated', 30_000);
+
+    expect(linkTarget()).toBe(TARGET);
+    expect(heldKinds(world, rollout).slice(0, 3)).toEqual(FULL_ROLLOUT.slice(0, 3));
+    expect(fetchesOf(rollout)).toEqual({ manifest: 1, signature: 1 });
+    const trust = (await agent.status()).trust as Json;
+    expect(trust.lastFailure).toMatchObject({ rolloutId: rollout, reason: 'cache-tampered' });
+    expect(trust.lastVerified).toMatchObject({ rolloutId: rollout, from: 'control-plane' });
+    // The verified pair in place, the refused one kept beside it for inspection.
+    const files = readdirSync(join(stateDir, ROLLOUTS_DIR)).sort();
+    expect(files).toEqual([
+      `${rollout}.json`,
+      expect.stringMatching(new RegExp(`^${rollout}\\.json\\.refused-`)),
+      `${rollout}.sig`,
+      expect.stringMatching(new RegExp(`^${rollout}\\.sig\\.refused-`)),
+    ]);
+  });
+
+  it('tries a manifest route that fails for a moment again (503, then served: verified); a 404 is final (refused, fetched once)', async () => {
+    const agent = await start('flaky');
+    world.cp.respondNext('manifest', { status: 503 });
+    dispatch(world, 'flaky@once', TARGET);
+    await waitHeld('flaky@once', 'ActivationCompleted', 'the activation completed');
+    expect(fetchesOf('flaky@once')).toEqual({ manifest: 2, signature: 1 });
+    expect(warningsAbout(agent, 'flaky@once')).toEqual([]);
+
+    world.cp.setManifest('flaky@gone', 'missing');
+    dispatch(world, 'flaky@gone', TARGET);
+    const status = await agent.statusWhen((s) => ((s.trust as Json).lastFailure as Json | null)?.rolloutId === 'flaky@gone', 'the refusal');
+    expect((status.trust as Json).lastFailure).toMatchObject({
+      reason: 'manifest-unavailable',
+      detail: expect.stringContaining('the control plane did not serve the manifest (HTTP 404') as string,
+    });
+    expect(fetchesOf('flaky@gone')).toEqual({ manifest: 1, signature: 0 });
+  });
+
   it('--allow-unsigned without a trust file: said at start, in /status and the status command, and on every dispatch acted on', async () => {
     const absent = join(world.dir, 'no-trust.json');
     const agent = await start('unsigned', ['--trust-file', absent, '--allow-unsigned']);
