@@ -235,25 +235,37 @@ describe('ProbeRunnerService', () => {
     );
   });
 
-  it("adds the verified manifest's systemdFailedUnits gate as an implicit enforce probe", async () => {
+  /**
+   * An agent whose systemctl reports one failed unit, with `rollout` soaking
+   * and the pair the dispatch worker would have cached for it: the manifest
+   * asks for at most 0 failed units, signed by the current key or by one the
+   * trust file does not name.
+   */
+  async function soakWithGate(rollout: string, signedBy: 'current' | 'unknown'): Promise<AgentUnderTest> {
     const systemctl = join(world.dir, 'fake-systemctl');
     writeFileSync(systemctl, '#!/bin/sh\necho "nginx.service loaded failed failed nginx"\n', { mode: 0o755 });
-    agent = await buildAgent(world, {
+    const a = await buildAgent(world, {
       extra: ['--heartbeat-interval', '3600', '--health-checks-file', join(world.dir, 'absent.json')],
       customize: (b) => b.overrideProvider(PROBE_TOOLS).useValue({ ...DEFAULT_PROBE_TOOLS, systemctl }),
     });
-    const rollout = 'stable@pr000007';
-    // As the dispatch worker leaves it: the fleet CI's signed manifest, cached under the state dir.
-    const signed = world.signer.sign({
+    agent = a;
+    const input = {
       rolloutId: rollout,
-      hosts: [{ hostname: agent.config.machineId, targetClosure: TARGET }],
-      signedAt: agent.clock.now(),
+      hosts: [{ hostname: a.config.machineId, targetClosure: TARGET }],
+      signedAt: a.clock.now(),
       healthGate: { systemdFailedUnits: { max: 0 } },
-    });
-    await agent.app.get(TrustService).cache.store(rollout, signed.bytes, signed.signature);
-    await soak(agent, rollout);
+    };
+    const signed = signedBy === 'current' ? world.signer.sign(input) : world.signer.signedByUnknownKey(input);
+    await a.app.get(TrustService).cache.store(rollout, signed.bytes, signed.signature);
+    await soak(a, rollout);
+    return a;
+  }
 
-    expect(agent.app.get(ReducerService).current().rollouts[rollout]?.probes['systemd-failed-units']).toMatchObject({
+  it("adds the verified manifest's systemdFailedUnits gate as an implicit enforce probe", async () => {
+    const rollout = 'stable@pr000007';
+    const a = await soakWithGate(rollout, 'current');
+
+    expect(a.app.get(ReducerService).current().rollouts[rollout]?.probes['systemd-failed-units']).toMatchObject({
       kind: 'systemd-failed-units',
       mode: 'enforce',
       lastStatus: 'fail',
@@ -262,26 +274,13 @@ describe('ProbeRunnerService', () => {
   });
 
   it('takes no gate from a cached manifest that no longer verifies, and says so once', async () => {
-    const systemctl = join(world.dir, 'fake-systemctl');
-    writeFileSync(systemctl, '#!/bin/sh\necho "nginx.service loaded failed failed nginx"\n', { mode: 0o755 });
-    agent = await buildAgent(world, {
-      extra: ['--heartbeat-interval', '3600', '--health-checks-file', join(world.dir, 'absent.json')],
-      customize: (b) => b.overrideProvider(PROBE_TOOLS).useValue({ ...DEFAULT_PROBE_TOOLS, systemctl }),
-    });
     const rollout = 'stable@pr000013';
-    const signed = world.signer.signedByUnknownKey({
-      rolloutId: rollout,
-      hosts: [{ hostname: agent.config.machineId, targetClosure: TARGET }],
-      signedAt: agent.clock.now(),
-      healthGate: { systemdFailedUnits: { max: 0 } },
-    });
-    await agent.app.get(TrustService).cache.store(rollout, signed.bytes, signed.signature);
-    await soak(agent, rollout);
+    const a = await soakWithGate(rollout, 'unknown');
 
-    expect(agent.app.get(ReducerService).current().rollouts[rollout]?.probes).toEqual({});
-    const warned = agent.logs.messages('warn', 'Trust').filter((l) => l.includes(rollout));
+    expect(a.app.get(ReducerService).current().rollouts[rollout]?.probes).toEqual({});
+    const warned = a.logs.messages('warn', 'Trust').filter((l) => l.includes(rollout));
     expect(warned).toEqual([expect.stringContaining('cache-tampered') as string]);
-    expect(warned[0]).toContain('its probes run without the manifest’s health gate'.replace('’', "'"));
+    expect(warned[0]).toContain("its probes run without the manifest's health gate");
   });
 
   it('says once that there is no health-checks file, and converges on the soak alone', async () => {
