@@ -226,6 +226,8 @@ describe('trust: the built agent acts on a dispatch only once its signed manifes
     // A CP offering the order it never got an ack for on every poll.
     for (let i = 0; i < 3; i++) dispatch(world, rollout, TARGET);
     await world.cp.waitFor(() => fetchesOf(rollout).manifest === 3 || undefined, 30_000, 'the third offer fetched');
+    // The fetch is seen at the CP a moment before the agent has judged and logged it.
+    await agent.statusWhen((s) => (s.trust as Json).refusedTotal === 3, 'the third offer refused');
 
     const fetches = world.cp.manifestFetches.filter((r) => r.rolloutId === rollout);
     const [first, second] = gapsSecs(fetches);
