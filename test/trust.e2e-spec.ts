@@ -181,6 +181,8 @@ describe('trust: the built agent acts on a dispatch only once its signed manifes
       expect(metrics.value(`${P}dispatch_refusals_total`, { reason })).toBe(1);
       expect(metrics.value(`${P}dispatch_trust_checks_total`, { verdict: 'refused' })).toBe(1);
       expect(metrics.value(`${P}dispatch_trust_checks_total`, { verdict: 'verified' })).toBe(0);
+      // Logged before /status changed, but read from another pipe: it may arrive a moment later.
+      await eventually(() => warningsAbout(agent, rollout).length > 0, 5_000, 'the refusal warning');
       expect(warningsAbout(agent, rollout).map((l) => l.message)).toEqual([
         expect.stringMatching(
           new RegExp(`^dispatch ${rollout} → ${TARGET} REFUSED \\(${reason}\\): .*; not acknowledged, nothing switched`),
