@@ -264,6 +264,18 @@ describe('ControlPlaneClient over real mutual TLS', () => {
     }
   });
 
+  it('says whether a call opened its connection (its time then includes the handshakes) or reused a kept-alive one', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      const first = await client.heartbeat(body());
+      const second = await client.heartbeat(body());
+      expect(first.ok && first.response.newConnection).toBe(true);
+      expect(second.ok && !second.response.newConnection).toBe(true);
+    } finally {
+      await close();
+    }
+  });
+
   it('holds a dribbling server to the deadline too, though bytes keep arriving', async () => {
     const { client, close } = await clientFor(pki.client);
     try {

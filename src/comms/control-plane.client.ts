@@ -25,6 +25,8 @@ export interface CpResponse<T> {
   /** Lower-cased header names. */
   headers: Record<string, string>;
   body: T;
+  /** The request opened a connection: its time includes the TCP and TLS handshakes, not only the CP's answer. */
+  newConnection: boolean;
 }
 
 /** Failures that carry a response keep its headers: `Retry-After` and `Date` matter even then. */
@@ -45,6 +47,7 @@ interface RawAnswer {
   text: string;
   /** The body's exact bytes: a signature is binary, and a manifest is verified as sent. */
   bytes: Buffer;
+  newConnection: boolean;
 }
 
 /** PROTOCOL §12's two rollout artifacts: the manifest (JSON) and its raw signature. */
@@ -77,7 +80,7 @@ export class ControlPlaneClient {
       signal: options.signal,
     });
     if (!raw.ok) return raw;
-    const { status, headers, text } = raw.answer;
+    const { status, headers, text, newConnection } = raw.answer;
     if (status < 200 || status > 299) return this.statusFailure(raw.answer);
     const parsed = parseJson(text);
     if (!parsed.ok) return { ok: false, failure: { kind: 'bad-body', detail: parsed.reason, status }, headers };
@@ -85,7 +88,7 @@ export class ControlPlaneClient {
     if (!checked.ok) {
       return { ok: false, failure: { kind: 'bad-body', detail: checked.problems.join('; '), status }, headers };
     }
-    return { ok: true, response: { status, headers, body: checked.value } };
+    return { ok: true, response: { status, headers, body: checked.value, newConnection } };
   }
 
   /**
@@ -102,9 +105,8 @@ export class ControlPlaneClient {
       'delivery',
     );
     if (!raw.ok) return raw;
-    if (raw.answer.status >= 200 && raw.answer.status <= 299) {
-      return { ok: true, response: { status: raw.answer.status, headers: raw.answer.headers, body: null } };
-    }
+    const { status, headers, newConnection } = raw.answer;
+    if (status >= 200 && status <= 299) return { ok: true, response: { status, headers, body: null, newConnection } };
     return this.statusFailure(raw.answer);
   }
 
@@ -119,9 +121,9 @@ export class ControlPlaneClient {
       signal: options.signal,
     });
     if (!raw.ok) return raw;
-    const { status, headers, text } = raw.answer;
+    const { status, headers, text, newConnection } = raw.answer;
     if (status === 204 || (status === 200 && text.trim() === '')) {
-      return { ok: true, response: { status, headers, body: null } };
+      return { ok: true, response: { status, headers, body: null, newConnection } };
     }
     if (status !== 200) return this.statusFailure(raw.answer);
     const parsed = parseJson(text);
@@ -130,7 +132,7 @@ export class ControlPlaneClient {
     if (!checked.ok) {
       return { ok: false, failure: { kind: 'bad-body', detail: checked.problems.join('; '), status }, headers };
     }
-    return { ok: true, response: { status, headers, body: checked.value } };
+    return { ok: true, response: { status, headers, body: checked.value, newConnection } };
   }
 
   /**
@@ -146,8 +148,9 @@ export class ControlPlaneClient {
       maxBytes: MAX_ROLLOUT_ARTIFACT_BYTES,
     });
     if (!raw.ok) return raw;
-    if (raw.answer.status !== 200) return this.statusFailure(raw.answer);
-    return { ok: true, response: { status: raw.answer.status, headers: raw.answer.headers, body: raw.answer.bytes } };
+    const { status, headers, bytes, newConnection } = raw.answer;
+    if (status !== 200) return this.statusFailure(raw.answer);
+    return { ok: true, response: { status, headers, body: bytes, newConnection } };
   }
 
   /** One request with the hard deadline; the answer's status is not judged here. */
@@ -179,7 +182,8 @@ export class ControlPlaneClient {
       const bytes = Buffer.isBuffer(res.data) ? res.data : Buffer.from(res.data ?? '');
       // As axios's own text decoding did: a byte-order mark is no part of the JSON.
       const text = bytes.toString('utf8').replace(/^\uFEFF/, '');
-      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text, bytes } };
+      const newConnection = (res.request as ClientRequest | undefined)?.reusedSocket !== true;
+      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text, bytes, newConnection } };
     } catch (err) {
       const request = (err as { request?: ClientRequest }).request;
       const failure = classifyTransportError(err, {
