@@ -26,8 +26,8 @@ export type PaceChange = 'grew' | 'held' | 'shrank';
  * window grows by one per round trip while the CP's latency stays flat, and
  * halves, at most once per round trip, on an overload answer (429, 503, a
  * timeout) or a latency rise. Below one the one rollout in flight waits
- * between sends, so a struggling CP sees fewer requests still. A pure
- * function of the answers and the times it is given.
+ * between sends, so a struggling CP sees fewer requests still. It has no
+ * clock or timer of its own: it judges the answers and times it is given.
  */
 export class DeliveryPacer {
   private win: number;
