@@ -373,6 +373,29 @@ describe('DevControlPlane', () => {
       expect(cp!.eventPosts.map((p) => p.status)).toEqual([503, 503, 204, 204]);
     });
 
+    it('answers only a share of the requests with a default, evenly spread; the others are handled normally', async () => {
+      await start();
+      cp!.setDefault('events', { status: 503, retryAfterSecs: 2 }, { share: 0.5 });
+      const statuses: number[] = [];
+      for (let seq = 1; seq <= 6; seq++) statuses.push((await postEvent(envelope(seq))).status);
+      expect(statuses).toEqual([204, 503, 204, 503, 204, 503]);
+      expect(cp!.eventPosts.map((p) => p.scripted)).toEqual([false, true, false, true, false, true]);
+      expect(cp!.eventPosts[1].status).toBe(503);
+      expect(cp!.events('web-01').map((e) => e.seq)).toEqual([1, 3, 5]);
+
+      // A one-shot still goes first and does not count towards the share.
+      cp!.respondNext('events', { status: 429 });
+      cp!.setDefault('events', { status: 503 }, { share: 1 / 3 });
+      const more: number[] = [];
+      for (let seq = 7; seq <= 13; seq++) more.push((await postEvent(envelope(seq))).status);
+      expect(more).toEqual([429, 204, 204, 503, 204, 204, 503]);
+
+      cp!.setDefault('events', null);
+      expect((await postEvent(envelope(14))).status).toBe(204);
+      expect(() => cp!.setDefault('events', { status: 503 }, { share: 0 })).toThrow('setDefault: share must be in (0, 1], got 0');
+      expect(() => cp!.setDefault('events', { status: 503 }, { share: 1.5 })).toThrow(/share must be in \(0, 1\]/);
+    });
+
     it('sends Retry-After as an HTTP date the given seconds after the answer', async () => {
       await start();
       cp!.respondNext('heartbeat', { status: 503, retryAfterDateInSecs: 30 });

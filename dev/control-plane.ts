@@ -187,6 +187,14 @@ interface Answer {
   body?: unknown;
 }
 
+/** A route's default script and the share of its requests it answers. */
+interface RouteDefault {
+  script: ScriptedResponse;
+  share: number;
+  /** Requests that reached the scripts since it was set. */
+  seen: number;
+}
+
 interface QueuedOrder {
   hostname: string;
   rollout_id: string;
@@ -245,7 +253,7 @@ export class DevControlPlane {
   private readonly closeHooks = new Set<() => void>();
   private signingNow: (() => Date) | null = null;
   private readonly scripts: Record<CpRoute, ScriptedResponse[]> = { heartbeat: [], events: [], dispatch: [], manifest: [], signature: [] };
-  private readonly defaults: Record<CpRoute, ScriptedResponse | null> = {
+  private readonly defaults: Record<CpRoute, RouteDefault | null> = {
     heartbeat: null,
     events: null,
     dispatch: null,
@@ -443,9 +451,15 @@ export class DevControlPlane {
     this.scripts[route].push(r);
   }
 
-  /** Answers every request on `route` with `r` while no one-shot is queued; null restores normal behaviour. */
-  setDefault(route: CpRoute, r: ScriptedResponse | null): void {
-    this.defaults[route] = r;
+  /**
+   * Answers every request on `route` with `r` while no one-shot is queued; null restores normal behaviour.
+   * With `share` (0 < share ≤ 1), only that share of them, spread evenly and the same in every run:
+   * 0.5 scripts the 2nd, 4th, 6th… request, the others get the CP's own answer (a CP shedding load).
+   */
+  setDefault(route: CpRoute, r: ScriptedResponse | null, options: { share?: number } = {}): void {
+    const share = options.share ?? 1;
+    if (!(share > 0 && share <= 1)) throw new Error(`setDefault: share must be in (0, 1], got ${share}`);
+    this.defaults[route] = r === null ? null : { script: r, share, seen: 0 };
   }
 
   /** Sends this exact `X-Nixfleet-Replay-From` value on every heartbeat answer (overrides the automatic one); null = none. */
@@ -566,7 +580,7 @@ export class DevControlPlane {
     rec.raw = body.toString('utf8');
     rec.body = parseJson(rec.raw);
 
-    const script = this.scripts[route].shift() ?? this.defaults[route] ?? undefined;
+    const script = this.scripts[route].shift() ?? this.defaultScript(route);
     rec.scripted = script !== undefined;
     if (script?.stall) return;
     if (script?.delayMs) await this.sleep(script.delayMs);
@@ -957,6 +971,15 @@ export class DevControlPlane {
     }, ms);
     this.timers.add(timer);
     return timer;
+  }
+
+  /** The route's default script for this request, if its share says this one gets it. */
+  private defaultScript(route: CpRoute): ScriptedResponse | undefined {
+    const d = this.defaults[route];
+    if (d === null) return undefined;
+    d.seen += 1;
+    // The n-th request is scripted when n × share crosses a whole number: an even spread, no randomness.
+    return Math.floor(d.seen * d.share) > Math.floor((d.seen - 1) * d.share) ? d.script : undefined;
   }
 
   private logOf(route: CpRoute): ReceivedRequest[] {

@@ -40,7 +40,11 @@ function startupIdentity(config: AgentConfig): TlsIdentity {
       maxBodyLength: MAX_RESPONSE_BYTES,
       maxRedirects: 0,
       responseType: 'text',
+      // Bodies go out as the caller wrote them: axios's default would JSON-parse every body it is handed as a string, to check it.
+      transformRequest: [(data: unknown) => data],
       transformResponse: [(data: unknown) => data],
+      // Node's http(s) transport; no per-request search among xhr/http/fetch.
+      adapter: 'http',
       // Every status is the caller's to judge (PROTOCOL §6 treats 409 and 4xx differently).
       validateStatus: () => true,
       proxy: false,

@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,7 @@ import { ConfigModule } from '../config/config.module';
 import type { HeartbeatRequest } from '../protocol/heartbeat.wire';
 import { AGENT_VERSION } from '../version';
 import { CommsModule } from './comms.module';
+import { DELIVERY_CONNECTIONS } from './comms.constants';
 import { ControlPlaneClient } from './control-plane.client';
 import { describeFailure } from './cp-failure';
 import { loadIdentity } from './identity';
@@ -206,6 +208,69 @@ describe('ControlPlaneClient over real mutual TLS', () => {
       expect(!result.ok && result.failure).toEqual({ kind: 'timeout', detail: 'no complete answer within the 400 ms deadline' });
       // Not cut early; the upper side is the deadline itself, not a wall-clock budget.
       expect(elapsed).toBeGreaterThanOrEqual(390);
+    } finally {
+      await close();
+    }
+  });
+
+  it("cuts a call when the caller aborts (shutdown), and a finished call leaves no listener on the caller's signal", async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      const shutdown = new AbortController();
+      for (let i = 0; i < 3; i++) expect((await client.heartbeat(body(), { signal: shutdown.signal })).ok).toBe(true);
+      // A replay makes thousands of calls under one run's signal: nothing may pile up on it.
+      expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(0);
+
+      cp.respondNext('heartbeat', { stall: true });
+      const pending = client.heartbeat(body(), { signal: shutdown.signal });
+      await cp.waitFor(() => cp.heartbeats.at(-1)?.status === null, 2_000, 'the stalled heartbeat');
+      shutdown.abort();
+      const result = await pending;
+      expect(!result.ok && result.failure).toEqual({ kind: 'aborted', detail: 'the agent is shutting down' });
+      expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(0);
+
+      const already = await client.heartbeat(body(), { signal: shutdown.signal });
+      expect(!already.ok && already.failure.kind).toBe('aborted');
+    } finally {
+      await close();
+    }
+  });
+
+  it(`event POSTs have a pool of their own: ${DELIVERY_CONNECTIONS} connections at most, and a heartbeat never waits behind them`, async () => {
+    const { client, close } = await clientFor(pki.client);
+    const envelope = (seq: number): string =>
+      JSON.stringify({
+        hostname: pki.machineId,
+        rolloutId: `stable@pool${seq}aaa`,
+        event: { kind: 'ActivationStarted', seq, startedAt: '2026-11-28T12:00:01Z', switchMethod: 'switch' },
+      });
+    const before = cp.eventPosts.length;
+    const cut = new AbortController();
+    cp.setDefault('events', { stall: true });
+    try {
+      const posts = Array.from({ length: DELIVERY_CONNECTIONS + 2 }, (_, i) => client.postEvent(envelope(i + 1), { signal: cut.signal }));
+      await cp.waitFor(() => cp.eventPosts.length - before === DELIVERY_CONNECTIONS, 2_000, 'the stalled POSTs');
+      // Every delivery connection is held by a stalled POST; the heartbeat has connections of its own.
+      const beat = await client.heartbeat(body());
+      expect(beat.ok).toBe(true);
+      // The two extra POSTs are still waiting in the pool, not sent on new connections.
+      expect(cp.eventPosts.length - before).toBe(DELIVERY_CONNECTIONS);
+      cut.abort();
+      const results = await Promise.all(posts);
+      expect(results.map((r) => !r.ok && r.failure.kind)).toEqual(Array<string>(DELIVERY_CONNECTIONS + 2).fill('aborted'));
+    } finally {
+      cp.setDefault('events', null);
+      await close();
+    }
+  });
+
+  it('says whether a call opened its connection (its time then includes the handshakes) or reused a kept-alive one', async () => {
+    const { client, close } = await clientFor(pki.client);
+    try {
+      const first = await client.heartbeat(body());
+      const second = await client.heartbeat(body());
+      expect(first.ok && first.response.newConnection).toBe(true);
+      expect(second.ok && !second.response.newConnection).toBe(true);
     } finally {
       await close();
     }

@@ -25,6 +25,8 @@ export interface CpResponse<T> {
   /** Lower-cased header names. */
   headers: Record<string, string>;
   body: T;
+  /** The request opened a connection: its time includes the TCP and TLS handshakes, not only the CP's answer. */
+  newConnection: boolean;
 }
 
 /** Failures that carry a response keep its headers: `Retry-After` and `Date` matter even then. */
@@ -45,23 +47,31 @@ interface RawAnswer {
   text: string;
   /** The body's exact bytes: a signature is binary, and a manifest is verified as sent. */
   bytes: Buffer;
+  newConnection: boolean;
 }
 
 /** PROTOCOL §12's two rollout artifacts: the manifest (JSON) and its raw signature. */
 export type RolloutArtifact = 'manifest' | 'signature';
 
+/** Which connection pool a call uses (see TlsAgentHolder). */
+export type CpPool = 'control' | 'delivery';
+
+// One object each, not one per call: axios copies them into the request.
+const JSON_BODY_HEADERS = { 'Content-Type': 'application/json' };
+const NO_EXTRA_HEADERS = {};
+
 /** The protocol's calls, typed: status, headers and the validated body, or a classified failure. */
 @Injectable()
 export class ControlPlaneClient {
+  readonly baseUrl: string;
+
   constructor(
     private readonly http: HttpService,
     private readonly tls: TlsAgentHolder,
-    @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
+    @Inject(AGENT_CONFIG) config: AgentConfig,
     @Inject(CLOCK) private readonly clock: Clock,
-  ) {}
-
-  get baseUrl(): string {
-    return this.config.controlPlaneUrl.replace(/\/+$/, '');
+  ) {
+    this.baseUrl = config.controlPlaneUrl.replace(/\/+$/, '');
   }
 
   async heartbeat(body: HeartbeatRequest, options: CallOptions = {}): Promise<CpResult<HeartbeatResponse>> {
@@ -70,7 +80,7 @@ export class ControlPlaneClient {
       signal: options.signal,
     });
     if (!raw.ok) return raw;
-    const { status, headers, text } = raw.answer;
+    const { status, headers, text, newConnection } = raw.answer;
     if (status < 200 || status > 299) return this.statusFailure(raw.answer);
     const parsed = parseJson(text);
     if (!parsed.ok) return { ok: false, failure: { kind: 'bad-body', detail: parsed.reason, status }, headers };
@@ -78,7 +88,7 @@ export class ControlPlaneClient {
     if (!checked.ok) {
       return { ok: false, failure: { kind: 'bad-body', detail: checked.problems.join('; '), status }, headers };
     }
-    return { ok: true, response: { status, headers, body: checked.value } };
+    return { ok: true, response: { status, headers, body: checked.value, newConnection } };
   }
 
   /**
@@ -87,14 +97,16 @@ export class ControlPlaneClient {
    * 409 and each 4xx its own meaning, which is the drainer's to apply.
    */
   async postEvent(envelope: string, options: CallOptions = {}): Promise<CpResult<null>> {
-    const raw = await this.call('POST', PATH_EVENTS, envelope, {
-      deadlineMs: options.deadlineMs ?? TIMEOUTS.eventMs,
-      signal: options.signal,
-    });
+    const raw = await this.call(
+      'POST',
+      PATH_EVENTS,
+      envelope,
+      { deadlineMs: options.deadlineMs ?? TIMEOUTS.eventMs, signal: options.signal },
+      'delivery',
+    );
     if (!raw.ok) return raw;
-    if (raw.answer.status >= 200 && raw.answer.status <= 299) {
-      return { ok: true, response: { status: raw.answer.status, headers: raw.answer.headers, body: null } };
-    }
+    const { status, headers, newConnection } = raw.answer;
+    if (status >= 200 && status <= 299) return { ok: true, response: { status, headers, body: null, newConnection } };
     return this.statusFailure(raw.answer);
   }
 
@@ -109,9 +121,9 @@ export class ControlPlaneClient {
       signal: options.signal,
     });
     if (!raw.ok) return raw;
-    const { status, headers, text } = raw.answer;
+    const { status, headers, text, newConnection } = raw.answer;
     if (status === 204 || (status === 200 && text.trim() === '')) {
-      return { ok: true, response: { status, headers, body: null } };
+      return { ok: true, response: { status, headers, body: null, newConnection } };
     }
     if (status !== 200) return this.statusFailure(raw.answer);
     const parsed = parseJson(text);
@@ -120,7 +132,7 @@ export class ControlPlaneClient {
     if (!checked.ok) {
       return { ok: false, failure: { kind: 'bad-body', detail: checked.problems.join('; '), status }, headers };
     }
-    return { ok: true, response: { status, headers, body: checked.value } };
+    return { ok: true, response: { status, headers, body: checked.value, newConnection } };
   }
 
   /**
@@ -136,8 +148,9 @@ export class ControlPlaneClient {
       maxBytes: MAX_ROLLOUT_ARTIFACT_BYTES,
     });
     if (!raw.ok) return raw;
-    if (raw.answer.status !== 200) return this.statusFailure(raw.answer);
-    return { ok: true, response: { status: raw.answer.status, headers: raw.answer.headers, body: raw.answer.bytes } };
+    const { status, headers, bytes, newConnection } = raw.answer;
+    if (status !== 200) return this.statusFailure(raw.answer);
+    return { ok: true, response: { status, headers, body: bytes, newConnection } };
   }
 
   /** One request with the hard deadline; the answer's status is not judged here. */
@@ -146,22 +159,22 @@ export class ControlPlaneClient {
     path: string,
     data: string | undefined,
     options: CallOptions,
+    pool: CpPool = 'control',
   ): Promise<{ ok: true; answer: RawAnswer } | { ok: false; failure: CpFailure; headers: null }> {
     const deadlineMs = options.deadlineMs ?? TIMEOUTS.defaultRequestMs;
     // axios's `timeout` only limits idle time; a peer that dribbles bytes
     // would outlive it. The abort signal is a deadline for the whole call.
-    const deadline = AbortSignal.timeout(deadlineMs);
-    const signal = options.signal ? AbortSignal.any([deadline, options.signal]) : deadline;
+    const deadline = new CallDeadline(deadlineMs, options.signal);
     try {
       const res: AxiosResponse<Buffer> = await this.http.axiosRef.request({
         method,
         url: `${this.baseUrl}${path}`,
         data,
-        headers: data === undefined ? {} : { 'Content-Type': 'application/json' },
-        httpsAgent: this.tls.current(),
+        headers: data === undefined ? NO_EXTRA_HEADERS : JSON_BODY_HEADERS,
+        httpsAgent: pool === 'delivery' ? this.tls.delivery() : this.tls.current(),
         // axios's own idle timeout must not undercut a long-poll's deadline.
         timeout: deadlineMs,
-        signal,
+        signal: deadline.signal,
         // Bytes, decoded here: a signature is binary, and text must be judged as sent.
         responseType: 'arraybuffer',
         ...(options.maxBytes === undefined ? {} : { maxContentLength: options.maxBytes }),
@@ -169,16 +182,19 @@ export class ControlPlaneClient {
       const bytes = Buffer.isBuffer(res.data) ? res.data : Buffer.from(res.data ?? '');
       // As axios's own text decoding did: a byte-order mark is no part of the JSON.
       const text = bytes.toString('utf8').replace(/^\uFEFF/, '');
-      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text, bytes } };
+      const newConnection = (res.request as ClientRequest | undefined)?.reusedSocket !== true;
+      return { ok: true, answer: { status: res.status, headers: plainHeaders(res.headers), text, bytes, newConnection } };
     } catch (err) {
       const request = (err as { request?: ClientRequest }).request;
       const failure = classifyTransportError(err, {
         deadlineMs,
-        deadlineHit: deadline.aborted,
+        deadlineHit: deadline.hit,
         reusedSocket: request?.reusedSocket === true,
         handshake: handshakeStageOf(request?.socket),
       });
       return { ok: false, failure, headers: null };
+    } finally {
+      deadline.dispose();
     }
   }
 
@@ -201,6 +217,43 @@ export class ControlPlaneClient {
     if (failure.retryAfterSecs === null) failure.unusableRetryAfter = snippet(rawRetryAfter, 40);
     return { ok: false, failure, headers: answer.headers };
   }
+}
+
+/**
+ * A call's abort signal: its own deadline, or the caller's signal (shutdown).
+ * One controller, one timer and one listener, all gone when the call ends:
+ * `AbortSignal.any` over a signal that lives as long as a replay would hang
+ * a dependant on it per call, kept until garbage collection.
+ */
+class CallDeadline {
+  private readonly controller = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+  hit = false;
+
+  constructor(
+    deadlineMs: number,
+    private readonly outer: AbortSignal | undefined,
+  ) {
+    // not a job: this one call's deadline, which must not keep the process alive
+    this.timer = setTimeout(() => {
+      this.hit = true;
+      this.controller.abort();
+    }, deadlineMs);
+    this.timer.unref();
+    if (outer?.aborted) this.controller.abort();
+    else outer?.addEventListener('abort', this.onOuterAbort);
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  dispose(): void {
+    clearTimeout(this.timer);
+    this.outer?.removeEventListener('abort', this.onOuterAbort);
+  }
+
+  private readonly onOuterAbort = (): void => this.controller.abort();
 }
 
 function plainHeaders(headers: AxiosResponse['headers']): Record<string, string> {

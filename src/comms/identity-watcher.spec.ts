@@ -151,6 +151,41 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
     expect(retireJob()).toMatchObject({ state: 'disabled', nextDueAt: null });
   });
 
+  it('event POSTs, on their own pool, take the renewed identity too; an old POST still in flight keeps its identity retiring', async () => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+    const envelope = (seq: number): string =>
+      JSON.stringify({
+        hostname: machineId(),
+        rolloutId: 'stable@renewaaa',
+        event: { kind: 'ActivationStarted', seq, startedAt: '2026-11-28T12:00:01Z', switchMethod: 'switch' },
+      });
+    const from = world.cp.eventPosts.length;
+    world.cp.respondNext('events', { delayMs: 800 });
+    const inFlight = a.client.postEvent(envelope(1));
+    await world.cp.waitFor(() => world.cp.eventPosts[from], 5000, 'the slow event POST');
+
+    install(live, await world.pki.issueClient({ cn: canonicalCn() }));
+    a.watcher.check();
+    expect(await a.client.postEvent(envelope(2))).toMatchObject({ ok: true });
+    expect(world.cp.eventPosts[from + 1].cn).toBe(canonicalCn());
+    // Idle twice in a row is needed, and the old delivery pool is not idle yet.
+    a.holder.checkRetired();
+    a.holder.checkRetired();
+    expect(a.holder.retiringCount()).toBe(1);
+
+    expect(await inFlight).toMatchObject({ ok: true });
+    expect(world.cp.eventPosts[from]).toMatchObject({ cn: machineId(), status: 204 });
+    await world.cp.waitFor(
+      () => {
+        a.holder.checkRetired();
+        return a.holder.retiringCount() === 0;
+      },
+      5000,
+      'the old pools destroyed',
+    );
+  });
+
   it.each([
     [
       'a key that does not belong to the certificate',

@@ -3,7 +3,7 @@ import { type Clock, CLOCK } from '../clock/clock';
 import { JobRuntime } from '../jobs/job-runtime.service';
 import { type JobHandle, ok } from '../jobs/job.types';
 import { TIMEOUTS } from '../protocol/protocol.constants';
-import { TLS_IDENTITY } from './comms.constants';
+import { DELIVERY_CONNECTIONS, TLS_IDENTITY } from './comms.constants';
 import type { TlsIdentity } from './identity';
 import { buildTlsAgent, type ConnectTimeoutAgent } from './tls-agent';
 
@@ -17,20 +17,30 @@ export const TLS_RETIRE_NAME = 'tls-agent-retire';
  */
 export const RETIRE_GRACE_MS = 90_000;
 
+/** The two connection pools of one identity. */
+interface Pools {
+  control: ConnectTimeoutAgent;
+  delivery: ConnectTimeoutAgent;
+}
+
 interface Retired {
-  agent: ConnectTimeoutAgent;
+  pools: Pools;
   retiredMono: number;
   idleChecks: number;
 }
 
 /**
- * The https.Agent in use. Callers ask for it per request so a renewed
- * identity applies to new connections. Retired agents are checked by a job
- * of the runtime, switched on only while there are some.
+ * The https.Agents in use, two pools of one identity: `current()` for the
+ * heartbeat, the dispatch poll and manifest fetches; `delivery()` for event
+ * POSTs. A replay keeps every delivery connection busy, and a heartbeat
+ * must never wait in a pool for one of them to come free.
+ * Callers ask per request so a renewed identity applies to new connections.
+ * Retired agents are checked by a job of the runtime, switched on only
+ * while there are some.
  */
 @Injectable()
 export class TlsAgentHolder implements OnApplicationShutdown {
-  private agent: ConnectTimeoutAgent;
+  private pools: Pools;
   private identity: TlsIdentity;
   private readonly retired = new Set<Retired>();
   private readonly job: JobHandle;
@@ -41,7 +51,7 @@ export class TlsAgentHolder implements OnApplicationShutdown {
     runtime: JobRuntime,
   ) {
     this.identity = identity;
-    this.agent = buildTlsAgent(identity, TIMEOUTS.connectMs);
+    this.pools = buildPools(identity);
     this.job = runtime.register({
       name: TLS_RETIRE_NAME,
       afterBoot: false,
@@ -56,7 +66,12 @@ export class TlsAgentHolder implements OnApplicationShutdown {
   }
 
   current(): ConnectTimeoutAgent {
-    return this.agent;
+    return this.pools.control;
+  }
+
+  /** Event delivery's own pool, at most DELIVERY_CONNECTIONS connections. */
+  delivery(): ConnectTimeoutAgent {
+    return this.pools.delivery;
   }
 
   currentIdentity(): TlsIdentity {
@@ -70,22 +85,22 @@ export class TlsAgentHolder implements OnApplicationShutdown {
    * would go on presenting it. Calls already on the old agent finish there.
    */
   replace(identity: TlsIdentity): void {
-    const old = this.agent;
-    this.agent = buildTlsAgent(identity, TIMEOUTS.connectMs);
+    const old = this.pools;
+    this.pools = buildPools(identity);
     this.identity = identity;
     this.retire(old);
   }
 
-  /** Old agents still waiting for their in-flight calls to finish. */
+  /** Old identities whose agents still wait for their in-flight calls to finish. */
   retiringCount(): number {
     return this.retired.size;
   }
 
   // The last shutdown phase: an in-flight heartbeat is let finish before its sockets go.
   onApplicationShutdown(): void {
-    for (const r of this.retired) r.agent.destroy();
+    for (const r of this.retired) destroyPools(r.pools);
     this.retired.clear();
-    this.agent.destroy();
+    destroyPools(this.pools);
   }
 
   /**
@@ -98,19 +113,31 @@ export class TlsAgentHolder implements OnApplicationShutdown {
   checkRetired(): void {
     const now = this.clock.monotonicMs();
     for (const entry of this.retired) {
-      entry.idleChecks = isIdle(entry.agent) ? entry.idleChecks + 1 : 0;
+      entry.idleChecks = isIdle(entry.pools.control) && isIdle(entry.pools.delivery) ? entry.idleChecks + 1 : 0;
       if (entry.idleChecks >= 2 || now - entry.retiredMono >= RETIRE_GRACE_MS) {
         this.retired.delete(entry);
-        entry.agent.destroy();
+        destroyPools(entry.pools);
       }
     }
     if (this.retired.size === 0) this.job.disable();
   }
 
-  private retire(agent: ConnectTimeoutAgent): void {
-    this.retired.add({ agent, retiredMono: this.clock.monotonicMs(), idleChecks: 0 });
+  private retire(pools: Pools): void {
+    this.retired.add({ pools, retiredMono: this.clock.monotonicMs(), idleChecks: 0 });
     this.job.enable();
   }
+}
+
+function buildPools(identity: TlsIdentity): Pools {
+  return {
+    control: buildTlsAgent(identity, TIMEOUTS.connectMs),
+    delivery: buildTlsAgent(identity, TIMEOUTS.connectMs, DELIVERY_CONNECTIONS),
+  };
+}
+
+function destroyPools(pools: Pools): void {
+  pools.control.destroy();
+  pools.delivery.destroy();
 }
 
 function isIdle(agent: ConnectTimeoutAgent): boolean {

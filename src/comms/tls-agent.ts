@@ -72,14 +72,18 @@ function trackHandshake(socket: TLSSocket): void {
   });
 }
 
-export function buildTlsAgent(identity: TlsIdentity, connectTimeoutMs: number): ConnectTimeoutAgent {
+/**
+ * `maxSockets` bounds the connections to the CP this agent may hold at once;
+ * a request beyond it waits in the agent for a free one.
+ */
+export function buildTlsAgent(identity: TlsIdentity, connectTimeoutMs: number, maxSockets = 8): ConnectTimeoutAgent {
   return new ConnectTimeoutAgent(
     {
       ca: identity.ca,
       cert: identity.client?.certPem,
       key: identity.client?.keyPem,
       keepAlive: true,
-      maxSockets: 8,
+      maxSockets,
       // Old TLS versions have no place on a fleet's control channel.
       minVersion: 'TLSv1.2',
     },

@@ -10,6 +10,8 @@ import { ReducerService } from '../reducer/reducer.service';
 import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
 import { freePort } from '../../dev/free-port';
+import { DELIVERY_CONNECTIONS } from '../comms/comms.constants';
+import { DELIVERY_PACING } from './outbound.constants';
 
 const MACHINE = 'web-01';
 const BOOT_CLOSURE = fakeClosure('web-01-26.05');
@@ -84,6 +86,25 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
   /** `seq:status` of every POST of a rollout, in arrival order. */
   const trail = (rolloutId: string): string[] => postsOf(rolloutId).map((p) => `${seqOf(p)}:${p.status}`);
   const storedSeqs = (rolloutId: string): number[] => world.cp.events(MACHINE, rolloutId).map((e) => e.seq);
+  const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  const rolloutsNamed = (tag: string, n: number): string[] => Array.from({ length: n }, (_, i) => `stable@${tag}${i}aaaa`);
+
+  /** Logs seqs for several rollouts in one append: the drainer learns of them all at once. */
+  async function emitAll(a: AgentUnderTest, rollouts: string[], seqs: number[]): Promise<void> {
+    const port = a.app.get<EmitEventPort>(EMIT_EVENT_PORT);
+    await port.emit(
+      rollouts.flatMap((rolloutId) => seqs.map((seq) => ({ type: 'EmitEvent' as const, rolloutId, event: probeResult(seq), meta: {} }))),
+    );
+  }
+
+  /** Enough delivered events over more rollouts than lanes for the window to open all the way (the CP keeps up). */
+  async function openWindow(a: AgentUnderTest, drainer: DrainerService, tag: string): Promise<string[]> {
+    const rollouts = rolloutsNamed(tag, DELIVERY_CONNECTIONS * 2);
+    await emitAll(a, rollouts, range(1, 10));
+    await drainer.idle();
+    expect(drainer.pacing()).toEqual({ window: DELIVERY_CONNECTIONS, lanes: DELIVERY_CONNECTIONS, inFlight: 0 });
+    return rollouts;
+  }
 
   it('204: marks the event delivered; the CP stores the exact envelope bytes of the log, camelCase with kind and seq', async () => {
     const rollout = 'stable@d204aaaa';
@@ -360,13 +381,96 @@ describe('DrainerService against the dev control plane over mutual TLS', () => {
     expect(postsOf(rollout).filter((p) => p.outcome === 'duplicate')).toEqual([]);
   });
 
-  it('a delivery in progress never blocks heartbeats: with the events route stalled, heartbeats go out on schedule', async () => {
-    const rollout = 'stable@dstlaaaa';
+  it('sends one POST per rollout at a time, and several rollouts at once: as many as the pacer allows, starting at two', async () => {
+    const rollouts = rolloutsNamed('dlan', 6);
+    const { a, drainer } = await start();
+    const mark = world.cp.eventPosts.length;
+    world.cp.setDefault('events', { stall: true });
+    // One by one: each new rollout takes a free lane at once, while the POSTs before it are still out.
+    for (const rollout of rollouts) await emit(a, rollout, [1, 2, 3]);
+    const lanes = DELIVERY_PACING.initialWindow;
+    await world.cp.waitFor(() => world.cp.eventPosts.length - mark >= lanes, 2_000, 'the stalled POSTs');
+    expect(drainer.pacing()).toEqual({ window: lanes, lanes, inFlight: lanes });
+    // The first rollouts in turn, each with its seq 1 only; seq 2 of each waits for seq 1's answer.
+    expect(world.cp.eventPosts.slice(mark).map((p) => `${(p.body as { rolloutId: string }).rolloutId}#${seqOf(p)}`)).toEqual([
+      `${rollouts[0]}#1`,
+      `${rollouts[1]}#1`,
+    ]);
+  });
+
+  it('opens up to one rollout per delivery connection while the CP keeps up; 503s halve it, and nothing is lost or reordered', async () => {
+    const { a, drainer, log } = await start();
+    const rollouts = await openWindow(a, drainer, 'daim');
+    const mark = world.cp.eventPosts.length;
+
+    world.cp.setDefault('events', { status: 503 });
+    await emitAll(a, rollouts, [11]);
+    await drainer.idle();
+    // All lanes went at once; the first 503 stopped anything new, and the window halved.
+    const failedPosts = world.cp.eventPosts.slice(mark);
+    expect(failedPosts.map((p) => p.status)).toEqual(Array<number>(DELIVERY_CONNECTIONS).fill(503));
+    expect(new Set(failedPosts.map((p) => (p.body as { rolloutId: string }).rolloutId)).size).toBe(DELIVERY_CONNECTIONS);
+    expect(drainer.pacing().window).toBeLessThanOrEqual(DELIVERY_CONNECTIONS / 2);
+    expect(log.stats().pending).toBe(rollouts.length);
+
+    // The backoff (1 s, jitter pinned to the middle) is over: every rollout's seq 11 goes, after its seq 10.
+    world.cp.setDefault('events', null);
+    await advanceAndKick(a, drainer, 1_000);
+    expect(log.stats().pending).toBe(0);
+    for (const rollout of rollouts) {
+      expect(storedSeqs(rollout)).toEqual(range(1, 11));
+      expect(postsOf(rollout).map(seqOf)).toEqual([
+        ...range(1, 10),
+        ...postsOf(rollout)
+          .slice(10)
+          .map(() => 11),
+      ]);
+    }
+  });
+
+  it('a Retry-After on any POST of a run holds back every rollout: the longest one is waited out', async () => {
+    const [first, second] = rolloutsNamed('dret', 2);
+    const { a, drainer, log } = await start();
+    const mark = world.cp.eventPosts.length;
+    world.cp.respondNext('events', { status: 503 });
+    world.cp.respondNext('events', { status: 429, retryAfterSecs: 30 });
+    await emitAll(a, [first, second], [1, 2]);
+    await drainer.idle();
+    expect(world.cp.eventPosts.slice(mark).map((p) => p.status)).toEqual([503, 429]);
+
+    // 1 s is the backoff of the 503; the 429 asked for 30 s, for this agent, not for one rollout.
+    await advanceAndKick(a, drainer, 29_999);
+    expect(world.cp.eventPosts.length - mark).toBe(2);
+    await advanceAndKick(a, drainer, 1);
+    expect(log.stats().pending).toBe(0);
+    expect(storedSeqs(first)).toEqual([1, 2]);
+    expect(storedSeqs(second)).toEqual([1, 2]);
+    const warnings = a.logs.messages('warn', DrainerService.name);
+    expect(warnings.at(-1)).toMatch(/HTTP 429.*retrying the same seq in 30\.0 s/);
+  });
+
+  it('a CP whose answers slow down sees fewer rollouts in flight, and still gets every event in order', async () => {
+    const { a, drainer, log } = await start();
+    const rollouts = await openWindow(a, drainer, 'dslo');
+    // From ~1 ms to 150 ms a POST: far above twice the base plus the slack.
+    world.cp.setDefault('events', { delayMs: 150 });
+    await emitAll(a, rollouts, [11]);
+    await drainer.idle();
+    expect(drainer.pacing().window).toBeLessThan(DELIVERY_CONNECTIONS);
+    expect(log.stats().pending).toBe(0);
+    for (const rollout of rollouts) expect(postsOf(rollout).map(seqOf)).toEqual(range(1, 11));
+  });
+
+  it('a delivery in progress never blocks heartbeats: with every delivery connection stalled, heartbeats go out on schedule', async () => {
     const { a, drainer } = await start();
     const hb = a.app.get(HeartbeatService);
+    const others = await openWindow(a, drainer, 'dstl');
+    const rollout = 'stable@dstlaaaa';
     world.cp.setDefault('events', { stall: true });
     await emit(a, rollout, [1, 2]);
+    await emitAll(a, others, [11]);
     await world.cp.waitFor(() => postsOf(rollout).length === 1, 2_000, 'the stalled POST of seq 1');
+    await world.cp.waitFor(() => drainer.pacing().inFlight === DELIVERY_CONNECTIONS, 2_000, 'every lane stalled');
 
     for (let i = 1; i <= 3; i++) {
       const before = world.cp.heartbeats.length;

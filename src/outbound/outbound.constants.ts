@@ -1,3 +1,6 @@
+import { DELIVERY_CONNECTIONS } from '../comms/comms.constants';
+import type { PacerSettings } from './delivery-pacer';
+
 /** Backoff of event delivery (PROTOCOL §6: retry later with exponential backoff). */
 export const DELIVERY_BACKOFF_FIRST_MS = 1_000;
 export const DELIVERY_BACKOFF_CAP_MS = 60_000;
@@ -5,8 +8,19 @@ export const DELIVERY_BACKOFF_CAP_MS = 60_000;
 export const DELIVERY_PAUSED_CAP_MS = 300_000;
 /** The drainer also runs on this slow timer, in case a kick was missed. */
 export const DRAIN_SWEEP_MS = 10_000;
-/** A replay of thousands of events is paced: at most this many POSTs a second. */
-export const REPLAY_MAX_PER_SEC = 500;
+/**
+ * How hard delivery (a replay above all) may press the CP; see DeliveryPacer.
+ * Up to one rollout in flight per delivery connection, starting at two; down
+ * to one send every 16 round trips while the CP struggles.
+ */
+export const DELIVERY_PACING: PacerSettings = {
+  maxWindow: DELIVERY_CONNECTIONS,
+  initialWindow: 2,
+  minWindow: 1 / 16,
+  riseFactor: 2,
+  riseSlackMs: 20,
+  baseWindowMs: 10_000,
+};
 /** How often the event log is checked for compaction. */
 export const COMPACT_EVERY_MS = 60 * 60 * 1000;
 export const DRAIN_SWEEP_NAME = 'outbound-drain';
