@@ -321,13 +321,16 @@ const mib = (kb: number): string => (kb / 1024).toFixed(1);
 const secs = (x: number): string => x.toFixed(2);
 const rate = (x: number): string => x.toFixed(1);
 
+/** What was measured: the checkout's commit, and the last commit that changed the agent's source (its build). */
 function gitCommit(): string {
   try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: REPO, encoding: 'utf8' }).trim() !== '';
-    return dirty ? `${head} + uncommitted changes in src/` : head;
+    const git = (...args: string[]): string => execFileSync('git', args, { cwd: REPO, encoding: 'utf8' }).trim();
+    const head = git('rev-parse', '--short', 'HEAD');
+    const src = git('log', '-1', '--format=%h', '--', 'src', 'package-lock.json');
+    const dirty = git('status', '--porcelain', '--', 'src') === '' ? '' : ' + uncommitted changes in src/';
+    return `commit ${head}, src/ as of ${src}${dirty}`;
   } catch {
-    return 'unknown (no git)';
+    return 'no git checkout';
   }
 }
 
@@ -353,7 +356,7 @@ async function main(): Promise<void> {
   const loadBefore = loadavg();
   const startedMs = performance.now();
   process.stdout.write(
-    `built agent (${settings.agentMain}, commit ${gitCommit()}) vs bare Node mTLS loop (bench/bare-heartbeat.ts), ` +
+    `built agent (${settings.agentMain}; ${settings.agentMain === join(REPO, 'dist', 'main.js') ? gitCommit() : 'another checkout'}) vs bare Node mTLS loop (bench/bare-heartbeat.ts), ` +
       `${settings.rounds} round(s) interleaved, ${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ` +
       `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}\n`,
   );
