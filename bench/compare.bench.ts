@@ -355,11 +355,12 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'nfa-bench-compare-'));
   const loadBefore = loadavg();
   const startedMs = performance.now();
-  process.stdout.write(
-    `built agent (${settings.agentMain}; ${settings.agentMain === join(REPO, 'dist', 'main.js') ? gitCommit() : 'another checkout'}) vs bare Node mTLS loop (bench/bare-heartbeat.ts), ` +
-      `${settings.rounds} round(s) interleaved, ${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ` +
-      `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}\n`,
-  );
+  const header =
+    `built agent (${settings.agentMain}; ${settings.agentMain === join(REPO, 'dist', 'main.js') ? gitCommit() : 'another checkout'}) ` +
+    `vs bare Node mTLS loop (bench/bare-heartbeat.ts), ${settings.rounds} round(s) interleaved, ${new Date().toISOString().slice(0, 10)}, ` +
+    `Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}`;
+  process.stdout.write(`${header}\n`);
+
   try {
     const pki = await makePki(join(dir, 'pki'), { machineId: MACHINE_ID });
     // The agent verifies dispatches (PROTOCOL §12) and needs the trust file to start; none is dispatched here.
@@ -418,12 +419,17 @@ async function main(): Promise<void> {
       ...rows.map(([name, [a, b, x]]) => `| ${name} | ${a} | ${b} | ${x} |`),
     ];
     process.stdout.write(
+      // Markdown, blank lines around the table: the summary is pasted as it is into bench/README.md.
       [
         '',
+        header,
+        '',
         `medians (min–max) of ${settings.rounds} round(s); ratio: of the medians (min–max of the rounds' own ratios)`,
+        '',
         ...table,
+        '',
         `1 s runs: CPU and wake-ups from heartbeat ${settings.fromBeat} to ${settings.beats}; 60 s runs: the idle window opens ` +
-          `${settings.idleFromSecs} s after exec. CPU: on-CPU time of all the process's threads (/proc/<pid>/task/*/schedstat); ` +
+          `${settings.idleFromSecs} s after exec. CPU: on-CPU time of all the process's threads (\`/proc/<pid>/task/*/schedstat\`); ` +
           `wake-ups: main-thread voluntary ctxt switches.`,
         `load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${loadAfter.map((x) => x.toFixed(2)).join(' ')} after; ` +
           `${((performance.now() - startedMs) / 60_000).toFixed(1)} min`,
