@@ -35,6 +35,17 @@ export default defineConfig(
     },
   },
   {
+    files: ['src/**/*.ts', 'dev/**/*.ts'],
+    ignores: ['src/common/class-validator.ts'],
+    rules: {
+      // Its index loads every decorator, validator.js and libphonenumber-js (~3 MB of heap): see src/common/class-validator.ts.
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        { paths: [{ name: 'class-validator', message: 'import from src/common/class-validator.ts', allowTypeImports: true }] },
+      ],
+    },
+  },
+  {
     files: ['**/*.spec.ts', '**/*.e2e-spec.ts'],
     rules: {
       // @types/jest types the asymmetric matchers (expect.any, expect.stringMatching, expect.objectContaining) as `any`.

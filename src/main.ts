@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import 'reflect-metadata';
 import { type INestApplication, Logger, type LoggerService } from '@nestjs/common';
-import { runStatusCommand } from './cli/status.command';
 import { IdentityError, loadIdentity } from './comms/identity';
 import type { ReloadOutcome } from './comms/identity-watcher';
 import { type AgentConfig, loadConfig } from './config/config.loader';
@@ -16,7 +15,9 @@ import { AGENT_VERSION } from './version';
 
 // The app, the state-dir lock and the identity watcher are imported inside
 // `run`: `status` needs none of them, and they load native addons (flock(2)
-// via fs-ext, unix datagrams for sd_notify) that a CLI has no use for.
+// via fs-ext, unix datagrams for sd_notify) that a CLI has no use for. The
+// other way round, the status command is imported only by `status`: the
+// agent never runs it.
 
 /** Exit status for a configuration error; the systemd unit does not restart on it. */
 const EXIT_CONFIG = 2;
@@ -40,11 +41,13 @@ async function main(): Promise<number | null> {
       return configFailure(loaded.problems);
     case 'run':
       return run(loaded.config);
-    case 'status':
+    case 'status': {
+      const { runStatusCommand } = await import('./cli/status.command');
       return runStatusCommand(loaded.adminAddress, loaded.json, {
         out: (text) => process.stdout.write(`${text}\n`),
         err: (text) => process.stderr.write(`${text}\n`),
       });
+    }
     default: {
       const never: never = loaded;
       return never;

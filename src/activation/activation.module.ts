@@ -17,21 +17,24 @@ import { ActivationPreflight } from './activation.preflight';
 import { ActivationService } from './activation.service';
 import { ActivationStatusContributor } from './activation.status';
 import type { ActivationBackend } from './activation.types';
-import { CommandBackend } from './backends/command.backend';
-import { NixosBackend } from './backends/nixos.backend';
-import { SymlinkBackend } from './backends/symlink.backend';
 
-export function backendFor(config: AgentConfig, currentSystem: CurrentSystemReader): ActivationBackend {
+/** Only the configured backend's code is loaded: a host runs one of them for its whole life. */
+export async function backendFor(config: AgentConfig, currentSystem: CurrentSystemReader): Promise<ActivationBackend> {
   const { storeDir } = config;
   switch (config.activationBackend) {
-    case 'symlink':
+    case 'symlink': {
+      const { SymlinkBackend } = await import('./backends/symlink.backend');
       return new SymlinkBackend({ storeDir, currentSystemPath: config.currentSystemPath }, currentSystem);
-    case 'command':
+    }
+    case 'command': {
       if (config.activationCommand === undefined) {
         throw new Error('--activation-backend command needs --activation-command (the config loader should have refused this)');
       }
+      const { CommandBackend } = await import('./backends/command.backend');
       return new CommandBackend({ storeDir, command: config.activationCommand, timeoutMs: DEFAULT_ACTIVATION_TIMEOUT_MS }, currentSystem);
-    case 'nixos':
+    }
+    case 'nixos': {
+      const { NixosBackend } = await import('./backends/nixos.backend');
       return new NixosBackend(
         {
           storeDir,
@@ -43,6 +46,7 @@ export function backendFor(config: AgentConfig, currentSystem: CurrentSystemRead
         },
         currentSystem,
       );
+    }
     default: {
       const never: never = config.activationBackend;
       return never;

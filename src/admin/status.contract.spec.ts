@@ -1,4 +1,5 @@
-import { STATUS_KEYS, statusContractProblems } from './status.contract';
+import { STATUS_KEYS } from './status-keys';
+import { statusContractProblems } from './status.contract';
 
 const AT = '2026-11-28T12:00:00.000Z';
 const CLOSURE = `${'a'.repeat(32)}-nixos-system-web-01-26.05`;

@@ -1,5 +1,17 @@
 import { Type } from 'class-transformer';
-import { IsArray, IsBoolean, IsIn, IsInt, IsNumber, IsObject, IsString, Matches, Min, ValidateIf, ValidateNested } from 'class-validator';
+import {
+  IsArray,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsNumber,
+  IsObject,
+  IsString,
+  Matches,
+  Min,
+  ValidateIf,
+  ValidateNested,
+} from '../common/class-validator';
 import type { ActivationSectionStatus, ActivationStatusPart } from '../activation/activation.status';
 import type {
   ActivationKind,
@@ -461,30 +473,6 @@ export class StatusDocument
   @Section(() => ReducerSection) reducer!: ReducerSection;
   @IsArray() @ValidateNested({ each: true }) @Type(() => JobSection) jobs!: JobSection[];
 }
-
-/** The document's keys in the order it is written; the compiler checks each is there once. */
-export const STATUS_KEYS = Object.keys({
-  machineId: true,
-  agentVersion: true,
-  controlPlaneUrl: true,
-  pid: true,
-  startedAt: true,
-  uptimeSecs: true,
-  currentClosure: true,
-  components: true,
-  heartbeat: true,
-  recovery: true,
-  rollouts: true,
-  outbound: true,
-  eventLog: true,
-  dispatch: true,
-  activation: true,
-  probes: true,
-  trust: true,
-  certificate: true,
-  reducer: true,
-  jobs: true,
-} satisfies Record<keyof StatusDocument, true>) as (keyof StatusDocument)[];
 
 /** What is wrong with a document that claims to be `/status`, one line per problem naming its key path; empty when it conforms. */
 export function statusContractProblems(document: unknown): string[] {

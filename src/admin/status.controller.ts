@@ -1,7 +1,8 @@
 import { Controller, Get, Inject } from '@nestjs/common';
 import type { StatusContributor } from '../common/status-contributor';
 import { STATUS_CONTRIBUTORS } from './admin.constants';
-import { STATUS_KEYS, type StatusDocument } from './status.contract';
+import { STATUS_KEYS } from './status-keys';
+import type { StatusDocument } from './status.contract';
 
 /**
  * `GET /status`: what an operator asks first. Each module contributes its

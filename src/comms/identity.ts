@@ -1,6 +1,6 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import sshpk from 'sshpk';
+import type * as SshPk from 'sshpk';
 import { errnoText } from '../common/errno';
 import { settingProblem } from '../config/config.messages';
 
@@ -171,7 +171,10 @@ function parseClientKey(path: string, text: string, problems: IdentityProblem[])
  * Node accepts (sshpk's own PKCS#8 output is rejected by Node 20).
  */
 function parseOpenSshKey(path: string, text: string, problems: IdentityProblem[]): { object: KeyObject; type: string } | undefined {
-  let parsed: sshpk.PrivateKey;
+  // Loaded here, for an OpenSSH key only: sshpk and its crypto libraries are ~1.4 MB of heap that a PEM key never needs.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const sshpk = require('sshpk') as typeof SshPk;
+  let parsed: SshPk.PrivateKey;
   try {
     parsed = sshpk.parsePrivateKey(text, 'ssh-private');
   } catch (err) {
@@ -210,7 +213,7 @@ function parseOpenSshKey(path: string, text: string, problems: IdentityProblem[]
   return { object, type: 'ed25519 (OpenSSH)' };
 }
 
-function partData(key: sshpk.PrivateKey, name: string): Buffer | undefined {
+function partData(key: SshPk.PrivateKey, name: string): Buffer | undefined {
   const parts = key.part as unknown as Record<string, { data: Buffer } | undefined>;
   return parts[name]?.data;
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { plainToInstance } from 'class-transformer';
-import { isURL, validateSync } from 'class-validator';
+import { isURL, validateSync } from '../common/class-validator';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { errnoText } from '../common/errno';
 import { settingProblem, sourceText, whereToSet, type ValueSource } from './config.messages';

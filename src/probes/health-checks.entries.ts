@@ -1,7 +1,7 @@
 // class-transformer reads design-time metadata, also outside Nest.
 import 'reflect-metadata';
 import { isAbsolute } from 'node:path';
-import { IsDefined, IsOptional, isFQDN, isIP, ValidateBy, type ValidationArguments } from 'class-validator';
+import { IsDefined, IsOptional, isFQDN, isIP, ValidateBy, type ValidationArguments } from '../common/class-validator';
 import { PROBE_MODES, type ProbeMode } from '../protocol/rollout';
 
 // One class per kind of a health-checks file entry (PROTOCOL §10), camelCase

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { plainToInstance } from 'class-transformer';
-import { validateSync } from 'class-validator';
+import { validateSync } from '../common/class-validator';
 import { errnoText } from '../common/errno';
 import { PROBE_MODES, type ProbeMode } from '../protocol/rollout';
 import {

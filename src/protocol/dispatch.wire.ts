@@ -1,4 +1,4 @@
-import { IsISO8601, IsString, Matches } from 'class-validator';
+import { IsISO8601, IsString, Matches } from '../common/class-validator';
 import { CLOSURE_PATTERN, ROLLOUT_ID_PATTERN } from './rollout';
 
 /** PROTOCOL §8 `200` body, snake_case. */

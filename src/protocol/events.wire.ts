@@ -1,7 +1,7 @@
 // class-transformer reads design-time metadata, also outside Nest (the dev CP, scripts).
 import 'reflect-metadata';
 import { Type } from 'class-transformer';
-import { IsDefined, IsIn, IsInt, IsObject, IsOptional, IsString, Matches, Min, ValidateNested } from 'class-validator';
+import { IsDefined, IsIn, IsInt, IsObject, IsOptional, IsString, Matches, Min, ValidateNested } from '../common/class-validator';
 import { type FailurePolicy, type ProbeMode, ROLLOUT_ID_PATTERN } from './rollout';
 
 /** PROTOCOL §6 event bodies: `kind` (PascalCase) plus camelCase fields, always with `seq`. */

@@ -1,4 +1,15 @@
-import { IsArray, IsInt, IsISO8601, IsNotEmpty, IsOptional, IsString, Matches, Min, ValidateBy, ValidateIf } from 'class-validator';
+import {
+  IsArray,
+  IsInt,
+  IsISO8601,
+  IsNotEmpty,
+  IsOptional,
+  IsString,
+  Matches,
+  Min,
+  ValidateBy,
+  ValidateIf,
+} from '../common/class-validator';
 import { CLOSURE_PATTERN } from './rollout';
 
 const UTC = /(?:Z|[+-]00:?00)$/i;

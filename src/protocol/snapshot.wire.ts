@@ -1,4 +1,4 @@
-import { IsIn, IsInt, IsISO8601, IsOptional, IsString, Matches, Max, Min } from 'class-validator';
+import { IsIn, IsInt, IsISO8601, IsOptional, IsString, Matches, Max, Min } from '../common/class-validator';
 import { CLOSURE_PATTERN, MAX_EVENT_SEQ, ROLLOUT_ID_PATTERN, ROLLOUT_STATES, type RolloutState } from './rollout';
 
 const BASENAME = { message: '$property must be a store path basename (<hash>-<name>)' };

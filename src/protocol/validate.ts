@@ -1,7 +1,7 @@
 // class-transformer reads design-time metadata, also outside Nest (the dev CP, scripts).
 import 'reflect-metadata';
 import { plainToInstance, type ClassConstructor } from 'class-transformer';
-import { validateSync, type ValidationError } from 'class-validator';
+import { validateSync, type ValidationError } from '../common/class-validator';
 
 export type WireResult<T> = { ok: true; value: T } | { ok: false; problems: string[] };
 

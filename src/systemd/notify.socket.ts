@@ -1,6 +1,7 @@
 import { getSystemErrorName } from 'node:util';
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
-import { createSocket, type UnixDgramError, type UnixDgramSocket } from 'unix-dgram';
+import type * as UnixDgram from 'unix-dgram';
+import type { UnixDgramError, UnixDgramSocket } from 'unix-dgram';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { notifyTarget } from './notify.format';
@@ -78,6 +79,9 @@ export class NotifySocket implements OnApplicationShutdown {
 
   private open(): UnixDgramSocket | null {
     try {
+      // Loaded at the first send, so only under a service manager: the native addon and node:dgram are no use without one.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { createSocket } = require('unix-dgram') as typeof UnixDgram;
       const socket = createSocket('unix_dgram');
       // unix-dgram emits 'error' for failures outside a send callback; unhandled, it would crash the agent.
       socket.on('error', (err: UnixDgramError) => this.failed(errText(err)));

@@ -2,7 +2,7 @@
 import 'reflect-metadata';
 import { verify as verifySignature } from 'node:crypto';
 import { Type, plainToInstance } from 'class-transformer';
-import { IsDefined, IsOptional, ValidateNested, validateSync } from 'class-validator';
+import { IsDefined, IsOptional, ValidateNested, validateSync } from '../common/class-validator';
 // json-canonicalize rather than canonicalize: canonicalize 5.x is ESM-only and needs Node 22, while this
 // CommonJS agent supports Node 20; json-canonicalize ships CommonJS, and the RFC's own examples pass (spec).
 import { canonicalizeEx } from 'json-canonicalize';

@@ -3,7 +3,7 @@ import 'reflect-metadata';
 import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Type, plainToInstance } from 'class-transformer';
-import { IsDefined, IsIn, IsOptional, ValidateNested, validateSync } from 'class-validator';
+import { IsDefined, IsIn, IsOptional, ValidateNested, validateSync } from '../common/class-validator';
 import { errnoText } from '../common/errno';
 import { KEY_ALGORITHMS, publicKeyFromRaw, strictBase64, type KeyAlgorithm } from './keys';
 import { describeJson, JsonArray, JsonObject, parseRfc3339, problemsOf, REQUIRED, Rfc3339, Rule } from './trust.rules';

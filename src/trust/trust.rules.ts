@@ -1,6 +1,6 @@
 // class-transformer reads design-time metadata, also outside Nest.
 import 'reflect-metadata';
-import { ValidateBy, type ValidationArguments, type ValidationError } from 'class-validator';
+import { ValidateBy, type ValidationArguments, type ValidationError } from '../common/class-validator';
 
 // Shared by the trust file and the rollout manifest: field rules with one
 // message each, and how class-validator's errors become key paths.
