@@ -84,7 +84,6 @@ describe('the heartbeat job: an @Interval that @nestjs/schedule mounts at bootst
     ).toEqual([
       'advance-tick',
       'dispatch-poll',
-      'event-loop-sampler',
       'heartbeat',
       'identity-poll',
       'outbound-compact',

@@ -6,7 +6,7 @@ import type { AgentEvent } from '../protocol/events.wire';
 import type { RolloutState } from '../protocol/rollout';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
 import { REDUCER_QUEUE_CAPACITY } from './reducer.constants';
-import { MetricsService } from '../metrics/metrics.service';
+import { MetricsModule } from '../metrics/metrics.module';
 import { EffectPortRegistry } from './effect-ports';
 import {
   type EffectOf,
@@ -126,13 +126,8 @@ interface Built {
 async function build(ports: Partial<EffectPorts>, policy: Policy = HALT): Promise<Built> {
   const clock = new FakeClock();
   const module = await Test.createTestingModule({
-    providers: [
-      ReducerService,
-      EffectPortRegistry,
-      MetricsService,
-      { provide: CLOCK, useValue: clock },
-      { provide: REDUCER_POLICY, useValue: policy },
-    ],
+    imports: [MetricsModule],
+    providers: [ReducerService, EffectPortRegistry, { provide: CLOCK, useValue: clock }, { provide: REDUCER_POLICY, useValue: policy }],
   }).compile();
   const registry = module.get(EffectPortRegistry);
   const bind = <K extends keyof EffectPorts>(kind: K): void => {
