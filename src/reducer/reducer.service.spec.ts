@@ -215,6 +215,23 @@ describe('ReducerService', () => {
     expect(reducer.lastEventSeqByRollout()).toEqual({ [ROLLOUT]: 2, 'canary@e5f6a7b8': 1 });
   });
 
+  it('tells a watcher the state at once and each committed state after it, never a rejected or unchanged one', async () => {
+    const { reducer } = await make({ EmitEvent: new RecordingEmitPort() });
+    const seen: string[] = [];
+    reducer.watch((state) => seen.push(state.rollouts[ROLLOUT]?.state ?? 'none'));
+    expect(seen).toEqual(['none']);
+
+    await reducer.submit(activate());
+    await reducer.submit(activate());
+    await reducer.submit({ type: 'Tick', currentClosure: TARGET });
+    await reducer.submit(started());
+    await reducer.submit(completed());
+
+    // Not told: the second Activate (rejected) and the tick (nothing soaks yet). Told: ActivationStarted, still Activating.
+    expect(seen).toEqual(['none', 'Activating', 'Activating', 'Soaking']);
+    expect(reducer.current().rollouts[ROLLOUT]?.state).toBe('Soaking');
+  });
+
   it(`bounds the queue at ${REDUCER_QUEUE_CAPACITY}: further producers wait, none is dropped, all apply in order once it moves`, async () => {
     const emitter = new RecordingEmitPort();
     const hold = gate();
