@@ -3,6 +3,8 @@
 // Build and run: npm run bench   (or: npm run build && npx tsc -p bench/tsconfig.json && node dist-bench/bench/wakeups.bench.js [agent main.js])
 // WAKEUPS_WINDOW_SECS sets the measured window (default 60: one heartbeat and one dispatch long-poll fall in it).
 // WAKEUPS_COUNT_TIMERS=0 runs the agent without the timer-counting preload, whose async hook costs CPU of its own.
+// WAKEUPS_SETTLE_SECS: how long after the first dispatch poll the window opens (default 5; V8 shrinks the start-up
+// heap with a few GCs over the first ~30 s, which a steady-state figure leaves out).
 // WAKEUPS_HEARTBEAT_SECS sets the heartbeat interval (default 60; 1 gives the CPU per heartbeat).
 // WAKEUPS_SUBJECT: `agent` (default), `bare` (a bare Node.js mTLS loop doing the same steady work, for scale:
 // wakeups.bare-loop.ts), or `both` (the agent, then the bare loop, one after the other, never side by side).
@@ -22,7 +24,6 @@ type Subject = 'agent' | 'bare';
 
 const MACHINE_ID = 'web-01';
 const CLOSURE = `${'b'.repeat(32)}-nixos-system-web-01-26.11`;
-const SETTLE_MS = 5_000;
 
 interface Sample {
   atMs: number;
@@ -122,7 +123,7 @@ async function measure(subject: Subject, agentMain: string, windowSecs: number, 
     if (pid === undefined) throw new Error(`the ${subject} did not start`);
     try {
       await cp.waitFor(() => cp.dispatchPolls.length > 0 || undefined, 30_000, 'the first dispatch poll (boot recovery over)');
-      await sleep(SETTLE_MS);
+      await sleep(Number(process.env.WAKEUPS_SETTLE_SECS ?? 5) * 1000);
       const beatsBefore = cp.heartbeats.length;
       const a = await sample(pid, countsFile);
       await sleep(windowSecs * 1000);
