@@ -166,7 +166,9 @@ describe('/healthz, /readyz and /metrics on the real module graph, against the d
       const a = await start();
       const hb = a.app.get(HeartbeatService);
       const scheduler = a.app.get(SchedulerRegistry);
+      // Both of the job's prompts go: its decorated tick and the timeout armed for its due time.
       scheduler.deleteInterval(HEARTBEAT_INTERVAL_NAME);
+      scheduler.deleteTimeout(HEARTBEAT_INTERVAL_NAME);
 
       a.clock.advance(2 * INTERVAL_MS + 10_000 + 1_000);
       let answer = await get(port, '/healthz');

@@ -2,6 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 // The adapter's own file: the package's index also loads multer and busboy for file uploads (~40 files, 0.6 MB of
 // heap), which a read-only listener never takes.
 import { ExpressAdapter } from '@nestjs/platform-express/adapters/express-adapter';
+import { enforceConnectionDeadlines } from './connection-deadlines';
 
 /**
  * Limits of the admin listener's HTTP server. Its clients are curl, a
@@ -16,11 +17,16 @@ export const ADMIN_SERVER_LIMITS = {
   headersTimeout: 5_000,
   /** The whole request within this (GET has no body; a body sent anyway is read and discarded). */
   requestTimeout: 10_000,
-  /** How often Node enforces the two timeouts above (its default, 30 s, would let a slow client stay 35 s). */
-  connectionsCheckingInterval: 1_000,
   /** An idle keep-alive connection is closed after this. */
   keepAliveTimeout: 5_000,
 } as const;
+
+/**
+ * The longest period a Node timer takes: Node's own check of the two
+ * timeouts above, a wake-up every period whether or not a connection is
+ * open, then never runs; a timer per open connection enforces them instead.
+ */
+const NODE_CONNECTIONS_CHECK_MS = 2_147_483_647;
 
 export const READ_ONLY_METHODS = ['GET', 'HEAD'] as const;
 
@@ -38,7 +44,12 @@ export class AdminHttpAdapter extends ExpressAdapter {
   }
 
   override initHttpServer(): void {
-    this.httpServer = http.createServer({ ...ADMIN_SERVER_LIMITS }, this.getInstance());
+    const server = http.createServer(
+      { ...ADMIN_SERVER_LIMITS, connectionsCheckingInterval: NODE_CONNECTIONS_CHECK_MS },
+      this.getInstance<http.RequestListener>(),
+    );
+    enforceConnectionDeadlines(server, ADMIN_SERVER_LIMITS);
+    this.httpServer = server;
   }
 }
 

@@ -119,7 +119,8 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
     expect(convergedOnCp(rolloutId)[0].event).toMatchObject({ currentClosure: TARGET });
   });
 
-  it('submits no tick before the boot gate opens, and stops ticking at shutdown', async () => {
+  it('ticks only once boot recovery is over and while a rollout is Soaking, and stops ticking at shutdown', async () => {
+    const rolloutId = 'stable@ad000003';
     // The handshake outlasts one tick interval: an ungated ticker would have ticked by then.
     world.cp.respondNext('heartbeat', { delayMs: 1_300 });
     // Both spies pass every call through; Jest numbers the calls to all mocks in one sequence.
@@ -138,24 +139,38 @@ describe('AdvanceTicker: time for the reducer, with a real dispatch and the syml
         .get(JobRuntime)
         .status()
         .find((j) => j.name === ADVANCE_TICK_NAME)?.state;
+    const armed = (): boolean => scheduler.doesExist('timeout', ADVANCE_TICK_NAME);
     expect(bootGate.isOpen()).toBe(false);
     expect(state()).toBe('waiting');
-    expect(scheduler.doesExist('timeout', ADVANCE_TICK_NAME)).toBe(false);
+    expect(armed()).toBe(false);
     // Ticks fall due by the clock while the handshake is held: an ungated job's timer would find one due within it.
     a.clock.advance(5_000);
 
     await bootGate.whenOpen();
-    expect(state()).not.toBe('waiting');
+    // Nothing soaks: the job is off, with no timer to wake the agent.
+    expect(state()).toBe('disabled');
+    expect(armed()).toBe(false);
+
+    await dispatchAndSoak(a, rolloutId);
+    expect(state()).toBe('scheduled');
+    expect(armed()).toBe(true);
+    expect(ticks()).toEqual([]);
     // The job's timer delivers a tick once the clock says one is due.
     a.clock.advance(1_000);
     await world.cp.waitFor(() => ticks().length >= 1, 5_000, 'a scheduled tick');
     expect(opens).toHaveBeenCalled();
     expect(ticks().every((order) => order > opens.mock.invocationCallOrder[0])).toBe(true);
 
+    // A tick past the soak converges it; with nothing left to soak the job is off again.
+    a.clock.advance(SOAK_MS + 1_000);
+    await world.cp.waitFor(() => stateOf(a, rolloutId) === 'Converged', 5_000, 'converged by a scheduled tick');
+    expect(state()).toBe('disabled');
+    expect(armed()).toBe(false);
+
     await a.close();
     agent = null;
     expect(state()).toBe('stopped');
-    expect(scheduler.doesExist('timeout', ADVANCE_TICK_NAME)).toBe(false);
+    expect(armed()).toBe(false);
     expect(scheduler.getIntervals()).not.toContain(ADVANCE_TICK_NAME);
     const after = ticks().length;
     await a.app.get(AdvanceTicker).tick();

@@ -11,8 +11,10 @@ export const ADVANCE_TICK_NAME = 'advance-tick';
 /**
  * Feeds the reducer its `Tick`: time passing is an input like any other, so
  * a Soaking rollout converges (or fails) inside the one mutator. A job of
- * the runtime, every second once boot recovery is over; a tick still queued
- * in the reducer when the next falls due is not doubled.
+ * the runtime, every second once boot recovery is over, but only while some
+ * rollout is Soaking: a tick judges nothing else, and an agent with nothing
+ * to soak should not wake for it. A tick still queued in the reducer when
+ * the next falls due is not doubled.
  */
 @Injectable()
 export class AdvanceTicker {
@@ -27,10 +29,17 @@ export class AdvanceTicker {
     this.job = runtime.register({
       name: ADVANCE_TICK_NAME,
       afterBoot: true,
+      // Switched on by the reducer's state, below.
+      enabled: false,
       schedule: { kind: 'every', intervalMs: ADVANCE_TICK_MS },
       // A failed tick changes nothing that waiting would fix sooner: the next one is on the usual beat.
       backoff: { firstMs: ADVANCE_TICK_MS, capMs: ADVANCE_TICK_MS },
       run: () => this.submit(),
+    });
+    // A rollout enters Soaking by a transition (or a snapshot, or the log at start): its first tick is one interval later.
+    reducer.watch((state) => {
+      if (Object.values(state.rollouts).some((r) => r.state === 'Soaking')) this.job.enable();
+      else this.job.disable();
     });
   }
 

@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
@@ -184,6 +184,54 @@ describe('IdentityWatcher: certificate reload and expiry, against the dev CP ove
       5000,
       'the old pools destroyed',
     );
+  });
+
+  it("takes a renewal by itself: the watch on the files' directory sees it, with no poll due and no warning for the pair written one file at a time", async () => {
+    const live = liveFiles(world.pki.client);
+    const a = await startComms(live);
+    const next = await world.pki.issueClient({ cn: canonicalCn() });
+
+    // Key first, then cert: the half-rotated moment lasts less than the quiet time the watcher waits for.
+    install(live, next);
+
+    // The fake clock never moves, so the poll is never due: only the watch can run the check.
+    await world.cp.waitFor(() => a.holder.currentIdentity().client?.cn === canonicalCn(), 5_000, 'the renewal taken');
+    expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
+    expect(a.logs.messages('log', IdentityWatcher.name).filter((m) => m.startsWith('client identity reloaded'))).toHaveLength(1);
+    expect([...a.warnings(), ...a.errors()]).toEqual([]);
+  });
+
+  it('takes a renewal put in place by swapping a symlinked secrets directory (sops-nix, agenix), and watches the new one after', async () => {
+    const dir = join(world.dir, `secrets-${++seq}`);
+    const generation = (n: number, from: ClientIdentity): void => {
+      mkdirSync(join(dir, `generation-${n}`), { recursive: true });
+      copyFileSync(from.certPath, join(dir, `generation-${n}`, 'client.crt'));
+      copyFileSync(from.keyPath, join(dir, `generation-${n}`, 'client.key'));
+    };
+    const swapTo = (n: number): void => {
+      symlinkSync(`generation-${n}`, join(dir, 'secrets.tmp'));
+      renameSync(join(dir, 'secrets.tmp'), join(dir, 'secrets'));
+    };
+    generation(1, world.pki.client);
+    symlinkSync('generation-1', join(dir, 'secrets'));
+    const live = { certPath: join(dir, 'secrets', 'client.crt'), keyPath: join(dir, 'secrets', 'client.key'), cn: machineId() };
+    const a = await startComms(live);
+    const reloads = (): string[] => a.logs.messages('log', IdentityWatcher.name).filter((m) => m.startsWith('client identity reloaded'));
+
+    generation(2, await world.pki.issueClient({ cn: canonicalCn() }));
+    swapTo(2);
+    await world.cp.waitFor(() => a.holder.currentIdentity().client?.cn === canonicalCn(), 5_000, 'the swapped-in pair taken');
+    expect(await cnOfNextHeartbeat(a.client)).toBe(canonicalCn());
+
+    // The directory the link now points to is the one watched: a renewal written inside it is seen too.
+    const third = await world.pki.issueClient({ cn: canonicalCn() });
+    install(
+      { certPath: join(dir, 'generation-2', 'client.crt'), keyPath: join(dir, 'generation-2', 'client.key'), cn: canonicalCn() },
+      third,
+    );
+    await world.cp.waitFor(() => reloads().length === 2, 5_000, 'the pair renewed inside the new generation taken');
+    expect(a.holder.currentIdentity().client?.certPem).toBe(readFileSync(third.certPath, 'utf8'));
+    expect([...a.warnings(), ...a.errors()]).toEqual([]);
   });
 
   it.each([

@@ -1,24 +1,32 @@
-import { statSync } from 'node:fs';
-import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { type FSWatcher, statSync, watch } from 'node:fs';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { errnoText } from '../common/errno';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { JobRuntime } from '../jobs/job-runtime.service';
-import { failed, type JobResult, ok } from '../jobs/job.types';
+import { failed, type JobHandle, type JobResult, ok } from '../jobs/job.types';
 import { ClockSkew } from './clock-skew';
 import { IdentityError, loadIdentity, type TlsIdentity } from './identity';
 import { TlsAgentHolder } from './tls-agent.holder';
+import { watchPoints, type WatchPoints } from './watch-points';
 
 /**
- * Files are checked by polling stat() rather than fs.watch: a renewal job
- * replaces them by rename (a new inode, which a watch on the old file never
- * sees) and secret managers such as sops-nix or agenix swap a symlinked
- * directory above them; stat() follows the path to whatever is there now,
- * on any filesystem. Three stats every few seconds cost nothing.
+ * The files are watched (inotify) where a change to them shows: their
+ * directories, not the files, since a renewal replaces them by rename (a new
+ * inode, which a watch on the old file never sees), and every symlink on the
+ * way to them, since secret managers such as sops-nix or agenix swap a
+ * symlinked directory above them. What a watch cannot see (a filesystem
+ * without inotify, a directory that is not there yet, a watch limit reached)
+ * a slow poll of stat() does, which follows the path to whatever is there
+ * now: a wake-up a minute rather than one every 2 s.
  */
-export const IDENTITY_POLL_MS = 2_000;
+export const IDENTITY_POLL_MS = 60_000;
+/** The first poll after start: files changed between main's load and the watches' start are taken then. */
+export const IDENTITY_FIRST_POLL_MS = 2_000;
+/** Quiet time after a change is seen before the files are read: a renewal writes cert and key one after the other. */
+export const IDENTITY_SETTLE_MS = 200;
 export const IDENTITY_POLL_NAME = 'identity-poll';
 /** A clock-skew estimate beyond this is named as a likely cause of a validity problem. */
 export const SKEW_NOTE_SECS = 60;
@@ -68,10 +76,11 @@ function refusalLine(outcome: Extract<ReloadOutcome, { kind: 'refused' }>): stri
  * Re-reads the CA, client certificate and key when they change (a renewal),
  * validates them as at start, and only then switches new connections to them.
  * Also says when the certificate in use is expiring, expired or not yet valid.
- * The poll is a job of the runtime, every 2 s from the start.
+ * The check is a job of the runtime: triggered by a watch, and a poll every
+ * minute from the start.
  */
 @Injectable()
-export class IdentityWatcher implements OnApplicationBootstrap {
+export class IdentityWatcher implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(IdentityWatcher.name);
   /** stat() signature of the files when last read; null forces a read (files may change between main's load and here). */
   private seen: string | null = null;
@@ -82,6 +91,12 @@ export class IdentityWatcher implements OnApplicationBootstrap {
   private lastReloadAt: Date | null = null;
   /** What the last validity statement was about, and when (monotonic) it was made. */
   private told: { key: string; atMono: number } | null = null;
+  private readonly job: JobHandle;
+  /** Where the files' changes show, and the watch on each such directory (keyed by the directory's identity: a swap replaces it). */
+  private points: WatchPoints = new Map();
+  private readonly watches = new Map<string, { identity: string; watcher: FSWatcher }>();
+  private settling: NodeJS.Timeout | null = null;
+  private closed = false;
 
   constructor(
     @Inject(AGENT_CONFIG) private readonly config: AgentConfig,
@@ -90,10 +105,10 @@ export class IdentityWatcher implements OnApplicationBootstrap {
     private readonly skew: ClockSkew,
     runtime: JobRuntime,
   ) {
-    runtime.register({
+    this.job = runtime.register({
       name: IDENTITY_POLL_NAME,
       afterBoot: false,
-      schedule: { kind: 'every', intervalMs: IDENTITY_POLL_MS },
+      schedule: { kind: 'every', intervalMs: IDENTITY_POLL_MS, firstAfterMs: IDENTITY_FIRST_POLL_MS },
       backoff: { firstMs: IDENTITY_POLL_MS, capMs: IDENTITY_POLL_MS },
       run: () => this.poll(),
     });
@@ -109,7 +124,7 @@ export class IdentityWatcher implements OnApplicationBootstrap {
     const client = this.holder.currentIdentity().client;
     if (client) {
       this.logger.log(
-        `client certificate ${this.config.clientCert}: CN "${client.cn}", valid until ${client.notAfter.toISOString()}; its files are re-read when they change (checked every ${IDENTITY_POLL_MS / 1000} s)`,
+        `client certificate ${this.config.clientCert}: CN "${client.cn}", valid until ${client.notAfter.toISOString()}; its files are re-read when they change (watched, and checked every ${IDENTITY_POLL_MS / 1000} s)`,
       );
     } else {
       this.logger.warn(
@@ -117,10 +132,20 @@ export class IdentityWatcher implements OnApplicationBootstrap {
       );
     }
     this.reviewValidity();
+    this.watchFiles();
   }
 
+  onModuleDestroy(): void {
+    this.closed = true;
+    if (this.settling) clearTimeout(this.settling);
+    for (const dir of [...this.watches.keys()]) this.unwatch(dir);
+  }
+
+  /** The job's run: after a change seen by a watch, or on the slow poll. */
   private poll(): JobResult {
     try {
+      // A swapped symlink moves what there is to watch: looked at again each time.
+      this.watchFiles();
       this.check();
       return ok();
     } catch (err) {
@@ -260,6 +285,56 @@ export class IdentityWatcher implements OnApplicationBootstrap {
 
   private clockSkewSecs(): number | null {
     return this.skew.secs;
+  }
+
+  /** Keeps one watch on each directory where a change to the files shows (a directory that cannot be watched is left to the poll). */
+  private watchFiles(): void {
+    if (this.closed) return;
+    const paths = [this.config.caCert, this.config.clientCert, this.config.clientKey].filter((p): p is string => p !== undefined);
+    this.points = watchPoints(paths);
+    for (const dir of [...this.watches.keys()]) if (!this.points.has(dir)) this.unwatch(dir);
+    for (const dir of this.points.keys()) {
+      let identity: string;
+      try {
+        const s = statSync(dir);
+        identity = `${s.dev}:${s.ino}`;
+      } catch {
+        this.unwatch(dir);
+        continue;
+      }
+      if (this.watches.get(dir)?.identity === identity) continue;
+      this.unwatch(dir);
+      try {
+        // Not persistent: what keeps the daemon alive is its listener and its work.
+        const watcher = watch(dir, { persistent: false }, (_event, name) => {
+          if (name === null || this.points.get(dir)?.has(name)) this.changed();
+        });
+        watcher.on('error', () => this.unwatch(dir));
+        this.watches.set(dir, { identity, watcher });
+      } catch {
+        // No inotify here, or its limit reached: the poll covers this directory.
+      }
+    }
+  }
+
+  private unwatch(dir: string): void {
+    this.watches.get(dir)?.watcher.close();
+    this.watches.delete(dir);
+  }
+
+  /** A change seen: the files are read once they have been quiet for a moment. */
+  private changed(): void {
+    if (this.closed) return;
+    if (this.settling) {
+      this.settling.refresh();
+      return;
+    }
+    // Not a job: the quiet time of one burst of changes, after which the job runs.
+    this.settling = setTimeout(() => {
+      this.settling = null;
+      this.job.trigger();
+    }, IDENTITY_SETTLE_MS);
+    this.settling.unref();
   }
 
   /** Changes with any replacement (rename: new inode), rewrite or chmod of the files; errors count as a state too. */

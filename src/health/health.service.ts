@@ -1,26 +1,17 @@
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { Uptime } from '../clock/uptime';
 import { HeartbeatService } from '../heartbeat/heartbeat.service';
-import { JobRuntime } from '../jobs/job-runtime.service';
-import { ok } from '../jobs/job.types';
 import { BootGate } from '../lifecycle/boot-gate';
+import { LoopDelaySampler } from '../metrics/loop-delay.sampler';
 import { EventLogService } from '../outbound/event-log.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { ReducerService } from '../reducer/reducer.service';
 
 /** A loop blocked this long is not responsive: systemd's watchdog should see it. */
 export const EVENT_LOOP_STALL_MS = 5_000;
-/** Seconds of event-loop delay samples liveness looks back over. */
-const LOOP_WINDOW_SAMPLES = 10;
-/**
- * How often the loop-delay monitor's own timer fires. A stall reads short by
- * at most this much, which a 5 s threshold does not notice; at Node's usual
- * 10–20 ms the monitor alone would wake an idle agent 50–100 times a second.
- */
-export const LOOP_DELAY_RESOLUTION_MS = 500;
-export const LOOP_SAMPLER_NAME = 'event-loop-sampler';
+/** How far back liveness looks for a stall (or back to the previous look, if that is longer ago). */
+const LOOP_WINDOW_MS = 10_000;
 /** With input queued, the reducer must take one within this long. */
 export const REDUCER_STALL_MS = 30_000;
 /** Grace beyond the boot handshake's own 30 s deadline. */
@@ -68,11 +59,7 @@ export interface EventLogReadiness {
  * its CP or write its log is alive, not healthy: a restart fixes neither.
  */
 @Injectable()
-export class HealthService implements OnModuleDestroy {
-  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
-  /** Worst event-loop delay of each of the last few seconds, newest last. */
-  private readonly recentDelaysMs: number[] = [];
-
+export class HealthService {
   constructor(
     private readonly heartbeat: HeartbeatService,
     private readonly reducer: ReducerService,
@@ -80,28 +67,8 @@ export class HealthService implements OnModuleDestroy {
     private readonly uptime: Uptime,
     private readonly eventLog: EventLogService,
     @Inject(CLOCK) private readonly clock: Clock,
-    runtime: JobRuntime,
-  ) {
-    this.loopDelay.enable();
-    // Sampled by a job of its own, so that every reader (/healthz, the watchdog) sees the same window.
-    runtime.register({
-      name: LOOP_SAMPLER_NAME,
-      afterBoot: false,
-      schedule: { kind: 'every', intervalMs: 1_000 },
-      backoff: { firstMs: 1_000, capMs: 1_000 },
-      run: () => {
-        this.sampleLoopDelay();
-        return ok();
-      },
-    });
-  }
-
-  /** Closes one second of the window (the sampler job's run). */
-  private sampleLoopDelay(): void {
-    this.recentDelaysMs.push(this.loopDelay.max / 1e6);
-    if (this.recentDelaysMs.length > LOOP_WINDOW_SAMPLES) this.recentDelaysMs.shift();
-    this.loopDelay.reset();
-  }
+    private readonly loopDelay: LoopDelaySampler,
+  ) {}
 
   liveness(): Liveness {
     const now = this.clock.monotonicMs();
@@ -135,12 +102,9 @@ export class HealthService implements OnModuleDestroy {
     };
   }
 
-  onModuleDestroy(): void {
-    this.loopDelay.disable();
-  }
-
+  /** The shared monitor fires every second: a stall of D reads between D and D + 1 s. */
   private eventLoop(): HealthCheck {
-    const maxMs = Math.max(this.loopDelay.max / 1e6, ...this.recentDelaysMs);
+    const maxMs = this.loopDelay.worstIntervalMs(LOOP_WINDOW_MS);
     return maxMs > EVENT_LOOP_STALL_MS
       ? { name: 'event-loop', ok: false, detail: `the event loop was blocked for ${(maxMs / 1000).toFixed(1)} s` }
       : { name: 'event-loop', ok: true, detail: 'responsive' };

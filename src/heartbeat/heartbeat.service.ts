@@ -43,11 +43,12 @@ export interface HeartbeatProgress {
 /**
  * The steady heartbeat (PROTOCOL §2), an `@Interval` job. The decorator's
  * period is fixed when the class is defined and its ticks may overlap, so
- * it is a short fixed tick that only asks the job runtime whether a beat is
- * due: the configured interval, its jitter, the backoff and Retry-After live
- * in the due time. At most one heartbeat is in flight; a tick that falls due
- * meanwhile is skipped, never queued. The job starts once the boot handshake
- * is over, which counts as its first beat.
+ * its tick only asks the job runtime whether a beat is due: the configured
+ * interval, its jitter, the backoff and Retry-After live in the due time,
+ * for which the runtime also arms a timeout (so the tick itself is coarse).
+ * At most one heartbeat is in flight; a due time that passes meanwhile is
+ * skipped, never queued. The job starts once the boot handshake is over,
+ * which counts as its first beat.
  */
 @Injectable()
 export class HeartbeatService {
@@ -72,7 +73,6 @@ export class HeartbeatService {
     this.job = runtime.register({
       name: HEARTBEAT_INTERVAL_NAME,
       afterBoot: true,
-      driver: 'tick',
       schedule: { kind: 'every', intervalMs: this.intervalMs, jitter: INTERVAL_JITTER },
       backoff: heartbeatBackoff(this.intervalMs),
       // An in-flight heartbeat finishes or hits its own 10 s deadline; nothing new starts.

@@ -25,9 +25,10 @@ export interface RunnerDeps {
 
 /**
  * One job's due times, single flight, backoff and status. It owns no timer:
- * something outside (the runtime's armed timeout, or a decorated tick) asks
- * it, through `tick()`, whether a run is due, so tests drive it with a fake
- * clock alone. All times are the injected clock's; due times are monotonic.
+ * something outside (the runtime's armed timeout, and for the heartbeat also
+ * its decorated tick) asks it, through `tick()`, whether a run is due, so
+ * tests drive it with a fake clock alone. All times are the injected
+ * clock's; due times are monotonic.
  */
 export class JobRunner implements JobHandle {
   readonly name: string;
@@ -60,10 +61,6 @@ export class JobRunner implements JobHandle {
     this.enabled = definition.enabled ?? true;
   }
 
-  get driver(): 'timer' | 'tick' {
-    return this.definition.driver ?? 'timer';
-  }
-
   /** Starts the schedule; `seed` counts as the first run (the heartbeat's boot handshake). */
   start(seed: JobResult | null = null): void {
     if (this.started || this.stopped) return;
@@ -89,11 +86,7 @@ export class JobRunner implements JobHandle {
     const now = this.deps.clock.monotonicMs();
     if (this.nextDueMono === null || now + earlyMs < this.nextDueMono) return;
     if (this.flight) {
-      if (!this.skipCounted) {
-        this.skipCounted = true;
-        this.skipped += 1;
-        this.deps.logger.debug(`${this.name} due while its previous run is still in flight; this tick is skipped`);
-      }
+      this.countSkip();
       return;
     }
     this.launch(now);
@@ -193,6 +186,14 @@ export class JobRunner implements JobHandle {
     }
   }
 
+  /** Once per run that a due time passed by. */
+  private countSkip(): void {
+    if (this.skipCounted) return;
+    this.skipCounted = true;
+    this.skipped += 1;
+    this.deps.logger.debug(`${this.name} due while its previous run is still in flight; that slot is skipped`);
+  }
+
   private active(): boolean {
     return this.started && !this.stopped && this.enabled;
   }
@@ -237,6 +238,8 @@ export class JobRunner implements JobHandle {
     const endMono = this.deps.clock.monotonicMs();
     this.lastEndMono = endMono;
     this.lastEndAt = this.deps.clock.now();
+    // A run that outlived its next slot skipped it, whether or not a tick came by meanwhile to notice.
+    if (this.slotAfterStart !== null && this.slotAfterStart <= endMono) this.countSkip();
     // A run cut by shutdown says nothing about the job's health.
     if (controller.signal.aborted) return;
     const failuresBefore = this.consecutiveFailures;

@@ -16,16 +16,18 @@ import { MAX_TIMER_MS, TIMER_SLACK_MS } from './jobs.constants';
  * live in the SchedulerRegistry under the job's name (the registry's), where
  * the orchestrator clears whatever is left at shutdown.
  *
- * The heartbeat is an `@Interval`-decorated fixed tick, as the product brief
- * asks, and asks its job on every tick whether a beat is due. The other jobs
- * are registered rather than decorated: a decorator fixes its period when
- * the class is defined (no configured interval, no watchdog period from
- * systemd) and wakes the process at that rate whether or not anything is
- * due. Here each job has one timeout, armed for its next due time and
- * re-armed after each run, so an idle agent wakes only when some job is
- * actually due: a 10 s sweep costs 0.1 wake-ups a second, an hourly
- * compaction nothing measurable, a disabled job (the write probe while the
- * disk is fine) nothing at all.
+ * Each job has one timeout, armed for its next due time and re-armed after
+ * each run, so an idle agent wakes only when some job is actually due: a
+ * 10 s sweep costs 0.1 wake-ups a second, an hourly compaction nothing
+ * measurable, a disabled job (the write probe while the disk is fine)
+ * nothing at all. A decorator would fix its period when the class is
+ * defined (no configured interval, no watchdog period from systemd) and wake
+ * the process at that rate whether or not anything is due.
+ *
+ * The heartbeat is also an `@Interval`, as the product brief asks: its
+ * decorated tick asks the same job whether a beat is due. Its timeout puts
+ * each beat on its jittered due time at any interval, so the tick can be
+ * coarse (see HEARTBEAT_TICK_MS) rather than set by the shortest interval.
  */
 @Injectable()
 export class JobRuntime implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -111,7 +113,7 @@ export class JobRuntime implements OnApplicationBootstrap, BeforeApplicationShut
 
   /** Keeps exactly one timeout per timer-driven job, for its next due time; none while it runs or is off. */
   private arm(runner: JobRunner): void {
-    if (runner.driver === 'tick' || this.runners.get(runner.name) !== runner) return;
+    if (this.runners.get(runner.name) !== runner) return;
     this.disarm(runner.name);
     const due = runner.armedFor();
     if (due === null || this.stopping) return;

@@ -273,6 +273,25 @@ describe('JobRuntime: the job runtime, on a fake clock', () => {
       expect(script.runs).toBe(2);
     });
 
+    it('counts the slot a run outlived as skipped, once, even when no tick came by while it ran', async () => {
+      const script = new Script();
+      let handle!: JobHandle;
+      const r = await rig((rt) => {
+        handle = rt.register(job('overrun', script));
+      });
+      const release = script.hold();
+      r.clock.advance(10_000);
+      handle.tick();
+      // Two slots pass with no tick: a job on its armed timeout is not prompted while it runs.
+      r.clock.advance(25_000);
+      release();
+      await handle.settled();
+      expect(handle.status().skippedTicks).toBe(1);
+      await r.advanceAndTick(handle, 5_000);
+      expect(script.runs).toBe(2);
+      expect(handle.status().skippedTicks).toBe(1);
+    });
+
     it('a tick during a run that has not reached its next slot is no skip', async () => {
       const script = new Script();
       let handle!: JobHandle;

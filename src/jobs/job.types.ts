@@ -71,11 +71,6 @@ export interface JobDefinition {
   readonly backoff: BackoffPolicy;
   /** Default: finish within 5 s. */
   readonly onShutdown?: ShutdownPolicy;
-  /**
-   * `timer` (default): the runtime arms a timer for the next due time.
-   * `tick`: a decorated fixed tick calls `JobHandle.tick()`, which runs the job when due.
-   */
-  readonly driver?: 'timer' | 'tick';
   /** False: registered, but armed only once its owner enables it. */
   readonly enabled?: boolean;
   /** What counts as the job's first run when it starts (the heartbeat: the boot handshake). */
@@ -111,7 +106,7 @@ export interface JobStatus {
   consecutiveFailures: number;
   /** The first failure of the current streak; null while the last run worked. */
   failingSince: string | null;
-  /** Ticks that fell due while a run was in flight, and were skipped. */
+  /** Due times that passed while a run was in flight, and were skipped (at most one counted per run). */
   skippedTicks: number;
 }
 
@@ -128,7 +123,7 @@ export interface JobProgress {
 /** What an owner holds of its registered job. */
 export interface JobHandle {
   readonly name: string;
-  /** The decorated tick of a `tick`-driven job: runs it if due and not in flight. */
+  /** Runs the job if it is due and not in flight (a decorated tick's handler; tests on a fake clock). */
   tick(): void;
   /** Something changed: run as soon as no run is in flight and no backoff is pending. */
   trigger(): void;

@@ -8,9 +8,8 @@ export const HEARTBEAT_LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 export const PROBE_DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30];
 
 /**
- * How often the process metrics' event-loop lag monitor samples. prom-client's
- * default, 10 ms, wakes an idle agent 100 times a second; at 500 ms the lag
- * percentiles are coarser, and a stall still shows in full (the monitor
- * records how late its own timer fired).
+ * How often the one event-loop delay monitor (LoopDelaySampler) fires: every
+ * firing wakes an idle agent, and both of its readers judge seconds (a 5 s
+ * stall for liveness, lag percentiles between scrapes), not milliseconds.
  */
-export const EVENT_LOOP_LAG_SAMPLE_MS = 500;
+export const LOOP_DELAY_RESOLUTION_MS = 1_000;

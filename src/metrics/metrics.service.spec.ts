@@ -1,5 +1,10 @@
+import { readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { register as globalRegistry } from 'prom-client';
 import { ROLLOUT_STATES } from '../protocol/rollout';
+import { LoopDelaySampler } from './loop-delay.sampler';
 import { type LiveState, MetricsService } from './metrics.service';
 import { type PromFamily, parsePrometheusText } from '../../test/support/prometheus';
 
@@ -15,6 +20,11 @@ const IDLE: LiveState = {
   clientCertSecondsToExpiry: null,
   eventLogFailing: false,
 };
+
+/** A service whose loop-delay sampler reads a histogram the test records into, in place of Node's monitor. */
+function metricsService(delays: RecordableHistogram = createHistogram()): MetricsService {
+  return new MetricsService(new LoopDelaySampler(delays));
+}
 
 async function scrape(metrics: MetricsService, live: Partial<LiveState> = {}): Promise<Map<string, PromFamily>> {
   const families = parsePrometheusText(await metrics.scrape({ ...IDLE, ...live }));
@@ -35,7 +45,7 @@ function valueOf(all: Map<string, PromFamily>, name: string, labels: Record<stri
 
 describe('MetricsService', () => {
   it('exposes every series from the start, each with HELP: all results, kinds and rollout states at 0', async () => {
-    const all = await scrape(new MetricsService());
+    const all = await scrape(metricsService());
 
     for (const name of [
       'heartbeats_total',
@@ -65,8 +75,46 @@ describe('MetricsService', () => {
     expect(all.has('nodejs_eventloop_lag_seconds')).toBe(true);
   });
 
+  it("carries every one of prom-client's default process metrics, under its standard name", async () => {
+    // Each of prom-client's collectors names its metrics; the agent runs them one by one, its own loop lag in place of one.
+    const load = createRequire(__filename);
+    const collectors = join(dirname(load.resolve('prom-client')), 'lib', 'metrics');
+    const standard = readdirSync(collectors)
+      .filter((f) => f.endsWith('.js'))
+      .flatMap((f) => (load(join(collectors, f)) as { metricNames?: string[] }).metricNames ?? []);
+    expect(standard).toContain('nodejs_eventloop_lag_p99_seconds');
+    expect(standard.length).toBeGreaterThan(25);
+
+    const all = await scrape(metricsService());
+
+    expect(standard.filter((name) => !all.has(name))).toEqual([]);
+  });
+
+  it('shows the loop lag since the previous scrape as how late the shared sampler fired, and keeps it while nothing new was recorded', async () => {
+    const delays = createHistogram();
+    const metrics = metricsService(delays);
+    // The sampler fires every second: what it records is 1 s plus the lag.
+    for (const ms of [1_000, 1_000, 1_000, 1_400]) delays.record(ms * 1e6);
+
+    let all = await scrape(metrics);
+    expect(valueOf(all, 'nodejs_eventloop_lag_min_seconds')).toBeCloseTo(0, 2);
+    expect(valueOf(all, 'nodejs_eventloop_lag_max_seconds')).toBeCloseTo(0.4, 2);
+    expect(valueOf(all, 'nodejs_eventloop_lag_mean_seconds')).toBeCloseTo(0.1, 2);
+    expect(valueOf(all, 'nodejs_eventloop_lag_stddev_seconds')).toBeCloseTo(Math.sqrt(0.03), 2);
+    expect(valueOf(all, 'nodejs_eventloop_lag_p50_seconds')).toBeCloseTo(0, 2);
+    expect(valueOf(all, 'nodejs_eventloop_lag_p99_seconds')).toBeCloseTo(0.4, 2);
+
+    all = await scrape(metrics);
+    expect(valueOf(all, 'nodejs_eventloop_lag_max_seconds')).toBeCloseTo(0.4, 2);
+
+    delays.record(1_050 * 1e6);
+    all = await scrape(metrics);
+    expect(valueOf(all, 'nodejs_eventloop_lag_max_seconds')).toBeCloseTo(0.05, 2);
+    expect(valueOf(all, 'nodejs_eventloop_lag_min_seconds')).toBeCloseTo(0.05, 2);
+  });
+
   it('leaves out what is not known rather than showing 0: last success, clock skew, certificate expiry', async () => {
-    const metrics = new MetricsService();
+    const metrics = metricsService();
     let all = await scrape(metrics);
     for (const name of ['heartbeat_last_success_timestamp_seconds', 'clock_skew_seconds', 'client_certificate_expiry_seconds']) {
       expect(all.has(P + name)).toBe(false);
@@ -84,7 +132,7 @@ describe('MetricsService', () => {
   });
 
   it('counts heartbeats by result and puts each latency in its bucket', async () => {
-    const metrics = new MetricsService();
+    const metrics = metricsService();
     metrics.recordHeartbeat('ok', 0.04);
     metrics.recordHeartbeat('ok', 1.5);
     metrics.recordHeartbeat('http-status', 0.02);
@@ -101,7 +149,7 @@ describe('MetricsService', () => {
   });
 
   it('counts activations by kind and outcome', async () => {
-    const metrics = new MetricsService();
+    const metrics = metricsService();
     metrics.recordActivation('switch', 'completed');
     metrics.recordActivation('switch', 'completed');
     metrics.recordActivation('rollback', 'failed');
@@ -116,7 +164,7 @@ describe('MetricsService', () => {
   });
 
   it('sets the gauges from live state at each scrape; rollouts counted per state', async () => {
-    const metrics = new MetricsService();
+    const metrics = metricsService();
     let all = await scrape(metrics, {
       consecutiveFailures: 4,
       outbound: { pending: 3, delivered: 10, refused: 1 },
@@ -139,7 +187,7 @@ describe('MetricsService', () => {
   });
 
   it('counts probe runs by probe and result with their durations, failed rollouts by policy and rollbacks by outcome', async () => {
-    const metrics = new MetricsService();
+    const metrics = metricsService();
     let all = await scrape(metrics);
     // The verdicts exist from the start, so rate() sees the first one.
     expect(family(all, `${P}rollouts_failed_total`).metrics.map((m) => [m.labels?.policy, m.value])).toEqual([
@@ -176,7 +224,7 @@ describe('MetricsService', () => {
   });
 
   it('counts failed event-log appends, keeps the time of the last one, and shows 1 while they fail', async () => {
-    const metrics = new MetricsService();
+    const metrics = metricsService();
     let all = await scrape(metrics);
     expect(valueOf(all, `${P}event_log_append_failures_total`)).toBe(0);
     expect(valueOf(all, `${P}event_log_append_failing`)).toBe(0);
@@ -198,8 +246,8 @@ describe('MetricsService', () => {
   });
 
   it('keeps its own registry: nothing lands in prom-client’s global one or in another instance', async () => {
-    const a = new MetricsService();
-    const b = new MetricsService();
+    const a = metricsService();
+    const b = metricsService();
     a.recordHeartbeat('ok', 0.1);
 
     expect(valueOf(await scrape(b), `${P}heartbeats_total`, { result: 'ok' })).toBe(0);

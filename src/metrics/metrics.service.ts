@@ -1,7 +1,9 @@
 import { Injectable } from '@nestjs/common';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ROLLOUT_STATES, type RolloutState } from '../protocol/rollout';
-import { EVENT_LOOP_LAG_SAMPLE_MS, HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX, PROBE_DURATION_BUCKETS } from './metrics.constants';
+import { LoopDelaySampler } from './loop-delay.sampler';
+import { HEARTBEAT_LATENCY_BUCKETS, METRIC_PREFIX, PROBE_DURATION_BUCKETS } from './metrics.constants';
+import { registerProcessMetrics } from './process-metrics';
 
 /*
  * The label values are the registry's own: it imports no feature. A feature
@@ -148,9 +150,9 @@ export class MetricsService {
   private readonly dispatchTrust: Counter<'verdict'>;
   private readonly dispatchRefusals: Counter<'reason'>;
 
-  constructor() {
+  constructor(loopDelay: LoopDelaySampler) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_LAG_SAMPLE_MS });
+    registerProcessMetrics(this.registry, loopDelay);
 
     this.heartbeats = new Counter({
       name: `${METRIC_PREFIX}heartbeats_total`,

@@ -6,7 +6,7 @@ import type { AgentEvent } from '../protocol/events.wire';
 import type { RolloutState } from '../protocol/rollout';
 import type { HostRolloutSnapshot } from '../protocol/snapshot.wire';
 import { REDUCER_QUEUE_CAPACITY } from './reducer.constants';
-import { MetricsService } from '../metrics/metrics.service';
+import { MetricsModule } from '../metrics/metrics.module';
 import { EffectPortRegistry } from './effect-ports';
 import {
   type EffectOf,
@@ -126,13 +126,8 @@ interface Built {
 async function build(ports: Partial<EffectPorts>, policy: Policy = HALT): Promise<Built> {
   const clock = new FakeClock();
   const module = await Test.createTestingModule({
-    providers: [
-      ReducerService,
-      EffectPortRegistry,
-      MetricsService,
-      { provide: CLOCK, useValue: clock },
-      { provide: REDUCER_POLICY, useValue: policy },
-    ],
+    imports: [MetricsModule],
+    providers: [ReducerService, EffectPortRegistry, { provide: CLOCK, useValue: clock }, { provide: REDUCER_POLICY, useValue: policy }],
   }).compile();
   const registry = module.get(EffectPortRegistry);
   const bind = <K extends keyof EffectPorts>(kind: K): void => {
@@ -218,6 +213,23 @@ describe('ReducerService', () => {
 
     await reducer.submit(activate('canary@e5f6a7b8'));
     expect(reducer.lastEventSeqByRollout()).toEqual({ [ROLLOUT]: 2, 'canary@e5f6a7b8': 1 });
+  });
+
+  it('tells a watcher the state at once and each committed state after it, never a rejected or unchanged one', async () => {
+    const { reducer } = await make({ EmitEvent: new RecordingEmitPort() });
+    const seen: string[] = [];
+    reducer.watch((state) => seen.push(state.rollouts[ROLLOUT]?.state ?? 'none'));
+    expect(seen).toEqual(['none']);
+
+    await reducer.submit(activate());
+    await reducer.submit(activate());
+    await reducer.submit({ type: 'Tick', currentClosure: TARGET });
+    await reducer.submit(started());
+    await reducer.submit(completed());
+
+    // Not told: the second Activate (rejected) and the tick (nothing soaks yet). Told: ActivationStarted, still Activating.
+    expect(seen).toEqual(['none', 'Activating', 'Activating', 'Soaking']);
+    expect(reducer.current().rollouts[ROLLOUT]?.state).toBe('Soaking');
   });
 
   it(`bounds the queue at ${REDUCER_QUEUE_CAPACITY}: further producers wait, none is dropped, all apply in order once it moves`, async () => {

@@ -54,6 +54,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
   private readonly spaceWaiters: (() => void)[] = [];
   private consuming: Promise<void> | null = null;
   private closed = false;
+  private readonly watchers: ((state: ReducerState) => void)[] = [];
   private readonly stats: ReducerStats = {
     queueDepth: 0,
     waitingProducers: 0,
@@ -93,7 +94,17 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
     if (this.stats.applied + this.stats.rejected + this.stats.failed > 0 || this.queue.length > 0) {
       throw new Error('restore() must run before the reducer takes input');
     }
-    this.state = state;
+    this.commit(state);
+  }
+
+  /**
+   * Calls `watcher` with the current state now and with every state committed
+   * after it, synchronously: for what paces itself by what the rollouts are
+   * doing (the advance tick runs only while one is Soaking).
+   */
+  watch(watcher: (state: ReducerState) => void): void {
+    this.watchers.push(watcher);
+    watcher(this.state);
   }
 
   lastEventSeqByRollout(): Record<string, number> {
@@ -170,7 +181,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
       }
     }
     const before = this.state;
-    this.state = result.state;
+    this.commit(result.state);
     this.stats.applied += 1;
     if (result.notice) this.logger.log(result.notice);
     this.report(rolloutChanges(before, result.state, result.effects));
@@ -185,6 +196,12 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
       }
     }
     return result;
+  }
+
+  private commit(state: ReducerState): void {
+    if (state === this.state) return;
+    this.state = state;
+    for (const watcher of this.watchers) watcher(state);
   }
 
   private async dispatch(effect: Effect): Promise<void> {
