@@ -7,7 +7,7 @@
 // no heartbeat), opening COMPARE_IDLE_FROM_SECS (default 45) after exec. A quick look (~3 min): COMPARE_ROUNDS=1
 // COMPARE_BEATS=20 COMPARE_IDLE_FROM_SECS=15 COMPARE_IDLE_WINDOW_SECS=20.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,7 +18,7 @@ import { ManifestSigner } from '../dev/manifest-signer';
 import { makePki, type Pki } from '../dev/pki';
 import { HEADER_PROTOCOL, PATH_DISPATCH, PATH_HEARTBEAT, PROTOCOL_MAJOR } from '../src/protocol/protocol.constants';
 import type { BareConfig } from './bare-heartbeat';
-import { CLOCK_TICKS_PER_SEC, contextSwitches, cpuTicks, memoryKb } from './proc-stats';
+import { CLOCK_TICKS_PER_SEC, contextSwitches, cpuTicks, memoryKb, onCpuNs } from './proc-stats';
 
 const MACHINE_ID = 'web-01';
 const CLOSURE = `${'b'.repeat(32)}-nixos-system-web-01-26.11`;
@@ -79,22 +79,10 @@ interface Snapshot {
   hwmKb: number;
 }
 
-function schedNs(pid: number): number {
-  let ns = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      // A thread that ended between the listing and the read.
-    }
-  }
-  return ns;
-}
-
 function snapshot(pid: number): Snapshot {
   const atMs = performance.now();
   const { rss, hwm } = memoryKb(pid);
-  return { atMs, ticks: cpuTicks(pid).self, cpuNs: schedNs(pid), wakeups: contextSwitches(pid).main, rssKb: rss, hwmKb: hwm };
+  return { atMs, ticks: cpuTicks(pid).self, cpuNs: onCpuNs(pid), wakeups: contextSwitches(pid).main, rssKb: rss, hwmKb: hwm };
 }
 
 /** One CP, PKI and trust file for every run, as one host would have; each run gets its own state dir. */

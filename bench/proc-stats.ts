@@ -44,3 +44,20 @@ export function memoryKb(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return { rss: procField(status, 'VmRSS'), hwm: procField(status, 'VmHWM') };
 }
+
+/**
+ * Nanoseconds on a CPU so far, summed over the process's threads (the first
+ * field of each /proc/<pid>/task/<tid>/schedstat): the 10 ms ticks of
+ * /proc/<pid>/stat are too coarse for an idle process.
+ */
+export function onCpuNs(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // A thread that ended between the listing and the read.
+    }
+  }
+  return ns;
+}

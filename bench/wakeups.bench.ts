@@ -9,7 +9,7 @@
 // WAKEUPS_SUBJECT: `agent` (default), `bare` (a bare Node.js mTLS loop doing the same steady work, for scale:
 // wakeups.bare-loop.ts), or `both` (the agent, then the bare loop, one after the other, never side by side).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,7 +18,7 @@ import { ManifestSigner } from '../dev/manifest-signer';
 import { DevControlPlane } from '../dev/control-plane';
 import { freePort } from '../dev/free-port';
 import { makePki } from '../dev/pki';
-import { CLOCK_TICKS_PER_SEC, contextSwitches, cpuTicks as cpuTicksOf } from './proc-stats';
+import { CLOCK_TICKS_PER_SEC, contextSwitches, cpuTicks as cpuTicksOf, onCpuNs } from './proc-stats';
 
 type Subject = 'agent' | 'bare';
 
@@ -37,19 +37,6 @@ interface Sample {
   onCpuNs: number;
   /** Null when the agent runs without the counting preload. */
   timers: { Timeout: number; Immediate: number } | null;
-}
-
-/** The first field of /proc/<pid>/task/<tid>/schedstat, summed over the process's threads. */
-function onCpuNs(pid: number): number {
-  let ns = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      // A thread that ended between the listing and the read.
-    }
-  }
-  return ns;
 }
 
 async function sample(pid: number, countsFile: string | null): Promise<Sample> {
