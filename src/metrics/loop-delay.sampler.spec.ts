@@ -1,71 +1,66 @@
 import { createHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
-import { FakeClock } from '../../test/support/fake-clock';
 import { LoopDelaySampler } from './loop-delay.sampler';
 
 const MS = 1e6;
 
-/** A sampler over a histogram the test records into (what Node's monitor would have), on a fake clock. */
+/** A sampler over a histogram the test records into (what Node's monitor would have, in ns). */
 function rig() {
   const delays = createHistogram();
-  const clock = new FakeClock();
-  const sampler = new LoopDelaySampler(delays, () => clock.monotonicMs());
+  const sampler = new LoopDelaySampler(delays);
   const record = (...ms: number[]): void => {
     for (const v of ms) delays.record(v * MS);
   };
-  return { delays, clock, sampler, record };
+  return { sampler, record };
 }
 
-describe('LoopDelaySampler: one event-loop delay monitor, read by liveness and by the scrape', () => {
-  it('gives liveness the worst interval of the window, and forgets it once the window has passed', () => {
-    const { clock, sampler, record } = rig();
-    record(1_000, 6_200, 1_000);
-    expect(sampler.worstIntervalMs(10_000)).toBeCloseTo(6_200, -1);
-
-    clock.advance(9_000);
-    record(1_000);
-    expect(sampler.worstIntervalMs(10_000)).toBeCloseTo(6_200, -1);
-
-    clock.advance(2_000);
-    record(1_000);
-    expect(sampler.worstIntervalMs(10_000)).toBeCloseTo(1_000, -1);
-  });
-
-  it('counts a stall recorded long before a look as part of that look: nobody had looked since', () => {
-    const { clock, sampler, record } = rig();
-    expect(sampler.worstIntervalMs(10_000)).toBe(0);
-    record(7_000);
-    clock.advance(300_000);
-    expect(sampler.worstIntervalMs(10_000)).toBeCloseTo(7_000, -1);
-    clock.advance(10_001);
-    expect(sampler.worstIntervalMs(10_000)).toBe(0);
-  });
-
-  it('gives the scrape everything since the previous scrape as lag, liveness having looked in between', () => {
+describe('LoopDelaySampler: one event-loop delay monitor, never reset, read by liveness and by the scrape', () => {
+  it('counts the intervals over a threshold in the whole record, and gives the longest', () => {
     const { sampler, record } = rig();
-    record(1_000, 1_200);
-    expect(sampler.worstIntervalMs(10_000)).toBeCloseTo(1_200, -1);
-    record(1_000, 3_000);
+    expect(sampler.countOver(5_000)).toBe(0);
+    expect(sampler.maxIntervalMs()).toBe(0);
 
-    const lag = sampler.takeLag();
+    record(1_000, 1_000, 6_200, 1_000, 1_001);
+    expect(sampler.countOver(5_000)).toBe(1);
+    expect(sampler.countOver(999)).toBe(5);
+    expect(sampler.countOver(1_000.5)).toBe(2);
+    expect(sampler.maxIntervalMs()).toBeCloseTo(6_200, -1);
 
-    expect(lag?.count).toBe(4);
+    // A shorter stall after a longer one still counts.
+    record(5_500, 1_000);
+    expect(sampler.countOver(5_000)).toBe(2);
+    expect(sampler.maxIntervalMs()).toBeCloseTo(6_200, -1);
+  });
+
+  it('answers from what a reader saw before when nothing new is over the threshold, and searches again when something is', () => {
+    const { sampler, record } = rig();
+    record(...Array.from({ length: 500 }, () => 1_000), 7_000);
+    const seen = sampler.countOver(5_000);
+    expect(seen).toBe(1);
+    record(...Array.from({ length: 500 }, () => 1_000));
+    expect(sampler.countOver(5_000, seen)).toBe(1);
+    record(5_100, 9_000);
+    expect(sampler.countOver(5_000, seen)).toBe(3);
+  });
+
+  it('shows the record as lag, how late the monitor fired, for the metrics', () => {
+    const { sampler, record } = rig();
+    expect(sampler.lag()).toBeNull();
+    record(1_000, 1_000, 1_000, 1_400);
+
+    const lag = sampler.lag();
+
     expect(lag?.min).toBeCloseTo(0, 2);
-    expect(lag?.max).toBeCloseTo(2, 2);
-    // Lags 0, 0.2, 0, 2: mean and spread of all four, exactly as one histogram would give them.
-    expect(lag?.mean).toBeCloseTo(0.55, 2);
-    expect(lag?.stddev).toBeCloseTo(Math.sqrt((0.55 ** 2 + 0.35 ** 2 + 0.55 ** 2 + 1.45 ** 2) / 4), 2);
-    // Percentiles of the parts: the larger, which bounds the whole's from above.
-    expect(lag?.p99).toBeCloseTo(2, 2);
+    expect(lag?.max).toBeCloseTo(0.4, 2);
+    expect(lag?.mean).toBeCloseTo(0.1, 2);
+    expect(lag?.stddev).toBeCloseTo(Math.sqrt(0.03), 2);
     expect(lag?.p50).toBeCloseTo(0, 2);
-    // Liveness still sees the stall after the scrape took it.
-    expect(sampler.worstIntervalMs(10_000)).toBeCloseTo(3_000, -1);
-    expect(sampler.takeLag()).toBeNull();
+    expect(lag?.p99).toBeCloseTo(0.4, 2);
   });
 
   it("reads Node's own monitor: a blocked loop shows as a long interval", async () => {
     const monitor = monitorEventLoopDelay({ resolution: 20 });
     monitor.enable();
-    const sampler = new LoopDelaySampler(monitor, () => performance.now(), 20);
+    const sampler = new LoopDelaySampler(monitor, 20);
     await new Promise((resolve) => setTimeout(resolve, 100));
     const blockedUntil = performance.now() + 300;
     while (performance.now() < blockedUntil) {
@@ -73,8 +68,9 @@ describe('LoopDelaySampler: one event-loop delay monitor, read by liveness and b
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
 
-    expect(sampler.worstIntervalMs(10_000)).toBeGreaterThanOrEqual(300);
-    expect(sampler.takeLag()?.max).toBeGreaterThanOrEqual(0.28);
+    expect(sampler.countOver(290)).toBe(1);
+    expect(sampler.maxIntervalMs()).toBeGreaterThanOrEqual(300);
+    expect(sampler.lag()?.max).toBeGreaterThanOrEqual(0.28);
     sampler.onModuleDestroy();
     expect(monitor.disable()).toBe(false);
   });

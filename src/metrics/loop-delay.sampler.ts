@@ -1,9 +1,8 @@
 import { type Histogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { LOOP_DELAY_RESOLUTION_MS } from './metrics.constants';
 
-/** What the process metrics show of the loop's delay: how late the sampler's timer fired, in seconds. */
+/** What the process metrics show of the loop's delay, in seconds: how late the monitor's timer fired. */
 export interface LoopLag {
-  count: number;
   min: number;
   max: number;
   mean: number;
@@ -13,82 +12,76 @@ export interface LoopLag {
   p99: number;
 }
 
-/** Per reading, in ms: the sampler's timer fires every LOOP_DELAY_RESOLUTION_MS, so a value is that plus any delay. */
-interface Sums {
-  count: number;
-  minMs: number;
-  maxMs: number;
-  sumMs: number;
-  sumSqMs: number;
-  /** The largest of each reading's percentile: the union's own lies between their smallest and their largest. */
-  p50Ms: number;
-  p90Ms: number;
-  p99Ms: number;
-}
-
-/** How long looks are kept: the longest window a reader may ask about. */
-const KEEP_LOOKS_MS = 60_000;
-
-const NO_SUMS: Sums = { count: 0, minMs: Infinity, maxMs: 0, sumMs: 0, sumSqMs: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0 };
-
 /**
  * The agent's one event-loop delay monitor, which liveness and the process
  * metrics both read. Node's monitor is a libuv timer: no JavaScript runs when
- * it fires, but every firing wakes an idle process, so it samples once a
+ * it fires, but every firing wakes an idle process, so it fires once a
  * second rather than at Node's and prom-client's 10 ms (100 wake-ups a second
  * for a threshold of seconds). What it records is the time between two
- * firings: one resolution, plus however long the loop kept it waiting.
+ * firings: one resolution, plus however long the loop kept it waiting, so a
+ * stall of D reads between D and D + one resolution.
  *
- * Nothing runs on a schedule to read it: each reader's look moves what the
- * monitor recorded since the previous look (by either reader) into a short
- * history of maxima for liveness and into running sums for the next scrape.
+ * Nothing reads it on a schedule, and nothing resets it: a reset forgets the
+ * time of the last firing, so the interval after it is never recorded, and
+ * at a 1 s resolution a stall that began in that second would go unseen.
+ * Readers ask about the whole record instead (how many intervals exceeded a
+ * threshold; the distribution, for the metrics) and keep their own marks.
  */
 export class LoopDelaySampler {
-  /** Each look's worst interval and when it was taken (monotonic ms), oldest first. */
-  private readonly looks: { atMono: number; maxMs: number }[] = [];
-  private sinceScrape: Sums = { ...NO_SUMS };
-
   /**
    * `source`: Node's monitor, enabled here and disabled with the module.
-   * `monotonicMs`: real time, as the monitor measures it (not the injected
-   * clock, which tests move by hand). Tests hand in a histogram they record
-   * into and a clock of their own.
+   * Tests hand in a histogram they record into.
    */
   constructor(
     private readonly source: Histogram & { disable?(): boolean } = startMonitor(),
-    private readonly monotonicMs: () => number = () => performance.now(),
     private readonly resolutionMs = LOOP_DELAY_RESOLUTION_MS,
   ) {}
 
-  /**
-   * The longest the loop went without running the monitor's timer, in ms,
-   * over the last `windowMs` or since the previous look if that is longer
-   * ago. A stall of D ms reads between D and D + one resolution.
-   */
-  worstIntervalMs(windowMs: number): number {
-    this.look();
-    const since = this.monotonicMs() - Math.min(windowMs, KEEP_LOOKS_MS);
-    // A look holds everything since the one before it, however long ago that was.
-    return Math.max(0, ...this.looks.filter((l) => l.atMono >= since).map((l) => l.maxMs));
+  /** Intervals recorded so far. */
+  get count(): number {
+    return this.source.count;
   }
 
-  /** Lag since the previous call (the previous scrape), or null when the monitor has not fired since. */
-  takeLag(): LoopLag | null {
-    this.look();
-    const s = this.sinceScrape;
-    this.sinceScrape = { ...NO_SUMS };
-    if (s.count === 0) return null;
-    const meanMs = s.sumMs / s.count;
-    const lag = (ms: number): number => Math.max(0, ms - this.resolutionMs) / 1000;
+  /** The longest interval recorded so far, in ms (0 before the first). */
+  maxIntervalMs(): number {
+    return this.source.count === 0 ? 0 : this.source.max / 1e6;
+  }
+
+  /**
+   * How many of the intervals recorded so far were longer than `ms`. `seen`,
+   * a count this returned before, spares the search when nothing was added
+   * above the threshold since (one lookup: the normal case, at every look).
+   */
+  countOver(ms: number, seen = 0): number {
+    const h = this.source;
+    const total = h.count;
+    const limitNs = ms * 1e6;
+    if (total === 0 || h.max <= limitNs) return 0;
+    if (seen > 0 && seen < total && this.valueAtRank(total - seen) <= limitNs) return seen;
+    // The smallest rank whose value is over the limit; ranks count from the smallest value.
+    let lo = 1;
+    let hi = total;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (this.valueAtRank(mid) > limitNs) hi = mid;
+      else lo = mid + 1;
+    }
+    return total - lo + 1;
+  }
+
+  /** The record as lag (interval less one resolution), since the agent started; null before the first interval. */
+  lag(): LoopLag | null {
+    const h = this.source;
+    if (h.count === 0) return null;
+    const lag = (ns: number): number => Math.max(0, ns / 1e6 - this.resolutionMs) / 1000;
     return {
-      count: s.count,
-      min: lag(s.minMs),
-      max: lag(s.maxMs),
-      mean: lag(meanMs),
-      stddev: Math.sqrt(Math.max(0, s.sumSqMs / s.count - meanMs * meanMs)) / 1000,
-      p50: lag(s.p50Ms),
-      p90: lag(s.p90Ms),
-      p99: lag(s.p99Ms),
+      min: lag(h.min),
+      max: lag(h.max),
+      mean: lag(h.mean),
+      stddev: h.stddev / 1e9,
+      p50: lag(h.percentile(50)),
+      p90: lag(h.percentile(90)),
+      p99: lag(h.percentile(99)),
     };
   }
 
@@ -96,29 +89,10 @@ export class LoopDelaySampler {
     this.source.disable?.();
   }
 
-  private look(): void {
-    const h = this.source;
-    const count = h.count;
-    if (count === 0) return;
-    const ms = (ns: number): number => ns / 1e6;
-    const maxMs = ms(h.max);
-    const meanMs = ms(h.mean);
-    const stddevMs = ms(h.stddev);
-    const s = this.sinceScrape;
-    this.sinceScrape = {
-      count: s.count + count,
-      minMs: Math.min(s.minMs, ms(h.min)),
-      maxMs: Math.max(s.maxMs, maxMs),
-      sumMs: s.sumMs + meanMs * count,
-      sumSqMs: s.sumSqMs + (stddevMs * stddevMs + meanMs * meanMs) * count,
-      p50Ms: Math.max(s.p50Ms, ms(h.percentile(50))),
-      p90Ms: Math.max(s.p90Ms, ms(h.percentile(90))),
-      p99Ms: Math.max(s.p99Ms, ms(h.percentile(99))),
-    };
-    const now = this.monotonicMs();
-    this.looks.push({ atMono: now, maxMs });
-    while (this.looks[0].atMono < now - KEEP_LOOKS_MS) this.looks.shift();
-    h.reset();
+  /** The value of the k-th smallest interval (1-based), in ns. */
+  private valueAtRank(k: number): number {
+    // The histogram rounds (p / 100) * count + 0.5 down to the rank it returns: aim a quarter below k.
+    return this.source.percentile(((k - 0.25) / this.source.count) * 100);
   }
 }
 

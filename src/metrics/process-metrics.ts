@@ -40,22 +40,39 @@ export function registerProcessMetrics(registry: Registry, sampler: LoopDelaySam
   registerLoopLag(registry, sampler);
 }
 
-const LAG_GAUGES: readonly { key: Exclude<keyof LoopLag, 'count'>; name: string; help: string }[] = [
-  { key: 'min', name: 'nodejs_eventloop_lag_min_seconds', help: 'The minimum recorded event loop delay.' },
-  { key: 'max', name: 'nodejs_eventloop_lag_max_seconds', help: 'The maximum recorded event loop delay.' },
-  { key: 'mean', name: 'nodejs_eventloop_lag_mean_seconds', help: 'The mean of the recorded event loop delays.' },
-  { key: 'stddev', name: 'nodejs_eventloop_lag_stddev_seconds', help: 'The standard deviation of the recorded event loop delays.' },
-  { key: 'p50', name: 'nodejs_eventloop_lag_p50_seconds', help: 'The 50th percentile of the recorded event loop delays.' },
-  { key: 'p90', name: 'nodejs_eventloop_lag_p90_seconds', help: 'The 90th percentile of the recorded event loop delays.' },
-  { key: 'p99', name: 'nodejs_eventloop_lag_p99_seconds', help: 'The 99th percentile of the recorded event loop delays.' },
+const LAG_GAUGES: readonly { key: keyof LoopLag; name: string; help: string }[] = [
+  { key: 'min', name: 'nodejs_eventloop_lag_min_seconds', help: 'The minimum recorded event loop delay, since the agent started.' },
+  { key: 'max', name: 'nodejs_eventloop_lag_max_seconds', help: 'The maximum recorded event loop delay, since the agent started.' },
+  { key: 'mean', name: 'nodejs_eventloop_lag_mean_seconds', help: 'The mean of the recorded event loop delays, since the agent started.' },
+  {
+    key: 'stddev',
+    name: 'nodejs_eventloop_lag_stddev_seconds',
+    help: 'The standard deviation of the recorded event loop delays, since the agent started.',
+  },
+  {
+    key: 'p50',
+    name: 'nodejs_eventloop_lag_p50_seconds',
+    help: 'The 50th percentile of the recorded event loop delays, since the agent started.',
+  },
+  {
+    key: 'p90',
+    name: 'nodejs_eventloop_lag_p90_seconds',
+    help: 'The 90th percentile of the recorded event loop delays, since the agent started.',
+  },
+  {
+    key: 'p99',
+    name: 'nodejs_eventloop_lag_p99_seconds',
+    help: 'The 99th percentile of the recorded event loop delays, since the agent started.',
+  },
 ];
 
 /**
- * prom-client's loop-lag gauges, from the shared sampler: the delays since
- * the previous scrape, as how late the sampler's timer fired (prom-client
- * shows the time between firings, which at a 1 s resolution would read as a
- * lag of a second). A scrape that comes before the sampler fired again
- * leaves them as they were.
+ * prom-client's loop-lag gauges, from the shared sampler, as how late its
+ * timer fired (prom-client shows the time between firings, which at a 1 s
+ * resolution would read as a lag of a second). Over the whole record, not
+ * since the previous scrape as prom-client has them: the sampler is never
+ * reset (a reset would blind it for the second after every scrape).
+ * `nodejs_eventloop_lag_seconds` is the lag at each scrape.
  */
 function registerLoopLag(registry: Registry, sampler: LoopDelaySampler): void {
   // Registered first, as prom-client does: a scrape runs its collect before it reads the gauges below.
@@ -67,7 +84,7 @@ function registerLoopLag(registry: Registry, sampler: LoopDelaySampler): void {
       // As prom-client measures it: how long a setImmediate queued at the scrape waits (shown at the next scrape).
       const start = process.hrtime.bigint();
       setImmediate(() => this.set(Number(process.hrtime.bigint() - start) / 1e9));
-      const lag = sampler.takeLag();
+      const lag = sampler.lag();
       if (lag === null) return;
       for (const { key, gauge } of gauges) gauge.set(lag[key]);
     },
