@@ -1,4 +1,4 @@
-import { readlink } from 'node:fs/promises';
+import { readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { AgentConfig } from '../config/config.loader';
@@ -16,10 +16,20 @@ export class CurrentSystemReader {
     return this.config.currentSystemPath;
   }
 
-  /** null when the link is missing or not a link: the heartbeat then omits `current_closure`. */
-  async read(): Promise<string | null> {
+  /**
+   * null when the link is missing or not a link: the heartbeat then omits
+   * `current_closure`. Read synchronously: a readlink of /run/current-system
+   * (tmpfs) takes microseconds, where the promise form sends it through the
+   * thread pool and back, waking a pool thread and the loop once more on
+   * every heartbeat and every advance tick.
+   */
+  read(): Promise<string | null> {
+    return Promise.resolve(this.readNow());
+  }
+
+  private readNow(): string | null {
     try {
-      const target = await readlink(this.config.currentSystemPath);
+      const target = readlinkSync(this.config.currentSystemPath);
       this.lastProblem = null;
       const name = basename(target.replace(/\/+$/, ''));
       return name === '' ? null : name;
