@@ -36,7 +36,7 @@ interface Sample {
   /** Time on a CPU summed over the threads alive now, in ns (schedstat: finer than the 10 ms ticks). */
   onCpuNs: number;
   /** Null when the agent runs without the counting preload. */
-  timers: { Timeout: number; Immediate: number } | null;
+  timers: { Timeout: number; Immediate: number; byName: Record<string, number> } | null;
 }
 
 async function sample(pid: number, countsFile: string | null): Promise<Sample> {
@@ -51,6 +51,15 @@ async function sample(pid: number, countsFile: string | null): Promise<Sample> {
   for (let i = 0; i < 200 && !existsSync(countsFile); i++) await sleep(10);
   const timers = JSON.parse(readFileSync(countsFile, 'utf8')) as Sample['timers'];
   return { atMs, mainSwitches, allSwitches, cpuTicks, onCpuNs: onCpu, timers };
+}
+
+/** The JS timer and immediate callbacks of the window by callback name, most frequent first. */
+function timersByName(a: Sample['timers'], b: Sample['timers']): [string, number][] {
+  if (a === null || b === null) return [];
+  return Object.entries(b.byName)
+    .map(([name, n]): [string, number] => [name, n - (a.byName[name] ?? 0)])
+    .filter(([, n]) => n > 0)
+    .sort((x, y) => y[1] - x[1]);
 }
 
 async function main(): Promise<void> {
@@ -132,6 +141,7 @@ async function measure(subject: Subject, agentMain: string, windowSecs: number, 
           `CPU time${hook.padEnd(49)}${((cpuMs / secs) * 60).toFixed(0).padStart(7)} ms/min`,
           `time on a CPU, all threads (schedstat)${hook.padEnd(19)}${((onCpuMs / secs) * 60).toFixed(1).padStart(7)} ms/min`,
           `heartbeats seen by the CP in the window: ${beats}${beats > 0 ? `, time on a CPU per heartbeat ${(onCpuMs / beats).toFixed(2)} ms` : ''}`,
+          ...timersByName(a.timers, b.timers).map(([name, n]) => `  ${rate(n)} /s  ${name}`),
         ].join('\n') + '\n',
       );
     } finally {
