@@ -241,6 +241,8 @@ describe('trust: the built agent acts on a dispatch only once its signed manifes
     // One poll per pause: the one that took the next offer.
     const pollsBetween = world.cp.dispatchPolls.filter((p) => p.receivedAt > fetches[0].receivedAt && p.receivedAt < fetches[2].receivedAt);
     expect(pollsBetween).toHaveLength(2);
+    // The third refusal is said once its signature is fetched too, a few ms after the manifest fetch seen above.
+    await world.cp.waitFor(() => warningsAbout(agent, rollout).length >= 3 || undefined, 5_000, 'the third refusal logged');
     expect(warningsAbout(agent, rollout)).toHaveLength(3);
     expect(((await agent.status()).trust as Json).refusedTotal).toBe(3);
     expect((await scrape(agent)).value(`${P}dispatch_refusals_total`, { reason: 'bad-signature' })).toBe(3);
