@@ -164,7 +164,7 @@ function handleStopSignals(app: INestApplication, logger: LoggerService): void {
 
 /**
  * SIGHUP (`systemctl reload`) re-reads the CA, client certificate and key
- * at once rather than at the next 2 s poll; settings are not re-read.
+ * at once rather than when the watcher next notices; settings are not re-read.
  */
 async function handleReloadSignal(
   app: INestApplication,
