@@ -5,7 +5,8 @@
 // COMPARE_BEATS (default 45) heartbeats per 1 s run, the CPU window running from beat COMPARE_FROM_BEAT (default 10);
 // COMPARE_IDLE_WINDOW_SECS (default 60) the idle window at the 60 s cadence (at least: see idleRun; below 60 it holds
 // no heartbeat), opening COMPARE_IDLE_FROM_SECS (default 45) after exec. A quick look (~3 min): COMPARE_ROUNDS=1
-// COMPARE_BEATS=20 COMPARE_IDLE_FROM_SECS=15 COMPARE_IDLE_WINDOW_SECS=20.
+// COMPARE_BEATS=20 COMPARE_IDLE_FROM_SECS=15 COMPARE_IDLE_WINDOW_SECS=20. Both subjects run with the Node.js flags of
+// the systemd unit's ExecStart= (as a host runs the agent); COMPARE_NODE_FLAGS replaces them (e.g. "--cpu-prof").
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -18,6 +19,7 @@ import { ManifestSigner } from '../dev/manifest-signer';
 import { makePki, type Pki } from '../dev/pki';
 import { HEADER_PROTOCOL, PATH_DISPATCH, PATH_HEARTBEAT, PROTOCOL_MAJOR } from '../src/protocol/protocol.constants';
 import type { BareConfig } from './bare-heartbeat';
+import { unitNodeFlags } from './unit-flags';
 import { CLOCK_TICKS_PER_SEC, contextSwitches, cpuTicks, memoryKb, onCpuNs } from './proc-stats';
 
 const MACHINE_ID = 'web-01';
@@ -37,6 +39,8 @@ interface Settings {
   fromBeat: number;
   idleWindowSecs: number;
   idleFromSecs: number;
+  /** Node.js flags both subjects run with: the systemd unit's, unless COMPARE_NODE_FLAGS says otherwise. */
+  nodeFlags: string[];
 }
 
 /** A setting that cannot be used: said in one line, without a stack. */
@@ -63,6 +67,7 @@ function settingsFrom(argv: string[]): Settings {
     fromBeat,
     idleWindowSecs: envNumber('COMPARE_IDLE_WINDOW_SECS', 60, 1),
     idleFromSecs: envNumber('COMPARE_IDLE_FROM_SECS', 45, 0),
+    nodeFlags: process.env.COMPARE_NODE_FLAGS === undefined ? unitNodeFlags() : process.env.COMPARE_NODE_FLAGS.split(/\s+/).filter(Boolean),
   };
 }
 
@@ -152,7 +157,7 @@ async function start(world: World, settings: Settings, subject: Subject, cadence
     }
   }
   const execAtMs = Date.now();
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...settings.nodeFlags, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   if (child.pid === undefined) throw new Error(`${subject}: the process did not start`);
   return { child, pid: child.pid, execAtMs, runDir };
 }
@@ -346,7 +351,8 @@ async function main(): Promise<void> {
   const header =
     `built agent (${settings.agentMain}; ${settings.agentMain === join(REPO, 'dist', 'main.js') ? gitCommit() : 'another checkout'}) ` +
     `vs bare Node mTLS loop (bench/bare-heartbeat.ts), ${settings.rounds} round(s) interleaved, ${new Date().toISOString().slice(0, 10)}, ` +
-    `Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}`;
+    `Node ${process.version} (${settings.nodeFlags.length > 0 ? `both run with ${settings.nodeFlags.join(' ')}` : 'no flags'}), ` +
+    `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}`;
   process.stdout.write(`${header}\n`);
 
   try {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 const REPO = join(__dirname, '..', '..');
 /** The comparison of issue 13 goes last: its summary table is the end of the output, ready to paste. */
-const ORDER = ['event-log', 'replay', 'wakeups', 'probes', 'memory', 'compare'];
+const ORDER = ['event-log', 'replay', 'wakeups', 'probes', 'memory', 'footprint', 'compare'];
 
 function benches(): string[] {
   const names = readdirSync(join(REPO, 'bench'))
