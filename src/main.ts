@@ -16,8 +16,8 @@ import { AGENT_VERSION } from './version';
 // The app, the state-dir lock and the identity watcher are imported inside
 // `run`: `status` needs none of them, and they load native addons (flock(2)
 // via fs-ext, unix datagrams for sd_notify) that a CLI has no use for. The
-// other way round, the status command is imported only by `status`: the
-// agent never runs it.
+// other way round, the CLI commands are imported only by their command: the
+// agent never runs them.
 
 /** Exit status for a configuration error; the systemd unit does not restart on it. */
 const EXIT_CONFIG = 2;
@@ -44,6 +44,13 @@ async function main(): Promise<number | null> {
     case 'status': {
       const { runStatusCommand } = await import('./cli/status.command');
       return runStatusCommand(loaded.adminAddress, loaded.json, {
+        out: (text) => process.stdout.write(`${text}\n`),
+        err: (text) => process.stderr.write(`${text}\n`),
+      });
+    }
+    case 'config': {
+      const { runConfigCommand } = await import('./cli/config.command');
+      return runConfigCommand(loaded.effective, loaded.problems, loaded.json, {
         out: (text) => process.stdout.write(`${text}\n`),
         err: (text) => process.stderr.write(`${text}\n`),
       });
