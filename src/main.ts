@@ -5,7 +5,7 @@ import { IdentityError, loadIdentity } from './comms/identity';
 import type { ReloadOutcome } from './comms/identity-watcher';
 import { type AgentConfig, loadConfig } from './config/config.loader';
 import { loadTrustSetting } from './trust/trust-setting';
-import { NOT_STARTED } from './config/config.messages';
+import { NOT_STARTED, settingProblem } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
 import { holdReloadSignal } from './lifecycle/reload-signal';
@@ -98,18 +98,20 @@ async function run(config: AgentConfig): Promise<number | null> {
     }
   }
 
-  const { createAgentApp, listenAdmin } = await import('./agent.app');
-  const app = await createAgentApp(config, logger);
+  const { bindAdmin, createAgentApp } = await import('./agent.app');
+  // Before the app is built: a taken address is a settings problem, and no job may have run (no heartbeat went out).
+  const admin = await bindAdmin(config.adminAddress);
+  if (!admin.ok) return configFailure([settingProblem('adminListen', admin.problem)]);
+  let app: INestApplication;
   try {
-    await listenAdmin(app, config.adminAddress);
+    app = await createAgentApp(config, logger, admin.adapter);
+    await app.init();
   } catch (err) {
-    logger.error(
-      `cannot open the admin endpoint ${formatListenAddress(config.adminAddress)}: ${(err as Error).message}; stopping`,
-      'Bootstrap',
-    );
-    await app.close();
-    return 1;
+    // The bound listener would keep the process alive after the failure is reported.
+    await admin.adapter.close();
+    throw err;
   }
+  admin.adapter.open();
   handleStopSignals(app, logger);
   await handleReloadSignal(app, logger, reloadSignal);
   new Logger('Bootstrap').log(
