@@ -461,7 +461,7 @@ export function helpText(stdoutIsTty: boolean): string {
   lines.push(
     '       nixfleet-agent --help | --version',
     '',
-    `The commands other than run find the agent by its --admin-listen: a flag, env ${envOf('adminListen')} or the settings file.`,
+    `Commands that ask the running agent (status) find it by its --admin-listen: a flag, env ${envOf('adminListen')} or the settings file.`,
     '',
     'Settings (flags win over environment, environment over the settings file, which wins over defaults):',
     '',
