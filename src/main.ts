@@ -10,6 +10,7 @@ import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
 import { holdReloadSignal } from './lifecycle/reload-signal';
 import { createAgentLogger } from './logging/agent-logger';
+import { journalStreams } from './logging/journal-stream';
 import { currentNodeRuntime, nodeRuntimeProblem } from './runtime/node-runtime';
 import { AGENT_VERSION } from './version';
 
@@ -56,7 +57,7 @@ async function main(): Promise<number | null> {
 }
 
 async function run(config: AgentConfig): Promise<number | null> {
-  const logger = createAgentLogger(config.logFormat, config.logLevel);
+  const logger = createAgentLogger(config.logFormat, config.logLevel, { journal: journalStreams(config.systemd.journalStream) });
   // Before anything slow: a SIGHUP during start-up must not kill the agent.
   const reloadSignal = holdReloadSignal(logger);
   // Checked here, before anything starts, so that a bad file is one line and
