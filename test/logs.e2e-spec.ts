@@ -283,6 +283,17 @@ describe('the built agent under journald', () => {
     );
   });
 
+  it('says a configuration error as an error to journald too: every line <3>, exit 2', async () => {
+    const err = join(world.dir, 'config-error.log');
+    const agent = startToFiles(agentArgs(world, 'state-bad', ['--heartbeat-interval', '0']), err, err, ({ err: fd }) => devIno(fd));
+    expect(await agent.exited).toBe(2);
+
+    const printed = lines(fileText(err));
+    expect(printed.length).toBeGreaterThan(1);
+    for (const line of printed) expect(line).toMatch(/^<3>\S/);
+    expect(printed.join('\n')).toMatch(/--heartbeat-interval/);
+  });
+
   it('writes no prefix when JOURNAL_STREAM names another file, or is unset', async () => {
     for (const [name, named] of [
       ['other', (): string => {

@@ -1,7 +1,7 @@
 import { inspect } from 'node:util';
 import { ConsoleLogger, type LogLevel } from '@nestjs/common';
 import type { AgentLogLevel, LogFormat } from '../config/settings';
-import { type JournalStreams, NO_JOURNAL } from './journal-stream';
+import { type JournalStreams, NO_JOURNAL, withPriority } from './journal-stream';
 
 const LEVELS: Record<AgentLogLevel, LogLevel[]> = {
   error: ['fatal', 'error'],
@@ -161,7 +161,7 @@ export class AgentLogger extends ConsoleLogger {
 
   /** journald takes each line as an entry: a stack or a multi-line message gets the prefix on every line. */
   private write(stream: 'stdout' | 'stderr', level: LogLevel, text: string): void {
-    this.sink.write(stream, this.journal[stream] ? text.replace(/^(?=[^\n])/gm, `<${SYSLOG_PRIORITY[level]}>`) : text);
+    this.sink.write(stream, this.journal[stream] ? withPriority(text, SYSLOG_PRIORITY[level]) : text);
   }
 
   private entry(level: LogLevel, context: string, message: string, fields: LogFields | undefined, stack: string | undefined): JsonLogEntry {

@@ -35,3 +35,8 @@ export function journalStreams(journalStream: string | null, fds: { stdout: numb
   };
   return { stdout: isJournal(fds.stdout), stderr: isJournal(fds.stderr) };
 }
+
+/** journald takes each line as an entry of its own: every line of `text` gets the `<N>` prefix. */
+export function withPriority(text: string, priority: number): string {
+  return text.replace(/^(?=[^\n])/gm, `<${priority}>`);
+}
