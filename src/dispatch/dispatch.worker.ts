@@ -149,6 +149,7 @@ export class DispatchWorker {
   private async poll(signal: AbortSignal): Promise<JobResult> {
     // Real time, as it paces real requests: the fake clock of a test must not turn this into a busy loop either.
     const startedMs = performance.now();
+    this.lastFailure = null;
     await this.verifier.storeHeld();
     const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
     if (signal.aborted) return failed('cut short by shutdown');

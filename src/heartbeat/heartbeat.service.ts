@@ -144,6 +144,7 @@ export class HeartbeatService {
   private async beat(signal: AbortSignal): Promise<JobResult> {
     const startedMono = this.clock.monotonicMs();
     this.lastAttemptAt = this.clock.now();
+    this.lastFailure = null;
     let outcome: ExchangeOutcome;
     try {
       outcome = await this.exchange.send('heartbeat', TIMEOUTS.heartbeatMs, signal);
