@@ -3,7 +3,15 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync } from 'node:f
 import { join } from 'node:path';
 import type { JsonLogEntry } from '../src/logging/agent-logger';
 import { fakeClosure, makeWorld, type World } from './support/agent-harness';
-import { AGENT_MAIN, cleanEnv, logLines, type RunningAgent, startAgent, worldAgentArgs, type WorldAgentOptions } from './support/agent-process';
+import {
+  AGENT_MAIN,
+  cleanEnv,
+  logLines,
+  type RunningAgent,
+  startAgent,
+  worldAgentArgs,
+  type WorldAgentOptions,
+} from './support/agent-process';
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'verbose'];
@@ -151,6 +159,8 @@ describe('the built agent logs', () => {
         level: 'warn',
         context: 'HeartbeatService',
         message: expect.stringMatching(/^heartbeat to the control plane failed: HTTP 503/),
+        // The CP's answer as values, not only inside the sentence.
+        fields: expect.objectContaining({ failure: 'http-status', status: 503, consecutiveFailures: 1 }),
       }),
     );
     expect(entries).toContainEqual(
@@ -247,7 +257,9 @@ describe('the built agent under journald', () => {
     }
     expect([...priorities].sort()).toEqual([3, 4, 6, 7]);
     expect(all).toContainEqual(expect.stringMatching(/^<3>\{.*"message":"event delivery paused: HTTP 403/));
-    expect(all).toContainEqual(expect.stringMatching(/^<4>\{.*"message":"delivering DispatchAck seq 1 of journal@a1b2c3d4 failed: HTTP 403/));
+    expect(all).toContainEqual(
+      expect.stringMatching(/^<4>\{.*"message":"delivering DispatchAck seq 1 of journal@a1b2c3d4 failed: HTTP 403/),
+    );
     expect(all).toContainEqual(expect.stringMatching(/^<6>\{.*"message":"stopped cleanly"/));
   });
 
@@ -296,14 +308,17 @@ describe('the built agent under journald', () => {
 
   it('writes no prefix when JOURNAL_STREAM names another file, or is unset', async () => {
     for (const [name, named] of [
-      ['other', (): string => {
-        const fd = openSync(join(world.dir, 'not-the-output'), 'a');
-        try {
-          return devIno(fd);
-        } finally {
-          closeSync(fd);
-        }
-      }],
+      [
+        'other',
+        (): string => {
+          const fd = openSync(join(world.dir, 'not-the-output'), 'a');
+          try {
+            return devIno(fd);
+          } finally {
+            closeSync(fd);
+          }
+        },
+      ],
       ['unset', (): null => null],
     ] as const) {
       const out = join(world.dir, `plain-${name}-out.log`);
@@ -374,7 +389,9 @@ describe('the built agent logs a rollout with fields', () => {
     const refused = entries.filter((e) => e.context === 'DrainerService' && e.level === 'warn');
     expect(refused).toEqual([
       expect.objectContaining({
-        message: expect.stringMatching(new RegExp(`^the control plane refused event DispatchAck seq 1 of ${rolloutId} \\(HTTP 400`)) as unknown,
+        message: expect.stringMatching(
+          new RegExp(`^the control plane refused event DispatchAck seq 1 of ${rolloutId} \\(HTTP 400`),
+        ) as unknown,
         fields: { rolloutId, seq: 1, kind: 'DispatchAck', status: 400 },
       }),
     ]);

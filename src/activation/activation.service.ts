@@ -190,7 +190,10 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         !(await this.submit({ type: 'ActivationStarted', rolloutId: job.rolloutId, switchMethod: plan.switchMethod }))
       ) {
         // The rollout moved on while the job waited (e.g. a CP snapshot), or its event is not durable: switching now would be unrecorded.
-        this.logger.warn(`switch of ${job.rolloutId} to ${job.closure} not run: the rollout did not take ActivationStarted`, jobFields(job));
+        this.logger.warn(
+          `switch of ${job.rolloutId} to ${job.closure} not run: the rollout did not take ActivationStarted`,
+          jobFields(job),
+        );
         return;
       }
       this.logger.log(`${job.kind} of ${job.rolloutId} to ${job.closure} started (${this.backend.name}: ${plan.switchMethod})`, {
@@ -395,7 +398,8 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         );
         return false;
       }
-      if (held > 0) this.logger.log(`${describeInput(input)} applied after ${held} failed attempt(s)`, { ...inputFields(input), attempts: held });
+      if (held > 0)
+        this.logger.log(`${describeInput(input)} applied after ${held} failed attempt(s)`, { ...inputFields(input), attempts: held });
       return result.rejected === undefined;
     } catch (err) {
       this.logger.error(

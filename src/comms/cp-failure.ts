@@ -56,7 +56,8 @@ export function describeFailure(f: CpFailure): string {
 
 /** A failure's log fields: its kind, and the HTTP status when the CP answered with one. */
 export function failureFields(f: CpFailure): { failure: CpFailureKind; status?: number } {
-  if (f.kind === 'http-status' || (f.kind === 'bad-body' && f.status !== null)) return { failure: f.kind, status: f.status };
+  if (f.kind === 'http-status') return { failure: f.kind, status: f.status };
+  if (f.kind === 'bad-body' && f.status !== null) return { failure: f.kind, status: f.status };
   return { failure: f.kind };
 }
 

@@ -166,7 +166,9 @@ describe('AgentLogger, text', () => {
 
     expect(written).toHaveLength(2);
     expect(written[0].text).toMatch(
-      new RegExp(`^\\[nixfleet-agent\\] ${process.pid} {2}- 2026-11-28T12:00:00\\.123Z {5}LOG \\[HeartbeatService\\] heartbeat every 60 s\\n$`),
+      new RegExp(
+        `^\\[nixfleet-agent\\] ${process.pid} {2}- 2026-11-28T12:00:00\\.123Z {5}LOG \\[HeartbeatService\\] heartbeat every 60 s\\n$`,
+      ),
     );
     expect(written[1].text).toMatch(
       /WARN \[DrainerService\] delivery failed; retrying seq=3 reason="HTTP 503: busy" rolloutId=stable@a1b2c3d4\n$/,
@@ -232,7 +234,9 @@ describe('AgentLogger under journald', () => {
     new Logger('HeartbeatService').warn('heartbeat failed; retrying', { status: 503 });
     new Logger('Bootstrap').error('cannot start', err.stack);
 
-    expect(written[0].text).toMatch(/^<4>\[nixfleet-agent\] \d+ {2}- 2026-11-28T12:00:00\.123Z {4}WARN \[HeartbeatService\] heartbeat failed; retrying status=503\n$/);
+    expect(written[0].text).toMatch(
+      /^<4>\[nixfleet-agent\] \d+ {2}- 2026-11-28T12:00:00\.123Z {4}WARN \[HeartbeatService\] heartbeat failed; retrying status=503\n$/,
+    );
     expect(written[1].text).toMatch(/^<3>\[nixfleet-agent\] .* ERROR \[Bootstrap\] cannot start\n$/);
     const stackLines = written[2].text.split('\n').filter((l) => l !== '');
     expect(stackLines.length).toBeGreaterThan(1);

@@ -18,7 +18,10 @@ const DEV_INO = /^(\d+):(\d+)$/;
  * descriptor whose device and inode are the named ones talks to journald; a
  * log shipper reading a pipe or file gets pure JSON.
  */
-export function journalStreams(journalStream: string | null, fds: { stdout: number; stderr: number } = { stdout: 1, stderr: 2 }): JournalStreams {
+export function journalStreams(
+  journalStream: string | null,
+  fds: { stdout: number; stderr: number } = { stdout: 1, stderr: 2 },
+): JournalStreams {
   const m = journalStream === null ? null : DEV_INO.exec(journalStream);
   if (m === null) return NO_JOURNAL;
   // BigInt: a dev_t can exceed 2^53, and a near miss must not count as the journal.

@@ -166,7 +166,12 @@ export class DrainerService implements OnApplicationBootstrap {
     if (run.remaining.size === 0) {
       // Nothing left to resend (the CP holds it all, or retention dropped it): a
       // run kept open here would never end and would swallow the next signal.
-      this.logger.log(`replay of ${rolloutId} from seq ${fromSeq} done: nothing to resend`, { rolloutId, fromSeq, resent: 0, missing: run.missing.length });
+      this.logger.log(`replay of ${rolloutId} from seq ${fromSeq} done: nothing to resend`, {
+        rolloutId,
+        fromSeq,
+        resent: 0,
+        missing: run.missing.length,
+      });
       return;
     }
     this.replays.set(rolloutId, run);

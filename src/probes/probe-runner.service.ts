@@ -320,7 +320,10 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     if (outcome.status === 'pass') {
       this.logger.log(previous === null ? `${what} passes` : `${what} passes again`, fields);
     } else {
-      this.logger.warn(`${what} fails: ${outcome.failureReason ?? 'no reason given'}`, { ...fields, reason: outcome.failureReason ?? null });
+      this.logger.warn(`${what} fails: ${outcome.failureReason ?? 'no reason given'}`, {
+        ...fields,
+        reason: outcome.failureReason ?? null,
+      });
     }
   }
 

@@ -263,14 +263,9 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
 
 /** The log fields of an input: what it was and which rollout it was for (a tick is for none). */
 export function inputFields(input: ReducerInput): { input: ReducerInput['type']; rolloutId?: string } {
-  switch (input.type) {
-    case 'Tick':
-      return { input: input.type };
-    case 'Snapshot':
-      return { input: input.type, rolloutId: input.snapshot.rolloutId };
-    default:
-      return { input: input.type, rolloutId: input.rolloutId };
-  }
+  if (input.type === 'Tick') return { input: input.type };
+  if (input.type === 'Snapshot') return { input: input.type, rolloutId: input.snapshot.rolloutId };
+  return { input: input.type, rolloutId: input.rolloutId };
 }
 
 export function describeInput(input: ReducerInput): string {

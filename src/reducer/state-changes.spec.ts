@@ -7,16 +7,24 @@ import { transition } from './transition';
 function changes(
   steps: readonly (readonly [ReducerInput, number])[],
   policy: Policy = HALT,
-): { state: ReducerState; said: RolloutChange[] } {
+): { state: ReducerState; said: RolloutChange[]; seqOf: (kind: string) => number } {
   let state = EMPTY_STATE;
   const said: RolloutChange[] = [];
+  const emitted: { kind: string; seq: number }[] = [];
   for (const [input, secs] of steps) {
     const r = transition(state, input, at(secs), policy);
     if (r.rejected !== undefined) throw new Error(r.rejected);
     said.push(...rolloutChanges(state, r.state, r.effects));
+    for (const e of r.effects) if (e.type === 'EmitEvent') emitted.push({ kind: e.event.kind, seq: e.event.seq });
     state = r.state;
   }
-  return { state, said };
+  /** The seq of the one event of that kind the transitions emitted. */
+  const seqOf = (kind: string): number => {
+    const found = emitted.filter((e) => e.kind === kind);
+    if (found.length !== 1) throw new Error(`${found.length} ${kind} events emitted`);
+    return found[0].seq;
+  };
+  return { state, said, seqOf };
 }
 
 const ACTIVATE: ReducerInput = {
@@ -40,7 +48,7 @@ const TICK: ReducerInput = { type: 'Tick', currentClosure: TARGET };
 
 describe('rolloutChanges: one line per state change of a rollout', () => {
   it('says Activating, Soaking and Converged once each, and nothing for inputs that change no state', () => {
-    const { said } = changes([
+    const { said, seqOf } = changes([
       [ACTIVATE, 0],
       [STARTED, 1],
       [COMPLETED, 30],
@@ -56,7 +64,7 @@ describe('rolloutChanges: one line per state change of a rollout', () => {
     ]);
     // The fields of each line: the same facts for a log shipper, with the seq of the event that recorded the change.
     expect(said.map((c) => (c.kind === 'failed' ? null : c.fields))).toEqual([
-      { rolloutId: ROLLOUT, from: null, to: 'Activating', closure: TARGET, seq: 1, source: 'agent' },
+      { rolloutId: ROLLOUT, from: null, to: 'Activating', closure: TARGET, seq: seqOf('DispatchAck'), source: 'agent' },
       {
         rolloutId: ROLLOUT,
         from: 'Activating',
@@ -64,22 +72,30 @@ describe('rolloutChanges: one line per state change of a rollout', () => {
         closure: TARGET,
         soakingSince: iso(30),
         soakDueAt: iso(600),
-        seq: 3,
+        seq: seqOf('ActivationCompleted'),
         source: 'agent',
       },
-      { rolloutId: ROLLOUT, from: 'Soaking', to: 'Converged', closure: TARGET, seq: 6, source: 'agent' },
+      { rolloutId: ROLLOUT, from: 'Soaking', to: 'Converged', closure: TARGET, seq: seqOf('Converged'), source: 'agent' },
     ]);
   });
 
   it('says Deferred, and Pending and Reverted when the control plane moved the rollout', () => {
-    const { said } = changes([
+    const { said, seqOf } = changes([
       [ACTIVATE, 0],
       [STARTED, 1],
       [{ type: 'ActivationDeferred', rolloutId: ROLLOUT, component: 'kernel' }, 20],
       [
         {
           type: 'Snapshot',
-          snapshot: { rolloutId: OTHER, hostname: 'web-01', channel: 'canary', state: 'Pending', targetClosure: TARGET, dispatchedAt: iso(25), lastEventSeq: 0 },
+          snapshot: {
+            rolloutId: OTHER,
+            hostname: 'web-01',
+            channel: 'canary',
+            state: 'Pending',
+            targetClosure: TARGET,
+            dispatchedAt: iso(25),
+            lastEventSeq: 0,
+          },
         },
         30,
       ],
@@ -106,14 +122,14 @@ describe('rolloutChanges: one line per state change of a rollout', () => {
       `rollout ${OTHER}: Reverted to the closure from before the dispatch (from the control plane's snapshot; was Pending)`,
     ]);
     expect(said.map((c) => (c.kind === 'failed' ? null : c.fields)).slice(1)).toEqual([
-      { rolloutId: ROLLOUT, from: 'Activating', to: 'Deferred', closure: TARGET, seq: 3, source: 'agent' },
+      { rolloutId: ROLLOUT, from: 'Activating', to: 'Deferred', closure: TARGET, seq: seqOf('ActivationDeferred'), source: 'agent' },
       { rolloutId: OTHER, from: null, to: 'Pending', closure: TARGET, seq: null, source: 'control-plane' },
       { rolloutId: OTHER, from: 'Pending', to: 'Reverted', closure: null, seq: null, source: 'control-plane' },
     ]);
   });
 
   it('says Failed with the failing probes and the policy, counts it by policy, then Reverted', () => {
-    const { said } = changes(
+    const { said, seqOf } = changes(
       [
         [ACTIVATE, 0],
         [STARTED, 1],
@@ -141,7 +157,7 @@ describe('rolloutChanges: one line per state change of a rollout', () => {
           policy: 'rollback-and-halt',
           failingProbes: ['db'],
           sustainedSecs: 120,
-          seq: 6,
+          seq: seqOf('Failed'),
         },
       },
       { kind: 'failed', rolloutId: ROLLOUT, policy: 'rollback-and-halt', line: failedLine },
@@ -149,14 +165,14 @@ describe('rolloutChanges: one line per state change of a rollout', () => {
         kind: 'rollback',
         rolloutId: ROLLOUT,
         reverted: true,
-        fields: { rolloutId: ROLLOUT, from: 'Failed', to: 'Reverted', closure: PREVIOUS, exitCode: 0, seq: 7 },
+        fields: { rolloutId: ROLLOUT, from: 'Failed', to: 'Reverted', closure: PREVIOUS, exitCode: 0, seq: seqOf('RollbackComplete') },
         line: `rollout ${ROLLOUT}: Reverted: the host runs ${PREVIOUS} again, the closure from before the dispatch`,
       },
     ]);
   });
 
   it('says a failed rollback plainly: the rollout stays Failed and needs an operator', () => {
-    const { said } = changes(
+    const { said, seqOf } = changes(
       [
         [ACTIVATE, 0],
         [{ type: 'ActivationFailed', rolloutId: ROLLOUT, exitCode: 3, stderrTail: 'boom' }, 5],
@@ -174,10 +190,18 @@ describe('rolloutChanges: one line per state change of a rollout', () => {
       ],
     ]);
     expect(said.map((c) => (c.kind === 'failed' ? null : c.fields))).toEqual([
-      { rolloutId: ROLLOUT, from: null, to: 'Activating', closure: TARGET, seq: 1, source: 'agent' },
-      { rolloutId: ROLLOUT, from: 'Activating', to: 'Failed', closure: TARGET, policy: 'rollback-and-halt', exitCode: 3, seq: 2 },
+      { rolloutId: ROLLOUT, from: null, to: 'Activating', closure: TARGET, seq: seqOf('DispatchAck'), source: 'agent' },
+      {
+        rolloutId: ROLLOUT,
+        from: 'Activating',
+        to: 'Failed',
+        closure: TARGET,
+        policy: 'rollback-and-halt',
+        exitCode: 3,
+        seq: seqOf('ActivationFailed'),
+      },
       null,
-      { rolloutId: ROLLOUT, from: 'Failed', to: 'Failed', closure: PREVIOUS, exitCode: 1, seq: 3 },
+      { rolloutId: ROLLOUT, from: 'Failed', to: 'Failed', closure: PREVIOUS, exitCode: 1, seq: seqOf('RollbackComplete') },
     ]);
   });
 
