@@ -34,8 +34,10 @@ async function main(): Promise<void> {
   if (!dir || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(USAGE);
   const order = values.dispatch === undefined ? null : DISPATCH.exec(values.dispatch);
   const soakSecs = Number(values['dispatch-soak']);
-  if (order === null && values.dispatch !== undefined) throw new Error(`--dispatch ${values.dispatch}: expected ROLLOUT_ID=CLOSURE\n${USAGE}`);
-  if (!Number.isInteger(soakSecs) || soakSecs < 0) throw new Error(`--dispatch-soak ${values['dispatch-soak']}: expected whole seconds\n${USAGE}`);
+  if (order === null && values.dispatch !== undefined)
+    throw new Error(`--dispatch ${values.dispatch}: expected ROLLOUT_ID=CLOSURE\n${USAGE}`);
+  if (!Number.isInteger(soakSecs) || soakSecs < 0)
+    throw new Error(`--dispatch-soak ${values['dispatch-soak']}: expected whole seconds\n${USAGE}`);
   // Keep an existing PKI: a restarted CP must still be trusted by agents holding the old CA.
   if (values['make-pki'] && !fs.existsSync(path.join(dir, PKI_FILES.caCert))) {
     await makePki(dir, { machineId: values['machine-id'], serverNames: values['server-name'] ?? [] });
@@ -89,7 +91,8 @@ function dispatchOnFirstHeartbeat(cp: DevControlPlane, machineId: string, rollou
       process.stdout.write(`queued a dispatch for ${machineId}: ${rolloutId} -> ${closure}\n`);
     }
     const events = cp.events(machineId, rolloutId);
-    for (; printed < events.length; printed++) process.stdout.write(`event ${events[printed].kind} seq ${events[printed].seq} of ${rolloutId}\n`);
+    for (; printed < events.length; printed++)
+      process.stdout.write(`event ${events[printed].kind} seq ${events[printed].seq} of ${rolloutId}\n`);
   }, 200);
   watch.unref();
 }

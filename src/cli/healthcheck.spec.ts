@@ -37,7 +37,9 @@ describe('the container HEALTHCHECK: where it finds the admin endpoint', () => {
       address: { kind: 'tcp', host: '127.0.0.1', port: 9999 },
       from: '/etc/nfa.json key "adminListen"',
     });
-    expect(healthcheckTarget({ NIXFLEET_AGENT_CONFIG: '/etc/nfa.json', NIXFLEET_AGENT_ADMIN_LISTEN: '127.0.0.1:9998' }, file)).toMatchObject({
+    expect(
+      healthcheckTarget({ NIXFLEET_AGENT_CONFIG: '/etc/nfa.json', NIXFLEET_AGENT_ADMIN_LISTEN: '127.0.0.1:9998' }, file),
+    ).toMatchObject({
       address: { port: 9998 },
       from: 'env NIXFLEET_AGENT_ADMIN_LISTEN',
     });
@@ -101,7 +103,9 @@ describe('the container HEALTHCHECK against a real HTTP listener', () => {
     const r = await runHealthcheck({ NIXFLEET_AGENT_ADMIN_LISTEN: `127.0.0.1:${deadPort}` });
     expect(r.code).toBe(1);
     expect(r.line).toMatch(
-      new RegExp(`^nixfleet-agent healthcheck: no answer from 127\\.0\\.0\\.1:${deadPort}/healthz \\(.*ECONNREFUSED.*; address from env NIXFLEET_AGENT_ADMIN_LISTEN\\)$`),
+      new RegExp(
+        `^nixfleet-agent healthcheck: no answer from 127\\.0\\.0\\.1:${deadPort}/healthz \\(.*ECONNREFUSED.*; address from env NIXFLEET_AGENT_ADMIN_LISTEN\\)$`,
+      ),
     );
   });
 });

@@ -62,7 +62,10 @@ export async function runHealthcheck(env: NodeJS.ProcessEnv, timeoutMs = 4000): 
     const detail = Array.isArray(failing) ? `: ${failing.map(String).join('; ')}` : '';
     return { code: 1, line: `nixfleet-agent healthcheck: ${where}/healthz answered ${status}${detail}` };
   } catch (err) {
-    return { code: 1, line: `nixfleet-agent healthcheck: no answer from ${where}/healthz (${(err as Error).message}; address from ${target.from})` };
+    return {
+      code: 1,
+      line: `nixfleet-agent healthcheck: no answer from ${where}/healthz (${(err as Error).message}; address from ${target.from})`,
+    };
   }
 }
 
