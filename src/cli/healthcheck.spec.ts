@@ -1,11 +1,21 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { DEFAULT_CONFIG_PATH } from '../config/config.constants';
 import { DEFAULT_ADMIN_LISTEN } from '../config/settings';
 import { HEALTHCHECK_DEFAULT_ADMIN_LISTEN, healthcheckTarget, runHealthcheck } from './healthcheck';
 
 const noFile = (path: string): string => {
-  throw new Error(`ENOENT: no such file, open '${path}'`);
+  throw Object.assign(new Error(`ENOENT: no such file or directory, open '${path}'`), { code: 'ENOENT' });
 };
+
+function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error('no error');
+}
 
 describe('the container HEALTHCHECK: where it finds the admin endpoint', () => {
   it("defaults to the agent's own default address", () => {
@@ -43,6 +53,13 @@ describe('the container HEALTHCHECK: where it finds the admin endpoint', () => {
       address: { port: 9998 },
       from: 'env NIXFLEET_AGENT_ADMIN_LISTEN',
     });
+    // Without NIXFLEET_AGENT_CONFIG, the agent's default settings file, when it exists.
+    const atDefault = (path: string): string => (path === DEFAULT_CONFIG_PATH ? file() : noFile(path));
+    expect(healthcheckTarget({}, atDefault)).toEqual({
+      ok: true,
+      address: { kind: 'tcp', host: '127.0.0.1', port: 9999 },
+      from: `${DEFAULT_CONFIG_PATH} key "adminListen"`,
+    });
     // A file without the key leaves the default.
     expect(healthcheckTarget({ NIXFLEET_AGENT_CONFIG: '/etc/nfa.json' }, () => '{"machineId":"web-01"}')).toMatchObject({
       address: { port: 9850 },
@@ -57,7 +74,13 @@ describe('the container HEALTHCHECK: where it finds the admin endpoint', () => {
     });
     expect(healthcheckTarget({ NIXFLEET_AGENT_CONFIG: '/etc/nfa.json' }, noFile)).toEqual({
       ok: false,
-      reason: "cannot read the admin address from /etc/nfa.json (env NIXFLEET_AGENT_CONFIG): ENOENT: no such file, open '/etc/nfa.json'",
+      reason:
+        "cannot read the admin address from /etc/nfa.json (env NIXFLEET_AGENT_CONFIG): ENOENT: no such file or directory, open '/etc/nfa.json'",
+    });
+    // The default file is optional, but one that is there must be readable JSON.
+    expect(healthcheckTarget({}, () => '{"adminListen":')).toEqual({
+      ok: false,
+      reason: `cannot read the admin address from ${DEFAULT_CONFIG_PATH}: ${errorOf(() => JSON.parse('{"adminListen":'))}`,
     });
   });
 });

@@ -4,6 +4,7 @@
 // /readyz: a control plane that is down makes the agent not ready, not broken.
 // Kept small and free of Nest and class-validator: Docker runs it every 30 s.
 import { readFileSync } from 'node:fs';
+import { DEFAULT_CONFIG_PATH } from '../config/config.constants';
 import { formatListenAddress, type ListenAddress, parseListenAddress } from '../config/listen-address';
 import { getFromAdmin } from './admin-request';
 
@@ -17,23 +18,28 @@ export type HealthcheckTarget = { ok: true; address: ListenAddress; from: string
 /**
  * Where the agent's admin endpoint is, found as the agent finds its setting
  * (a HEALTHCHECK has no flags): the environment, else the `adminListen` key of
- * the `--config` file named by NIXFLEET_AGENT_CONFIG, else the default. A
- * wildcard address (0.0.0.0, [::]) is asked on loopback, inside the container.
+ * the settings file (NIXFLEET_AGENT_CONFIG's, else /etc/nixfleet-agent.json
+ * when it exists), else the default. A wildcard address (0.0.0.0, [::]) is
+ * asked on loopback, inside the container.
  */
 export function healthcheckTarget(env: NodeJS.ProcessEnv, readFile: (path: string) => string): HealthcheckTarget {
   let raw = HEALTHCHECK_DEFAULT_ADMIN_LISTEN;
   let from = 'the default';
   const fromEnv = env[ENV_ADMIN_LISTEN];
-  const configPath = env[ENV_CONFIG];
+  const named = env[ENV_CONFIG] !== undefined && env[ENV_CONFIG] !== '';
+  const configPath = named ? (env[ENV_CONFIG] ?? '') : DEFAULT_CONFIG_PATH;
   if (fromEnv !== undefined && fromEnv !== '') {
     raw = fromEnv;
     from = `env ${ENV_ADMIN_LISTEN}`;
-  } else if (configPath !== undefined && configPath !== '') {
-    let doc: unknown;
+  } else {
+    let doc: unknown = null;
     try {
       doc = JSON.parse(readFile(configPath));
     } catch (err) {
-      return { ok: false, reason: `cannot read the admin address from ${configPath} (env ${ENV_CONFIG}): ${(err as Error).message}` };
+      // The default file is read only when it exists, as the agent does.
+      const absent = !named && (err as NodeJS.ErrnoException).code === 'ENOENT';
+      const where = named ? `${configPath} (env ${ENV_CONFIG})` : configPath;
+      if (!absent) return { ok: false, reason: `cannot read the admin address from ${where}: ${(err as Error).message}` };
     }
     const value = (doc as Record<string, unknown> | null)?.adminListen;
     if (typeof value === 'string') {
