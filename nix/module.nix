@@ -78,10 +78,16 @@ in
             defaultText = lib.literalExpression "config.networking.hostName";
             description = "This host's machine id; the client certificate's CN must carry it.";
           };
+          clientCert = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "/etc/nixfleet/agent.pem";
+            description = "The client certificate (PEM) the fleet CA issued for clientKey; set together with it.";
+          };
           clientKey = mkOption {
             type = types.nullOr types.str;
             default = "/etc/ssh/ssh_host_ed25519_key";
-            description = "The client key: the host's OpenSSH ed25519 key, or a PEM key.";
+            description = "The client key: the host's OpenSSH ed25519 key, or a PEM key; set together with clientCert.";
           };
           activationBackend = mkOption {
             type = types.enum [
@@ -134,6 +140,14 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    # The agent refuses one without the other (exit 2 at start): say so at evaluation instead.
+    assertions = [
+      {
+        assertion = (cfg.settings.clientCert == null) == (cfg.settings.clientKey == null);
+        message = "services.nixfleet-agent.settings: clientCert and clientKey go together (clientKey defaults to the OpenSSH host key; give the certificate the fleet CA issued for it, or set both to null)";
+      }
+    ];
+
     environment.etc = {
       "nixfleet-agent.json".source = settingsFile;
     }

@@ -2,7 +2,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import { ManifestSigner } from '../dev/manifest-signer';
+import { makePki } from '../dev/pki';
 import { fileKeyOf, SETTING_SPECS } from '../src/config/settings';
+import { AGENT_MAIN, cleanEnv } from './support/agent-process';
 
 /*
  * nix/ holds a package and a NixOS module. No nixpkgs can be fetched here, so
@@ -154,7 +157,12 @@ describe('nix/: the package and the NixOS module', () => {
     const unit = readUnit(readFileSync(UNIT_FILE, 'utf8'));
     const host = {
       enable: true,
-      settings: { controlPlaneUrl: 'https://fleet.example.org:8443', heartbeatInterval: 30, caCert: '/etc/nixfleet/ca.pem' },
+      settings: {
+        controlPlaneUrl: 'https://fleet.example.org:8443',
+        heartbeatInterval: 30,
+        caCert: '/etc/nixfleet/ca.pem',
+        clientCert: '/etc/nixfleet/agent-openssh.pem',
+      },
       trustFile: '/etc/nixfleet/fleet-trust.json',
       healthChecks: { 'app-http': { kind: 'http', url: 'http://127.0.0.1:8080/health', intervalSeconds: 10 } },
       extraArgs: ['--log-level', 'debug'],
@@ -227,6 +235,7 @@ describe('nix/: the package and the NixOS module', () => {
         activationBackend: 'nixos',
         heartbeatInterval: 30,
         caCert: '/etc/nixfleet/ca.pem',
+        clientCert: '/etc/nixfleet/agent-openssh.pem',
         trustFile: '/etc/nixfleet/fleet-trust.json',
       });
       const known = new Set(SETTING_SPECS.map((s) => fileKeyOf(s.key)));
@@ -239,8 +248,55 @@ describe('nix/: the package and the NixOS module', () => {
       expect(SETTING_SPECS.find((s) => s.key === 'healthChecksFile')?.default?.({ stdoutIsTty: false })).toBe(
         '/etc/nixfleet/agent/health-checks.json',
       );
-      const bare = evalModule({ enable: true, settings: { controlPlaneUrl: 'https://fleet.example.org:8443' } });
+      const bare = evalModule({ enable: true, settings: { controlPlaneUrl: 'https://fleet.example.org:8443', clientKey: null } });
       expect(Object.keys(bare.etc)).toEqual(['nixfleet-agent.json']);
+    });
+
+    it('writes a settings file the real agent accepts (`nixfleet-agent config`, exit 0), with real certificates at its paths', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'nfa-nix-cfg-'));
+      try {
+        const pki = await makePki(join(dir, 'pki'), { machineId: 'web-01' });
+        const trustFile = join(dir, 'trust.json');
+        await new ManifestSigner().writeTrustFile(trustFile);
+        const real = evalModule({
+          enable: true,
+          settings: {
+            controlPlaneUrl: 'https://fleet.example.org:8443',
+            caCert: pki.caCertPath,
+            clientCert: pki.clientOpensshEd25519.certPath,
+            clientKey: pki.clientOpensshEd25519.keyPath,
+            stateDir: join(dir, 'state'),
+          },
+          trustFile,
+        });
+        const file = join(dir, 'nixfleet-agent.json');
+        writeFileSync(file, real.etc['nixfleet-agent.json'].text);
+        const r = spawnSync(process.execPath, [AGENT_MAIN, 'config', '--config', file], {
+          env: cleanEnv(),
+          encoding: 'utf8',
+          timeout: 20_000,
+        });
+        expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+        expect(r.stdout).toMatch(/--machine-id +web-01 +file "machineId" in /);
+        expect(r.stdout).toMatch(/--activation-backend +nixos +file "activationBackend" in /);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('refuses a client key without its certificate, as the agent would', () => {
+      const r = nixInstantiate([
+        '--eval',
+        '--strict',
+        '--json',
+        '--readonly-mode',
+        join('test', 'nix', 'eval-module.nix'),
+        '--argstr',
+        'hostJson',
+        JSON.stringify({ enable: true, settings: { controlPlaneUrl: 'https://cp:8443' } }),
+      ]);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain('services.nixfleet-agent.settings: clientCert and clientKey go together');
     });
 
     it('refuses a value of the wrong type and a missing control plane URL, naming the option', () => {
@@ -252,7 +308,7 @@ describe('nix/: the package and the NixOS module', () => {
         join('test', 'nix', 'eval-module.nix'),
         '--argstr',
         'hostJson',
-        JSON.stringify({ enable: true, settings: { controlPlaneUrl: 'https://cp:8443', activationBackend: 'docker' } }),
+        JSON.stringify({ enable: true, settings: { controlPlaneUrl: 'https://cp:8443', activationBackend: 'docker', clientKey: null } }),
       ]);
       expect(badBackend.status).not.toBe(0);
       expect(badBackend.stderr).toContain('services.nixfleet-agent.settings.activationBackend: "docker" is not a one of');
@@ -264,7 +320,7 @@ describe('nix/: the package and the NixOS module', () => {
         join('test', 'nix', 'eval-module.nix'),
         '--argstr',
         'hostJson',
-        JSON.stringify({ enable: true }),
+        JSON.stringify({ enable: true, settings: { clientKey: null } }),
       ]);
       expect(noUrl.status).not.toBe(0);
       expect(noUrl.stderr).toContain('the option services.nixfleet-agent.settings.controlPlaneUrl is used but not defined');

@@ -62,9 +62,13 @@ let
   active = evaluated.config.condition;
   config = evaluated.config.content;
   service = config.systemd.services.nixfleet-agent;
+  # As NixOS does: a failed assertion stops the evaluation with its message.
+  failed = builtins.filter (a: !a.assertion) (config.assertions or [ ]);
 in
 if !active then
   { inherit active; }
+else if failed != [ ] then
+  throw "Failed assertions:\n${builtins.concatStringsSep "\n" (map (a: "- ${a.message}") failed)}"
 else
 {
   inherit active;
