@@ -26,6 +26,15 @@ function between(text: string, start: RegExp, end: RegExp): string {
 
 // The README's first quick-start command must keep working: run the demo through its whole story.
 describe('npm run demo', () => {
+  it('says which build it waits for before each one, instead of ~10 s of silence', () => {
+    const pkg = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    const steps = pkg.scripts.demo.split('&&').map((s) => s.trim());
+    const builds = steps.flatMap((step, i) => (/^npm run (--silent )?build/.test(step) ? [i] : []));
+    expect(builds.length).toBe(2);
+    for (const i of builds) expect(steps[i - 1]).toMatch(/^echo '\[demo\] building .+…'$/);
+    expect(steps.at(-1)).toBe('node dist-dev/dev/demo.js');
+  });
+
   it('converges a healthy rollout, heals a CP wipe by replay, fails a rollout on its probe and rolls it back, shows status and log lines, and stops both cleanly', () => {
     const dir = mkdtempSync(join(tmpdir(), 'nfa-demo-'));
     try {

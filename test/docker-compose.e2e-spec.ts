@@ -2,10 +2,12 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { builtinModules } from 'node:module';
 import {
+  chmodSync,
   cpSync,
   existsSync,
   lstatSync,
   mkdirSync,
+  readlinkSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -16,8 +18,10 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, posix, relative, resolve } from 'node:path';
+import dockerignore from '@balena/dockerignore';
 import { parse as parseYaml } from 'yaml';
 import { getFromAdmin } from '../src/cli/admin-request';
+import { ACTIVATION_BACKENDS } from '../src/config/settings';
 import { STATUS_EXIT } from '../src/cli/status.command';
 import { cleanEnv } from './support/agent-process';
 import { until } from './support/polling';
@@ -131,19 +135,43 @@ function stageOf(dockerfile: Dockerfile, name: string): Stage {
   return stage;
 }
 
-/** What a stage ends up with: its WORKDIR, ENV, ENTRYPOINT (inherited from an earlier stage). */
+/** What a stage ends up with: its WORKDIR, ENV, LABELs, ENTRYPOINT, HEALTHCHECK (inherited from an earlier stage). */
 interface StageConfig {
   workdir: string;
   env: Record<string, string>;
+  labels: Record<string, string>;
   entrypoint: string[] | null;
+  /** The HEALTHCHECK's options (`interval` → `30s`) and its CMD in exec form. */
+  healthcheck: { options: Record<string, string>; cmd: string[] } | null;
+}
+
+/** `KEY="value" KEY2=value` (LABEL, and ENV in that form). */
+function keyValues(args: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of args.matchAll(/([\w.-]+)=(?:"((?:[^"\\]|\\.)*)"|(\S+))/g)) out[m[1]] = m[2] ?? m[3];
+  return out;
+}
+
+function parseHealthcheck(args: string): NonNullable<StageConfig['healthcheck']> {
+  const m = /^((?:--[\w-]+=\S+\s+)*)CMD\s+(\[.*\])$/.exec(args);
+  if (!m) throw new Error(`HEALTHCHECK ${args}: only [--option=value]... CMD ["exec", "form"] is read here`);
+  const options: Record<string, string> = {};
+  for (const o of m[1]
+    .trim()
+    .split(/\s+/)
+    .filter((x) => x !== '')) {
+    const [name, value] = o.slice(2).split('=');
+    options[name] = value;
+  }
+  return { options, cmd: execForm(m[2], 'HEALTHCHECK CMD') };
 }
 
 function configOf(dockerfile: Dockerfile, name: string): StageConfig {
   const stage = stageOf(dockerfile, name);
   const base: StageConfig = dockerfile.stages.some((s) => s.name === stage.from)
     ? configOf(dockerfile, stage.from)
-    : { workdir: '/', env: {}, entrypoint: null };
-  const config: StageConfig = { workdir: base.workdir, env: { ...base.env }, entrypoint: base.entrypoint };
+    : { workdir: '/', env: {}, labels: {}, entrypoint: null, healthcheck: null };
+  const config: StageConfig = { ...base, env: { ...base.env }, labels: { ...base.labels } };
   for (const { op, args } of stage.instructions) {
     if (op === 'WORKDIR') config.workdir = posix.resolve(config.workdir, args);
     if (op === 'ENV') {
@@ -151,7 +179,9 @@ function configOf(dockerfile: Dockerfile, name: string): StageConfig {
       if (!m) throw new Error(`ENV ${args}: only KEY=value is read here`);
       config.env[m[1]] = m[2];
     }
+    if (op === 'LABEL') Object.assign(config.labels, keyValues(args));
     if (op === 'ENTRYPOINT') config.entrypoint = execForm(args, 'ENTRYPOINT');
+    if (op === 'HEALTHCHECK') config.healthcheck = args === 'NONE' ? null : parseHealthcheck(args);
   }
   return config;
 }
@@ -165,12 +195,17 @@ interface PackageLock {
 /** Each stage's filesystem is a scratch dir standing for "/". */
 class StageReplay {
   private readonly roots = new Map<string, string>();
+  /** The build context as Docker sends it: without what .dockerignore leaves out. */
+  private readonly ignored: (relativePath: string) => boolean;
 
   constructor(
     private readonly dockerfile: Dockerfile,
     private readonly scratch: string,
     private readonly context: string,
-  ) {}
+  ) {
+    const rules = dockerignore().add(readFileSync(join(context, '.dockerignore'), 'utf8'));
+    this.ignored = (path) => rules.ignores(path);
+  }
 
   root(stage: string): string {
     const root = this.roots.get(stage);
@@ -215,6 +250,7 @@ class StageReplay {
         case 'ENTRYPOINT':
         case 'CMD':
         case 'LABEL':
+        case 'HEALTHCHECK':
           break;
         default:
           throw new Error(`${op} in stage ${name}: this test does not know how to replay it`);
@@ -231,6 +267,7 @@ class StageReplay {
         from = resolve(this.context, source);
         if (relative(this.context, from).startsWith('..')) throw new Error(`COPY ${source} reaches outside the build context`);
         if (!existsSync(from)) throw new Error(`COPY ${source}: no such file in the build context ${this.context}`);
+        if (this.ignored(relative(this.context, from))) throw new Error(`COPY ${source}: .dockerignore leaves it out of the build context`);
       } else {
         if (!this.dockerfile.stages.some((s) => s.name === c.from)) throw new Error(`COPY --from=${c.from}: no such stage`);
         this.build(c.from);
@@ -239,14 +276,21 @@ class StageReplay {
       }
       const target = lstatSync(from).isDirectory() || !intoDir ? destination : join(destination, basename(from));
       mkdirSync(dirname(target), { recursive: true });
-      cpSync(from, target, { recursive: true, verbatimSymlinks: true });
+      // From the build context, only what Docker would send; another stage's files are all there.
+      const filter = c.from === null ? (path: string): boolean => !this.ignored(relative(this.context, path)) : undefined;
+      cpSync(from, target, { recursive: true, verbatimSymlinks: true, filter });
     }
   }
 
   private run(stage: string, workdir: string, command: string): void {
     const cwd = join(this.root(stage), workdir);
     for (const step of command.split('&&').map((s) => s.trim())) {
-      if (/^(apt-get|rm -rf \/var\/lib\/apt\/lists|install -d)\b/.test(step)) continue; // the image's OS; not this host's
+      if (/^(apt-get|rm -rf \/var\/lib\/apt\/lists)\b/.test(step)) continue; // the image's OS; not this host's
+      const dirs = /^install -d\s+(.*)$/.exec(step);
+      if (dirs) {
+        this.installDirs(stage, dirs[1]);
+        continue;
+      }
       if (/^npm ci\b/.test(step)) {
         // Same lockfile, installed once for the repo: link it rather than hit the registry.
         expect(readFileSync(join(cwd, 'package-lock.json'), 'utf8')).toBe(readFileSync(join(ROOT, 'package-lock.json'), 'utf8'));
@@ -270,6 +314,24 @@ class StageReplay {
         continue;
       }
       throw new Error(`RUN ${step} in stage ${stage}: this test does not know how to replay it`);
+    }
+  }
+
+  /** `install -d [-o USER] [-g GROUP] [-m MODE] DIR...`: the dirs, in the stage's root, with their mode (owners are the image's). */
+  private installDirs(stage: string, args: string): void {
+    const words = args.split(/\s+/);
+    let mode: number | undefined;
+    const dirs: string[] = [];
+    for (let i = 0; i < words.length; i++) {
+      if (words[i] === '-o' || words[i] === '-g') i++;
+      else if (words[i] === '-m') mode = parseInt(words[++i], 8);
+      else if (words[i].startsWith('/')) dirs.push(words[i]);
+      else throw new Error(`RUN install -d ${args}: this test does not know ${words[i]}`);
+    }
+    for (const dir of dirs) {
+      const path = this.hostPath(stage, dir);
+      mkdirSync(path, { recursive: true });
+      if (mode !== undefined) chmodSync(path, mode);
     }
   }
 
@@ -396,6 +458,52 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     });
   });
 
+  it('sends Docker no host build or install: .dockerignore leaves out node_modules, dist*, .demo, .git, coverage', () => {
+    const rules = dockerignore().add(readFileSync(join(ROOT, '.dockerignore'), 'utf8'));
+    const leftOut = [
+      'node_modules',
+      'node_modules/fs-ext/build/Release/fs_ext.node',
+      'dist/main.js',
+      'dist-dev/dev/demo.js',
+      'dist-bench',
+      '.demo/agent.log',
+      '.git/HEAD',
+      'coverage/lcov.info',
+      'dev/node_modules/x',
+    ];
+    expect(leftOut.filter((path) => !rules.ignores(path))).toEqual([]);
+    // What the stages COPY from the context stays in it (the replay below fails on a COPY of an ignored path, too).
+    const copied = dockerfile.stages.flatMap((stage) =>
+      stage.instructions
+        .filter((i) => i.op === 'COPY')
+        .map((i) => parseCopy(i.args))
+        .filter((c) => c.from === null)
+        .flatMap((c) => c.sources),
+    );
+    expect(copied.length).toBeGreaterThan(0);
+    expect(copied.filter((source) => rules.ignores(posix.normalize(source)))).toEqual([]);
+  });
+
+  it('names the activation backends the runtime image can use, and defaults to one of them (no systemd-run, no Nix in a container)', () => {
+    const runtime = configOf(dockerfile, 'runtime');
+    const usable = (runtime.labels['org.nixfleet.agent.activation-backends'] ?? '').split(/\s+/);
+    const chosen = runtime.labels['org.nixfleet.agent.activation-backend.default'];
+    expect(usable.filter((b) => !(ACTIVATION_BACKENDS as readonly string[]).includes(b))).toEqual([]);
+    expect(usable).not.toContain('nixos');
+    expect(usable).toContain(chosen);
+    expect(runtime.env.NIXFLEET_AGENT_ACTIVATION_BACKEND).toBe(chosen);
+    // The agent service leaves it to the image.
+    expect(services().agent.environment).not.toHaveProperty('NIXFLEET_AGENT_ACTIVATION_BACKEND');
+  });
+
+  it("gives the runtime image a HEALTHCHECK that runs the agent's /healthz check with node (the image has no curl)", () => {
+    const runtime = configOf(dockerfile, 'runtime');
+    expect(runtime.healthcheck?.cmd).toEqual(['node', 'dist/cli/healthcheck.js']);
+    // Docker's defaults would judge the agent before its 30 s boot handshake is over.
+    expect(runtime.healthcheck?.options).toMatchObject({ 'start-period': expect.stringMatching(/^\d+s$/) });
+    expect(Number.parseInt(runtime.healthcheck?.options['start-period'] ?? '0', 10)).toBeGreaterThanOrEqual(30);
+  });
+
   it('compiles native addons in the build stage when the lockfile has any', () => {
     // A package with a binding.gyp and no install script of its own is built by npm with node-gyp.
     const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as PackageLock;
@@ -456,6 +564,8 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     const tmpDir = join(scratch, 'container-tmp');
     mkdirSync(tmpDir, { recursive: true });
     mounts.set('/tmp', tmpDir);
+    // Paths the agent's image made itself (RUN install -d), not volumes: in its replayed root.
+    mounts.set('/nix/store', replay.hostPath(agentStage, '/nix/store'));
     const remap = (value: string): string => {
       const out = value
         .replace(/https:\/\/control-plane:8443/g, `https://127.0.0.1:${cpPort}`)
@@ -497,7 +607,8 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     const entrypoint = agentService.entrypoint ?? [];
     expect(entrypoint.slice(0, 2)).toEqual(['/bin/sh', '-c']);
     expect(entrypoint[2]).toMatch(new RegExp(`&& exec ${(agentConfig.entrypoint ?? []).join(' ').replace(/\./g, '\\.')}$`));
-    const env: Record<string, string> = { ...agentConfig.env };
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(agentConfig.env)) env[k] = remap(v);
     for (const [k, v] of Object.entries(agentService.environment ?? {})) env[k] = remap(String(v));
     for (const path of ['NIXFLEET_AGENT_CA_CERT', 'NIXFLEET_AGENT_CLIENT_CERT', 'NIXFLEET_AGENT_CLIENT_KEY']) {
       expect({ path, exists: existsSync(env[path]) }).toEqual({ path, exists: true });
@@ -519,11 +630,44 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     expect(status).toMatchObject({
       machineId: 'web-01',
       controlPlaneUrl: `https://127.0.0.1:${cpPort}`,
-      currentClosure: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05',
       recovery: { reachedControlPlane: true },
       heartbeat: { intervalSecs: 5, consecutiveFailures: 0 },
     });
     expect(statSync(join(volumes.state, 'events.log')).isFile()).toBe(true);
+
+    // The image's activation backend, by default: the one its label names, and nothing it needs is missing.
+    expect(status.activation).toMatchObject({
+      backend: agentConfig.labels['org.nixfleet.agent.activation-backend.default'],
+      preflight: { problems: [] },
+    });
+
+    // The rollout the compose file asks the CP for: dispatched once the agent heartbeated, activated
+    // by re-pointing the current-system link, soaked and converged; the CP's log tells it.
+    const dispatchArg = (cpService.command ?? [])[(cpService.command ?? []).indexOf('--dispatch') + 1] ?? '';
+    const [rolloutId, target] = dispatchArg.split('=');
+    expect(target).toMatch(/^b{32}-nixos-system-web-01-/);
+    const converged = await until(
+      async () => {
+        const doc = (await getFromAdmin(admin, '/status')).body as Json;
+        const rollout = (doc.rollouts as Json[]).find((r) => r.rolloutId === rolloutId);
+        return rollout?.state === 'Converged' ? doc : null;
+      },
+      40_000,
+      `rollout ${rolloutId} Converged on /status`,
+      () => `agent output:\n${agentRef.output()}\nCP output:\n${cpRef.output()}`,
+    );
+    expect(converged.currentClosure).toBe(target);
+    expect(readlinkSync(join(tmpDir, 'current-system'))).toBe(join(mounts.get('/nix/store') ?? '', target));
+    await until(
+      () => (new RegExp(`event Converged seq \\d+ of ${rolloutId}`).test(cpRef.output()) ? true : null),
+      10_000,
+      'the CP to print the Converged event',
+      () => `CP output:\n${cpRef.output()}`,
+    );
+    const cpLines = cpRef.output().split('\n');
+    const kinds = cpLines.flatMap((l) => new RegExp(`^event (\\w+) seq \\d+ of ${rolloutId}$`).exec(l)?.[1] ?? []);
+    expect(kinds).toEqual(['DispatchAck', 'ActivationStarted', 'ActivationCompleted', 'ProbeTopologyDeclared', 'Converged']);
+    expect(cpLines.findIndex((l) => l.startsWith('queued a dispatch for web-01'))).toBeGreaterThan(-1);
 
     // `docker compose exec agent node dist/main.js status`: the same environment finds the admin endpoint.
     const cli = spawnSync(process.execPath, ['dist/main.js', 'status'], {
@@ -535,11 +679,34 @@ describe('docker/Dockerfile and docker/compose.yaml, replayed outside Docker', (
     expect({ code: cli.status, stderr: cli.stderr }).toEqual({ code: STATUS_EXIT.healthy, stderr: '' });
     expect(cli.stdout).toMatch(/^web-01 .*: HEALTHY$/m);
 
+    // The image's HEALTHCHECK, as Docker runs it in the container: its CMD, in the image's workdir and environment.
+    const healthcheck = agentConfig.healthcheck;
+    expect(healthcheck?.cmd[0]).toBe('node');
+    const runHealthcheck = (): { status: number | null; out: string } => {
+      const r = spawnSync(process.execPath, (healthcheck?.cmd ?? []).slice(1), {
+        cwd: replay.hostPath(agentStage, agentConfig.workdir),
+        env: agentEnv,
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      return { status: r.status, out: `${r.stdout}${r.stderr}`.trim() };
+    };
+    expect(runHealthcheck()).toEqual({ status: 0, out: `nixfleet-agent healthcheck: 127.0.0.1:${adminPort}/healthz ok` });
+
     // Its logs are JSON lines, as the compose environment asks.
     for (const line of agentRef
       .output()
       .split('\n')
       .filter((l) => l !== ''))
       expect(() => JSON.parse(line) as unknown).not.toThrow();
+
+    // `docker compose stop`: SIGTERM to PID 1 (the exec'd node), a clean exit; the HEALTHCHECK then fails.
+    agentRef.child.kill('SIGTERM');
+    expect(await agentRef.exited).toBe(0);
+    const after = runHealthcheck();
+    expect(after.status).toBe(1);
+    expect(after.out).toMatch(
+      new RegExp(`^nixfleet-agent healthcheck: no answer from 127\\.0\\.0\\.1:${adminPort}/healthz \\(.*ECONNREFUSED`),
+    );
   }, 90_000);
 });
