@@ -1018,8 +1018,14 @@ describe('status --watch', () => {
         if (written.length + errors.length >= frames) stop.abort();
       };
       const io = {
-        write: (t: string) => (written.push(t), seen()),
-        err: (t: string) => (errors.push(t), seen()),
+        write: (t: string): void => {
+          written.push(t);
+          seen();
+        },
+        err: (t: string): void => {
+          errors.push(t);
+          seen();
+        },
         tty,
       };
       const code = await watchStatus({ kind: 'tcp', host: '127.0.0.1', port }, json, 0.1, io, stop.signal, () => NOW);
@@ -1082,7 +1088,15 @@ describe('status --watch', () => {
       const written: string[] = [];
       const before = requests;
       const started = Date.now();
-      const io = { write: (t: string) => (written.push(t), setTimeout(() => stop.abort(), 20)), err: () => undefined, tty: false };
+      const io = {
+        write: (t: string): void => {
+          written.push(t);
+          // Stopped well inside the hour-long wait for the next refresh.
+          setTimeout(() => stop.abort(), 20);
+        },
+        err: (): void => undefined,
+        tty: false,
+      };
 
       const code = await watchStatus({ kind: 'tcp', host: '127.0.0.1', port }, false, 3600, io, stop.signal, () => NOW);
 

@@ -419,7 +419,7 @@ describe('HeartbeatService against the dev control plane over mutual TLS', () =>
           result: 'http-status',
           httpStatus: 503,
           latencyMs: 0,
-          error: expect.stringContaining('HTTP 503') as string,
+          error: expect.stringContaining('HTTP 503'),
         },
         {
           at: cutAt,
@@ -427,7 +427,7 @@ describe('HeartbeatService against the dev control plane over mutual TLS', () =>
           result: 'network',
           httpStatus: null,
           latencyMs: 0,
-          error: expect.stringMatching(/^connection failed mid-request/) as string,
+          error: expect.stringMatching(/^connection failed mid-request/),
         },
         { at: a.clock.now().toISOString(), source: 'heartbeat', result: 'ok', httpStatus: 200, latencyMs: 0, error: null },
       ]);

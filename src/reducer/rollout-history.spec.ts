@@ -1,4 +1,5 @@
 import { Test, type TestingModule } from '@nestjs/testing';
+import { CapturingLogger } from '../../test/support/agent-harness';
 import { FakeClock } from '../../test/support/fake-clock';
 import { at, HALT, iso, PREVIOUS, ROLLOUT, TARGET } from '../../test/support/reducer-fixtures';
 import { CLOCK } from '../clock/clock';
@@ -72,6 +73,8 @@ describe('RolloutHistory on a real ReducerService', () => {
         { provide: REDUCER_POLICY, useValue: HALT },
       ],
     }).compile();
+    // Rejected inputs warn: kept out of the test's output.
+    module.useLogger(new CapturingLogger());
     opened.push(module);
     return { reducer: module.get(ReducerService), history: module.get(RolloutHistory), clock };
   }
