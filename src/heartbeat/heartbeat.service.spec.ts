@@ -10,8 +10,8 @@ import { RecoveryService } from '../recovery/recovery.service';
 import { EMIT_EVENT_PORT, type EmitEventPort } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
 import { AGENT_VERSION } from '../version';
-import { HEARTBEAT_INTERVAL_NAME } from './heartbeat.constants';
-import { HEARTBEATS_KEPT, HeartbeatService } from './heartbeat.service';
+import { HEARTBEAT_INTERVAL_NAME, HEARTBEATS_KEPT } from './heartbeat.constants';
+import { HeartbeatService } from './heartbeat.service';
 
 const MACHINE = 'web-01';
 const BOOT_CLOSURE = fakeClosure('web-01-26.05');

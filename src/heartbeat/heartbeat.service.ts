@@ -10,11 +10,8 @@ import { MetricsService } from '../metrics/metrics.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { type ExchangeKind, type ExchangeOutcome, HeartbeatExchange, type ReplayFromRecord } from '../recovery/heartbeat-exchange';
 import { RecoveryService } from '../recovery/recovery.service';
-import { HEARTBEAT_INTERVAL_NAME, HEARTBEAT_TICK_MS } from './heartbeat.constants';
+import { HEARTBEAT_INTERVAL_NAME, HEARTBEAT_TICK_MS, HEARTBEATS_KEPT } from './heartbeat.constants';
 import { heartbeatBackoff, INTERVAL_JITTER } from './heartbeat.schedule';
-
-/** Heartbeat outcomes `/status` keeps. */
-export const HEARTBEATS_KEPT = 10;
 
 /** One heartbeat's outcome, for `/status` `heartbeat.recentOutcomes`. */
 export interface HeartbeatOutcome {

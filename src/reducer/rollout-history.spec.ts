@@ -10,7 +10,8 @@ import { EffectPortRegistry } from './effect-ports';
 import { REDUCER_POLICY } from './reducer.ports';
 import { ReducerService } from './reducer.service';
 import type { ReducerInput, ReducerState, RolloutEntry } from './reducer.types';
-import { recordedSince, RolloutHistory, TRANSITIONS_KEPT, transitionsBetween } from './rollout-history';
+import { TRANSITIONS_KEPT } from './reducer.constants';
+import { recordedSince, RolloutHistory, transitionsBetween } from './rollout-history';
 
 const base: RolloutEntry = {
   rolloutId: ROLLOUT,

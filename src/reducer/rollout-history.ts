@@ -1,10 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import type { RolloutState } from '../protocol/rollout';
+import { TRANSITIONS_KEPT } from './reducer.constants';
 import { type AppliedInput, ReducerService } from './reducer.service';
 import type { ReducerInputType, ReducerState, RolloutEntry } from './reducer.types';
-
-/** State changes kept per rollout for `/status`: enough for one rollout's whole life (Pending to Reverted is five). */
-export const TRANSITIONS_KEPT = 10;
 
 /** One change of a rollout's state, as the reducer committed it. */
 export interface RolloutTransition {
