@@ -108,7 +108,12 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
       expect(r.stdout).toMatch(/^ {2}heartbeats {4}\S+Z \(\d+ \w+ ago\) {2}(ok \(HTTP 200\)|FAILED: HTTP 503) in \d+ ms$/m);
       expect(r.stdout).toMatch(/^ {2}(heartbeats {4}| {14})\S+Z \(\d+ \w+ ago\) {2}FAILED: HTTP 503 in \d+ ms$/m);
       expect(r.stdout).toMatch(/^ {16}\S+Z \(\d+ \w+ ago\) {2}ok \(HTTP 200\) in \d+ ms$/m);
-      expect(r.stdout).toMatch(new RegExp(`^ {2}rollouts {6}${rollout} {2}Converged since \\S+Z \\(\\d+ s ago\\) \\(last seq \\d+, delivered through \\d+\\)$`, 'm'));
+      expect(r.stdout).toMatch(
+        new RegExp(
+          `^ {2}rollouts {6}${rollout} {2}Converged since \\S+Z \\(\\d+ s ago\\) \\(last seq \\d+, delivered through \\d+\\)$`,
+          'm',
+        ),
+      );
       expect(r.stdout).toContain(`\n                  closure ${fakeClosure('web-01-26.05')} -> ${target}\n`);
       const transitions = r.stdout.split('\n').filter((l) => / -> \w+ \(\w+\)$/.test(l));
       expect(transitions.map((l) => l.replace(/^ +\S+Z \(\d+ s ago\) {2}/, ''))).toEqual([

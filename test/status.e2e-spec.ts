@@ -545,7 +545,7 @@ describe('GET /status through a rollout: each transition with its time, and the 
     );
     await a.app.get(ActivationService).idle();
     await a.app.get(DrainerService).idle();
-    const soaking = reducer.current().rollouts[ROLLOUT]!;
+    const soaking = reducer.current().rollouts[ROLLOUT];
 
     let body = (await get({ port }, '/status')).json as Json;
     expectContractKeys(body);

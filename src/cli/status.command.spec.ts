@@ -895,7 +895,14 @@ describe('history: transitions and heartbeat outcomes', () => {
     const status = withBlock('heartbeat', {
       recentOutcomes: [
         { at: secondsBefore(300), source: 'boot-recovery', result: 'ok', httpStatus: 200, latencyMs: 41, error: null },
-        { at: secondsBefore(72), source: 'heartbeat', result: 'http-status', httpStatus: 503, latencyMs: 9, error: 'HTTP 503: {"error":"x"}' },
+        {
+          at: secondsBefore(72),
+          source: 'heartbeat',
+          result: 'http-status',
+          httpStatus: 503,
+          latencyMs: 9,
+          error: 'HTTP 503: {"error":"x"}',
+        },
         {
           at: secondsBefore(60),
           source: 'heartbeat',

@@ -142,11 +142,14 @@ async function fetchStatus(address: ListenAddress, now: () => Date, signal?: Abo
   ]);
   if (statusAnswer.status === 'rejected') {
     const line =
-      statusAnswer.reason instanceof AdminNotJsonError ? notAnAgent(where, statusAnswer.reason.status) : noAgent(where, statusAnswer.reason);
+      statusAnswer.reason instanceof AdminNotJsonError
+        ? notAnAgent(where, statusAnswer.reason.status)
+        : noAgent(where, statusAnswer.reason);
     return { kind: 'no-answer', line };
   }
   const status = record(statusAnswer.value.body);
-  if (statusAnswer.value.status !== 200 || status === null) return { kind: 'no-answer', line: notAnAgent(where, statusAnswer.value.status) };
+  if (statusAnswer.value.status !== 200 || status === null)
+    return { kind: 'no-answer', line: notAnAgent(where, statusAnswer.value.status) };
   const readyz: Readyz =
     readyAnswer.status === 'fulfilled' ? readyzOf(readyAnswer.value) : { kind: 'unknown', why: errorText(readyAnswer.reason) };
   const at = now();

@@ -22,12 +22,15 @@ describe('status --watch and --interval, as the config loader reads them', () =>
     expect(load('status', ...ADMIN)).not.toHaveProperty('watch');
   });
 
-  it.each([['abc'], ['0'], ['0.05'], ['3601'], ['1e3'], [' 2']])('refuses --interval %j in one line naming the flag and its range', (value) => {
-    expect(load('status', '--watch', '--interval', value, ...ADMIN)).toEqual({
-      kind: 'invalid',
-      problems: [`config error: --interval must be a number of seconds from 0.1 to 3600, got ${JSON.stringify(value)}`],
-    });
-  });
+  it.each([['abc'], ['0'], ['0.05'], ['3601'], ['1e3'], [' 2']])(
+    'refuses --interval %j in one line naming the flag and its range',
+    (value) => {
+      expect(load('status', '--watch', '--interval', value, ...ADMIN)).toEqual({
+        kind: 'invalid',
+        problems: [`config error: --interval must be a number of seconds from 0.1 to 3600, got ${JSON.stringify(value)}`],
+      });
+    },
+  );
 
   it('refuses --interval without --watch, and --watch with another command', () => {
     expect(load('status', '--interval', '5', ...ADMIN)).toEqual({

@@ -197,17 +197,15 @@ export class HeartbeatService {
   /** Bounded: the oldest goes once HEARTBEATS_KEPT are kept. */
   private recordOutcome(source: ExchangeKind, outcome: ExchangeOutcome, attemptAt: Date): void {
     const failure = outcome.ok ? null : (outcome.failure ?? { kind: 'network' as const, detail: 'unknown failure' });
-    this.outcomes = [
-      ...this.outcomes,
-      {
-        at: outcome.attempt?.sentAt ?? attemptAt.toISOString(),
-        source,
-        result: failure === null ? 'ok' : failure.kind,
-        httpStatus: outcome.attempt?.httpStatus ?? null,
-        latencyMs: outcome.attempt?.latencyMs ?? null,
-        error: failure === null ? null : describeFailure(failure),
-      },
-    ].slice(-HEARTBEATS_KEPT);
+    const recorded: HeartbeatOutcome = {
+      at: outcome.attempt?.sentAt ?? attemptAt.toISOString(),
+      source,
+      result: failure === null ? 'ok' : failure.kind,
+      httpStatus: outcome.attempt?.httpStatus ?? null,
+      latencyMs: outcome.attempt?.latencyMs ?? null,
+      error: failure === null ? null : describeFailure(failure),
+    };
+    this.outcomes = [...this.outcomes, recorded].slice(-HEARTBEATS_KEPT);
   }
 
   private recordFailure(failure: CpFailure): void {

@@ -112,7 +112,7 @@ describe('RolloutHistory on a real ReducerService', () => {
       { from: 'Activating', to: 'Soaking', at: soaking, input: 'ActivationCompleted' },
       { from: 'Soaking', to: 'Converged', at: converged, input: 'Tick' },
     ]);
-    const entry = reducer.current().rollouts[ROLLOUT]!;
+    const entry = reducer.current().rollouts[ROLLOUT];
     // The record and the history agree: the transition's instant is the one its event carries.
     expect(entry.convergedAt).toBe(converged);
     expect(history.since(entry)).toBe(converged);
@@ -129,11 +129,11 @@ describe('RolloutHistory on a real ReducerService', () => {
     );
 
     expect(history.transitions(ROLLOUT)).toEqual([]);
-    expect(history.since(reducer.current().rollouts[ROLLOUT]!)).toBe(iso(3));
-    expect(history.since(reducer.current().rollouts['beta@0badc0de']!)).toBeNull();
+    expect(history.since(reducer.current().rollouts[ROLLOUT])).toBe(iso(3));
+    expect(history.since(reducer.current().rollouts['beta@0badc0de'])).toBeNull();
 
     await reducer.submit({ type: 'Snapshot', snapshot: snapshot('Failed', 2) });
-    const entry = reducer.current().rollouts[ROLLOUT]!;
+    const entry = reducer.current().rollouts[ROLLOUT];
     expect(history.transitions(ROLLOUT)).toEqual([{ from: 'Soaking', to: 'Failed', at: clock.now().toISOString(), input: 'Snapshot' }]);
     // The snapshot said Failed but not when: since is when the agent learned it.
     expect(entry.failedAt).toBeUndefined();
