@@ -75,6 +75,7 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
   describe('history: a rollout through to Converged, and a heartbeat the CP answered 503', () => {
     const rollout = 'stable@5a7c0de1';
     const target = fakeClosure('web-01-26.11', 'c');
+    const RESTORING = 'HTTP 503: {"error":"restoring"}';
     let doc: Json;
 
     beforeAll(async () => {
@@ -92,7 +93,7 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
       doc = await statusWhen(
         agent,
         port,
-        (s) => ((s.heartbeat as Json).recentOutcomes as Json[]).some((o) => o.httpStatus === 503),
+        (s) => ((s.heartbeat as Json).recentOutcomes as Json[]).some((o) => o.error === RESTORING),
         'a heartbeat answered 503 among the recent outcomes',
         10_000,
       );
@@ -105,9 +106,11 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
       // Healthy or, once the 503 is 3 intervals old, degraded: the exit status is not what this is about.
       expect(r.stderr).toBe('');
       // The last ten beats, oldest first: the first on the labelled row, the others below it.
-      expect(r.stdout).toMatch(/^ {2}heartbeats {4}\S+Z \(\d+ \w+ ago\) {2}(ok \(HTTP 200\)|FAILED: HTTP 503) in \d+ ms$/m);
+      expect(r.stdout).toMatch(
+        /^ {2}heartbeats {4}\S+Z \(\d+ \w+ ago\) {2}(ok \(HTTP 200\)|FAILED: HTTP 503) in \d+ ms( \(boot recovery\))?$/m,
+      );
       expect(r.stdout).toMatch(/^ {2}(heartbeats {4}| {14})\S+Z \(\d+ \w+ ago\) {2}FAILED: HTTP 503 in \d+ ms$/m);
-      expect(r.stdout).toMatch(/^ {16}\S+Z \(\d+ \w+ ago\) {2}ok \(HTTP 200\) in \d+ ms$/m);
+      expect(r.stdout).toMatch(/^ {2}(heartbeats {4}| {14})\S+Z \(\d+ \w+ ago\) {2}ok \(HTTP 200\) in \d+ ms( \(boot recovery\))?$/m);
       expect(r.stdout).toMatch(
         new RegExp(
           `^ {2}rollouts {6}${rollout} {2}Converged since \\S+Z \\(\\d+ s ago\\) \\(last seq \\d+, delivered through \\d+\\)$`,
@@ -141,7 +144,7 @@ describe('nixfleet-agent status: the built CLI against the built agent and the d
         result: 'http-status',
         httpStatus: 503,
         latencyMs: expect.any(Number),
-        error: 'HTTP 503: {"error":"restoring"}',
+        error: RESTORING,
       });
       expect(outcomes.filter((o) => o.result === 'ok').every((o) => o.httpStatus === 200)).toBe(true);
     });
