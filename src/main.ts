@@ -43,6 +43,14 @@ async function main(): Promise<number | null> {
     case 'run':
       return run(loaded.config);
     case 'status': {
+      if (loaded.watch) {
+        const { watchStatus } = await import('./cli/status.command');
+        return watchStatus(loaded.adminAddress, loaded.json, loaded.watch.intervalSecs, {
+          write: (text) => process.stdout.write(text),
+          err: (text) => process.stderr.write(`${text}\n`),
+          tty: process.stdout.isTTY === true,
+        });
+      }
       const { runStatusCommand } = await import('./cli/status.command');
       return runStatusCommand(loaded.adminAddress, loaded.json, {
         out: (text) => process.stdout.write(`${text}\n`),

@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ActivationService } from '../src/activation/activation.service';
+import { AdvanceTicker } from '../src/advance/advance.ticker';
 import { statusContractProblems } from '../src/admin/status.contract';
 import { listenAdmin } from '../src/agent.app';
 import { DispatchWorker } from '../src/dispatch/dispatch.worker';
@@ -86,6 +87,7 @@ function expectContractKeys(body: Json): void {
     'nextDueAt',
     'lastReplayFrom',
     'clockSkewSecs',
+    'recentOutcomes',
   ]) {
     expect(Object.keys(hb)).toContain(key);
   }
@@ -94,7 +96,19 @@ function expectContractKeys(body: Json): void {
     expect(Object.keys(rec)).toContain(key);
   }
   for (const r of body.rollouts as Json[]) {
-    expect(Object.keys(r).sort()).toEqual(['channel', 'lastDeliveredSeq', 'lastEventSeq', 'rolloutId', 'state', 'targetClosure']);
+    expect(Object.keys(r).sort()).toEqual([
+      'channel',
+      'closureAfter',
+      'closureBefore',
+      'lastDeliveredSeq',
+      'lastEventSeq',
+      'rolloutId',
+      'since',
+      'soakDueAt',
+      'state',
+      'targetClosure',
+      'transitions',
+    ]);
   }
   expect(Object.keys(body)).toEqual(expect.arrayContaining(['outbound', 'activation']));
   const outbound = body.outbound as Json;
@@ -494,5 +508,114 @@ describe('GET /status with every section in use conforms to the typed contract',
     } finally {
       world.cp.setDefault('dispatch', null);
     }
+  });
+});
+
+describe('GET /status through a rollout: each transition with its time, and the recent heartbeats', () => {
+  let world: World;
+  let agent: AgentUnderTest | null = null;
+
+  beforeAll(async () => {
+    // A poll the CP holds returns 204 after 200 ms: the dispatch loop turns quickly.
+    world = await makeWorld({ dispatchWaitCapMs: 200 });
+  });
+  afterAll(async () => {
+    await agent?.close();
+    await world.close();
+  });
+
+  it('from dispatch to Converged, with a heartbeat the CP answered 503 on the way', async () => {
+    // No health checks: the rollout is judged by its soak alone.
+    agent = await buildAgent(world, { extra: ['--health-checks-file', join(world.dir, 'no-health-checks.json')] });
+    const a = agent;
+    await a.app.get(RecoveryService).whenComplete();
+    await listenAdmin(a.app, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+    const port = portOf(a);
+    const reducer = a.app.get(ReducerService);
+    const heartbeat = a.app.get(HeartbeatService);
+    const bootAt = a.clock.now().toISOString();
+    const before = fakeClosure('web-01-26.05');
+    const soakDueAt = '2026-11-28T12:30:00.000Z';
+
+    world.cp.queueDispatch(world.pki.machineId, { rollout_id: ROLLOUT, target_closure: TARGET, soak_due_at: soakDueAt });
+    await world.cp.waitFor(
+      () => reducer.current().rollouts[ROLLOUT]?.probesDeclaredAt,
+      5_000,
+      'the rollout Soaking, its (empty) probe topology declared',
+    );
+    await a.app.get(ActivationService).idle();
+    await a.app.get(DrainerService).idle();
+    const soaking = reducer.current().rollouts[ROLLOUT];
+
+    let body = (await get({ port }, '/status')).json as Json;
+    expectContractKeys(body);
+    expect(body.rollouts).toEqual([
+      {
+        rolloutId: ROLLOUT,
+        channel: 'stable',
+        state: 'Soaking',
+        targetClosure: TARGET,
+        lastEventSeq: soaking.lastEventSeq,
+        lastDeliveredSeq: soaking.lastEventSeq,
+        since: soaking.activationCompletedAt,
+        soakDueAt,
+        closureBefore: before,
+        closureAfter: TARGET,
+        transitions: [
+          { from: null, to: 'Activating', at: soaking.dispatchAckedAt, input: 'Activate' },
+          { from: 'Activating', to: 'Soaking', at: soaking.activationCompletedAt, input: 'ActivationCompleted' },
+        ],
+      },
+    ]);
+
+    // A steady heartbeat the CP answers 503, then one it answers.
+    world.cp.respondNext('heartbeat', { status: 503, body: { error: 'restoring' } });
+    a.clock.advance(60_000);
+    heartbeat.tick();
+    await heartbeat.settled();
+    const failedAt = a.clock.now().toISOString();
+    a.clock.advance(Date.parse(heartbeat.status().nextDueAt!) - a.clock.now().getTime());
+    heartbeat.tick();
+    await heartbeat.settled();
+    const okAt = a.clock.now().toISOString();
+
+    // Past the soak's end, the next tick converges it.
+    a.clock.advance(Date.parse(soakDueAt) - a.clock.now().getTime() + 1_000);
+    await a.app.get(AdvanceTicker).tick();
+    await reducer.drain();
+    const convergedAt = a.clock.now().toISOString();
+    expect(reducer.current().rollouts[ROLLOUT]).toMatchObject({ state: 'Converged', convergedAt });
+
+    body = (await get({ port }, '/status')).json as Json;
+    expectContractKeys(body);
+    expect(body.rollouts).toEqual([
+      expect.objectContaining({
+        rolloutId: ROLLOUT,
+        state: 'Converged',
+        since: convergedAt,
+        // Only while Soaking.
+        soakDueAt: null,
+        closureBefore: before,
+        closureAfter: TARGET,
+        transitions: [
+          { from: null, to: 'Activating', at: soaking.dispatchAckedAt, input: 'Activate' },
+          { from: 'Activating', to: 'Soaking', at: soaking.activationCompletedAt, input: 'ActivationCompleted' },
+          { from: 'Soaking', to: 'Converged', at: convergedAt, input: 'Tick' },
+        ],
+      }),
+    ]);
+    for (const t of (body.rollouts as Json[])[0].transitions as Json[]) expect(t.at).toMatch(RFC3339);
+    expect((body.heartbeat as Json).recentOutcomes).toEqual([
+      { at: bootAt, source: 'boot-recovery', result: 'ok', httpStatus: 200, latencyMs: expect.any(Number), error: null },
+      {
+        at: failedAt,
+        source: 'heartbeat',
+        result: 'http-status',
+        httpStatus: 503,
+        latencyMs: expect.any(Number),
+        error: 'HTTP 503: {"error":"restoring"}',
+      },
+      { at: okAt, source: 'heartbeat', result: 'ok', httpStatus: 200, latencyMs: expect.any(Number), error: null },
+    ]);
   });
 });

@@ -3,6 +3,7 @@ import { statusContractProblems } from './status.contract';
 
 const AT = '2026-11-28T12:00:00.000Z';
 const CLOSURE = `${'a'.repeat(32)}-nixos-system-web-01-26.05`;
+const PREVIOUS = `${'b'.repeat(32)}-nixos-system-web-01-26.04`;
 
 type Json = Record<string, unknown>;
 
@@ -37,11 +38,43 @@ function document(): Json {
       clockSkewSecs: -0.4,
       inFlight: false,
       skippedTicks: 0,
+      recentOutcomes: [
+        { at: AT, source: 'boot-recovery', result: 'ok', httpStatus: 200, latencyMs: 12, error: null },
+        { at: AT, source: 'heartbeat', result: 'http-status', httpStatus: 503, latencyMs: 8, error: 'HTTP 503: starting' },
+        { at: AT, source: 'heartbeat', result: 'connect', httpStatus: null, latencyMs: 3, error: 'cannot connect: ECONNREFUSED' },
+      ],
     },
     recovery: { completedAt: AT, reachedControlPlane: true, snapshotsApplied: 1 },
     rollouts: [
-      { rolloutId: 'stable@a1b2c3d4', channel: 'stable', state: 'Soaking', targetClosure: CLOSURE, lastEventSeq: 3, lastDeliveredSeq: 2 },
-      { rolloutId: 'beta@0badc0de', channel: 'beta', state: 'Deferred', targetClosure: null, lastEventSeq: 2, lastDeliveredSeq: null },
+      {
+        rolloutId: 'stable@a1b2c3d4',
+        channel: 'stable',
+        state: 'Soaking',
+        targetClosure: CLOSURE,
+        lastEventSeq: 3,
+        lastDeliveredSeq: 2,
+        since: AT,
+        soakDueAt: AT,
+        closureBefore: PREVIOUS,
+        closureAfter: CLOSURE,
+        transitions: [
+          { from: null, to: 'Activating', at: AT, input: 'Activate' },
+          { from: 'Activating', to: 'Soaking', at: AT, input: 'ActivationCompleted' },
+        ],
+      },
+      {
+        rolloutId: 'beta@0badc0de',
+        channel: 'beta',
+        state: 'Deferred',
+        targetClosure: null,
+        lastEventSeq: 2,
+        lastDeliveredSeq: null,
+        since: null,
+        soakDueAt: null,
+        closureBefore: null,
+        closureAfter: null,
+        transitions: [],
+      },
     ],
     outbound: {
       pending: 1,
@@ -302,6 +335,28 @@ describe('the /status contract', () => {
       expect.stringMatching(/^dispatch\.lastOrder\.outcome: /),
       expect.stringMatching(/^activation\.running\.phase: /),
       expect.stringMatching(/^activation\.running\.realise\.pathsCopied: /),
+    ]);
+  });
+
+  it("checks each rollout's transitions and each heartbeat outcome: states, inputs and results from their sets, times RFC 3339", () => {
+    const doc = document();
+    const [stable] = doc.rollouts as Json[];
+    const transitions = stable.transitions as Json[];
+    transitions[0].from = 'Dispatched';
+    transitions[1].input = 'Reboot';
+    transitions[1].at = 'yesterday';
+    const outcomes = section(doc, 'heartbeat').recentOutcomes as Json[];
+    outcomes[1].result = 'dns';
+    outcomes[2].latencyMs = -1;
+    delete outcomes[2].error;
+
+    expect(statusContractProblems(doc)).toEqual([
+      expect.stringMatching(/^heartbeat\.recentOutcomes\.1\.result: /),
+      expect.stringMatching(/^heartbeat\.recentOutcomes\.2\.latencyMs: /),
+      expect.stringMatching(/^heartbeat\.recentOutcomes\.2\.error: .*\(got nothing\)$/),
+      expect.stringMatching(/^rollouts\.0\.transitions\.0\.from: /),
+      expect.stringMatching(/^rollouts\.0\.transitions\.1\.at: /),
+      expect.stringMatching(/^rollouts\.0\.transitions\.1\.input: /),
     ]);
   });
 

@@ -29,7 +29,7 @@ import type { DispatchStatus, HeldOrder, LastOrder } from '../dispatch/dispatch.
 import type { ComponentHealth, ComponentName, ComponentState } from '../health/component-health';
 import type { HealthStatusPart } from '../health/health.status';
 import type { HeartbeatStatusPart } from '../heartbeat/heartbeat.status';
-import type { HeartbeatStatus } from '../heartbeat/heartbeat.service';
+import type { HeartbeatOutcome, HeartbeatStatus } from '../heartbeat/heartbeat.service';
 import type { ReplayStatus } from '../outbound/drainer.service';
 import type { EventLogWriteHealth } from '../outbound/event-log.service';
 import type { OutboundStatus, OutboundStatusPart, RolloutStatus } from '../outbound/outbound.status';
@@ -42,8 +42,9 @@ import type { RecoveryStatus } from '../recovery/recovery.service';
 import type { RecoveryStatusPart } from '../recovery/recovery.status';
 import type { ReducerStats } from '../reducer/reducer.service';
 import type { ReducerStatusPart } from '../reducer/reducer.status';
-import type { Effect, ProbeStatus, RollbackAttempt } from '../reducer/reducer.types';
+import type { Effect, ProbeStatus, ReducerInputType, RollbackAttempt } from '../reducer/reducer.types';
 import type { ProbeJudgement, RolloutHealth } from '../reducer/rollout-health';
+import type { RolloutTransition } from '../reducer/rollout-history';
 import type { JobResultStatus, JobState, JobStatus } from '../jobs/job.types';
 import type { JobsStatusPart } from '../jobs/jobs.status';
 import type { KeyAlgorithm } from '../trust/keys';
@@ -100,6 +101,19 @@ const CP_FAILURE_KINDS = members<CpFailureKind>({
 });
 const COMPONENT_STATES = members<ComponentState>({ ok: true, warning: true, failing: true });
 const EXCHANGE_KINDS = members<ExchangeKind>({ 'boot-recovery': true, heartbeat: true });
+const HEARTBEAT_RESULTS: HeartbeatOutcome['result'][] = ['ok', ...CP_FAILURE_KINDS];
+const REDUCER_INPUT_TYPES = members<ReducerInputType>({
+  Activate: true,
+  ActivationStarted: true,
+  ActivationCompleted: true,
+  ActivationDeferred: true,
+  ActivationFailed: true,
+  ProbeTopologyDeclared: true,
+  ProbeResult: true,
+  RollbackCompleted: true,
+  Tick: true,
+  Snapshot: true,
+});
 const ACTIVATION_KINDS = members<ActivationKind>({ switch: true, rollback: true });
 const ACTIVATION_PHASES = members<ActivationPhase>({
   realising: true,
@@ -156,6 +170,15 @@ export class ReplayFromSection implements ReplayFromRecord {
   @IsIn(EXCHANGE_KINDS) source!: ExchangeKind;
 }
 
+export class HeartbeatOutcomeSection implements HeartbeatOutcome {
+  @Time() at!: string;
+  @IsIn(EXCHANGE_KINDS) source!: ExchangeKind;
+  @IsIn(HEARTBEAT_RESULTS) result!: HeartbeatOutcome['result'];
+  @Nullable() @IsInt() httpStatus!: number | null;
+  @Nullable() @Count() latencyMs!: number | null;
+  @Nullable() @IsString() error!: string | null;
+}
+
 export class HeartbeatSection implements HeartbeatStatus {
   @IsNumber() intervalSecs!: number;
   @Nullable() @Time() lastAttemptAt!: string | null;
@@ -168,12 +191,20 @@ export class HeartbeatSection implements HeartbeatStatus {
   @Nullable() @IsNumber() clockSkewSecs!: number | null;
   @IsBoolean() inFlight!: boolean;
   @Count() skippedTicks!: number;
+  @IsArray() @ValidateNested({ each: true }) @Type(() => HeartbeatOutcomeSection) recentOutcomes!: HeartbeatOutcomeSection[];
 }
 
 export class RecoverySection implements RecoveryStatus {
   @Nullable() @Time() completedAt!: string | null;
   @Nullable() @IsBoolean() reachedControlPlane!: boolean | null;
   @Count() snapshotsApplied!: number;
+}
+
+export class TransitionSection implements RolloutTransition {
+  @Nullable() @IsIn(ROLLOUT_STATES) from!: RolloutState | null;
+  @IsIn(ROLLOUT_STATES) to!: RolloutState;
+  @Time() at!: string;
+  @IsIn(REDUCER_INPUT_TYPES) input!: ReducerInputType;
 }
 
 export class RolloutSection implements RolloutStatus {
@@ -183,6 +214,11 @@ export class RolloutSection implements RolloutStatus {
   @Nullable() @IsString() targetClosure!: string | null;
   @Count() lastEventSeq!: number;
   @Nullable() @Count() lastDeliveredSeq!: number | null;
+  @Nullable() @Time() since!: string | null;
+  @Nullable() @Time() soakDueAt!: string | null;
+  @Nullable() @IsString() closureBefore!: string | null;
+  @Nullable() @IsString() closureAfter!: string | null;
+  @IsArray() @ValidateNested({ each: true }) @Type(() => TransitionSection) transitions!: TransitionSection[];
 }
 
 export class ReplaySection implements ReplayStatus {

@@ -15,11 +15,11 @@ export class AdminNotJsonError extends Error {
 }
 
 /** One GET to the agent's admin endpoint, over TCP or its unix socket. */
-export function getFromAdmin(address: ListenAddress, path: string, timeoutMs = 5000): Promise<AdminAnswer> {
+export function getFromAdmin(address: ListenAddress, path: string, timeoutMs = 5000, signal?: AbortSignal): Promise<AdminAnswer> {
   return new Promise((resolve, reject) => {
     const target = address.kind === 'unix' ? { socketPath: address.path } : { host: address.host, port: address.port };
     // No pooled keep-alive socket: a one-shot CLI must not wait on an idle connection to exit.
-    const req = http.request({ ...target, path, method: 'GET', timeout: timeoutMs, agent: false }, (res) => {
+    const req = http.request({ ...target, path, method: 'GET', timeout: timeoutMs, agent: false, signal }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -6,7 +6,21 @@ import { join } from 'node:path';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { helpText } from '../config/config.loader';
 import { COMPONENT_LABELS } from '../health/component-health';
-import { assess, formatSeqs, JUDGED_BY_COMPONENT, type Readyz, readyzOf, runStatusCommand, STATUS_EXIT, summarize } from './status.command';
+import {
+  assess,
+  formatSeqs,
+  JUDGED_BY_COMPONENT,
+  type Readyz,
+  readyzOf,
+  runStatusCommand,
+  STATUS_EXIT,
+  summarize,
+  TTY_ERASE_BELOW,
+  TTY_ERASE_LINE,
+  TTY_HOME,
+  watchFrame,
+  watchStatus,
+} from './status.command';
 
 type Json = Record<string, unknown>;
 
@@ -870,5 +884,233 @@ describe('runStatusCommand against a real HTTP server on loopback', () => {
     );
     expect(notFound.code).toBe(STATUS_EXIT.unreachable);
     expect(notFound.err).toContain('answered HTTP 404 to /status');
+  });
+});
+
+describe('history: transitions and heartbeat outcomes', () => {
+  const BEFORE = `${'b'.repeat(32)}-nixos-system-web-01-26.04`;
+
+  /** A soaking rollout with its history, and recent heartbeats, one of them failed. */
+  function withHistory(): Json {
+    const status = withBlock('heartbeat', {
+      recentOutcomes: [
+        { at: secondsBefore(300), source: 'boot-recovery', result: 'ok', httpStatus: 200, latencyMs: 41, error: null },
+        {
+          at: secondsBefore(72),
+          source: 'heartbeat',
+          result: 'http-status',
+          httpStatus: 503,
+          latencyMs: 9,
+          error: 'HTTP 503: {"error":"x"}',
+        },
+        {
+          at: secondsBefore(60),
+          source: 'heartbeat',
+          result: 'connect',
+          httpStatus: null,
+          latencyMs: 3,
+          error: 'cannot connect: ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:8443',
+        },
+        { at: secondsBefore(12), source: 'heartbeat', result: 'ok', httpStatus: 200, latencyMs: 7, error: null },
+      ],
+    });
+    status.rollouts = [
+      {
+        rolloutId: 'stable@a1b2c3d4',
+        channel: 'stable',
+        state: 'Soaking',
+        targetClosure: CLOSURE,
+        lastEventSeq: 3,
+        lastDeliveredSeq: 3,
+        since: secondsBefore(90),
+        soakDueAt: secondsBefore(-210),
+        closureBefore: BEFORE,
+        closureAfter: CLOSURE,
+        transitions: [
+          { from: null, to: 'Activating', at: secondsBefore(100), input: 'Activate' },
+          { from: 'Activating', to: 'Soaking', at: secondsBefore(90), input: 'ActivationCompleted' },
+        ],
+      },
+    ];
+    return status;
+  }
+
+  it('prints each heartbeat after the control plane row, and each rollout with since when, the soak end, the closures and its transitions', () => {
+    const status = withHistory();
+    const text = summarize(status, assess(status, READY, NOW), NOW);
+
+    expect(text.split('\n')).toEqual([
+      'web-01 (nixfleet-agent 0.1.0, pid 4242, up 10 min): HEALTHY',
+      '  control plane https://cp.fleet.test:8443 is reachable, last heartbeat 12 s ago',
+      `  heartbeats    ${secondsBefore(300)} (5 min ago)  ok (HTTP 200) in 41 ms (boot recovery)`,
+      `                ${secondsBefore(72)} (72 s ago)  FAILED: HTTP 503 in 9 ms`,
+      `                ${secondsBefore(60)} (60 s ago)  FAILED: connect (cannot connect: ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:8443) in 3 ms`,
+      `                ${secondsBefore(12)} (12 s ago)  ok (HTTP 200) in 7 ms`,
+      `  closure       ${CLOSURE}`,
+      `  rollouts      stable@a1b2c3d4  Soaking since ${secondsBefore(90)} (90 s ago) (last seq 3, delivered through 3)`,
+      `                  soak ends ${secondsBefore(-210)} (in 3 min)`,
+      `                  closure ${BEFORE} -> ${CLOSURE}`,
+      `                  ${secondsBefore(100)} (100 s ago)  new -> Activating (Activate)`,
+      `                  ${secondsBefore(90)} (90 s ago)  Activating -> Soaking (ActivationCompleted)`,
+      '  outbound      0 pending, 5 delivered, 0 refused',
+      '  replay        none asked for',
+      `  certificate   CN web-01, expires in 300 days (${secondsBefore(-300 * DAY)})`,
+    ]);
+  });
+
+  it('says a soak end that has passed as how long ago, and a closure not switched to yet', () => {
+    const status = withHistory();
+    const [rollout] = status.rollouts as Json[];
+    Object.assign(rollout, { soakDueAt: secondsBefore(5), closureAfter: null, transitions: [] });
+    const text = summarize(status, assess(status, READY, NOW), NOW);
+
+    expect(text).toContain(`\n                  soak ends ${secondsBefore(5)} (5 s ago)\n`);
+    expect(text).toContain(`\n                  closure ${BEFORE} -> not switched yet\n`);
+  });
+});
+
+describe('status --watch', () => {
+  describe('watchFrame', () => {
+    it('redraws in place on a terminal: cursor home, each line erased to its end, everything below erased', () => {
+      const frame = watchFrame('first line\nsecond', true, false);
+
+      expect(frame).toBe('\x1b[Hfirst line\x1b[K\nsecond\x1b[K\n\x1b[J');
+      expect(TTY_HOME).toBe('\x1b[H');
+      expect(TTY_ERASE_LINE).toBe('\x1b[K');
+      expect(TTY_ERASE_BELOW).toBe('\x1b[J');
+      // The first frame overwrites the screen the same way.
+      expect(watchFrame('x', true, true)).toBe('\x1b[Hx\x1b[K\n\x1b[J');
+    });
+
+    it('elsewhere writes plain blocks, a blank line before each but the first, and no escape code', () => {
+      const written = [watchFrame('a\nb', false, true), watchFrame('c', false, false)].join('');
+
+      expect(written).toBe('a\nb\n\nc\n');
+      expect(written).not.toContain('\x1b');
+    });
+  });
+
+  describe('watchStatus against a real HTTP server on loopback', () => {
+    let server: http.Server;
+    let port: number;
+    let requests = 0;
+    let answering = true;
+
+    beforeAll(async () => {
+      server = http.createServer((req, res) => {
+        requests += 1;
+        if (!answering) {
+          res.writeHead(404, { 'content-type': 'text/plain' }).end('nothing here');
+          return;
+        }
+        const body = req.url === '/status' ? statusDoc() : { status: 'ok', lastSuccessAt: secondsBefore(12) };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      port = (server.address() as AddressInfo).port;
+    });
+    afterAll(async () => {
+      await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+    });
+    beforeEach(() => {
+      answering = true;
+    });
+
+    /** Runs the watch until `frames` writes (or error lines) came, then stops it as a signal would. */
+    async function watch(json: boolean, tty: boolean, frames: number) {
+      const written: string[] = [];
+      const errors: string[] = [];
+      const stop = new AbortController();
+      const seen = (): void => {
+        if (written.length + errors.length >= frames) stop.abort();
+      };
+      const io = {
+        write: (t: string): void => {
+          written.push(t);
+          seen();
+        },
+        err: (t: string): void => {
+          errors.push(t);
+          seen();
+        },
+        tty,
+      };
+      const code = await watchStatus({ kind: 'tcp', host: '127.0.0.1', port }, json, 0.1, io, stop.signal, () => NOW);
+      return { code, written, errors };
+    }
+
+    it('prints a plain block per refresh, separated by a blank line, and returns 0 when stopped', async () => {
+      const r = await watch(false, false, 2);
+
+      expect(r.code).toBe(0);
+      expect(r.errors).toEqual([]);
+      expect(r.written).toHaveLength(2);
+      const blocks = r.written.join('').split('\n\n');
+      expect(blocks).toHaveLength(2);
+      for (const block of blocks) {
+        expect(block.split('\n')[0]).toBe(`every 0.1 s: nixfleet-agent status at ${NOW.toISOString()}`);
+        expect(block).toContain('web-01 (nixfleet-agent 0.1.0, pid 4242, up 10 min): HEALTHY');
+      }
+      expect(r.written.join('')).not.toContain('\x1b');
+    });
+
+    it('redraws in place on a terminal and says how to stop', async () => {
+      const r = await watch(false, true, 2);
+
+      expect(r.code).toBe(0);
+      for (const frame of r.written) {
+        expect(frame.startsWith(`\x1b[Hevery 0.1 s: nixfleet-agent status at ${NOW.toISOString()} (Ctrl-C to stop)\x1b[K\n`)).toBe(true);
+        expect(frame.endsWith('\n\x1b[J')).toBe(true);
+      }
+    });
+
+    it('with --json writes one compact /status document per line, without escape codes even on a terminal', async () => {
+      const r = await watch(true, true, 3);
+
+      expect(r.code).toBe(0);
+      expect(r.written).toHaveLength(3);
+      for (const line of r.written) {
+        expect(line.endsWith('\n')).toBe(true);
+        expect(line.slice(0, -1)).not.toContain('\n');
+        expect(JSON.parse(line)).toEqual(statusDoc());
+      }
+      expect(r.written.join('')).not.toContain('\x1b');
+    });
+
+    it('goes on when the agent does not answer: the refresh says so in text, or on stderr with --json', async () => {
+      answering = false;
+      const text = await watch(false, false, 2);
+      const json = await watch(true, false, 2);
+
+      expect(text.code).toBe(0);
+      expect(text.written).toHaveLength(2);
+      expect(text.written[1]).toContain(`127.0.0.1:${port} answered HTTP 404 to /status, not with an agent's status document`);
+      expect(json.written).toEqual([]);
+      expect(json.errors).toHaveLength(2);
+      expect(json.errors[0]).toContain('answered HTTP 404 to /status');
+    });
+
+    it('stops at once when stopped while waiting for the next refresh', async () => {
+      const stop = new AbortController();
+      const written: string[] = [];
+      const before = requests;
+      const started = Date.now();
+      const io = {
+        write: (t: string): void => {
+          written.push(t);
+          // Stopped well inside the hour-long wait for the next refresh.
+          setTimeout(() => stop.abort(), 20);
+        },
+        err: (): void => undefined,
+        tty: false,
+      };
+
+      const code = await watchStatus({ kind: 'tcp', host: '127.0.0.1', port }, false, 3600, io, stop.signal, () => NOW);
+
+      expect(code).toBe(0);
+      expect(written).toHaveLength(1);
+      expect(requests - before).toBe(2);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    });
   });
 });

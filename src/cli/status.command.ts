@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { formatDuration } from '../clock/duration';
 import { CERT_EXPIRY_WARNING_DAYS, CLOCK_SKEW_WARN_SECS } from '../clock/thresholds';
 import { formatListenAddress, type ListenAddress } from '../config/listen-address';
@@ -121,27 +122,113 @@ export async function runStatusCommand(
   io: StatusCommandIo,
   now: () => Date = () => new Date(),
 ): Promise<StatusExit> {
+  const got = await fetchStatus(address, now);
+  if (got.kind === 'no-answer') {
+    io.err(got.line);
+    return STATUS_EXIT.unreachable;
+  }
+  io.out(json ? JSON.stringify(got.status, null, 2) : summarize(got.status, got.assessment, got.at));
+  return got.assessment.exit;
+}
+
+/** One look at the agent: its documents judged, or the one line that says why there was no usable answer. */
+type Fetched = { kind: 'answer'; status: Json; assessment: Assessment; at: Date } | { kind: 'no-answer'; line: string };
+
+async function fetchStatus(address: ListenAddress, now: () => Date, signal?: AbortSignal): Promise<Fetched> {
   const where = formatListenAddress(address);
-  const [statusAnswer, readyAnswer] = await Promise.allSettled([getFromAdmin(address, '/status'), getFromAdmin(address, '/readyz')]);
+  const [statusAnswer, readyAnswer] = await Promise.allSettled([
+    getFromAdmin(address, '/status', undefined, signal),
+    getFromAdmin(address, '/readyz', undefined, signal),
+  ]);
   if (statusAnswer.status === 'rejected') {
-    io.err(
+    const line =
       statusAnswer.reason instanceof AdminNotJsonError
         ? notAnAgent(where, statusAnswer.reason.status)
-        : noAgent(where, statusAnswer.reason),
-    );
-    return STATUS_EXIT.unreachable;
+        : noAgent(where, statusAnswer.reason);
+    return { kind: 'no-answer', line };
   }
   const status = record(statusAnswer.value.body);
-  if (statusAnswer.value.status !== 200 || status === null) {
-    io.err(notAnAgent(where, statusAnswer.value.status));
-    return STATUS_EXIT.unreachable;
-  }
+  if (statusAnswer.value.status !== 200 || status === null)
+    return { kind: 'no-answer', line: notAnAgent(where, statusAnswer.value.status) };
   const readyz: Readyz =
     readyAnswer.status === 'fulfilled' ? readyzOf(readyAnswer.value) : { kind: 'unknown', why: errorText(readyAnswer.reason) };
   const at = now();
-  const assessment = assess(status, readyz, at);
-  io.out(json ? JSON.stringify(status, null, 2) : summarize(status, assessment, at));
-  return assessment.exit;
+  return { kind: 'answer', status, assessment: assess(status, readyz, at), at };
+}
+
+export interface WatchIo {
+  /** Written as is: a frame carries its own line ends and, on a terminal, its escape codes. */
+  write: (text: string) => void;
+  err: (text: string) => void;
+  /** stdout is a terminal: redraw in place; anything else gets plain blocks. */
+  tty: boolean;
+}
+
+/** ECMA-48: cursor to the top left (CUP), erase to the end of the line (EL), erase below the cursor (ED). */
+export const TTY_HOME = '\x1b[H';
+export const TTY_ERASE_LINE = '\x1b[K';
+export const TTY_ERASE_BELOW = '\x1b[J';
+
+/**
+ * One refresh as written. On a terminal it overwrites the previous one in
+ * place, line by line, and erases what is left below (no full clear, so no
+ * flicker); elsewhere it is a plain block, a blank line before each but the
+ * first, with no escape codes.
+ */
+export function watchFrame(block: string, tty: boolean, first: boolean): string {
+  if (!tty) return `${first ? '' : '\n'}${block}\n`;
+  const lines = block.split('\n').map((line) => `${line}${TTY_ERASE_LINE}`);
+  return `${TTY_HOME}${lines.join('\n')}\n${TTY_ERASE_BELOW}`;
+}
+
+/** The first line of each refresh: how often, and when this one was taken. */
+export function watchHeader(intervalSecs: number, at: Date, tty: boolean): string {
+  return `every ${intervalSecs} s: nixfleet-agent status at ${at.toISOString()}${tty ? ' (Ctrl-C to stop)' : ''}`;
+}
+
+/**
+ * `status --watch`: the summary again every `intervalSecs` until `stop`
+ * (SIGINT or SIGTERM by default), then exit 0. An agent that does not
+ * answer is said in the refresh, and the watch goes on. With --json, one
+ * compact /status document per line (JSON Lines), never escape codes, and
+ * a missing answer goes to stderr.
+ */
+export async function watchStatus(
+  address: ListenAddress,
+  json: boolean,
+  intervalSecs: number,
+  io: WatchIo,
+  stop: AbortSignal = stopOnSignals(),
+  now: () => Date = () => new Date(),
+): Promise<0> {
+  for (let first = true; !stop.aborted; first = false) {
+    const got = await fetchStatus(address, now, stop);
+    // A refresh cut short by the stop is not one the operator asked for.
+    if (stop.aborted) break;
+    if (json) {
+      if (got.kind === 'answer') io.write(`${JSON.stringify(got.status)}\n`);
+      else io.err(got.line);
+    } else {
+      const at = got.kind === 'answer' ? got.at : now();
+      const body = got.kind === 'answer' ? summarize(got.status, got.assessment, got.at) : got.line;
+      io.write(watchFrame(`${watchHeader(intervalSecs, at, io.tty)}\n${body}`, io.tty, first));
+    }
+    try {
+      await sleep(intervalSecs * 1000, undefined, { signal: stop });
+    } catch {
+      // Stopped while waiting: the loop ends.
+    }
+  }
+  return 0;
+}
+
+/** Aborted by SIGINT (Ctrl-C) or SIGTERM: a watch stopped on purpose exits 0. Each is caught once: a second Ctrl-C acts as by default. */
+function stopOnSignals(): AbortSignal {
+  const controller = new AbortController();
+  const stop = (): void => controller.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return controller.signal;
 }
 
 function noAgent(where: string, err: unknown): string {
@@ -384,11 +471,12 @@ export function summarize(status: Json, assessment: Assessment, now: Date): stri
 
   const cpUrl = text(status.controlPlaneUrl);
   lines.push(row('control plane', `${cpUrl === null ? '' : `${cpUrl} is `}${reachabilityText(assessment.reachability, now)}`));
+  heartbeatLines(record(status.heartbeat), now).forEach((line, i) => lines.push(row(i === 0 ? 'heartbeats' : '', line)));
   lines.push(row('closure', text(status.currentClosure) ?? 'not known (the current-system link is unreadable)'));
 
   const rollouts = Array.isArray(status.rollouts) ? status.rollouts.map(record).filter((r): r is Json => r !== null) : [];
   if (rollouts.length === 0) lines.push(row('rollouts', 'none'));
-  rollouts.forEach((r, i) => lines.push(row(i === 0 ? 'rollouts' : '', rolloutText(r))));
+  rollouts.forEach((r, i) => rolloutLines(r, now).forEach((line, j) => lines.push(row(i === 0 && j === 0 ? 'rollouts' : '', line))));
   lines.push(...healthLines(record(status.probes), now));
   const trust = record(status.trust);
   if (trust !== null) lines.push(row('trust', trustText(trust, now)));
@@ -458,6 +546,14 @@ function lastAttemptText(f: LastAttemptFailed, now: Date): string {
   return `the last attempt FAILED: ${f.error ?? 'no detail'} (${f.consecutiveFailures} failure(s) in a row${since})`;
 }
 
+/** "2026-11-28T12:10:00.000Z (in 10 min)", or "(40 s ago)" once it has passed. */
+function whenText(iso: string, now: Date): string {
+  const at = Date.parse(iso);
+  if (Number.isNaN(at)) return iso;
+  const secs = (at - now.getTime()) / 1000;
+  return secs > 0 ? `${iso} (in ${formatDuration(secs)})` : sinceText(iso, now);
+}
+
 /** "2026-11-28T11:59:20.000Z (40 s ago)". */
 function sinceText(iso: string, now: Date): string {
   const age = ageSecs(iso, now);
@@ -480,9 +576,50 @@ function componentText(c: ComponentHealth, now: Date): string {
   }
 }
 
-function rolloutText(r: Json): string {
+/**
+ * A rollout's line: its state and since when, its seqs; then, from an agent
+ * that reports them, the soak end, the closure before and after, and its
+ * last transitions, oldest first.
+ */
+function rolloutLines(r: Json, now: Date): string[] {
   const seq = (v: unknown): string => (count(v) === null ? '-' : String(count(v)));
-  return `${text(r.rolloutId) ?? '?'}  ${text(r.state) ?? '?'} (last seq ${seq(r.lastEventSeq)}, delivered through ${seq(r.lastDeliveredSeq)})`;
+  const since = text(r.since);
+  const lines = [
+    `${text(r.rolloutId) ?? '?'}  ${text(r.state) ?? '?'}${since === null ? '' : ` since ${sinceText(since, now)}`} (last seq ${seq(r.lastEventSeq)}, delivered through ${seq(r.lastDeliveredSeq)})`,
+  ];
+  const soakDueAt = text(r.soakDueAt);
+  if (soakDueAt !== null) lines.push(`  soak ends ${whenText(soakDueAt, now)}`);
+  const before = text(r.closureBefore);
+  const after = text(r.closureAfter);
+  if (before !== null || after !== null) lines.push(`  closure ${before ?? 'not known'} -> ${after ?? 'not switched yet'}`);
+  const transitions = Array.isArray(r.transitions) ? r.transitions.map(record).filter((t): t is Json => t !== null) : [];
+  for (const t of transitions) {
+    const at = text(t.at);
+    lines.push(`  ${at === null ? '?' : sinceText(at, now)}  ${text(t.from) ?? 'new'} -> ${text(t.to) ?? '?'} (${text(t.input) ?? '?'})`);
+  }
+  return lines;
+}
+
+/** The recent heartbeats, oldest first, one line each; none from an agent that does not report them. */
+function heartbeatLines(heartbeat: Json | null, now: Date): string[] {
+  const recent = heartbeat?.recentOutcomes;
+  const outcomes = Array.isArray(recent) ? recent.map(record).filter((o): o is Json => o !== null) : [];
+  return outcomes.map((o) => {
+    const at = text(o.at);
+    const latency = count(o.latencyMs);
+    const took = latency === null ? '' : ` in ${latency} ms`;
+    const boot = o.source === 'boot-recovery' ? ' (boot recovery)' : '';
+    return `${at === null ? '?' : sinceText(at, now)}  ${outcomeText(o)}${took}${boot}`;
+  });
+}
+
+/** "ok (HTTP 200)", "FAILED: HTTP 503", "FAILED: connect (cannot connect: ECONNREFUSED ...)". */
+function outcomeText(o: Json): string {
+  const status = count(o.httpStatus);
+  if (o.result === 'ok') return status === null ? 'ok' : `ok (HTTP ${status})`;
+  if (o.result === 'http-status' && status !== null) return `FAILED: HTTP ${status}`;
+  const error = firstLine(text(o.error));
+  return `FAILED: ${text(o.result) ?? '?'}${status === null ? '' : ` (HTTP ${status})`}${error === null ? '' : ` (${error})`}`;
 }
 
 /** How dispatches are judged, the last one verified and how many were refused; an older agent's document has no `trust`. */

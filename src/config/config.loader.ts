@@ -9,6 +9,7 @@ import { CONFIG_ENV, configFileProblem, settingProblem, sourceText, whereToSet }
 import { didYouMean } from './did-you-mean';
 import { type ConfigFileRef, effectiveSettings, type EffectiveSettings, type PickedSetting } from './effective-settings';
 import { isLoopback, parseListenAddress, type ListenAddress } from './listen-address';
+import { type StatusWatch, statusWatchOf } from './status-watch';
 import { CONTROL_PLANE_URL_RULES, envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
 import { hasUserinfo, withoutUserinfo } from './url-credentials';
 
@@ -74,6 +75,8 @@ interface CommandFlag {
 
 const COMMAND_FLAGS = {
   json: { type: 'boolean', commands: ['status', 'config'] },
+  watch: { type: 'boolean', commands: ['status'] },
+  interval: { type: 'string', commands: ['status'] },
 } as const satisfies Record<string, CommandFlag>;
 
 type CommandFlagName = keyof typeof COMMAND_FLAGS;
@@ -82,7 +85,7 @@ export type LoadResult =
   | { kind: 'help'; text: string }
   | { kind: 'version' }
   | { kind: 'run'; config: AgentConfig }
-  | { kind: 'status'; adminAddress: ListenAddress; json: boolean }
+  | { kind: 'status'; adminAddress: ListenAddress; json: boolean; watch?: StatusWatch }
   /** Shown even with problems (they are the reason an operator asks); the command exits 2 then. */
   | { kind: 'config'; json: boolean; effective: EffectiveSettings; problems: string[] }
   | { kind: 'invalid'; problems: string[] };
@@ -177,9 +180,11 @@ export function loadConfig(input: LoadInput): LoadResult {
   if (needs === 'agent') problems.push(...agentProblems(settings, picked, configPath));
 
   switch (command) {
-    case 'status':
+    case 'status': {
+      const watch = statusWatchOf(values, problems);
       if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems };
-      return { kind: 'status', adminAddress, json: values.json === true };
+      return { kind: 'status', adminAddress, json: values.json === true, ...(watch === undefined ? {} : { watch }) };
+    }
     case 'config':
       return { kind: 'config', json: values.json === true, effective: effectiveSettings(picked, configFile), problems };
     case 'run': {
@@ -465,6 +470,7 @@ export function helpText(stdoutIsTty: boolean): string {
     '       nixfleet-agent --help | --version',
     '',
     `Commands that ask the running agent (status) find it by its --admin-listen: a flag, env ${envOf('adminListen')} or the settings file.`,
+    'status --watch [--interval SECS] asks again every 2 s (or SECS) until Ctrl-C; with --json, one document per line.',
     '',
     'Settings (flags win over environment, environment over the settings file, which wins over defaults):',
     '',

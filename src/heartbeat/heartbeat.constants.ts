@@ -9,3 +9,6 @@ export const HEARTBEAT_INTERVAL_NAME = 'heartbeat';
  * the 10 s deadline) at any interval.
  */
 export const HEARTBEAT_TICK_MS = 10_000;
+
+/** Heartbeat outcomes `/status` keeps (`heartbeat.recentOutcomes`). */
+export const HEARTBEATS_KEPT = 10;

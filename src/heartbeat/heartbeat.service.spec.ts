@@ -10,7 +10,7 @@ import { RecoveryService } from '../recovery/recovery.service';
 import { EMIT_EVENT_PORT, type EmitEventPort } from '../reducer/reducer.ports';
 import { ReducerService } from '../reducer/reducer.service';
 import { AGENT_VERSION } from '../version';
-import { HEARTBEAT_INTERVAL_NAME } from './heartbeat.constants';
+import { HEARTBEAT_INTERVAL_NAME, HEARTBEATS_KEPT } from './heartbeat.constants';
 import { HeartbeatService } from './heartbeat.service';
 
 const MACHINE = 'web-01';
@@ -393,6 +393,57 @@ describe('HeartbeatService against the dev control plane over mutual TLS', () =>
     const skew = hb.status().clockSkewSecs!;
     // Date has whole seconds: the estimate is good to ±1 s.
     expect(Math.abs(skew - 120)).toBeLessThanOrEqual(1);
+  });
+
+  describe('recent outcomes', () => {
+    it('records the handshake and each beat: ok with its status, HTTP 503, a connection cut mid-answer; oldest first', async () => {
+      const { a, hb } = await start();
+      const bootAt = a.clock.now().toISOString();
+      expect(hb.status().recentOutcomes).toEqual([
+        { at: bootAt, source: 'boot-recovery', result: 'ok', httpStatus: 200, latencyMs: 0, error: null },
+      ]);
+
+      world.cp.respondNext('heartbeat', { status: 503, body: { error: 'restoring' } });
+      expect(await advanceAndTick(a, hb, 60_000)).toBe(1);
+      const failedAt = a.clock.now().toISOString();
+      world.cp.respondNext('heartbeat', { cutAfterBytes: 10 });
+      expect(await advanceAndTick(a, hb, dueInMs(a, hb))).toBe(1);
+      const cutAt = a.clock.now().toISOString();
+      expect(await advanceAndTick(a, hb, dueInMs(a, hb))).toBe(1);
+
+      expect(hb.status().recentOutcomes).toEqual([
+        { at: bootAt, source: 'boot-recovery', result: 'ok', httpStatus: 200, latencyMs: 0, error: null },
+        {
+          at: failedAt,
+          source: 'heartbeat',
+          result: 'http-status',
+          httpStatus: 503,
+          latencyMs: 0,
+          error: expect.stringContaining('HTTP 503'),
+        },
+        {
+          at: cutAt,
+          source: 'heartbeat',
+          result: 'network',
+          httpStatus: null,
+          latencyMs: 0,
+          error: expect.stringMatching(/^connection failed mid-request/),
+        },
+        { at: a.clock.now().toISOString(), source: 'heartbeat', result: 'ok', httpStatus: 200, latencyMs: 0, error: null },
+      ]);
+      // The last one is the attempt the status's own fields describe.
+      expect(hb.status().lastAttemptAt).toBe(hb.status().recentOutcomes.at(-1)?.at);
+    });
+
+    it(`keeps the last ${HEARTBEATS_KEPT}: the handshake's goes first`, async () => {
+      const { a, hb } = await start();
+      for (let i = 0; i < HEARTBEATS_KEPT; i++) expect(await advanceAndTick(a, hb, 60_000)).toBe(1);
+
+      const kept = hb.status().recentOutcomes;
+      expect(kept).toHaveLength(HEARTBEATS_KEPT);
+      expect(kept.every((o) => o.source === 'heartbeat' && o.result === 'ok')).toBe(true);
+      expect(kept.at(-1)?.at).toBe(a.clock.now().toISOString());
+    });
   });
 
   describe('shutdown', () => {

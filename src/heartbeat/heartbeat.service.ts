@@ -8,10 +8,25 @@ import { JobRuntime } from '../jobs/job-runtime.service';
 import { failed, type JobHandle, type JobResult, ok, retryAfter, type SettledRun } from '../jobs/job.types';
 import { MetricsService } from '../metrics/metrics.service';
 import { TIMEOUTS } from '../protocol/protocol.constants';
-import { type ExchangeOutcome, HeartbeatExchange, type ReplayFromRecord } from '../recovery/heartbeat-exchange';
+import { type ExchangeKind, type ExchangeOutcome, HeartbeatExchange, type ReplayFromRecord } from '../recovery/heartbeat-exchange';
 import { RecoveryService } from '../recovery/recovery.service';
-import { HEARTBEAT_INTERVAL_NAME, HEARTBEAT_TICK_MS } from './heartbeat.constants';
+import { HEARTBEAT_INTERVAL_NAME, HEARTBEAT_TICK_MS, HEARTBEATS_KEPT } from './heartbeat.constants';
 import { heartbeatBackoff, INTERVAL_JITTER } from './heartbeat.schedule';
+
+/** One heartbeat's outcome, for `/status` `heartbeat.recentOutcomes`. */
+export interface HeartbeatOutcome {
+  /** When the request went out (when the attempt began, if none did). */
+  at: string;
+  source: ExchangeKind;
+  /** `ok`, or what went wrong: `http-status` (see `httpStatus`) or how the exchange failed (`connect`, `tls`, `timeout`, ...). */
+  result: 'ok' | CpFailureKind;
+  /** The answer's status; null when no HTTP answer came. */
+  httpStatus: number | null;
+  /** Until the answer or the failure, monotonic ms; null when no request went out. */
+  latencyMs: number | null;
+  /** The failure as `lastError.message` says it; null on success. */
+  error: string | null;
+}
 
 export interface HeartbeatStatus {
   intervalSecs: number;
@@ -26,6 +41,8 @@ export interface HeartbeatStatus {
   clockSkewSecs: number | null;
   inFlight: boolean;
   skippedTicks: number;
+  /** The last HEARTBEATS_KEPT outcomes, the boot-recovery handshake's included; oldest first. */
+  recentOutcomes: HeartbeatOutcome[];
 }
 
 /** Monotonic times (ms) of the job, for liveness and readiness. */
@@ -62,6 +79,7 @@ export class HeartbeatService {
   private lastError: HeartbeatStatus['lastError'] = null;
   /** The failure behind lastError, for the fields of the warning (its HTTP status above all). */
   private lastFailure: CpFailure | null = null;
+  private outcomes: HeartbeatOutcome[] = [];
 
   constructor(
     private readonly exchange: HeartbeatExchange,
@@ -112,6 +130,7 @@ export class HeartbeatService {
       clockSkewSecs: this.exchange.clockSkewSecs,
       inFlight: this.job.progress().inFlightSinceMono !== null,
       skippedTicks: job.skippedTicks,
+      recentOutcomes: [...this.outcomes],
     };
   }
 
@@ -132,6 +151,7 @@ export class HeartbeatService {
   /** The handshake is the first heartbeat: its outcome sets the first due time, and its failure is the one status reports. */
   private handshakeResult(outcome: ExchangeOutcome | null): JobResult {
     if (outcome === null) return failed('the boot-recovery handshake did not finish');
+    this.recordOutcome('boot-recovery', outcome, this.clock.now());
     if (outcome.ok) {
       this.lastSuccessAt = this.clock.now();
       this.failingSince = null;
@@ -143,7 +163,8 @@ export class HeartbeatService {
 
   private async beat(signal: AbortSignal): Promise<JobResult> {
     const startedMono = this.clock.monotonicMs();
-    this.lastAttemptAt = this.clock.now();
+    const attemptAt = this.clock.now();
+    this.lastAttemptAt = attemptAt;
     this.lastFailure = null;
     let outcome: ExchangeOutcome;
     try {
@@ -161,6 +182,7 @@ export class HeartbeatService {
     }
     if (signal.aborted) return failed('cut short by shutdown');
     const done = this.clock.monotonicMs();
+    this.recordOutcome('heartbeat', outcome, attemptAt);
     this.metrics.recordHeartbeat(outcome.ok ? 'ok' : (outcome.failure?.kind ?? 'network'), (done - startedMono) / 1000);
     if (outcome.ok) {
       this.lastSuccessAt = this.clock.now();
@@ -170,6 +192,20 @@ export class HeartbeatService {
     const failure = outcome.failure ?? { kind: 'network' as const, detail: 'unknown failure' };
     this.recordFailure(failure);
     return this.failureResult(outcome, failure);
+  }
+
+  /** Bounded: the oldest goes once HEARTBEATS_KEPT are kept. */
+  private recordOutcome(source: ExchangeKind, outcome: ExchangeOutcome, attemptAt: Date): void {
+    const failure = outcome.ok ? null : (outcome.failure ?? { kind: 'network' as const, detail: 'unknown failure' });
+    const recorded: HeartbeatOutcome = {
+      at: outcome.attempt?.sentAt ?? attemptAt.toISOString(),
+      source,
+      result: failure === null ? 'ok' : failure.kind,
+      httpStatus: outcome.attempt?.httpStatus ?? null,
+      latencyMs: outcome.attempt?.latencyMs ?? null,
+      error: failure === null ? null : describeFailure(failure),
+    };
+    this.outcomes = [...this.outcomes, recorded].slice(-HEARTBEATS_KEPT);
   }
 
   private recordFailure(failure: CpFailure): void {

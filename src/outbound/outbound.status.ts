@@ -3,6 +3,8 @@ import { type Clock, CLOCK } from '../clock/clock';
 import type { StatusContributor } from '../common/status-contributor';
 import type { RolloutState } from '../protocol/rollout';
 import { ReducerService } from '../reducer/reducer.service';
+import type { RolloutEntry } from '../reducer/reducer.types';
+import { RolloutHistory, type RolloutTransition } from '../reducer/rollout-history';
 import { DrainerService, type ReplayStatus } from './drainer.service';
 import { EventLogService, type EventLogWriteHealth } from './event-log.service';
 
@@ -16,6 +18,16 @@ export interface RolloutStatus {
   lastEventSeq: number;
   /** The highest seq the CP acknowledged; null when none. */
   lastDeliveredSeq: number | null;
+  /** When it entered `state` (RolloutHistory.since); null when not known. */
+  since: string | null;
+  /** When the soak ends; null unless Soaking. */
+  soakDueAt: string | null;
+  /** The closure the host ran when the dispatch arrived; null when not known. */
+  closureBefore: string | null;
+  /** The closure the host ran once the rollout acted: observed after the activation, or the one rolled back to; null before. */
+  closureAfter: string | null;
+  /** Its last state changes in this process, oldest first (at most TRANSITIONS_KEPT). */
+  transitions: RolloutTransition[];
 }
 
 /** `/status` `outbound`: the backlog, delivery and replay. */
@@ -48,6 +60,7 @@ export class OutboundStatusContributor implements StatusContributor<OutboundStat
     private readonly reducer: ReducerService,
     private readonly eventLog: EventLogService,
     private readonly drainer: DrainerService,
+    private readonly history: RolloutHistory,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
 
@@ -61,6 +74,11 @@ export class OutboundStatusContributor implements StatusContributor<OutboundStat
         targetClosure: r.targetClosure === '' ? null : r.targetClosure,
         lastEventSeq: r.lastEventSeq,
         lastDeliveredSeq: this.eventLog.lastDeliveredSeq(r.rolloutId),
+        since: this.history.since(r),
+        soakDueAt: r.state === 'Soaking' ? (r.soakDueAt ?? null) : null,
+        closureBefore: r.currentClosureAtDispatch ?? null,
+        closureAfter: closureAfter(r),
+        transitions: [...this.history.transitions(r.rolloutId)],
       }));
     const log = this.eventLog.stats();
     return {
@@ -82,4 +100,11 @@ export class OutboundStatusContributor implements StatusContributor<OutboundStat
       eventLog: this.eventLog.writeHealth(),
     };
   }
+}
+
+function closureAfter(r: RolloutEntry): string | null {
+  if (r.state === 'Reverted') return r.revertedToClosure ?? null;
+  // Before the activation completed, `currentClosure` is only what a snapshot said the host ran then.
+  const acted = r.activationCompletedAt !== undefined || r.convergedAt !== undefined;
+  return acted ? (r.currentClosure ?? null) : null;
 }

@@ -60,6 +60,8 @@ describe('HeartbeatExchange against the dev control plane over mutual TLS', () =
       snapshotsApplied: 1,
       snapshotsRejected: 2,
       replayFrom: null,
+      // The fake clock stands still during the call: no time passes by it.
+      attempt: { sentAt: a.clock.now().toISOString(), latencyMs: 0, httpStatus: 200 },
     });
     expect(a.app.get(ReducerService).current().rollouts[ROLLOUT]).toMatchObject({ state: 'Activating', lastEventSeq: 2 });
     expect(a.logs.messages('warn', 'HeartbeatExchange').join('\n')).toContain('bootstrap_rollouts[1].rolloutId');

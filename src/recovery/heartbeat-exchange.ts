@@ -33,6 +33,16 @@ export interface ExchangeOutcome {
   snapshotsRejected: number;
   /** A well-formed Replay-From, taken from a failed answer too (see replayFromFailedAnswer). */
   replayFrom: ReplayFrom | null;
+  /** When the request went out, how long its answer (or failure) took, and its HTTP status; absent when none went out. */
+  attempt?: ExchangeAttempt;
+}
+
+export interface ExchangeAttempt {
+  sentAt: string;
+  /** Monotonic, whole ms. */
+  latencyMs: number;
+  /** null when no HTTP answer came (connect, TLS, timeout, network). */
+  httpStatus: number | null;
 }
 
 export interface ReplayFromRecord {
@@ -97,6 +107,11 @@ export class HeartbeatExchange {
     const sentMono = this.clock.monotonicMs();
     const result = await this.client.heartbeat(body, { deadlineMs, signal });
     const receivedAt = this.clock.now().getTime();
+    const attempt: ExchangeAttempt = {
+      sentAt: new Date(sentAt).toISOString(),
+      latencyMs: Math.round(this.clock.monotonicMs() - sentMono),
+      httpStatus: result.ok ? result.response.status : httpStatusOf(result.failure),
+    };
     // A wall clock that stepped during the call would put our midpoint anywhere between its old and new time.
     const stepped = Math.abs(receivedAt - sentAt - (this.clock.monotonicMs() - sentMono)) > WALL_STEP_TOLERANCE_MS;
     const headers = result.ok ? result.response.headers : result.headers;
@@ -106,12 +121,12 @@ export class HeartbeatExchange {
       const retryAfterSecs = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
       const replayFrom = result.headers ? this.replayFromFailedAnswer(result.headers, result.failure, kind) : null;
       // Snapshots are never taken from a failed answer: its body is not the heartbeat response.
-      return { ok: false, failure: result.failure, retryAfterSecs, snapshotsApplied: 0, snapshotsRejected: 0, replayFrom };
+      return { ok: false, failure: result.failure, retryAfterSecs, snapshotsApplied: 0, snapshotsRejected: 0, replayFrom, attempt };
     }
 
     const replayFrom = this.takeReplayFrom(result.response.headers[HEADER_REPLAY_FROM.toLowerCase()], kind, null);
     const { applied, rejected } = await this.applySnapshots(result.response.body.bootstrap_rollouts ?? [], kind);
-    return { ok: true, failure: null, retryAfterSecs: null, snapshotsApplied: applied, snapshotsRejected: rejected, replayFrom };
+    return { ok: true, failure: null, retryAfterSecs: null, snapshotsApplied: applied, snapshotsRejected: rejected, replayFrom, attempt };
   }
 
   /**
@@ -210,6 +225,10 @@ export class HeartbeatExchange {
       this.clockLogger.log(`this host's clock agrees with the control plane's again (within ${Math.round(Math.abs(skew))} s)`);
     }
   }
+}
+
+function httpStatusOf(failure: CpFailure): number | null {
+  return failure.kind === 'http-status' || failure.kind === 'bad-body' ? failure.status : null;
 }
 
 export function describeOutcome(outcome: ExchangeOutcome): string {

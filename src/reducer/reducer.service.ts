@@ -29,6 +29,12 @@ export class EventsNotDurableError extends Error {
   override readonly name = 'EventsNotDurableError';
 }
 
+/** What a committed state came from: the input applied and the instant its transition ran at. */
+export interface AppliedInput {
+  readonly input: ReducerInput;
+  readonly at: Date;
+}
+
 export interface ReducerStats {
   queueDepth: number;
   waitingProducers: number;
@@ -54,7 +60,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
   private readonly spaceWaiters: (() => void)[] = [];
   private consuming: Promise<void> | null = null;
   private closed = false;
-  private readonly watchers: ((state: ReducerState) => void)[] = [];
+  private readonly watchers: ((state: ReducerState, applied: AppliedInput | null) => void)[] = [];
   private readonly stats: ReducerStats = {
     queueDepth: 0,
     waitingProducers: 0,
@@ -94,17 +100,19 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
     if (this.stats.applied + this.stats.rejected + this.stats.failed > 0 || this.queue.length > 0) {
       throw new Error('restore() must run before the reducer takes input');
     }
-    this.commit(state);
+    this.commit(state, null);
   }
 
   /**
    * Calls `watcher` with the current state now and with every state committed
    * after it, synchronously: for what paces itself by what the rollouts are
-   * doing (the advance tick runs only while one is Soaking).
+   * doing (the advance tick runs only while one is Soaking), and for what
+   * records their history. `applied` names the input behind a committed
+   * state; null for the state at the call and for one restored from the log.
    */
-  watch(watcher: (state: ReducerState) => void): void {
+  watch(watcher: (state: ReducerState, applied: AppliedInput | null) => void): void {
     this.watchers.push(watcher);
-    watcher(this.state);
+    watcher(this.state, null);
   }
 
   lastEventSeqByRollout(): Record<string, number> {
@@ -157,7 +165,8 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
   }
 
   private async apply(input: ReducerInput): Promise<TransitionResult> {
-    const result = transition(this.state, input, this.clock.now(), this.policy);
+    const now = this.clock.now();
+    const result = transition(this.state, input, now, this.policy);
     if (result.rejected) {
       this.stats.rejected += 1;
       this.logger.warn(`${result.rejected}; input ignored, rollout state unchanged`, inputFields(input));
@@ -181,7 +190,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
       }
     }
     const before = this.state;
-    this.commit(result.state);
+    this.commit(result.state, { input, at: now });
     this.stats.applied += 1;
     if (result.notice) this.logger.log(result.notice);
     this.report(rolloutChanges(before, result.state, result.effects));
@@ -199,10 +208,10 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
     return result;
   }
 
-  private commit(state: ReducerState): void {
+  private commit(state: ReducerState, applied: AppliedInput | null): void {
     if (state === this.state) return;
     this.state = state;
-    for (const watcher of this.watchers) watcher(state);
+    for (const watcher of this.watchers) watcher(state, applied);
   }
 
   private async dispatch(effect: Effect): Promise<void> {

@@ -189,6 +189,7 @@ describe('NotifyService, against a real unix datagram socket', () => {
         clockSkewSecs: null,
         inFlight: false,
         skippedTicks: 0,
+        recentOutcomes: [],
       }),
       progress: (): HeartbeatProgress => ({
         startedMono,
