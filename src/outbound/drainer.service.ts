@@ -1,4 +1,4 @@
-import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { type CpFailure, describeFailure, failureFields } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
 import type { BackoffPolicy } from '../jobs/backoff';
@@ -6,12 +6,12 @@ import { JobRuntime } from '../jobs/job-runtime.service';
 import { failed, type JobContext, type JobHandle, type JobResult, ok, retryAfter, type SettledRun } from '../jobs/job.types';
 import { pause } from '../jobs/wait';
 import { MetricsService } from '../metrics/metrics.service';
-import { DeliveryPacer } from './delivery-pacer';
+import { DeliveryPacer, type PacerSettings } from './delivery-pacer';
 import { EventLogService } from './event-log.service';
 import {
   DELIVERY_BACKOFF_CAP_MS,
   DELIVERY_BACKOFF_FIRST_MS,
-  DELIVERY_PACING,
+  DELIVERY_PACING_SETTINGS,
   DELIVERY_PAUSED_CAP_MS,
   DRAIN_SWEEP_MS,
   DRAIN_SWEEP_NAME,
@@ -98,7 +98,7 @@ export class DrainerService implements OnApplicationBootstrap {
   private readonly logger = new Logger(DrainerService.name);
   /** Per rollout, the seqs still to send (pending ∪ replay). Map order is the turn order: a rollout just served goes last. */
   private readonly queues = new Map<string, SeqQueue>();
-  private readonly pacer = new DeliveryPacer(DELIVERY_PACING);
+  private readonly pacer: DeliveryPacer;
   /** The current run's POSTs, by rollout: one at most each. */
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly replays = new Map<string, ReplayRun>();
@@ -118,7 +118,9 @@ export class DrainerService implements OnApplicationBootstrap {
     private readonly client: ControlPlaneClient,
     runtime: JobRuntime,
     private readonly metrics: MetricsService,
+    @Inject(DELIVERY_PACING_SETTINGS) pacing: PacerSettings,
   ) {
+    this.pacer = new DeliveryPacer(pacing);
     this.job = runtime.register({
       name: DRAIN_SWEEP_NAME,
       afterBoot: true,

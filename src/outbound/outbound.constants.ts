@@ -21,6 +21,8 @@ export const DELIVERY_PACING: PacerSettings = {
   riseSlackMs: 20,
   baseWindowMs: 10_000,
 };
+/** The pacing settings DrainerService uses: DELIVERY_PACING; a test on a loaded machine may widen the latency slack. */
+export const DELIVERY_PACING_SETTINGS = Symbol('DELIVERY_PACING_SETTINGS');
 /** How often the event log is checked for compaction. */
 export const COMPACT_EVERY_MS = 60 * 60 * 1000;
 export const DRAIN_SWEEP_NAME = 'outbound-drain';

@@ -7,7 +7,7 @@ import { serveEffectPort } from '../reducer/effect-ports';
 import { ReducerModule } from '../reducer/reducer.module';
 import { DrainerService } from './drainer.service';
 import { EventLogService } from './event-log.service';
-import { EVENT_LOG_FS } from './outbound.constants';
+import { DELIVERY_PACING, DELIVERY_PACING_SETTINGS, EVENT_LOG_FS } from './outbound.constants';
 import { OutboundPorts } from './outbound.ports';
 import { OutboundStatusContributor } from './outbound.status';
 import { nodeLogFs } from './log-fs';
@@ -21,6 +21,7 @@ import { nodeLogFs } from './log-fs';
   imports: [ReducerModule, CommsModule, LifecycleModule, JobsModule],
   providers: [
     { provide: EVENT_LOG_FS, useValue: nodeLogFs },
+    { provide: DELIVERY_PACING_SETTINGS, useValue: DELIVERY_PACING },
     EventLogService,
     DrainerService,
     OutboundPorts,
