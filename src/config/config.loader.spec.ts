@@ -70,6 +70,53 @@ describe('loadConfig', () => {
     expect(result).toEqual({ kind: 'status', adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 1234 }, json: true });
   });
 
+  it('lets events run on the state dir alone, with its filters; a bad admin address or a missing CP URL is not its business', () => {
+    const result = loadConfig({
+      argv: ['events', '--rollout', 'stable@a1', '--pending', '--json', '--admin-listen', '0.0.0.0:1'],
+      env: { NIXFLEET_AGENT_STATE_DIR: '/srv/state' },
+      stdoutIsTty: false,
+    });
+    expect(result).toEqual({ kind: 'events', stateDir: '/srv/state', rolloutId: 'stable@a1', pendingOnly: true, json: true });
+    expect(loadConfig({ argv: ['events'], env: {}, stdoutIsTty: false })).toEqual({
+      kind: 'events',
+      stateDir: '/var/lib/nixfleet-agent',
+      rolloutId: null,
+      pendingOnly: false,
+      json: false,
+    });
+  });
+
+  it('refuses a relative state dir for events, and the flags of one command on another, one line each', () => {
+    const problems = (argv: string[]): string[] => {
+      const result = loadConfig({ argv, env: {}, stdoutIsTty: false });
+      return result.kind === 'invalid' ? result.problems : [];
+    };
+    expect(problems(['events', '--state-dir', 'state'])).toEqual([
+      'config error: --state-dir (env NIXFLEET_AGENT_STATE_DIR, file key "stateDir"): must be an absolute path, got "state" from --state-dir',
+    ]);
+    expect(problems(['status', '--pending'])).toEqual(['config error: --pending only applies to the events command']);
+    expect(problems(['events', '-o', 'x.tgz'])).toEqual(['config error: --output only applies to the diagnostics command']);
+    expect(problems([...required, '--json'])).toEqual(['config error: --json only applies to the status and events commands']);
+    expect(problems(['events', '--rollout', ''])).toEqual(['config error: --rollout needs a value (see --help)']);
+  });
+
+  it('gives diagnostics every setting with its source, and what run would refuse, without stopping on it', () => {
+    const result = loadConfig({
+      argv: ['diagnostics', '-o', '/tmp/d.tgz', '--heartbeat-interval', 'abc', '--control-plane-url', 'https://fleet:s3cret@cp.test'],
+      env: { NIXFLEET_AGENT_MACHINE_ID: 'web-01' },
+      stdoutIsTty: false,
+    });
+    if (result.kind !== 'diagnostics') throw new Error(`expected diagnostics, got ${JSON.stringify(result)}`);
+    expect(result).toMatchObject({ adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 9850 }, stateDir: '/var/lib/nixfleet-agent', output: '/tmp/d.tgz' });
+    expect(result.settings.values).toMatchObject({ machineId: 'web-01', heartbeatInterval: 'abc', controlPlaneUrl: 'https://***@cp.test' });
+    expect(result.settings.sources.get('machineId')).toBe('env');
+    expect(result.settings.sources.get('stateDir')).toBe('default');
+    expect(result.settings.problems).toEqual([
+      expect.stringMatching(/^config error: --heartbeat-interval .*: must be a whole number of seconds.*got "abc" from --heartbeat-interval$/),
+    ]);
+    expect(JSON.stringify(result.settings.values)).not.toContain('s3cret');
+  });
+
   it('refuses a malformed admin address, naming what it should look like', () => {
     const result = loadConfig({ argv: [...required, '--admin-listen', 'localhost'], env: {}, stdoutIsTty: false });
     expect(result).toEqual({

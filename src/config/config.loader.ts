@@ -33,14 +33,26 @@ export function systemdEnv(env: Readonly<Record<string, string | undefined>>, pi
   return { notifySocket, watchdogUsec: usec !== null && usec > 0 && forUs ? usec : null };
 }
 
-export type Command = 'run' | 'status';
+export type Command = 'run' | 'status' | 'events' | 'diagnostics';
+
+/** What `diagnostics` records of the settings: every value as merged (invalid ones too) and where it came from. */
+export interface SettingsSeen {
+  readonly values: Readonly<Partial<Record<SettingKey, unknown>>>;
+  readonly sources: ReadonlyMap<SettingKey, ValueSource>;
+  readonly configFile: string | null;
+  /** What `run` would refuse in them (a bug report is written when things are broken: they do not stop `diagnostics`). */
+  readonly problems: readonly string[];
+}
 
 export type LoadResult =
   | { kind: 'help'; text: string }
   | { kind: 'version' }
   | { kind: 'run'; config: AgentConfig }
   | { kind: 'status'; adminAddress: ListenAddress; json: boolean }
-  | { kind: 'invalid'; problems: string[] };
+  | { kind: 'events'; stateDir: string; rolloutId: string | null; pendingOnly: boolean; json: boolean }
+  | { kind: 'diagnostics'; adminAddress: ListenAddress; stateDir: string; output: string | null; settings: SettingsSeen }
+  /** `inspecting`: a command that only reads (status, events, diagnostics): no "the agent did not start" line. */
+  | { kind: 'invalid'; problems: string[]; inspecting?: true };
 
 export interface LoadInput {
   argv: readonly string[];
@@ -50,7 +62,20 @@ export interface LoadInput {
   pid?: number;
 }
 
-const COMMANDS: readonly Command[] = ['run', 'status'];
+const COMMANDS: readonly Command[] = ['run', 'status', 'events', 'diagnostics'];
+/** The settings each inspection command needs; the others are not its business, so a bad one does not stop it. */
+const COMMAND_SETTINGS: Readonly<Record<Exclude<Command, 'run'>, readonly SettingKey[]>> = {
+  status: ['adminListen', 'adminAllowRemote'],
+  events: ['stateDir'],
+  diagnostics: ['adminListen', 'adminAllowRemote', 'stateDir'],
+};
+/** Flags of one command only (`--json` of two). */
+const COMMAND_FLAGS: Readonly<Record<string, readonly Command[]>> = {
+  json: ['status', 'events'],
+  rollout: ['events'],
+  pending: ['events'],
+  output: ['diagnostics'],
+};
 const ENV_PREFIX = 'NIXFLEET_AGENT_';
 const CONFIG_ENV = `${ENV_PREFIX}CONFIG`;
 
@@ -65,6 +90,9 @@ export function loadConfig(input: LoadInput): LoadResult {
     version: { type: 'boolean' },
     config: { type: 'string' },
     json: { type: 'boolean' },
+    rollout: { type: 'string' },
+    pending: { type: 'boolean' },
+    output: { type: 'string', short: 'o' },
   };
   for (const spec of SETTING_SPECS) {
     options[flagOf(spec.key).slice(2)] = { type: spec.kind === 'bool' ? 'boolean' : 'string' };
@@ -74,7 +102,7 @@ export function loadConfig(input: LoadInput): LoadResult {
   try {
     parsed = parseArgs({ args: [...input.argv], options, strict: true, allowPositionals: true }) as typeof parsed;
   } catch (err) {
-    return { kind: 'invalid', problems: [argvProblem(err)] };
+    return { kind: 'invalid', problems: [argvProblem(err)], ...inspectingOf(input.argv, options) };
   }
   if (parsed.values.help) return { kind: 'help', text: helpText(input.stdoutIsTty) };
   if (parsed.values.version) return { kind: 'version' };
@@ -84,7 +112,14 @@ export function loadConfig(input: LoadInput): LoadResult {
   const command = COMMANDS.find((c) => c === commandRaw);
   if (!command) problems.push(`config error: unknown command "${commandRaw}"; commands are: ${COMMANDS.join(', ')}`);
   if (extra.length > 0) problems.push(`config error: unexpected argument "${extra[0]}" (see --help)`);
-  if (parsed.values.json && command !== 'status') problems.push('config error: --json only applies to the status command');
+  for (const [flag, commands] of Object.entries(COMMAND_FLAGS)) {
+    if (parsed.values[flag] === undefined || (command !== undefined && commands.includes(command))) continue;
+    const which = commands.length === 1 ? `the ${commands[0]} command` : `the ${commands.join(' and ')} commands`;
+    problems.push(`config error: --${flag} only applies to ${which}`);
+  }
+  for (const flag of ['rollout', 'output']) {
+    if (parsed.values[flag] === '') problems.push(`config error: --${flag} needs a value (see --help)`);
+  }
 
   for (const name of Object.keys(input.env)) {
     if (!name.startsWith(ENV_PREFIX) || name === CONFIG_ENV) continue;
@@ -98,10 +133,13 @@ export function loadConfig(input: LoadInput): LoadResult {
 
   const raw: Record<string, unknown> = {};
   const sources = new Map<SettingKey, ValueSource>();
+  const needed = command === undefined || command === 'run' ? null : COMMAND_SETTINGS[command];
+  /** Problems of settings the command does not need: only `diagnostics` reports them, in its archive. */
+  const notNeeded: string[] = [];
   for (const spec of SETTING_SPECS) {
     const picked = pick(spec, parsed.values, input.env, file, input.stdoutIsTty);
     if (picked === undefined) {
-      if (spec.required && command === 'run') problems.push(settingProblem(spec.key, 'is required but was not set'));
+      if (spec.required) (command === 'run' ? problems : notNeeded).push(settingProblem(spec.key, 'is required but was not set'));
       continue;
     }
     sources.set(spec.key, picked.source);
@@ -113,8 +151,7 @@ export function loadConfig(input: LoadInput): LoadResult {
     const key = error.property as SettingKey;
     const source = sources.get(key);
     if (source === undefined) continue; // already reported as missing
-    // `status` only needs to find the admin endpoint.
-    if (command === 'status' && key !== 'adminListen' && key !== 'adminAllowRemote') continue;
+    const reported = needed === null || needed.includes(key) ? problems : notNeeded;
     let shown: unknown = error.value;
     if (key === 'controlPlaneUrl' && hasUserinfo(error.value)) {
       // Said below; whether the rest of the URL is good is judged without the credentials (a "/" in a password breaks it).
@@ -122,7 +159,7 @@ export function loadConfig(input: LoadInput): LoadResult {
       shown = withoutUserinfo(error.value, '***@');
     }
     const reasons = Object.values(error.constraints ?? {}).join('; ');
-    problems.push(settingProblem(key, `${reasons}, got ${JSON.stringify(shown)} ${sourceText(key, source, configFile ?? undefined)}`));
+    reported.push(settingProblem(key, `${reasons}, got ${JSON.stringify(shown)} ${sourceText(key, source, configFile ?? undefined)}`));
   }
   const cpSource = sources.get('controlPlaneUrl');
   if (command === 'run' && cpSource !== undefined && hasUserinfo(settings.controlPlaneUrl)) {
@@ -134,10 +171,32 @@ export function loadConfig(input: LoadInput): LoadResult {
     );
   }
 
+  // Only the state dir: the admin endpoint is not asked.
+  if (command === 'events') {
+    if (problems.length > 0) return { kind: 'invalid', problems, inspecting: true };
+    const rolloutId = stringOr(parsed.values.rollout) ?? null;
+    return { kind: 'events', stateDir: settings.stateDir, rolloutId, pendingOnly: parsed.values.pending === true, json: parsed.values.json === true };
+  }
   const adminAddress = resolveAdminAddress(settings, problems);
   if (command === 'status') {
-    if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems };
+    if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, inspecting: true };
     return { kind: 'status', adminAddress, json: parsed.values.json === true };
+  }
+  if (command === 'diagnostics') {
+    if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, inspecting: true };
+    const values: Partial<Record<SettingKey, unknown>> = {};
+    for (const key of sources.keys()) {
+      const value = raw[key];
+      // Credentials in the URL never leave the host, even in a bug report.
+      values[key] = key === 'controlPlaneUrl' && hasUserinfo(value) ? withoutUserinfo(value, '***@') : value;
+    }
+    return {
+      kind: 'diagnostics',
+      adminAddress,
+      stateDir: settings.stateDir,
+      output: stringOr(parsed.values.output) ?? null,
+      settings: { values, sources, configFile, problems: notNeeded },
+    };
   }
 
   const clientCertSet = settings.clientCert !== undefined;
@@ -303,6 +362,17 @@ function unreadable(path: string): string | null {
   }
 }
 
+/** Whether argv names an inspection command, judged leniently: the strict parse failed on a flag. */
+function inspectingOf(argv: readonly string[], options: ParseArgsConfig['options']): { inspecting?: true } {
+  let positionals: string[];
+  try {
+    ({ positionals } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true }));
+  } catch {
+    return {};
+  }
+  return positionals[0] === 'status' || positionals[0] === 'events' || positionals[0] === 'diagnostics' ? { inspecting: true } : {};
+}
+
 /** parseArgs explains at length; one line naming the flag is what an operator needs. */
 function argvProblem(err: unknown): string {
   const e = err as { code?: string; message: string };
@@ -332,6 +402,9 @@ export function helpText(stdoutIsTty: boolean): string {
   const lines = [
     'Usage: nixfleet-agent [run] [settings]       run the agent',
     '       nixfleet-agent status [--json]        ask the running agent for its status',
+    '       nixfleet-agent events [--rollout ID] [--pending] [--json]',
+    '                                             list the event log (read from --state-dir; the agent may be running)',
+    '       nixfleet-agent diagnostics [-o FILE]  write a redacted .tar.gz for a bug report (no key material)',
     '       nixfleet-agent --help | --version',
     '',
     'Settings (flags win over environment, environment over the --config JSON file, which wins over defaults):',
