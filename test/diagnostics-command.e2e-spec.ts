@@ -116,7 +116,10 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     ];
   }
 
-  async function diagnose(args: string[], env: Record<string, string> = {}): Promise<{ r: CliResult; files: Map<string, string>; folder: string }> {
+  async function diagnose(
+    args: string[],
+    env: Record<string, string> = {},
+  ): Promise<{ r: CliResult; files: Map<string, string>; folder: string }> {
     const archive = join(out, `d-${++n}.tar.gz`);
     const r = await runIn(world.dir, ['diagnostics', '-o', archive, ...args], env);
     expect(r.code).toBe(DIAGNOSTICS_EXIT.written);
@@ -134,7 +137,13 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     expect([...files.keys()].sort()).toEqual(
       ['certificates.json', 'config.json', 'event-log.json', 'metrics.txt', 'status.json', 'summary.json', 'versions.json'].sort(),
     );
-    expect(json(files, 'summary.json').agent).toMatchObject({ address: admin, reachable: true, error: null, statusHttp: 200, metricsHttp: 200 });
+    expect(json(files, 'summary.json').agent).toMatchObject({
+      address: admin,
+      reachable: true,
+      error: null,
+      statusHttp: 200,
+      metricsHttp: 200,
+    });
     expect(json(files, 'status.json')).toMatchObject({ machineId: world.pki.machineId, pid: agent!.child.pid });
     expect(files.get('metrics.txt')).toMatch(/^# HELP /m);
     const config = json(files, 'config.json') as { settings: { key: string; value: unknown; source: string }[] };
@@ -147,10 +156,23 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     const client = new X509Certificate(readFileSync(world.pki.client.certPath));
     expect(json(files, 'certificates.json')).toMatchObject({
       caCert: { path: world.pki.caCertPath, certificates: [{ subject: 'CN=nixfleet dev CA', isCa: true }] },
-      clientCert: { certificates: [{ subject: `CN=${world.pki.machineId}`, fingerprintSha256: client.fingerprint256, notAfter: new Date(client.validTo).toISOString() }] },
+      clientCert: {
+        certificates: [
+          {
+            subject: `CN=${world.pki.machineId}`,
+            fingerprintSha256: client.fingerprint256,
+            notAfter: new Date(client.validTo).toISOString(),
+          },
+        ],
+      },
       clientKey: { path: world.pki.client.keyPath, file: { mode: '0600' } },
     });
-    expect(json(files, 'event-log.json')).toMatchObject({ path: join(stateDir, 'events.log'), events: 0, rollouts: [], incompleteTailBytes: 0 });
+    expect(json(files, 'event-log.json')).toMatchObject({
+      path: join(stateDir, 'events.log'),
+      events: 0,
+      rollouts: [],
+      incompleteTailBytes: 0,
+    });
     expect(json(files, 'versions.json')).toMatchObject({ node: process.versions.node, nest: expect.stringMatching(/^\d+\.\d+\.\d+/) });
     expectNoKeyMaterial(files, [world.pki.client.keyPath]);
   });
@@ -158,7 +180,12 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
   it('holds no key material for PKCS#8, SEC1 and OpenSSH ed25519 keys, nor for a key bundled into the certificate file', async () => {
     const bundled = join(world.dir, 'bundled.pem');
     writeFileSync(bundled, readFileSync(world.pki.clientSec1.certPath, 'utf8') + readFileSync(world.pki.clientSec1.keyPath, 'utf8'));
-    const ids: ClientIdentity[] = [world.pki.client, world.pki.clientSec1, world.pki.clientOpensshEd25519, { ...world.pki.clientSec1, certPath: bundled }];
+    const ids: ClientIdentity[] = [
+      world.pki.client,
+      world.pki.clientSec1,
+      world.pki.clientOpensshEd25519,
+      { ...world.pki.clientSec1, certPath: bundled },
+    ];
     for (const id of ids) {
       const { files } = await diagnose(settings(id));
       expectNoKeyMaterial(files, [id.keyPath]);
@@ -170,15 +197,17 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
   it('redacts a setting whose value is a PEM private key, from the environment or the --config file, wherever it shows', async () => {
     const configFile = join(world.dir, 'pem-in-config.json');
     writeFileSync(configFile, JSON.stringify({ clientCert: readFileSync(world.pki.clientOpensshEd25519.keyPath, 'utf8') }));
-    const { files } = await diagnose(
-      ['--admin-listen', admin, '--state-dir', stateDir, '--config', configFile],
-      { NIXFLEET_AGENT_CLIENT_KEY: readFileSync(world.pki.client.keyPath, 'utf8') },
-    );
+    const { files } = await diagnose(['--admin-listen', admin, '--state-dir', stateDir, '--config', configFile], {
+      NIXFLEET_AGENT_CLIENT_KEY: readFileSync(world.pki.client.keyPath, 'utf8'),
+    });
 
     expectNoKeyMaterial(files, [world.pki.client.keyPath, world.pki.clientOpensshEd25519.keyPath]);
     const config = json(files, 'config.json') as { settings: { key: string; value: unknown; source: string }[] };
     expect(config.settings.find((s) => s.key === 'clientKey')).toMatchObject({ value: '[PRIVATE KEY redacted]\n', source: 'env' });
-    expect(config.settings.find((s) => s.key === 'clientCert')).toMatchObject({ value: '[OPENSSH PRIVATE KEY redacted]\n', source: 'file' });
+    expect(config.settings.find((s) => s.key === 'clientCert')).toMatchObject({
+      value: '[OPENSSH PRIVATE KEY redacted]\n',
+      source: 'file',
+    });
   });
 
   it('with the agent down: says so on stderr in one line and in the archive, which holds the rest; default name in the cwd', async () => {
@@ -191,7 +220,11 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     expect(r.code).toBe(DIAGNOSTICS_EXIT.written);
     expect(r.stdout).toMatch(new RegExp(`^${world.dir}/nixfleet-agent-diagnostics-${world.pki.machineId}-\\d{8}T\\d{6}Z\\.tar\\.gz\\n$`));
     expect(r.stderr.trimEnd().split('\n')).toEqual([
-      expect.stringMatching(new RegExp(`^nixfleet-agent diagnostics: no agent answered at ${admin} \\(.*ECONNREFUSED.*\\); the archive says so and holds the rest$`)),
+      expect.stringMatching(
+        new RegExp(
+          `^nixfleet-agent diagnostics: no agent answered at ${admin} \\(.*ECONNREFUSED.*\\); the archive says so and holds the rest$`,
+        ),
+      ),
     ]);
     const { folder, files } = extract(r.stdout.trim(), join(out, 'down'));
     expect(`${world.dir}/${folder}.tar.gz`).toBe(r.stdout.trim());
@@ -208,7 +241,9 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     const bad = await runIn(world.dir, ['diagnostics', '--pending']);
 
     expect(unwritable.code).toBe(DIAGNOSTICS_EXIT.notWritten);
-    expect(unwritable.stderr.split('\n')).toContainEqual(`nixfleet-agent diagnostics: cannot write ${nowhere} (ENOENT, no such file); give another place with -o FILE`);
+    expect(unwritable.stderr.split('\n')).toContainEqual(
+      `nixfleet-agent diagnostics: cannot write ${nowhere} (ENOENT, no such file); give another place with -o FILE`,
+    );
     expect(bad).toMatchObject({ code: 2, stdout: '', stderr: 'config error: --pending only applies to the events command\n' });
   });
 });

@@ -51,11 +51,15 @@ describe('nixfleet-agent diagnostics: redaction, naming, the archive', () => {
   it('redacts a key body pasted without its armour, as one base64 run', () => {
     const body = pemBody(pki.client.keyPath);
     expect(redact(`clientKey=${body};`)).toBe('clientKey=[base64 redacted];');
-    expect(redact('/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05')).toBe('/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05');
+    expect(redact('/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05')).toBe(
+      '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-01-26.05',
+    );
   });
 
   it('cuts to the end what only looks like the start of a PEM block the rule does not match', () => {
-    expect(redact('value: -----begin private key-----\nMIGHAgEAMBMG...')).toBe('value: [redacted to the end: something shaped like a PEM block]');
+    expect(redact('value: -----begin private key-----\nMIGHAgEAMBMG...')).toBe(
+      'value: [redacted to the end: something shaped like a PEM block]',
+    );
     expect(redact('no armour here')).toBe('no armour here');
   });
 
@@ -66,16 +70,25 @@ describe('nixfleet-agent diagnostics: redaction, naming, the archive', () => {
 
   it('builds a .tar.gz that tar(1) lists and extracts: every file under one folder, mode 0600, redacted on the way in', async () => {
     const key = readFileSync(pki.client.keyPath, 'utf8');
-    const archive = await buildArchive('base', [
-      { name: 'a.json', text: '{"a":1}\n' },
-      { name: 'b.txt', text: `leaked? ${key}` },
-    ], AT);
+    const archive = await buildArchive(
+      'base',
+      [
+        { name: 'a.json', text: '{"a":1}\n' },
+        { name: 'b.txt', text: `leaked? ${key}` },
+      ],
+      AT,
+    );
     const tgz = join(dir, 'unit.tar.gz');
     writeFileSync(tgz, archive);
 
     const list = spawnSync('tar', ['-tvzf', tgz], { encoding: 'utf8' });
     expect(list.status).toBe(0);
-    expect(list.stdout.trim().split('\n').map((l) => [l.slice(0, 10), l.split(/\s+/).at(-1)])).toEqual([
+    expect(
+      list.stdout
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, 10), l.split(/\s+/).at(-1)]),
+    ).toEqual([
       ['-rw-------', 'base/a.json'],
       ['-rw-------', 'base/b.txt'],
     ]);
@@ -129,7 +142,9 @@ describe('nixfleet-agent diagnostics: redaction, naming, the archive', () => {
         ['stateDir', 'file'],
       ]),
       configFile: '/etc/nixfleet-agent.json',
-      problems: ['config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): is required but was not set'],
+      problems: [
+        'config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): is required but was not set',
+      ],
     };
     const summary = configSummary(s) as { configFile: string; settings: Record<string, unknown>[]; problems: string[] };
 
@@ -138,7 +153,12 @@ describe('nixfleet-agent diagnostics: redaction, naming, the archive', () => {
     expect(summary.settings).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ key: 'machineId', value: 'web-01', source: 'env', from: 'from NIXFLEET_AGENT_MACHINE_ID' }),
-        expect.objectContaining({ key: 'stateDir', value: '/srv/state', source: 'file', from: 'from "stateDir" in /etc/nixfleet-agent.json' }),
+        expect.objectContaining({
+          key: 'stateDir',
+          value: '/srv/state',
+          source: 'file',
+          from: 'from "stateDir" in /etc/nixfleet-agent.json',
+        }),
         expect.objectContaining({ key: 'controlPlaneUrl', value: null, source: 'unset', from: 'not set' }),
       ]),
     );

@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, type Stats, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { arch, hostname, platform, release, type as osType, version as osVersion } from 'node:os';
 import { join, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
@@ -50,7 +50,11 @@ export interface ArchiveFile {
  * is all that is recorded), a certificate file is parsed for its
  * certificates only, and every file passes `redact` on its way in.
  */
-export async function runDiagnosticsCommand(options: DiagnosticsOptions, io: DiagnosticsIo, deps: DiagnosticsDeps = {}): Promise<DiagnosticsExit> {
+export async function runDiagnosticsCommand(
+  options: DiagnosticsOptions,
+  io: DiagnosticsIo,
+  deps: DiagnosticsDeps = {},
+): Promise<DiagnosticsExit> {
   const now = (deps.now ?? (() => new Date()))();
   const base = archiveBaseName(hostOf(options.settings), now);
   const path = resolve(deps.cwd ?? process.cwd(), options.output ?? `${base}.tar.gz`);
@@ -67,7 +71,9 @@ export async function runDiagnosticsCommand(options: DiagnosticsOptions, io: Dia
     writeFileSync(path, archive, { mode: 0o600 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    io.err(`nixfleet-agent diagnostics: cannot write ${path} (${code === undefined ? '' : `${code}, `}${errnoText(err)}); give another place with -o FILE`);
+    io.err(
+      `nixfleet-agent diagnostics: cannot write ${path} (${code === undefined ? '' : `${code}, `}${errnoText(err)}); give another place with -o FILE`,
+    );
     return DIAGNOSTICS_EXIT.notWritten;
   }
   if (agentProblem !== null) io.err(`nixfleet-agent diagnostics: ${agentProblem}; the archive says so and holds the rest`);
@@ -77,13 +83,16 @@ export async function runDiagnosticsCommand(options: DiagnosticsOptions, io: Dia
 
 /** `nixfleet-agent-diagnostics-web-01-20261203T071500Z`: no characters a file name or a mail client minds. */
 export function archiveBaseName(host: string, at: Date): string {
-  const stamp = at.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+  const stamp = at
+    .toISOString()
+    .replace(/\.\d{3}Z$/, 'Z')
+    .replace(/[-:]/g, '');
   return `nixfleet-agent-diagnostics-${host.replace(/[^A-Za-z0-9._-]/g, '_')}-${stamp}`;
 }
 
 function hostOf(settings: SettingsSeen): string {
   const id = settings.values.machineId;
-  return typeof id === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(id) ? id : os.hostname();
+  return typeof id === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(id) ? id : hostname();
 }
 
 /**
@@ -116,7 +125,10 @@ async function collect(o: DiagnosticsOptions, now: Date): Promise<{ files: Archi
   const json = (name: string, value: unknown): void => void files.push({ name, text: `${JSON.stringify(value, null, 2)}\n` });
   const where = formatListenAddress(o.adminAddress);
 
-  const [status, metrics] = await Promise.allSettled([getFromAdmin(o.adminAddress, '/status'), getTextFromAdmin(o.adminAddress, '/metrics')]);
+  const [status, metrics] = await Promise.allSettled([
+    getFromAdmin(o.adminAddress, '/status'),
+    getTextFromAdmin(o.adminAddress, '/metrics'),
+  ]);
   const agent = agentAnswer(where, status, metrics);
   if (status.status === 'fulfilled') json('status.json', status.value.body);
   if (metrics.status === 'fulfilled') files.push({ name: 'metrics.txt', text: metrics.value.text });
@@ -142,7 +154,11 @@ function agentAnswer(
   metrics: PromiseSettledResult<{ status: number; text: string }>,
 ): { address: string; reachable: boolean; error: string | null; statusHttp: number | null; metricsHttp: number | null } {
   const error =
-    status.status === 'rejected' ? errorText(status.reason) : metrics.status === 'rejected' ? `/metrics: ${errorText(metrics.reason)}` : null;
+    status.status === 'rejected'
+      ? errorText(status.reason)
+      : metrics.status === 'rejected'
+        ? `/metrics: ${errorText(metrics.reason)}`
+        : null;
   return {
     address: where,
     reachable: status.status === 'fulfilled',
@@ -209,7 +225,10 @@ export function certificateSummary(s: SettingsSeen, now: Date): unknown {
   };
 }
 
-function certFile(path: string, now: Date): { path: string; file: unknown; certificates: CertSummary[]; otherBlocks: string[]; error: string | null } {
+function certFile(
+  path: string,
+  now: Date,
+): { path: string; file: unknown; certificates: CertSummary[]; otherBlocks: string[]; error: string | null } {
   const file = fileStat(path);
   let text: string;
   try {
@@ -285,7 +304,13 @@ export async function eventLogSummary(stateDir: string): Promise<unknown> {
   const rollouts = snapshot.rollouts.map((r) => {
     const counts = { pending: 0, delivered: 0, refused: 0 };
     for (const ev of snapshot.events) if (ev.rolloutId === r.rolloutId) counts[ev.delivery.state] += 1;
-    return { rolloutId: r.rolloutId, ...counts, lastSeq: r.lastSeq, lastDeliveredSeq: r.lastDeliveredSeq, notRetained: r.notRetained.length };
+    return {
+      rolloutId: r.rolloutId,
+      ...counts,
+      lastSeq: r.lastSeq,
+      lastDeliveredSeq: r.lastDeliveredSeq,
+      notRetained: r.notRetained.length,
+    };
   });
   return {
     stateDir: dir,
@@ -315,7 +340,7 @@ export function versions(): unknown {
     node: process.versions.node,
     openssl: process.versions.openssl,
     nest: packageVersion('@nestjs/core'),
-    os: { platform: os.platform(), type: os.type(), release: os.release(), version: os.version(), arch: os.arch(), distribution: osRelease() },
+    os: { platform: platform(), type: osType(), release: release(), version: osVersion(), arch: arch(), distribution: osRelease() },
   };
 }
 
@@ -342,7 +367,8 @@ function isoOr(text: string): string {
   return Number.isNaN(at) ? text : new Date(at).toISOString();
 }
 
+/** A refused connect to "localhost" is an AggregateError with no message of its own: its code says it. */
 function errorText(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
-  return e.code !== undefined ? `${e.code}: ${e.message}` : err instanceof Error ? err.message : String(err);
+  return e.message ? e.message : (e.code ?? String(err));
 }

@@ -25,7 +25,12 @@ function logged(rolloutId: string, seq: number, kind: AgentEventKind, delivery: 
 }
 
 const DELIVERED: Delivery = { state: 'delivered', status: 204, at: '2026-05-01T12:00:09.000Z' };
-const REFUSED: Delivery = { state: 'refused', status: 422, reason: 'HTTP 422: {"error":"bad"}\nsecond line', at: '2026-05-01T12:00:09.000Z' };
+const REFUSED: Delivery = {
+  state: 'refused',
+  status: 422,
+  reason: 'HTTP 422: {"error":"bad"}\nsecond line',
+  at: '2026-05-01T12:00:09.000Z',
+};
 const EVENTS = [
   logged(A, 1, 'DispatchAck', DELIVERED),
   logged(B, 1, 'DispatchAck', REFUSED),
@@ -105,7 +110,7 @@ describe('nixfleet-agent events: filters and formatting', () => {
   it('names the path and the errno when the log cannot be read, with what usually helps', () => {
     const err = (code: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: boom`), { code });
     expect(unreadableLine('/srv/state', err('ENOENT'))).toBe(
-      'nixfleet-agent events: cannot read /srv/state/events.log (ENOENT, no such file); has an agent run with --state-dir /srv/state? Give the agent\'s --state-dir (or its --config)',
+      "nixfleet-agent events: cannot read /srv/state/events.log (ENOENT, no such file); has an agent run with --state-dir /srv/state? Give the agent's --state-dir (or its --config)",
     );
     expect(unreadableLine('/srv/state', err('EACCES'))).toBe(
       "nixfleet-agent events: cannot read /srv/state/events.log (EACCES, permission denied); run this as the agent's user (the state dir is private to it, e.g. sudo)",
@@ -128,7 +133,8 @@ describe('runEventsCommand on a real log file', () => {
 
   it('prints JSON Lines with --json, exit 0; a line per event and nothing else on stdout', async () => {
     const log = await EventLog.open({ dir, maxBytes: 1 << 20, retentionMs: 86_400_000, now: () => new Date('2026-05-01T12:00:00.000Z') });
-    for (const ev of EVENTS.slice(0, 3)) await log.append([{ rolloutId: ev.rolloutId, seq: ev.seq, kind: ev.kind, envelope: ev.envelope, meta: ev.meta }]);
+    for (const ev of EVENTS.slice(0, 3))
+      await log.append([{ rolloutId: ev.rolloutId, seq: ev.seq, kind: ev.kind, envelope: ev.envelope, meta: ev.meta }]);
     await log.markDelivered(A, 1, 204);
     await log.close();
     const c = io();
@@ -138,7 +144,12 @@ describe('runEventsCommand on a real log file', () => {
     expect(code).toBe(EVENTS_EXIT.ok);
     expect(c.err).toEqual([]);
     expect(c.out.map((l) => JSON.parse(l) as { seq: number; delivery: Delivery })).toEqual([
-      expect.objectContaining({ rolloutId: A, seq: 1, kind: 'DispatchAck', delivery: { state: 'delivered', status: 204, at: '2026-05-01T12:00:00.000Z' } }),
+      expect.objectContaining({
+        rolloutId: A,
+        seq: 1,
+        kind: 'DispatchAck',
+        delivery: { state: 'delivered', status: 204, at: '2026-05-01T12:00:00.000Z' },
+      }),
       expect.objectContaining({ rolloutId: A, seq: 2, kind: 'ActivationStarted', delivery: { state: 'pending' } }),
     ]);
   });
@@ -148,6 +159,8 @@ describe('runEventsCommand on a real log file', () => {
     const code = await runEventsCommand({ stateDir: dir, rolloutId: null, pendingOnly: false, json: false }, c.io);
     expect(code).toBe(EVENTS_EXIT.unreadable);
     expect(c.out).toEqual([]);
-    expect(c.err).toEqual([expect.stringMatching(new RegExp(`^nixfleet-agent events: cannot read ${dir}/events.log \\(ENOENT, no such file\\)`))]);
+    expect(c.err).toEqual([
+      expect.stringMatching(new RegExp(`^nixfleet-agent events: cannot read ${dir}/events.log \\(ENOENT, no such file\\)`)),
+    ]);
   });
 });

@@ -71,7 +71,9 @@ export function unreadableLine(stateDir: string, err: unknown): string {
 
 /** `--rollout` and `--pending`, in log order. */
 export function selectEvents(events: readonly LoggedEvent[], o: Pick<EventsOptions, 'rolloutId' | 'pendingOnly'>): LoggedEvent[] {
-  return events.filter((ev) => (o.rolloutId === null || ev.rolloutId === o.rolloutId) && (!o.pendingOnly || ev.delivery.state === 'pending'));
+  return events.filter(
+    (ev) => (o.rolloutId === null || ev.rolloutId === o.rolloutId) && (!o.pendingOnly || ev.delivery.state === 'pending'),
+  );
 }
 
 export function eventLine(ev: LoggedEvent): EventLine {
@@ -102,7 +104,11 @@ export function deliveryText(d: Delivery): string {
 const HEADERS = ['ROLLOUT', 'SEQ', 'KIND', 'LOGGED AT', 'DELIVERY'] as const;
 
 /** The table (columns as wide as their widest cell, seq right-aligned), then what the log holds besides. */
-export function formatEvents(snapshot: EventLogSnapshot, events: readonly LoggedEvent[], o: Omit<EventsOptions, 'stateDir' | 'json'>): string {
+export function formatEvents(
+  snapshot: EventLogSnapshot,
+  events: readonly LoggedEvent[],
+  o: Omit<EventsOptions, 'stateDir' | 'json'>,
+): string {
   const lines: string[] = [];
   if (events.length === 0) {
     lines.push(noneText(snapshot, o));

@@ -107,12 +107,18 @@ describe('loadConfig', () => {
       stdoutIsTty: false,
     });
     if (result.kind !== 'diagnostics') throw new Error(`expected diagnostics, got ${JSON.stringify(result)}`);
-    expect(result).toMatchObject({ adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 9850 }, stateDir: '/var/lib/nixfleet-agent', output: '/tmp/d.tgz' });
+    expect(result).toMatchObject({
+      adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 9850 },
+      stateDir: '/var/lib/nixfleet-agent',
+      output: '/tmp/d.tgz',
+    });
     expect(result.settings.values).toMatchObject({ machineId: 'web-01', heartbeatInterval: 'abc', controlPlaneUrl: 'https://***@cp.test' });
     expect(result.settings.sources.get('machineId')).toBe('env');
     expect(result.settings.sources.get('stateDir')).toBe('default');
     expect(result.settings.problems).toEqual([
-      expect.stringMatching(/^config error: --heartbeat-interval .*: must be a whole number of seconds.*got "abc" from --heartbeat-interval$/),
+      expect.stringMatching(
+        /^config error: --heartbeat-interval .*must be a whole number of seconds.*, got "abc" from --heartbeat-interval$/,
+      ),
     ]);
     expect(JSON.stringify(result.settings.values)).not.toContain('s3cret');
   });

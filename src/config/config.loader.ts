@@ -175,7 +175,13 @@ export function loadConfig(input: LoadInput): LoadResult {
   if (command === 'events') {
     if (problems.length > 0) return { kind: 'invalid', problems, inspecting: true };
     const rolloutId = stringOr(parsed.values.rollout) ?? null;
-    return { kind: 'events', stateDir: settings.stateDir, rolloutId, pendingOnly: parsed.values.pending === true, json: parsed.values.json === true };
+    return {
+      kind: 'events',
+      stateDir: settings.stateDir,
+      rolloutId,
+      pendingOnly: parsed.values.pending === true,
+      json: parsed.values.json === true,
+    };
   }
   const adminAddress = resolveAdminAddress(settings, problems);
   if (command === 'status') {

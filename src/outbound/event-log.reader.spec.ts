@@ -53,12 +53,19 @@ describe('readEventLog: the event log read without the agent', () => {
     expect(read.bytes).toBe(statSync(file()).size);
     expect(read.events.map((e) => [e.rolloutId, e.seq, e.kind, e.appendedAt, e.delivery])).toEqual([
       [A, 1, 'DispatchAck', '2026-05-01T12:00:00.000Z', { state: 'delivered', status: 204, at: '2026-05-01T12:00:05.000Z' }],
-      [B, 1, 'DispatchAck', '2026-05-01T12:00:00.000Z', { state: 'refused', status: 422, reason: 'HTTP 422: {"error":"bad event"}', at: '2026-05-01T12:00:05.000Z' }],
+      [
+        B,
+        1,
+        'DispatchAck',
+        '2026-05-01T12:00:00.000Z',
+        { state: 'refused', status: 422, reason: 'HTTP 422: {"error":"bad event"}', at: '2026-05-01T12:00:05.000Z' },
+      ],
       [A, 2, 'ActivationStarted', '2026-05-01T12:00:00.000Z', { state: 'pending' }],
     ]);
+    // Newest event last: A logged seq 2 after B's seq 1.
     expect(read.rollouts).toEqual([
-      { rolloutId: A, lastSeq: 2, lastDeliveredSeq: 1, notRetained: [] },
       { rolloutId: B, lastSeq: 1, lastDeliveredSeq: null, notRetained: [] },
+      { rolloutId: A, lastSeq: 2, lastDeliveredSeq: 1, notRetained: [] },
     ]);
     expect(read).toMatchObject({ incompleteTailBytes: 0, damaged: [] });
   });
