@@ -5,7 +5,7 @@ import { IdentityError, loadIdentity } from './comms/identity';
 import type { ReloadOutcome } from './comms/identity-watcher';
 import { type AgentConfig, loadConfig } from './config/config.loader';
 import { loadTrustSetting } from './trust/trust-setting';
-import { NOT_STARTED } from './config/config.messages';
+import { NOT_STARTED, settingProblem } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
 import { holdReloadSignal } from './lifecycle/reload-signal';
@@ -16,8 +16,8 @@ import { AGENT_VERSION } from './version';
 // The app, the state-dir lock and the identity watcher are imported inside
 // `run`: `status` needs none of them, and they load native addons (flock(2)
 // via fs-ext, unix datagrams for sd_notify) that a CLI has no use for. The
-// other way round, the status command is imported only by `status`: the
-// agent never runs it.
+// other way round, the CLI commands are imported only by their command: the
+// agent never runs them.
 
 /** Where the inspection commands print. */
 const cliIo = {
@@ -53,6 +53,13 @@ async function main(): Promise<number | null> {
     case 'status': {
       const { runStatusCommand } = await import('./cli/status.command');
       return runStatusCommand(loaded.adminAddress, loaded.json, {
+        out: (text) => process.stdout.write(`${text}\n`),
+        err: (text) => process.stderr.write(`${text}\n`),
+      });
+    }
+    case 'config': {
+      const { runConfigCommand } = await import('./cli/config.command');
+      return runConfigCommand(loaded.effective, loaded.problems, loaded.json, {
         out: (text) => process.stdout.write(`${text}\n`),
         err: (text) => process.stderr.write(`${text}\n`),
       });
@@ -108,18 +115,20 @@ async function run(config: AgentConfig): Promise<number | null> {
     }
   }
 
-  const { createAgentApp, listenAdmin } = await import('./agent.app');
-  const app = await createAgentApp(config, logger);
+  const { bindAdmin, createAgentApp } = await import('./agent.app');
+  // Before the app is built: a taken address is a settings problem, and no job may have run (no heartbeat went out).
+  const admin = await bindAdmin(config.adminAddress);
+  if (!admin.ok) return configFailure([settingProblem('adminListen', admin.problem)]);
+  let app: INestApplication;
   try {
-    await listenAdmin(app, config.adminAddress);
+    app = await createAgentApp(config, logger, admin.adapter);
+    await app.init();
   } catch (err) {
-    logger.error(
-      `cannot open the admin endpoint ${formatListenAddress(config.adminAddress)}: ${(err as Error).message}; stopping`,
-      'Bootstrap',
-    );
-    await app.close();
-    return 1;
+    // The bound listener would keep the process alive after the failure is reported.
+    await admin.adapter.close();
+    throw err;
   }
+  admin.adapter.open();
   handleStopSignals(app, logger);
   await handleReloadSignal(app, logger, reloadSignal);
   new Logger('Bootstrap').log(

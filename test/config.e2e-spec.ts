@@ -2,7 +2,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makePki, type Pki } from '../dev/pki';
-import { NOT_STARTED } from '../src/config/config.messages';
+import type { ConfigDocument } from '../src/cli/config.command';
+import { NOT_STARTED, WOULD_NOT_START } from '../src/config/config.messages';
+import { SETTING_SPECS } from '../src/config/settings';
 import { runAgentSync } from './support/agent-process';
 import { testArgs } from './support/agent-config';
 
@@ -142,7 +144,11 @@ describe('the built agent refuses bad settings with exit status 2 before startin
   });
 
   it('refuses an unknown flag and an unknown NIXFLEET_AGENT_ variable', () => {
-    expectRefused([...base, '--heartbeat-intervall', '5'], {}, /^config error: unknown flag --heartbeat-intervall \(see --help\)$/m);
+    expectRefused(
+      [...base, '--heartbeat-intervall', '5'],
+      {},
+      /^config error: unknown flag --heartbeat-intervall; did you mean --heartbeat-interval\?$/m,
+    );
     expectRefused(base, { NIXFLEET_AGENT_HEARTBEAT_INTERVALL: '5' }, /unknown environment variable NIXFLEET_AGENT_HEARTBEAT_INTERVALL/);
   });
 
@@ -251,5 +257,82 @@ describe('the built agent refuses a missing or malformed trust file with exit st
     expect(refused(file, ['--allow-unsigned'])).toEqual([
       expect.stringMatching(new RegExp(`^config error: trust file ${file}: is not valid JSON \\(`)),
     ]);
+  });
+});
+
+describe('nixfleet-agent config: the effective settings and where each came from', () => {
+  let dir: string;
+  let file: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-config-cmd-'));
+    file = join(dir, 'agent.json');
+    writeFileSync(file, JSON.stringify({ controlPlaneUrl: 'https://cp.example:8443', heartbeatInterval: 30 }));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('prints a table of every setting with its value and source, exit 0, starting nothing', () => {
+    const stateDir = join(dir, 'state');
+    const r = runAgentSync(['config', '--machine-id', 'web-01', '--state-dir', stateDir], {
+      NIXFLEET_AGENT_CONFIG: file,
+      NIXFLEET_AGENT_LOG_LEVEL: 'debug',
+    });
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toBe(`settings file: ${file} (from NIXFLEET_AGENT_CONFIG)`);
+    expect(lines[2]).toMatch(/^SETTING +VALUE +SOURCE$/);
+    expect(r.stdout).toMatch(/^--control-plane-url +https:\/\/cp\.example:8443 +file "controlPlaneUrl" in \S+agent\.json$/m);
+    expect(r.stdout).toMatch(/^--heartbeat-interval +30 +file "heartbeatInterval" in /m);
+    expect(r.stdout).toMatch(/^--machine-id +web-01 +flag --machine-id$/m);
+    expect(r.stdout).toMatch(/^--log-level +debug +env NIXFLEET_AGENT_LOG_LEVEL$/m);
+    expect(r.stdout).toMatch(/^--admin-listen +127\.0\.0\.1:9850 +default$/m);
+    expect(r.stdout).toMatch(/^--client-key +- +unset$/m);
+    // One row per setting, after the file line, a blank line and the header.
+    expect(lines).toHaveLength(3 + SETTING_SPECS.length);
+    expect(existsSync(stateDir)).toBe(false);
+  });
+
+  it('prints the same as one JSON document with --json', () => {
+    const r = runAgentSync(['config', '--json', '--config', file, '--machine-id', 'web-01']);
+    expect(r.status).toBe(0);
+    const doc = JSON.parse(r.stdout) as ConfigDocument;
+    expect(doc.configFile).toEqual({ path: file, source: 'flag' });
+    expect(doc.problems).toEqual([]);
+    expect(doc.settings.heartbeatInterval).toEqual({
+      flag: '--heartbeat-interval',
+      env: 'NIXFLEET_AGENT_HEARTBEAT_INTERVAL',
+      value: 30,
+      hidden: false,
+      source: 'file',
+      from: `"heartbeatInterval" in ${file}`,
+    });
+    expect(doc.settings.trustFile).toMatchObject({ value: '/etc/nixfleet/agent/trust.json', source: 'default', from: null });
+  });
+
+  it('with bad settings shows them all the same, then each problem on stderr, and exits 2; never a password', () => {
+    const r = runAgentSync(['config', '--control-plane-url', 'https://fleet:hunter2@cp.example', '--heartbeat-interval', '0']);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toMatch(/^--control-plane-url +https:\/\/\*\*\*@cp\.example +flag --control-plane-url$/m);
+    expect(r.stdout).toMatch(/^--heartbeat-interval +0 +flag --heartbeat-interval$/m);
+    expect(r.stderr.trimEnd().split('\n')).toEqual([
+      'config error: --machine-id (env NIXFLEET_AGENT_MACHINE_ID, file key "machineId"): is required but was not set',
+      expect.stringMatching(/^config error: --heartbeat-interval .*must be at least 1 second, got 0 from --heartbeat-interval$/),
+      expect.stringMatching(/^config error: --control-plane-url .*must not carry a user name or password/),
+      WOULD_NOT_START,
+    ]);
+    expect(`${r.stdout}${r.stderr}`).not.toContain('hunter2');
+  });
+
+  it('refuses --json with run, and an unreadable --config with config: one line each, exit 2', () => {
+    const withRun = runAgentSync(['--json', '--control-plane-url', 'https://cp.example', '--machine-id', 'web-01']);
+    expect(withRun.status).toBe(2);
+    expect(withRun.stderr).toBe(`config error: --json only applies to the status, config and events commands\n${NOT_STARTED}\n`);
+    const missing = join(dir, 'absent.json');
+    const unreadable = runAgentSync(['config', '--config', missing]);
+    expect(unreadable.status).toBe(2);
+    expect(unreadable.stdout).toBe('');
+    expect(unreadable.stderr).toBe(
+      `config error: --config (env NIXFLEET_AGENT_CONFIG): cannot read ${missing}: no such file\n${NOT_STARTED}\n`,
+    );
   });
 });

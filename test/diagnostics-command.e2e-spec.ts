@@ -146,13 +146,10 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     });
     expect(json(files, 'status.json')).toMatchObject({ machineId: world.pki.machineId, pid: agent!.child.pid });
     expect(files.get('metrics.txt')).toMatch(/^# HELP /m);
-    const config = json(files, 'config.json') as { settings: { key: string; value: unknown; source: string }[] };
-    expect(config.settings).toEqual(
-      expect.arrayContaining([
-        expect.objectContaining({ key: 'stateDir', value: stateDir, source: 'flag' }),
-        expect.objectContaining({ key: 'heartbeatInterval', value: 60, source: 'default' }),
-      ]),
-    );
+    expect(json(files, 'config.json')).toMatchObject({
+      settings: { stateDir: { value: stateDir, source: 'flag' }, heartbeatInterval: { value: 60, source: 'default' } },
+      problems: [],
+    });
     const client = new X509Certificate(readFileSync(world.pki.client.certPath));
     expect(json(files, 'certificates.json')).toMatchObject({
       caCert: { path: world.pki.caCertPath, certificates: [{ subject: 'CN=nixfleet dev CA', isCa: true }] },
@@ -202,11 +199,11 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     });
 
     expectNoKeyMaterial(files, [world.pki.client.keyPath, world.pki.clientOpensshEd25519.keyPath]);
-    const config = json(files, 'config.json') as { settings: { key: string; value: unknown; source: string }[] };
-    expect(config.settings.find((s) => s.key === 'clientKey')).toMatchObject({ value: '[PRIVATE KEY redacted]\n', source: 'env' });
-    expect(config.settings.find((s) => s.key === 'clientCert')).toMatchObject({
-      value: '[OPENSSH PRIVATE KEY redacted]\n',
-      source: 'file',
+    expect(json(files, 'config.json')).toMatchObject({
+      settings: {
+        clientKey: { value: '[PRIVATE KEY redacted]\n', source: 'env' },
+        clientCert: { value: '[OPENSSH PRIVATE KEY redacted]\n', source: 'file' },
+      },
     });
   });
 

@@ -43,13 +43,37 @@ export class AdminHttpAdapter extends ExpressAdapter {
     app.use(refuseWrites);
   }
 
+  /** Requests that came before `open()`, waiting for the app's routes. */
+  private held: (() => void)[] | null = null;
+
+  /** Idempotent: `bindAdmin` creates and binds the server before Nest asks for it. */
   override initHttpServer(): void {
+    if (this.httpServer !== undefined) return;
     const server = http.createServer(
       { ...ADMIN_SERVER_LIMITS, connectionsCheckingInterval: NODE_CONNECTIONS_CHECK_MS },
       this.getInstance<http.RequestListener>(),
     );
     enforceConnectionDeadlines(server, ADMIN_SERVER_LIMITS);
     this.httpServer = server;
+  }
+
+  /**
+   * Until `open()`, requests wait instead of meeting a 404: the listener is
+   * bound before the app is built (a taken address must stop the agent
+   * before any job runs), and the routes come with the app.
+   */
+  holdRequests(): void {
+    this.held = [];
+    this.getInstance<{ use(fn: (req: IncomingMessage, res: ServerResponse, next: () => void) => void): void }>().use((_req, _res, next) => {
+      if (this.held === null) next();
+      else this.held.push(next);
+    });
+  }
+
+  open(): void {
+    const held = this.held ?? [];
+    this.held = null;
+    for (const next of held) next();
   }
 }
 

@@ -6,15 +6,15 @@ import { join } from 'node:path';
 import { makePki, type Pki } from '../../dev/pki';
 import type { SettingsSeen } from '../config/config.loader';
 import type { SettingKey } from '../config/settings';
-import type { ValueSource } from '../config/config.messages';
+import { effectiveSettings, type PickedSetting } from '../config/effective-settings';
 import { archiveBaseName, buildArchive, certificateSummary, configSummary, redact } from './diagnostics.command';
 
 const AT = new Date('2026-12-03T07:15:42.123Z');
 
-function seen(values: Partial<Record<SettingKey, unknown>>, source: ValueSource = 'flag', problems: string[] = []): SettingsSeen {
-  const sources = new Map<SettingKey, ValueSource>();
-  for (const key of Object.keys(values) as SettingKey[]) sources.set(key, source);
-  return { values, sources, configFile: null, problems };
+function seen(values: Partial<Record<SettingKey, unknown>>, problems: string[] = []): SettingsSeen {
+  const picked = new Map<SettingKey, PickedSetting>();
+  for (const [key, value] of Object.entries(values)) picked.set(key as SettingKey, { value, source: 'flag' });
+  return { effective: effectiveSettings(picked, null), problems };
 }
 
 /** The base64 body of a PEM file: the lines between its armour. */
@@ -134,33 +134,15 @@ describe('nixfleet-agent diagnostics: redaction, naming, the archive', () => {
     expect(JSON.stringify(summary)).not.toContain(pemBody(pki.client.keyPath).slice(0, 40));
   });
 
-  it('lists every setting with its value and source, the unset ones too, and what run would refuse', () => {
-    const s: SettingsSeen = {
-      values: { machineId: 'web-01', stateDir: '/srv/state' },
-      sources: new Map<SettingKey, ValueSource>([
-        ['machineId', 'env'],
-        ['stateDir', 'file'],
-      ]),
-      configFile: '/etc/nixfleet-agent.json',
-      problems: [
-        'config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): is required but was not set',
-      ],
-    };
-    const summary = configSummary(s) as { configFile: string; settings: Record<string, unknown>[]; problems: string[] };
+  it('puts the settings in as `config --json` prints them, with what run would refuse', () => {
+    const problem =
+      'config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): is required but was not set';
+    const s = seen({ machineId: 'web-01', stateDir: '/srv/state' }, [problem]);
 
-    expect(summary.configFile).toBe('/etc/nixfleet-agent.json');
-    expect(summary.problems).toEqual(s.problems);
-    expect(summary.settings).toEqual(
-      expect.arrayContaining([
-        expect.objectContaining({ key: 'machineId', value: 'web-01', source: 'env', from: 'from NIXFLEET_AGENT_MACHINE_ID' }),
-        expect.objectContaining({
-          key: 'stateDir',
-          value: '/srv/state',
-          source: 'file',
-          from: 'from "stateDir" in /etc/nixfleet-agent.json',
-        }),
-        expect.objectContaining({ key: 'controlPlaneUrl', value: null, source: 'unset', from: 'not set' }),
-      ]),
-    );
+    expect(configSummary(s)).toEqual({ configFile: null, settings: s.effective.settings, problems: [problem] });
+    expect(s.effective.settings).toMatchObject({
+      machineId: { value: 'web-01', source: 'flag' },
+      controlPlaneUrl: { value: null, source: 'unset' },
+    });
   });
 });

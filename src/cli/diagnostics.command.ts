@@ -6,12 +6,12 @@ import { gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { errnoText } from '../common/errno';
 import type { SettingsSeen } from '../config/config.loader';
-import { sourceText } from '../config/config.messages';
 import { formatListenAddress, type ListenAddress } from '../config/listen-address';
-import { envOf, fileKeyOf, flagOf, SETTING_SPECS } from '../config/settings';
+import type { SettingKey } from '../config/settings';
 import { PEM_BLOCK } from '../common/pem';
 import { type EventLogSnapshot, readEventLog } from '../outbound/event-log.reader';
 import { AGENT_VERSION } from '../version';
+import type { ConfigDocument } from './config.command';
 import { type AdminAnswer, getFromAdmin, getTextFromAdmin } from './admin-request';
 
 /** Exit statuses of `nixfleet-agent diagnostics` (2, bad flags, is main's). */
@@ -91,7 +91,7 @@ export function archiveBaseName(host: string, at: Date): string {
 }
 
 function hostOf(settings: SettingsSeen): string {
-  const id = settings.values.machineId;
+  const id = settings.effective.settings.machineId.value;
   return typeof id === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(id) ? id : hostname();
 }
 
@@ -168,24 +168,9 @@ function agentAnswer(
   };
 }
 
-/** Every setting with its value and where it came from; what `run` would refuse in them. */
-export function configSummary(s: SettingsSeen): unknown {
-  return {
-    configFile: s.configFile,
-    settings: SETTING_SPECS.map(({ key }) => {
-      const source = s.sources.get(key);
-      return {
-        key,
-        flag: flagOf(key),
-        env: envOf(key),
-        fileKey: fileKeyOf(key),
-        value: source === undefined ? null : (s.values[key] ?? null),
-        source: source ?? 'unset',
-        from: source === undefined ? 'not set' : sourceText(key, source, s.configFile ?? undefined),
-      };
-    }),
-    problems: s.problems,
-  };
+/** What `nixfleet-agent config --json` prints: every setting, its value and source, redacted; and what `run` would refuse in them. */
+export function configSummary(s: SettingsSeen): ConfigDocument {
+  return { ...s.effective, problems: [...s.problems] };
 }
 
 interface CertSummary {
@@ -203,8 +188,8 @@ interface CertSummary {
 
 /** Subject, issuer, validity and fingerprints of the CA bundle and the client certificate; of the key file its stat only. */
 export function certificateSummary(s: SettingsSeen, now: Date): unknown {
-  const path = (key: 'caCert' | 'clientCert' | 'clientKey'): string | null => {
-    const v = s.values[key];
+  const path = (key: SettingKey & ('caCert' | 'clientCert' | 'clientKey')): string | null => {
+    const v = s.effective.settings[key].value;
     return typeof v === 'string' && v !== '' ? v : null;
   };
   const caCert = path('caCert');

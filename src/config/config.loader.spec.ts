@@ -75,9 +75,10 @@ describe('loadConfig', () => {
       argv: ['events', '--rollout', 'stable@a1', '--pending', '--json', '--admin-listen', '0.0.0.0:1'],
       env: { NIXFLEET_AGENT_STATE_DIR: '/srv/state' },
       stdoutIsTty: false,
+      defaultConfigPath: null,
     });
     expect(result).toEqual({ kind: 'events', stateDir: '/srv/state', rolloutId: 'stable@a1', pendingOnly: true, json: true });
-    expect(loadConfig({ argv: ['events'], env: {}, stdoutIsTty: false })).toEqual({
+    expect(loadConfig({ argv: ['events'], env: {}, stdoutIsTty: false, defaultConfigPath: null })).toEqual({
       kind: 'events',
       stateDir: '/var/lib/nixfleet-agent',
       rolloutId: null,
@@ -88,7 +89,7 @@ describe('loadConfig', () => {
 
   it('refuses a relative state dir for events, and the flags of one command on another, one line each', () => {
     const problems = (argv: string[]): string[] => {
-      const result = loadConfig({ argv, env: {}, stdoutIsTty: false });
+      const result = loadConfig({ argv, env: {}, stdoutIsTty: false, defaultConfigPath: null });
       return result.kind === 'invalid' ? result.problems : [];
     };
     expect(problems(['events', '--state-dir', 'state'])).toEqual([
@@ -96,8 +97,9 @@ describe('loadConfig', () => {
     ]);
     expect(problems(['status', '--pending'])).toEqual(['config error: --pending only applies to the events command']);
     expect(problems(['events', '-o', 'x.tgz'])).toEqual(['config error: --output only applies to the diagnostics command']);
-    expect(problems([...required, '--json'])).toEqual(['config error: --json only applies to the status and events commands']);
     expect(problems(['events', '--rollout', ''])).toEqual(['config error: --rollout needs a value (see --help)']);
+    const invalid = loadConfig({ argv: ['events', '--rollout'], env: {}, stdoutIsTty: false, defaultConfigPath: null });
+    expect(invalid).toEqual({ kind: 'invalid', problems: ['config error: --rollout needs a value (see --help)'], inspecting: true });
   });
 
   it('gives diagnostics every setting with its source, and what run would refuse, without stopping on it', () => {
@@ -105,6 +107,7 @@ describe('loadConfig', () => {
       argv: ['diagnostics', '-o', '/tmp/d.tgz', '--heartbeat-interval', 'abc', '--control-plane-url', 'https://fleet:s3cret@cp.test'],
       env: { NIXFLEET_AGENT_MACHINE_ID: 'web-01' },
       stdoutIsTty: false,
+      defaultConfigPath: null,
     });
     if (result.kind !== 'diagnostics') throw new Error(`expected diagnostics, got ${JSON.stringify(result)}`);
     expect(result).toMatchObject({
@@ -112,15 +115,21 @@ describe('loadConfig', () => {
       stateDir: '/var/lib/nixfleet-agent',
       output: '/tmp/d.tgz',
     });
-    expect(result.settings.values).toMatchObject({ machineId: 'web-01', heartbeatInterval: 'abc', controlPlaneUrl: 'https://***@cp.test' });
-    expect(result.settings.sources.get('machineId')).toBe('env');
-    expect(result.settings.sources.get('stateDir')).toBe('default');
+    expect(result.settings.effective.settings).toMatchObject({
+      machineId: { value: 'web-01', source: 'env' },
+      heartbeatInterval: { value: 'abc', source: 'flag' },
+      controlPlaneUrl: { value: 'https://***@cp.test', source: 'flag' },
+      stateDir: { value: '/var/lib/nixfleet-agent', source: 'default' },
+    });
     expect(result.settings.problems).toEqual([
       expect.stringMatching(
         /^config error: --heartbeat-interval .*must be a whole number of seconds.*, got "abc" from --heartbeat-interval$/,
       ),
+      expect.stringMatching(
+        /^config error: --control-plane-url .*: must not carry a user name or password .*, got "https:\/\/\*\*\*@cp.test" from --control-plane-url$/,
+      ),
     ]);
-    expect(JSON.stringify(result.settings.values)).not.toContain('s3cret');
+    expect(JSON.stringify(result.settings.effective)).not.toContain('s3cret');
   });
 
   it('refuses a malformed admin address, naming what it should look like', () => {
@@ -255,5 +264,215 @@ describe('loadConfig', () => {
     expect(problems).toEqual([expect.stringMatching(/must not carry a user name or password/)]);
     expect(problems[0]).toContain(`got ${shown} from --control-plane-url`);
     expect(problems[0]).not.toContain(secret);
+  });
+});
+
+describe('loadConfig: one line per bad value, naming the flag', () => {
+  const required = ['--control-plane-url', 'https://cp.test', '--machine-id', 'web-01'];
+  const INTERVAL = 'config error: --heartbeat-interval (env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"): ';
+  const URL = 'config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): ';
+
+  function problems(argv: string[], env: Record<string, string> = {}): string[] {
+    const result = loadConfig({ argv, env, stdoutIsTty: false, defaultConfigPath: null });
+    if (result.kind !== 'invalid') throw new Error(`expected problems, got ${JSON.stringify(result)}`);
+    return result.problems;
+  }
+
+  it('says a heartbeat interval of "abc" is no whole number, and nothing about its bounds', () => {
+    expect(problems([...required, '--heartbeat-interval', 'abc'])).toEqual([
+      `${INTERVAL}must be a whole number of seconds, got "abc" from --heartbeat-interval`,
+    ]);
+    expect(problems(required, { NIXFLEET_AGENT_HEARTBEAT_INTERVAL: '1.5' })).toEqual([
+      `${INTERVAL}must be a whole number of seconds, got "1.5" from NIXFLEET_AGENT_HEARTBEAT_INTERVAL`,
+    ]);
+  });
+
+  it.each([
+    [['--heartbeat-interval', '-5']],
+    [['--heartbeat-interval=-5']],
+    // After other flags, and before one: the "-5" is a value, the next flag still a flag.
+    [['--heartbeat-interval', '-5', '--log-level', 'debug']],
+  ])('takes %j as the value -5 and says it must be at least 1', (args) => {
+    expect(problems([...required, ...args])).toEqual([`${INTERVAL}must be at least 1 second, got -5 from --heartbeat-interval`]);
+  });
+
+  it('still says a flag at the end of the line needs a value, and how to give one that starts with "-"', () => {
+    expect(problems([...required, '--heartbeat-interval'])).toEqual(['config error: --heartbeat-interval needs a value (see --help)']);
+    expect(problems([...required, '--state-dir', '-x'])).toEqual([
+      'config error: --state-dir needs a value; one that starts with "-" is written --state-dir=VALUE',
+    ]);
+  });
+
+  it.each([
+    ['https://cp.test:70000', 'port 70000 is out of range 1-65535'],
+    ['https://cp.test:0/fleet', 'port 0 is out of range 1-65535'],
+    ['https://[fd00::1]:65536', 'port 65536 is out of range 1-65535'],
+    // Not only the port is wrong: the first thing to fix is the scheme.
+    ['http://cp.test:70000', 'must be an https:// URL'],
+  ])('names what is wrong with the control-plane URL %s', (url, reason) => {
+    expect(problems(['--control-plane-url', url, '--machine-id', 'web-01'])).toEqual([
+      `${URL}${reason}, got ${JSON.stringify(url)} from --control-plane-url`,
+    ]);
+  });
+
+  it('reports a --config file that cannot be read alone, not the required settings it would have set', () => {
+    const missing = join(tmpdir(), 'nfa-no-such-dir', 'agent.json');
+    expect(problems(['--config', missing])).toEqual([
+      `config error: --config (env NIXFLEET_AGENT_CONFIG): cannot read ${missing}: no such file`,
+    ]);
+    expect(problems([], { NIXFLEET_AGENT_CONFIG: missing })).toEqual([
+      `config error: --config (env NIXFLEET_AGENT_CONFIG): cannot read ${missing}: no such file`,
+    ]);
+  });
+
+  it.each([
+    ['--heartbeat-intervall', 'config error: unknown flag --heartbeat-intervall; did you mean --heartbeat-interval?'],
+    ['--heartbeat-intervall=5', 'config error: unknown flag --heartbeat-intervall; did you mean --heartbeat-interval?'],
+    ['--machine', 'config error: unknown flag --machine; did you mean --machine-id?'],
+    ['--admin-listne', 'config error: unknown flag --admin-listne; did you mean --admin-listen?'],
+    ['--frobnicate', 'config error: unknown flag --frobnicate (see --help)'],
+  ])('refuses the unknown flag %s with a guess only when one is close', (flag, line) => {
+    expect(problems([...required, flag])).toEqual([line]);
+  });
+
+  it('guesses the command, the environment variable and the file key meant, too', () => {
+    expect(problems(['statsu'])).toEqual([
+      'config error: unknown command "statsu"; did you mean "status"? commands are: run, status, config, events, diagnostics',
+    ]);
+    expect(problems(['deploy'])).toEqual([
+      'config error: unknown command "deploy"; commands are: run, status, config, events, diagnostics',
+    ]);
+    expect(problems(required, { NIXFLEET_AGENT_MACHINE_IDD: 'x' })).toEqual([
+      'config error: unknown environment variable NIXFLEET_AGENT_MACHINE_IDD; did you mean NIXFLEET_AGENT_MACHINE_ID?',
+    ]);
+    const dir = mkdtempSync(join(tmpdir(), 'nfa-loader-keys-'));
+    try {
+      const file = join(dir, 'agent.json');
+      writeFileSync(file, JSON.stringify({ machineID: 'web-01', colour: true }));
+      expect(problems([...required, '--config', file])).toEqual([
+        `config error: unknown key "machineID" in ${file}; did you mean "machineId"?`,
+        `config error: unknown key "colour" in ${file}; known keys are listed by --help`,
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses --json with run, naming the commands it applies to', () => {
+    expect(problems([...required, '--json'])).toEqual(['config error: --json only applies to the status, config and events commands']);
+  });
+});
+
+describe('loadConfig: how the commands find the settings and the agent', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-loader-discovery-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  function settingsFile(name: string, settings: Record<string, unknown>): string {
+    const file = join(dir, name);
+    writeFileSync(file, JSON.stringify(settings));
+    return file;
+  }
+
+  it('status finds the admin address in the default settings file when neither --config nor the env names one', () => {
+    const defaultConfigPath = settingsFile('default.json', { adminListen: '127.0.0.1:4100', controlPlaneUrl: 'not a url' });
+    expect(loadConfig({ argv: ['status'], env: {}, stdoutIsTty: false, defaultConfigPath })).toEqual({
+      kind: 'status',
+      adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 4100 },
+      json: false,
+    });
+  });
+
+  it('status takes --admin-listen over the env over --config (flag or env) over the default file', () => {
+    const defaultConfigPath = settingsFile('default-2.json', { adminListen: '127.0.0.1:4100' });
+    const named = settingsFile('named.json', { adminListen: 'unix:/run/named.sock' });
+    const port = (argv: string[], env: Record<string, string>): unknown => {
+      const r = loadConfig({ argv: ['status', ...argv], env, stdoutIsTty: false, defaultConfigPath });
+      return r.kind === 'status' ? r.adminAddress : r;
+    };
+    expect(port([], {})).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 4100 });
+    expect(port(['--config', named], {})).toEqual({ kind: 'unix', path: '/run/named.sock' });
+    expect(port([], { NIXFLEET_AGENT_CONFIG: named })).toEqual({ kind: 'unix', path: '/run/named.sock' });
+    expect(port(['--config', named], { NIXFLEET_AGENT_ADMIN_LISTEN: '127.0.0.1:4200' })).toEqual({
+      kind: 'tcp',
+      host: '127.0.0.1',
+      port: 4200,
+    });
+    expect(port(['--admin-listen', '[::1]:4300'], { NIXFLEET_AGENT_ADMIN_LISTEN: '127.0.0.1:4200' })).toEqual({
+      kind: 'tcp',
+      host: '::1',
+      port: 4300,
+    });
+  });
+
+  it('run reads the default settings file too, and records which file it read', () => {
+    const defaultConfigPath = settingsFile('default-run.json', { controlPlaneUrl: 'https://cp.test', machineId: 'web-07' });
+    const config = run(loadConfig({ argv: [], env: {}, stdoutIsTty: false, defaultConfigPath }));
+    expect(config.machineId).toBe('web-07');
+    expect(config.configFile).toBe(defaultConfigPath);
+  });
+
+  it('a default settings file that does not exist is none; one that cannot be read is named as the default', () => {
+    const absent = join(dir, 'absent.json');
+    const status = loadConfig({ argv: ['status'], env: {}, stdoutIsTty: false, defaultConfigPath: absent });
+    expect(status).toEqual({ kind: 'status', adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 9850 }, json: false });
+    const config = run(
+      loadConfig({
+        argv: ['--control-plane-url', 'https://cp.test', '--machine-id', 'w'],
+        env: {},
+        stdoutIsTty: false,
+        defaultConfigPath: absent,
+      }),
+    );
+    expect(config.configFile).toBeNull();
+    // A directory where the file should be: reading fails with EISDIR, not "no such file".
+    expect(loadConfig({ argv: ['status'], env: {}, stdoutIsTty: false, defaultConfigPath: dir })).toEqual({
+      kind: 'invalid',
+      problems: [
+        `config error: the default settings file (read when neither --config nor NIXFLEET_AGENT_CONFIG is set, if it exists): cannot read ${dir}: it is a directory`,
+      ],
+    });
+  });
+
+  it('does not read the default file when --config names another', () => {
+    const defaultConfigPath = settingsFile('default-3.json', { machineId: 'from-default' });
+    const named = settingsFile('named-2.json', { controlPlaneUrl: 'https://cp.test' });
+    const result = loadConfig({ argv: ['--config', named], env: {}, stdoutIsTty: false, defaultConfigPath });
+    expect(result).toEqual({
+      kind: 'invalid',
+      problems: ['config error: --machine-id (env NIXFLEET_AGENT_MACHINE_ID, file key "machineId"): is required but was not set'],
+    });
+  });
+
+  it('config shows the effective settings with their sources, and the problems the agent would stop on', () => {
+    const file = settingsFile('shown.json', { heartbeatInterval: 30, logLevel: 'loud' });
+    const result = loadConfig({
+      argv: ['config', '--json', '--config', file, '--machine-id', 'web-01'],
+      env: { NIXFLEET_AGENT_STATE_DIR: '/srv/agent' },
+      stdoutIsTty: false,
+      defaultConfigPath: null,
+    });
+    if (result.kind !== 'config') throw new Error(JSON.stringify(result));
+    expect(result.json).toBe(true);
+    expect(result.effective.configFile).toEqual({ path: file, source: 'flag' });
+    const s = result.effective.settings;
+    expect(s.machineId).toEqual({
+      flag: '--machine-id',
+      env: 'NIXFLEET_AGENT_MACHINE_ID',
+      value: 'web-01',
+      hidden: false,
+      source: 'flag',
+      from: '--machine-id',
+    });
+    expect(s.stateDir).toMatchObject({ value: '/srv/agent', source: 'env', from: 'NIXFLEET_AGENT_STATE_DIR' });
+    expect(s.heartbeatInterval).toMatchObject({ value: 30, source: 'file', from: `"heartbeatInterval" in ${file}` });
+    expect(s.eventLogMaxMb).toMatchObject({ value: 64, source: 'default', from: null });
+    expect(s.controlPlaneUrl).toMatchObject({ value: null, source: 'unset', from: null });
+    expect(result.problems).toEqual([
+      'config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): is required but was not set',
+      `config error: --log-level (env NIXFLEET_AGENT_LOG_LEVEL, file key "logLevel"): must be one of: error, warn, info, debug, verbose, got "loud" from "logLevel" in ${file}`,
+    ]);
   });
 });

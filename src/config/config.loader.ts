@@ -1,12 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { plainToInstance } from 'class-transformer';
-import { isURL, validateSync } from '../common/class-validator';
+import { isURL, validateSync, type ValidationError } from '../common/class-validator';
 import { CERT_EXPIRY_WARNING_DAYS } from '../clock/thresholds';
 import { errnoText } from '../common/errno';
-import { settingProblem, sourceText, whereToSet, type ValueSource } from './config.messages';
+import { DEFAULT_CONFIG_PATH } from './config.constants';
+import { CONFIG_ENV, configFileProblem, settingProblem, sourceText, whereToSet } from './config.messages';
+import { didYouMean } from './did-you-mean';
+import { type ConfigFileRef, effectiveSettings, type EffectiveSettings, type PickedSetting } from './effective-settings';
 import { isLoopback, parseListenAddress, type ListenAddress } from './listen-address';
 import { CONTROL_PLANE_URL_RULES, envOf, fileKeyOf, flagOf, SETTING_SPECS, Settings, type SettingKey, type SettingSpec } from './settings';
+import { hasUserinfo, withoutUserinfo } from './url-credentials';
 
 /** Settings after validation, plus what was derived from them. Read-only everywhere. */
 export type AgentConfig = Readonly<Settings> & {
@@ -33,26 +37,82 @@ export function systemdEnv(env: Readonly<Record<string, string | undefined>>, pi
   return { notifySocket, watchdogUsec: usec !== null && usec > 0 && forUs ? usec : null };
 }
 
-export type Command = 'run' | 'status' | 'events' | 'diagnostics';
-
-/** What `diagnostics` records of the settings: every value as merged (invalid ones too) and where it came from. */
-export interface SettingsSeen {
-  readonly values: Readonly<Partial<Record<SettingKey, unknown>>>;
-  readonly sources: ReadonlyMap<SettingKey, ValueSource>;
-  readonly configFile: string | null;
-  /** What `run` would refuse in them (a bug report is written when things are broken: they do not stop `diagnostics`). */
-  readonly problems: readonly string[];
+/**
+ * What a command needs of the settings, said once: `agent`, every setting
+ * checked as the agent runs with it; `admin`, only those that find the
+ * running agent's admin endpoint (the rest may be missing or wrong here: the
+ * agent's own unit has them); `state`, only the state dir (it reads the
+ * agent's files, not the agent); `report`, both, and the problems of all the
+ * others recorded rather than refused (a bug report is written when things
+ * are broken). A new command is one line here, its flags one
+ * line each in COMMAND_FLAGS, and one case where `loadConfig` builds its result.
+ */
+interface CommandSpec {
+  settings: 'agent' | 'admin' | 'state' | 'report';
+  /** For --help: the command's arguments and what it does. */
+  usage: string;
 }
+
+const COMMAND_SPECS = {
+  run: { settings: 'agent', usage: '[run] [settings]       run the agent' },
+  status: { settings: 'admin', usage: 'status [--json]        ask the running agent for its status' },
+  config: { settings: 'agent', usage: 'config [--json]        print the effective settings and where each came from' },
+  events: {
+    settings: 'state',
+    usage:
+      'events [--rollout ID] [--pending] [--json]\n                              list the event log, read from the state dir (the agent may run or not)',
+  },
+  diagnostics: { settings: 'report', usage: 'diagnostics [-o FILE]  write a redacted .tar.gz for a bug report (no key material)' },
+} as const satisfies Record<string, CommandSpec>;
+
+export type Command = keyof typeof COMMAND_SPECS;
+const COMMANDS = Object.keys(COMMAND_SPECS) as Command[];
+
+/** The settings that find the admin endpoint: all an `admin` command reads. */
+const ADMIN_SETTINGS: readonly SettingKey[] = ['adminListen', 'adminAllowRemote'];
+/** What each command that is not the agent reads of the settings. */
+const NEEDED: Readonly<Record<Exclude<CommandSpec['settings'], 'agent'>, readonly SettingKey[]>> = {
+  admin: ADMIN_SETTINGS,
+  state: ['stateDir'],
+  report: [...ADMIN_SETTINGS, 'stateDir'],
+};
+
+/** Flags of commands (not settings), each refused with any command it does not name. */
+interface CommandFlag {
+  type: 'boolean' | 'string';
+  short?: string;
+  commands: readonly Command[];
+}
+
+const COMMAND_FLAGS = {
+  json: { type: 'boolean', commands: ['status', 'config', 'events'] },
+  rollout: { type: 'string', commands: ['events'] },
+  pending: { type: 'boolean', commands: ['events'] },
+  output: { type: 'string', short: 'o', commands: ['diagnostics'] },
+} as const satisfies Record<string, CommandFlag>;
+
+type CommandFlagName = keyof typeof COMMAND_FLAGS;
 
 export type LoadResult =
   | { kind: 'help'; text: string }
   | { kind: 'version' }
   | { kind: 'run'; config: AgentConfig }
   | { kind: 'status'; adminAddress: ListenAddress; json: boolean }
+  /** Shown even with problems (they are the reason an operator asks); the command exits 2 then. */
+  | { kind: 'config'; json: boolean; effective: EffectiveSettings; problems: string[] }
   | { kind: 'events'; stateDir: string; rolloutId: string | null; pendingOnly: boolean; json: boolean }
   | { kind: 'diagnostics'; adminAddress: ListenAddress; stateDir: string; output: string | null; settings: SettingsSeen }
   /** `inspecting`: a command that only reads (status, events, diagnostics): no "the agent did not start" line. */
   | { kind: 'invalid'; problems: string[]; inspecting?: true };
+
+/** What `diagnostics` records of the settings: each one's value and source (as `config` shows them), and what `run` would refuse. */
+export interface SettingsSeen {
+  readonly effective: EffectiveSettings;
+  readonly problems: readonly string[];
+}
+
+/** The commands that only read: they start nothing, so a problem line is all they say. */
+const INSPECTING: readonly Command[] = ['status', 'events', 'diagnostics'];
 
 export interface LoadInput {
   argv: readonly string[];
@@ -60,24 +120,16 @@ export interface LoadInput {
   stdoutIsTty: boolean;
   /** For WATCHDOG_PID; this process's pid when omitted. */
   pid?: number;
+  /**
+   * The settings file read, when it exists, if neither --config nor
+   * NIXFLEET_AGENT_CONFIG is given; DEFAULT_CONFIG_PATH when omitted, none when null.
+   */
+  defaultConfigPath?: string | null;
 }
 
-const COMMANDS: readonly Command[] = ['run', 'status', 'events', 'diagnostics'];
-/** The settings each inspection command needs; the others are not its business, so a bad one does not stop it. */
-const COMMAND_SETTINGS: Readonly<Record<Exclude<Command, 'run'>, readonly SettingKey[]>> = {
-  status: ['adminListen', 'adminAllowRemote'],
-  events: ['stateDir'],
-  diagnostics: ['adminListen', 'adminAllowRemote', 'stateDir'],
-};
-/** Flags of one command only (`--json` of two). */
-const COMMAND_FLAGS: Readonly<Record<string, readonly Command[]>> = {
-  json: ['status', 'events'],
-  rollout: ['events'],
-  pending: ['events'],
-  output: ['diagnostics'],
-};
 const ENV_PREFIX = 'NIXFLEET_AGENT_';
-const CONFIG_ENV = `${ENV_PREFIX}CONFIG`;
+
+type ArgValues = Record<string, string | boolean | undefined>;
 
 /**
  * Flags > env > JSON file > defaults, validated once. Every problem becomes
@@ -85,126 +137,138 @@ const CONFIG_ENV = `${ENV_PREFIX}CONFIG`;
  * exits 2 on any.
  */
 export function loadConfig(input: LoadInput): LoadResult {
-  const options: ParseArgsConfig['options'] = {
-    help: { type: 'boolean', short: 'h' },
-    version: { type: 'boolean' },
-    config: { type: 'string' },
-    json: { type: 'boolean' },
-    rollout: { type: 'string' },
-    pending: { type: 'boolean' },
-    output: { type: 'string', short: 'o' },
-  };
-  for (const spec of SETTING_SPECS) {
-    options[flagOf(spec.key).slice(2)] = { type: spec.kind === 'bool' ? 'boolean' : 'string' };
-  }
-
-  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  const options = argvOptions();
+  let parsed: { values: ArgValues; positionals: string[] };
   try {
-    parsed = parseArgs({ args: [...input.argv], options, strict: true, allowPositionals: true }) as typeof parsed;
+    parsed = parseArgs({ args: joinNegativeValues(input.argv, options), options, strict: true, allowPositionals: true }) as typeof parsed;
   } catch (err) {
-    return { kind: 'invalid', problems: [argvProblem(err)], ...inspectingOf(input.argv, options) };
+    return { kind: 'invalid', problems: [argvProblem(err, options)], ...inspectingOf(input.argv, options) };
   }
-  if (parsed.values.help) return { kind: 'help', text: helpText(input.stdoutIsTty) };
-  if (parsed.values.version) return { kind: 'version' };
+  const values = parsed.values;
+  if (values.help) return { kind: 'help', text: helpText(input.stdoutIsTty) };
+  if (values.version) return { kind: 'version' };
 
-  const problems: string[] = [];
   const [commandRaw = 'run', ...extra] = parsed.positionals;
   const command = COMMANDS.find((c) => c === commandRaw);
-  if (!command) problems.push(`config error: unknown command "${commandRaw}"; commands are: ${COMMANDS.join(', ')}`);
-  if (extra.length > 0) problems.push(`config error: unexpected argument "${extra[0]}" (see --help)`);
-  for (const [flag, commands] of Object.entries(COMMAND_FLAGS)) {
-    if (parsed.values[flag] === undefined || (command !== undefined && commands.includes(command))) continue;
-    const which = commands.length === 1 ? `the ${commands[0]} command` : `the ${commands.join(' and ')} commands`;
-    problems.push(`config error: --${flag} only applies to ${which}`);
-  }
-  for (const flag of ['rollout', 'output']) {
-    if (parsed.values[flag] === '') problems.push(`config error: --${flag} needs a value (see --help)`);
-  }
+  // Without a known command there is no knowing which settings matter: this line alone.
+  if (!command) return { kind: 'invalid', problems: [unknownCommand(commandRaw)] };
+  const needs: CommandSpec['settings'] = COMMAND_SPECS[command].settings;
+  const needed = needs === 'agent' ? null : NEEDED[needs];
 
-  for (const name of Object.keys(input.env)) {
-    if (!name.startsWith(ENV_PREFIX) || name === CONFIG_ENV) continue;
-    if (!SETTING_SPECS.some((s) => envOf(s.key) === name)) {
-      problems.push(`config error: unknown environment variable ${name}; known ones are listed by --help`);
+  const problems: string[] = [];
+  /** Problems of the settings a `report` command does not need: recorded in its report, not refused. */
+  const notNeeded: string[] = [];
+  if (extra.length > 0) problems.push(`config error: unexpected argument "${extra[0]}" (see --help)`);
+  for (const [name, flag] of Object.entries(COMMAND_FLAGS) as [CommandFlagName, CommandFlag][]) {
+    if (values[name] !== undefined && !flag.commands.includes(command)) {
+      problems.push(`config error: --${name} only applies to the ${listed(flag.commands)} command${flag.commands.length > 1 ? 's' : ''}`);
     }
   }
+  for (const name of ['rollout', 'output'] as const) {
+    if (values[name] === '') problems.push(`config error: --${name} needs a value (see --help)`);
+  }
+  problems.push(...unknownEnvProblems(input.env));
 
-  const configFile = stringOr(parsed.values.config) ?? nonEmpty(input.env[CONFIG_ENV]) ?? null;
-  const file = configFile === null ? {} : readConfigFile(configFile, problems);
+  const candidate = configFileOf(values, input.env, input.defaultConfigPath === undefined ? DEFAULT_CONFIG_PATH : input.defaultConfigPath);
+  const file = candidate === null ? NO_FILE : readConfigFile(candidate);
+  // Every setting the file holds would also be reported missing or defaulted: the file's line alone says it.
+  if (!file.ok) return { kind: 'invalid', problems: [...problems, file.problem] };
+  problems.push(...file.problems);
+  const configFile = file.read ? candidate : null;
 
+  // `config` shows what the agent would run with, and it runs as a service, its stdout no terminal (JSON logs).
+  const stdoutIsTty = command === 'config' ? false : input.stdoutIsTty;
+  const picked = new Map<SettingKey, PickedSetting>();
   const raw: Record<string, unknown> = {};
-  const sources = new Map<SettingKey, ValueSource>();
-  const needed = command === undefined || command === 'run' ? null : COMMAND_SETTINGS[command];
-  /** Problems of settings the command does not need: only `diagnostics` reports them, in its archive. */
-  const notNeeded: string[] = [];
   for (const spec of SETTING_SPECS) {
-    const picked = pick(spec, parsed.values, input.env, file, input.stdoutIsTty);
-    if (picked === undefined) {
-      if (spec.required) (command === 'run' ? problems : notNeeded).push(settingProblem(spec.key, 'is required but was not set'));
+    const got = pick(spec, values, input.env, file.data, stdoutIsTty);
+    if (got === undefined) {
+      if (spec.required && needs === 'agent') problems.push(settingProblem(spec.key, 'is required but was not set'));
+      if (spec.required && needs === 'report') notNeeded.push(settingProblem(spec.key, 'is required but was not set'));
       continue;
     }
-    sources.set(spec.key, picked.source);
-    raw[spec.key] = coerce(spec, picked.value);
+    picked.set(spec.key, got);
+    raw[spec.key] = got.value;
   }
 
   const settings = plainToInstance(Settings, raw);
+  const configPath = configFile?.path;
   for (const error of validateSync(settings, { forbidUnknownValues: true })) {
     const key = error.property as SettingKey;
-    const source = sources.get(key);
+    const source = picked.get(key)?.source;
     if (source === undefined) continue; // already reported as missing
-    const reported = needed === null || needed.includes(key) ? problems : notNeeded;
+    const reported = needed === null || needed.includes(key) ? problems : needs === 'report' ? notNeeded : null;
+    if (reported === null) continue;
     let shown: unknown = error.value;
     if (key === 'controlPlaneUrl' && hasUserinfo(error.value)) {
       // Said below; whether the rest of the URL is good is judged without the credentials (a "/" in a password breaks it).
       if (isURL(withoutUserinfo(error.value, ''), CONTROL_PLANE_URL_RULES)) continue;
       shown = withoutUserinfo(error.value, '***@');
     }
-    const reasons = Object.values(error.constraints ?? {}).join('; ');
-    reported.push(settingProblem(key, `${reasons}, got ${JSON.stringify(shown)} ${sourceText(key, source, configFile ?? undefined)}`));
+    reported.push(settingProblem(key, `${firstReason(error)}, got ${JSON.stringify(shown)} ${sourceText(key, source, configPath)}`));
   }
-  const cpSource = sources.get('controlPlaneUrl');
-  if (command === 'run' && cpSource !== undefined && hasUserinfo(settings.controlPlaneUrl)) {
+  // `events` reads files, not the agent: its admin address is not its business.
+  const adminAddress = needs === 'state' ? undefined : resolveAdminAddress(settings, problems);
+
+  if (needs === 'agent') problems.push(...agentProblems(settings, picked, configPath));
+  if (needs === 'report') notNeeded.push(...agentProblems(settings, picked, configPath));
+  const inspecting = INSPECTING.includes(command) ? { inspecting: true as const } : {};
+
+  switch (command) {
+    case 'status':
+      if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, ...inspecting };
+      return { kind: 'status', adminAddress, json: values.json === true };
+    case 'events':
+      if (problems.length > 0) return { kind: 'invalid', problems, ...inspecting };
+      return {
+        kind: 'events',
+        stateDir: settings.stateDir,
+        rolloutId: typeof values.rollout === 'string' ? values.rollout : null,
+        pendingOnly: values.pending === true,
+        json: values.json === true,
+      };
+    case 'diagnostics':
+      if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, ...inspecting };
+      return {
+        kind: 'diagnostics',
+        adminAddress,
+        stateDir: settings.stateDir,
+        output: typeof values.output === 'string' ? values.output : null,
+        settings: { effective: effectiveSettings(picked, configFile), problems: notNeeded },
+      };
+    case 'config':
+      return { kind: 'config', json: values.json === true, effective: effectiveSettings(picked, configFile), problems };
+    case 'run': {
+      if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems };
+      const config: AgentConfig = Object.freeze(
+        Object.assign(settings, {
+          adminAddress,
+          configFile: configFile?.path ?? null,
+          systemd: systemdEnv(input.env, input.pid ?? process.pid),
+          execSearchPath: input.env.PATH ?? '',
+        }),
+      );
+      return { kind: 'run', config };
+    }
+    default: {
+      const never: never = command;
+      return never;
+    }
+  }
+}
+
+/** The rules across settings, and the files the agent reads at start; only the agent's commands need them. */
+function agentProblems(settings: Settings, picked: ReadonlyMap<SettingKey, PickedSetting>, configPath: string | undefined): string[] {
+  const problems: string[] = [];
+  const cpSource = picked.get('controlPlaneUrl')?.source;
+  if (cpSource !== undefined && hasUserinfo(settings.controlPlaneUrl)) {
     problems.push(
       settingProblem(
         'controlPlaneUrl',
-        `must not carry a user name or password (the agent authenticates with its client certificate, and the URL is shown in logs and /status), got ${JSON.stringify(withoutUserinfo(settings.controlPlaneUrl, '***@'))} ${sourceText('controlPlaneUrl', cpSource, configFile ?? undefined)}`,
+        `must not carry a user name or password (the agent authenticates with its client certificate, and the URL is shown in logs and /status), got ${JSON.stringify(withoutUserinfo(settings.controlPlaneUrl, '***@'))} ${sourceText('controlPlaneUrl', cpSource, configPath)}`,
       ),
     );
   }
-
-  // Only the state dir: the admin endpoint is not asked.
-  if (command === 'events') {
-    if (problems.length > 0) return { kind: 'invalid', problems, inspecting: true };
-    const rolloutId = stringOr(parsed.values.rollout) ?? null;
-    return {
-      kind: 'events',
-      stateDir: settings.stateDir,
-      rolloutId,
-      pendingOnly: parsed.values.pending === true,
-      json: parsed.values.json === true,
-    };
-  }
-  const adminAddress = resolveAdminAddress(settings, problems);
-  if (command === 'status') {
-    if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, inspecting: true };
-    return { kind: 'status', adminAddress, json: parsed.values.json === true };
-  }
-  if (command === 'diagnostics') {
-    if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, inspecting: true };
-    const values: Partial<Record<SettingKey, unknown>> = {};
-    for (const key of sources.keys()) {
-      const value = raw[key];
-      // Credentials in the URL never leave the host, even in a bug report.
-      values[key] = key === 'controlPlaneUrl' && hasUserinfo(value) ? withoutUserinfo(value, '***@') : value;
-    }
-    return {
-      kind: 'diagnostics',
-      adminAddress,
-      stateDir: settings.stateDir,
-      output: stringOr(parsed.values.output) ?? null,
-      settings: { values, sources, configFile, problems: notNeeded },
-    };
-  }
-
   const clientCertSet = settings.clientCert !== undefined;
   const clientKeySet = settings.clientKey !== undefined;
   if (clientCertSet !== clientKeySet) {
@@ -224,50 +288,102 @@ export function loadConfig(input: LoadInput): LoadResult {
   }
   for (const key of ['caCert', 'clientCert', 'clientKey'] as const) {
     const path = settings[key];
-    if (path === undefined) continue;
+    if (typeof path !== 'string' || path === '') continue;
     const why = unreadable(path);
     if (why) problems.push(settingProblem(key, `cannot read ${path}: ${why}`));
   }
-
-  if (problems.length > 0 || !command || !adminAddress) return { kind: 'invalid', problems };
-  const config: AgentConfig = Object.freeze(
-    Object.assign(settings, {
-      adminAddress,
-      configFile,
-      systemd: systemdEnv(input.env, input.pid ?? process.pid),
-      execSearchPath: input.env.PATH ?? '',
-    }),
-  );
-  return { kind: 'run', config };
+  return problems;
 }
 
 /**
- * `user:password@` in a URL. Judged on the text, not on `new URL()`: a
- * password with an unencoded "/", "?" or "#" makes a parser see a host and a
- * path, and the password would be echoed as part of them.
- *
- * An "@" in the authority (between "//" and the first "/", "?" or "#") is
- * userinfo. An "@" further on is a path's (`https://cp.example/a@b`), unless
- * what stands before that first delimiter is no `host[:port]`: then it is a
- * password cut by its own "/" (`https://fleet:pa/ss@cp.example`).
+ * One reason per value: "abc" for a number breaks its type and both its
+ * bounds, and only the first is true to say. A check of the type comes
+ * before one of the form, which comes before the bounds.
  */
-const AUTHORITY = /^[^/?#]*\/\/([^/?#]*)/;
-const HOST_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[^:@[\]]*)(?::\d*)?$/;
+const REASON_ORDER = ['isString', 'isInt', 'isBoolean', 'isArray', 'isNotEmpty', 'isUrl', 'isIn', 'matches', 'min', 'max'];
 
-function hasUserinfo(value: unknown): value is string {
-  if (typeof value !== 'string') return false;
-  const authority = AUTHORITY.exec(value);
-  if (authority === null) return false;
-  if (authority[1].includes('@')) return true;
-  return value.indexOf('@', authority[0].length) !== -1 && !HOST_PORT.test(authority[1]);
+function firstReason(error: ValidationError): string {
+  const constraints = Object.entries(error.constraints ?? {});
+  const rank = (name: string): number => {
+    const i = REASON_ORDER.indexOf(name);
+    return i === -1 ? REASON_ORDER.length : i;
+  };
+  constraints.sort(([a], [b]) => rank(a) - rank(b));
+  return constraints[0]?.[1] ?? 'is not valid';
+}
+
+function argvOptions(): NonNullable<ParseArgsConfig['options']> {
+  const options: NonNullable<ParseArgsConfig['options']> = {
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean' },
+    config: { type: 'string' },
+  };
+  for (const [name, flag] of Object.entries(COMMAND_FLAGS) as [CommandFlagName, CommandFlag][]) {
+    options[name] = flag.short === undefined ? { type: flag.type } : { type: flag.type, short: flag.short };
+  }
+  for (const spec of SETTING_SPECS) {
+    options[flagOf(spec.key).slice(2)] = { type: spec.kind === 'bool' ? 'boolean' : 'string' };
+  }
+  return options;
 }
 
 /**
- * The URL with everything between "//" and its last "@" replaced: hiding a
- * path with it is harmless, leaving a piece of a password is not.
+ * `--heartbeat-interval -5` as `--heartbeat-interval=-5`: parseArgs takes
+ * "-5" for a flag and says the value is missing, when the value is there and
+ * only out of range. A negative number is never a flag of ours.
  */
-function withoutUserinfo(value: string, mask: string): string {
-  return value.replace(/^([^/?#]*\/\/).*@/s, `$1${mask}`);
+function joinNegativeValues(argv: readonly string[], options: NonNullable<ParseArgsConfig['options']>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const next = argv[i + 1];
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : undefined;
+    if (name !== undefined && options[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+      continue;
+    }
+    out.push(arg);
+  }
+  return out;
+}
+
+function unknownEnvProblems(env: Readonly<Record<string, string | undefined>>): string[] {
+  const known = SETTING_SPECS.map((s) => envOf(s.key));
+  const problems: string[] = [];
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith(ENV_PREFIX) || name === CONFIG_ENV || known.includes(name)) continue;
+    const guess = didYouMean(name, known);
+    problems.push(
+      `config error: unknown environment variable ${name}; ${guess ? `did you mean ${guess}?` : 'known ones are listed by --help'}`,
+    );
+  }
+  return problems;
+}
+
+function unknownCommand(given: string): string {
+  const guess = didYouMean(given, COMMANDS);
+  return `config error: unknown command "${given}"; ${guess ? `did you mean "${guess}"? ` : ''}commands are: ${COMMANDS.join(', ')}`;
+}
+
+function listed(names: readonly string[]): string {
+  return names.length <= 1 ? names.join('') : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
+}
+
+function configFileOf(
+  values: ArgValues,
+  env: Readonly<Record<string, string | undefined>>,
+  defaultPath: string | null,
+): ConfigFileRef | null {
+  const flag = values.config;
+  if (typeof flag === 'string' && flag !== '') return { path: flag, source: 'flag' };
+  const fromEnv = env[CONFIG_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') return { path: fromEnv, source: 'env' };
+  return defaultPath === null ? null : { path: defaultPath, source: 'default' };
 }
 
 function resolveAdminAddress(settings: Settings, problems: string[]): ListenAddress | undefined {
@@ -291,18 +407,18 @@ function resolveAdminAddress(settings: Settings, problems: string[]): ListenAddr
 
 function pick(
   spec: SettingSpec,
-  flags: Record<string, string | boolean | undefined>,
+  flags: ArgValues,
   env: Readonly<Record<string, string | undefined>>,
   file: Record<string, unknown>,
   stdoutIsTty: boolean,
-): { value: unknown; source: ValueSource } | undefined {
+): PickedSetting | undefined {
   const flag = flags[flagOf(spec.key).slice(2)];
-  if (flag !== undefined) return { value: flag, source: 'flag' };
+  if (flag !== undefined) return { value: coerce(spec, flag), source: 'flag' };
   const fromEnv = env[envOf(spec.key)];
-  if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, source: 'env' };
-  if (Object.hasOwn(file, fileKeyOf(spec.key))) return { value: file[fileKeyOf(spec.key)], source: 'file' };
+  if (fromEnv !== undefined && fromEnv !== '') return { value: coerce(spec, fromEnv), source: 'env' };
+  if (Object.hasOwn(file, fileKeyOf(spec.key))) return { value: coerce(spec, file[fileKeyOf(spec.key)]), source: 'file' };
   const fallback = spec.default?.({ stdoutIsTty });
-  return fallback === undefined ? undefined : { value: fallback, source: 'default' };
+  return fallback === undefined ? undefined : { value: coerce(spec, fallback), source: 'default' };
 }
 
 /** Env and flags arrive as strings; leave anything unconvertible as-is so validation names it. */
@@ -332,30 +448,38 @@ function coerce(spec: SettingSpec, value: unknown): unknown {
   }
 }
 
-function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
+type ConfigFileRead = { ok: true; read: boolean; data: Record<string, unknown>; problems: string[] } | { ok: false; problem: string };
+
+const NO_FILE: ConfigFileRead = { ok: true, read: false, data: {}, problems: [] };
+
+/** A default path that does not exist is no file at all; a path someone gave must exist. */
+function readConfigFile(file: ConfigFileRef): ConfigFileRead {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readFileSync(file.path, 'utf8');
   } catch (err) {
-    problems.push(`config error: --config (env ${CONFIG_ENV}): cannot read ${path}: ${errnoText(err)}`);
-    return {};
+    if (file.source === 'default' && (err as NodeJS.ErrnoException).code === 'ENOENT') return NO_FILE;
+    return { ok: false, problem: configFileProblem(file, `cannot read ${file.path}: ${errnoText(err)}`) };
   }
   let data: unknown;
   try {
     data = JSON.parse(text);
   } catch (err) {
-    problems.push(`config error: --config (env ${CONFIG_ENV}): ${path} is not valid JSON: ${(err as Error).message}`);
-    return {};
+    return { ok: false, problem: configFileProblem(file, `${file.path} is not valid JSON: ${(err as Error).message}`) };
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-    problems.push(`config error: --config (env ${CONFIG_ENV}): ${path} must hold a JSON object of settings`);
-    return {};
+    return { ok: false, problem: configFileProblem(file, `${file.path} must hold a JSON object of settings`) };
   }
-  const known = new Set(SETTING_SPECS.map((s) => fileKeyOf(s.key)));
+  const known = SETTING_SPECS.map((s) => fileKeyOf(s.key));
+  const problems: string[] = [];
   for (const key of Object.keys(data)) {
-    if (!known.has(key)) problems.push(`config error: unknown key "${key}" in ${path}; known keys are listed by --help`);
+    if (known.includes(key)) continue;
+    const guess = didYouMean(key, known);
+    problems.push(
+      `config error: unknown key "${key}" in ${file.path}; ${guess ? `did you mean "${guess}"?` : 'known keys are listed by --help'}`,
+    );
   }
-  return data as Record<string, unknown>;
+  return { ok: true, read: true, data: data as Record<string, unknown>, problems };
 }
 
 function unreadable(path: string): string | null {
@@ -368,56 +492,53 @@ function unreadable(path: string): string | null {
   }
 }
 
-/** Whether argv names an inspection command, judged leniently: the strict parse failed on a flag. */
-function inspectingOf(argv: readonly string[], options: ParseArgsConfig['options']): { inspecting?: true } {
+/** Whether argv names a command that only reads, judged leniently: the strict parse failed on a flag. */
+function inspectingOf(argv: readonly string[], options: NonNullable<ParseArgsConfig['options']>): { inspecting?: true } {
   let positionals: string[];
   try {
     ({ positionals } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true }));
   } catch {
     return {};
   }
-  return positionals[0] === 'status' || positionals[0] === 'events' || positionals[0] === 'diagnostics' ? { inspecting: true } : {};
+  return INSPECTING.some((c) => c === positionals[0]) ? { inspecting: true } : {};
 }
 
 /** parseArgs explains at length; one line naming the flag is what an operator needs. */
-function argvProblem(err: unknown): string {
+function argvProblem(err: unknown, options: NonNullable<ParseArgsConfig['options']>): string {
   const e = err as { code?: string; message: string };
-  const option = /'(-[^' ]+)/.exec(e.message)?.[1];
+  const option = /'(-[^' =]+)/.exec(e.message)?.[1];
   switch (e.code) {
-    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
-      return `config error: unknown flag ${option ?? e.message} (see --help)`;
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': {
+      if (option === undefined) return `config error: ${e.message} (see --help)`;
+      const guess = option.startsWith('--') ? didYouMean(option.slice(2), Object.keys(options)) : undefined;
+      return guess ? `config error: unknown flag ${option}; did you mean --${guess}?` : `config error: unknown flag ${option} (see --help)`;
+    }
     case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
-      return /does not take an argument/.test(e.message)
-        ? `config error: ${option ?? 'a flag'} is a switch and takes no value (see --help)`
-        : `config error: ${option ?? 'a flag'} needs a value (see --help)`;
+      if (/does not take an argument/.test(e.message))
+        return `config error: ${option ?? 'a flag'} is a switch and takes no value (see --help)`;
+      if (/ambiguous/.test(e.message)) {
+        return `config error: ${option ?? 'a flag'} needs a value; one that starts with "-" is written ${option ?? '--flag'}=VALUE`;
+      }
+      return `config error: ${option ?? 'a flag'} needs a value (see --help)`;
     case undefined: // not parseArgs's own error: its message is all there is
     default:
       return `config error: ${e.message} (see --help)`;
   }
 }
 
-function stringOr(v: string | boolean | undefined): string | undefined {
-  return typeof v === 'string' && v !== '' ? v : undefined;
-}
-
-function nonEmpty(v: string | undefined): string | undefined {
-  return v === undefined || v === '' ? undefined : v;
-}
-
 export function helpText(stdoutIsTty: boolean): string {
-  const lines = [
-    'Usage: nixfleet-agent [run] [settings]       run the agent',
-    '       nixfleet-agent status [--json]        ask the running agent for its status',
-    '       nixfleet-agent events [--rollout ID] [--pending] [--json]',
-    '                                             list the event log (read from --state-dir; the agent may be running)',
-    '       nixfleet-agent diagnostics [-o FILE]  write a redacted .tar.gz for a bug report (no key material)',
+  const lines = COMMANDS.map((c, i) => `${i === 0 ? 'Usage:' : '      '} nixfleet-agent ${COMMAND_SPECS[c].usage}`);
+  lines.push(
     '       nixfleet-agent --help | --version',
     '',
-    'Settings (flags win over environment, environment over the --config JSON file, which wins over defaults):',
+    `Commands that ask the running agent (status, diagnostics) find it by its --admin-listen: a flag, env ${envOf('adminListen')} or the settings file;`,
+    `events (and diagnostics) read its --state-dir (env ${envOf('stateDir')}) the same way.`,
     '',
-    `  --config PATH  (env ${CONFIG_ENV})`,
+    'Settings (flags win over environment, environment over the settings file, which wins over defaults):',
+    '',
+    `  --config PATH  (env ${CONFIG_ENV})  [default ${DEFAULT_CONFIG_PATH}, if it exists]`,
     '      JSON file of settings; its keys are the names in quotes below',
-  ];
+  );
   for (const spec of SETTING_SPECS) {
     const def = spec.default?.({ stdoutIsTty });
     const shown = spec.required ? 'required' : def === undefined ? 'unset' : `default ${String(def)}`;
@@ -430,6 +551,9 @@ export function helpText(stdoutIsTty: boolean): string {
     'Exit status of status: 0 healthy; 1 degraded: control plane unreachable, event log failing, dispatch poll failing,',
     `event delivery paused, or the client certificate expired or within ${CERT_EXPIRY_WARNING_DAYS} days of expiry; 2 bad flags;`,
     '3 no agent answers at --admin-listen.',
+    'Exit status of config: 0 the settings are valid; 2 they are not (each problem on stderr, the settings still shown).',
+    'Exit status of events: 0 listed; 1 the event log cannot be read; 2 bad flags.',
+    'Exit status of diagnostics: 0 archive written (also when no agent answers); 1 it cannot be written; 2 bad flags.',
   );
   return lines.join('\n');
 }

@@ -1,4 +1,19 @@
-import { IsArray, IsBoolean, IsIn, IsInt, IsNotEmpty, IsOptional, IsString, IsUrl, Matches, Max, Min } from '../common/class-validator';
+import {
+  IsArray,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsNotEmpty,
+  IsOptional,
+  IsString,
+  IsUrl,
+  isURL,
+  Matches,
+  Max,
+  Min,
+  type ValidationArguments,
+} from '../common/class-validator';
+import { portOutOfRange } from './url-credentials';
 
 export const LOG_FORMATS = ['json', 'text'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
@@ -18,13 +33,22 @@ export const CONTROL_PLANE_URL_RULES = {
   allow_query_components: false,
 };
 
+/** The URL check says only "not a URL"; a port out of range is worth naming, when it is the one thing wrong. */
+function controlPlaneUrlProblem(args: ValidationArguments): string {
+  const port = portOutOfRange(args.value);
+  if (port !== null && isURL(String(args.value).replace(`:${port}`, ':443'), CONTROL_PLANE_URL_RULES)) {
+    return `port ${port} is out of range 1-65535`;
+  }
+  return 'must be an https:// URL';
+}
+
 /**
  * The agent's settings, after merging flags > env > file > defaults and
  * validating once. Everything else reads this typed object, never the
  * environment.
  */
 export class Settings {
-  @IsUrl(CONTROL_PLANE_URL_RULES, { message: 'must be an https:// URL' })
+  @IsUrl(CONTROL_PLANE_URL_RULES, { message: controlPlaneUrlProblem })
   controlPlaneUrl!: string;
 
   // The CP compares it with the certificate's CN (PROTOCOL §1).
@@ -135,6 +159,12 @@ export interface SettingSpec {
   /** The default as shown in --help; `undefined` means required or unset. */
   default?: (ctx: { stdoutIsTty: boolean }) => string | number | boolean | undefined;
   required?: boolean;
+  /**
+   * A value that must never be printed (`config`, `diagnostics`): shown as
+   * "(set, hidden)". None so far: the key and certificates are settings of
+   * their paths, and the files are never printed.
+   */
+  secret?: boolean;
 }
 
 export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:9850';

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -6,7 +6,17 @@ import { join } from 'node:path';
 import { type Json, tcpConnect } from '../support/admin-http';
 import { makeWorld, type World } from '../support/agent-harness';
 import { testArgs } from '../support/agent-config';
-import { killIfRunning, logLines, type RunningAgent, startAdminAgent, startAgent } from '../support/agent-process';
+import { NOT_STARTED } from '../../src/config/config.messages';
+import { runCli } from '../support/agent-cli';
+import {
+  exitWithin,
+  killIfRunning,
+  logLines,
+  type RunningAgent,
+  startAdminAgent,
+  startAgent,
+  worldAgentArgs,
+} from '../support/agent-process';
 
 interface Answer {
   status: number;
@@ -192,6 +202,23 @@ describe('faults at the admin edge: the built agent, bad local clients', () => {
     await expectStillServing();
   });
 
+  it('is found by `status` the same ways the agent takes its settings: --admin-listen, the env, a --config file by flag or env', async () => {
+    const file = join(world.dir, 'status-settings.json');
+    // The agent's settings file as a unit would hold it; `status` reads only where the agent listens.
+    writeFileSync(file, JSON.stringify({ adminListen: `127.0.0.1:${port}`, controlPlaneUrl: 'https://cp.example', machineId: 'other' }));
+    const ways: [string[], Record<string, string>][] = [
+      [['--admin-listen', `127.0.0.1:${port}`], {}],
+      [[], { NIXFLEET_AGENT_ADMIN_LISTEN: `127.0.0.1:${port}` }],
+      [['--config', file], {}],
+      [[], { NIXFLEET_AGENT_CONFIG: file }],
+    ];
+    for (const [args, env] of ways) {
+      const r = await runCli(['status', '--json', ...args], env);
+      expect({ args, env, stderr: r.stderr, pid: (JSON.parse(r.stdout) as Json).pid }).toEqual({ args, env, stderr: '', pid });
+      expect([0, 1]).toContain(r.code);
+    }
+  });
+
   it('still stops cleanly after all of it', async () => {
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
@@ -234,5 +261,41 @@ describe('faults at the admin edge: the default listener is on loopback only', (
 
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
+  });
+});
+
+describe('faults at the admin edge: the admin address is already taken', () => {
+  let world: World;
+  let blocker: net.Server;
+  let port: number;
+
+  beforeAll(async () => {
+    world = await makeWorld();
+    blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    port = (blocker.address() as net.AddressInfo).port;
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => blocker.close(resolve));
+    await world.close();
+  });
+
+  it('exits 2 with one line naming --admin-listen and the address, before any job ran: no log line, no heartbeat', async () => {
+    const agent = startAgent(worldAgentArgs(world, { stateDir: join(world.dir, 'state'), adminListen: `127.0.0.1:${port}` }));
+    try {
+      expect(await exitWithin(agent, 15_000)).toBe(2);
+    } finally {
+      await killIfRunning(agent);
+    }
+    expect(
+      agent
+        .output()
+        .split('\n')
+        .filter((l) => l !== ''),
+    ).toEqual([
+      `config error: --admin-listen (env NIXFLEET_AGENT_ADMIN_LISTEN, file key "adminListen"): cannot listen on 127.0.0.1:${port}: the address is already in use (another agent, or another program, listens there); stop it, or give this agent another address`,
+      NOT_STARTED,
+    ]);
+    expect(world.cp.requests).toEqual([]);
   });
 });

@@ -59,6 +59,42 @@ describe('faults: bad settings', () => {
     ]);
   });
 
+  it('a heartbeat interval of "abc": one line saying it is no whole number, not three about its bounds', () => {
+    refused([...base, '--heartbeat-interval', 'abc'], {}, [
+      /^config error: --heartbeat-interval \(env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"\): must be a whole number of seconds, got "abc" from --heartbeat-interval$/,
+    ]);
+  });
+
+  it.each([[['--heartbeat-interval', '-5']], [['--heartbeat-interval=-5']]])(
+    'a heartbeat interval of -5 given as %j: read as a value, and said to be below 1',
+    (args) => {
+      refused([...base, ...args], {}, [
+        /^config error: --heartbeat-interval \(env NIXFLEET_AGENT_HEARTBEAT_INTERVAL, file key "heartbeatInterval"\): must be at least 1 second, got -5 from --heartbeat-interval$/,
+      ]);
+    },
+  );
+
+  it('a control-plane URL whose port is out of range: one line naming the port, not "must be an https:// URL"', () => {
+    refused([...base, '--control-plane-url', 'https://cp.example:84430'], {}, [
+      /^config error: --control-plane-url \(env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"\): port 84430 is out of range 1-65535, got "https:\/\/cp\.example:84430" from --control-plane-url$/,
+    ]);
+  });
+
+  it('a --config file that does not exist: that one line, not the required settings it would have held', () => {
+    const missing = join(dir, 'no-such-agent.json');
+    refused(['--state-dir', stateDir, '--config', missing], {}, [
+      new RegExp(`^config error: --config \\(env NIXFLEET_AGENT_CONFIG\\): cannot read ${missing}: no such file$`),
+    ]);
+    refused(['--state-dir', stateDir], { NIXFLEET_AGENT_CONFIG: missing }, [new RegExp(`cannot read ${missing}: no such file$`)]);
+  });
+
+  it('an unknown flag: one line with the flag meant, when one is close', () => {
+    refused([...base, '--hearbeat-interval', '5'], {}, [
+      /^config error: unknown flag --hearbeat-interval; did you mean --heartbeat-interval\?$/,
+    ]);
+    refused([...base, '--frobnicate'], {}, [/^config error: unknown flag --frobnicate \(see --help\)$/]);
+  });
+
   it('a client key that does not belong to the certificate: one line naming both files, and not a byte of the key', () => {
     const stderr = refused(
       [...base, '--ca-cert', pki.caCertPath, '--client-cert', pki.client.certPath, '--client-key', pki.mismatchedKeyPath],

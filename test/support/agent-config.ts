@@ -34,7 +34,8 @@ export function testArgs(o: TestConfigOptions): string[] {
 }
 
 export function testConfig(o: TestConfigOptions): AgentConfig {
-  const loaded = loadConfig({ argv: testArgs(o), env: {}, stdoutIsTty: false });
+  // No default settings file: a test's settings are its arguments, whatever this host has in /etc.
+  const loaded = loadConfig({ argv: testArgs(o), env: {}, stdoutIsTty: false, defaultConfigPath: null });
   if (loaded.kind !== 'run') throw new Error(`test config is invalid: ${JSON.stringify(loaded)}`);
   return loaded.config;
 }
