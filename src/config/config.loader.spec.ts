@@ -98,6 +98,7 @@ describe('loadConfig', () => {
     expect(problems(['status', '--pending'])).toEqual(['config error: --pending only applies to the events command']);
     expect(problems(['events', '-o', 'x.tgz'])).toEqual(['config error: --output only applies to the diagnostics command']);
     expect(problems(['events', '--rollout', ''])).toEqual(['config error: --rollout needs a value (see --help)']);
+    expect(problems(['diagnostics', '-o'])).toEqual(['config error: --output needs a value (see --help)']);
     const invalid = loadConfig({ argv: ['events', '--rollout'], env: {}, stdoutIsTty: false, defaultConfigPath: null });
     expect(invalid).toEqual({ kind: 'invalid', problems: ['config error: --rollout needs a value (see --help)'], inspecting: true });
   });

@@ -60,7 +60,7 @@ const COMMAND_SPECS = {
   events: {
     settings: 'state',
     usage:
-      'events [--rollout ID] [--pending] [--json]\n                              list the event log, read from the state dir (the agent may run or not)',
+      'events [--rollout ID] [--pending] [--json]\n                                             list the event log, read from the state dir (the agent may run or not)',
   },
   diagnostics: { settings: 'report', usage: 'diagnostics [-o FILE]  write a redacted .tar.gz for a bug report (no key material)' },
 } as const satisfies Record<string, CommandSpec>;
@@ -506,7 +506,8 @@ function inspectingOf(argv: readonly string[], options: NonNullable<ParseArgsCon
 /** parseArgs explains at length; one line naming the flag is what an operator needs. */
 function argvProblem(err: unknown, options: NonNullable<ParseArgsConfig['options']>): string {
   const e = err as { code?: string; message: string };
-  const option = /'(-[^' =]+)/.exec(e.message)?.[1];
+  // "Option '-o, --output <value>' argument missing": the long name is the one --help shows.
+  const option = /'(?:-\w, )?(-[^' =,]+)/.exec(e.message)?.[1];
   switch (e.code) {
     case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': {
       if (option === undefined) return `config error: ${e.message} (see --help)`;
