@@ -69,6 +69,8 @@ async function main(): Promise<void> {
   const speed = Number(process.env.MEMORY_SPEED ?? 50);
   const nodeFlags =
     process.env.MEMORY_NODE_FLAGS === undefined ? unitNodeFlags() : process.env.MEMORY_NODE_FLAGS.split(/\s+/).filter(Boolean);
+  // Before anything starts: a missing library must not leave a control plane listening.
+  const faketime = libfaketime();
   const dir = mkdtempSync(join(tmpdir(), 'nfa-bench-memory-'));
   try {
     const pki = await makePki(join(dir, 'pki'), { machineId: MACHINE_ID });
@@ -110,7 +112,7 @@ async function main(): Promise<void> {
       ],
       {
         stdio: ['ignore', 'ignore', 'inherit'],
-        env: { ...process.env, LD_PRELOAD: libfaketime(), FAKETIME: `+0 x${speed}`, NFA_MEMORY_OUT: sampleFile },
+        env: { ...process.env, LD_PRELOAD: faketime, FAKETIME: `+0 x${speed}`, NFA_MEMORY_OUT: sampleFile },
       },
     );
     const pid = agent.pid;
