@@ -229,6 +229,12 @@ describe('nixfleet-agent diagnostics: the built CLI, the built agent, the dev CP
     expect(json(files, 'summary.json').agent).toMatchObject({ reachable: false, error: expect.stringContaining('ECONNREFUSED') });
     expect(json(files, 'event-log.json')).toMatchObject({ path: join(stateDir, 'events.log'), bytes: 0, events: 0 });
     expectNoKeyMaterial(files, [world.pki.clientOpensshEd25519.keyPath]);
+    // PKCS#8 and SEC1 too, with nothing answering.
+    for (const id of [world.pki.client, world.pki.clientSec1]) {
+      const down = await diagnose(settings(id));
+      expect(json(down.files, 'summary.json').agent).toMatchObject({ reachable: false });
+      expectNoKeyMaterial(down.files, [id.keyPath]);
+    }
   });
 
   it('exits 1 with one line naming the path and errno when it cannot write the archive, and 2 for a bad flag', async () => {
