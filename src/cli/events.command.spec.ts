@@ -5,7 +5,16 @@ import { EventLog } from '../outbound/event-log';
 import type { EventLogSnapshot } from '../outbound/event-log.reader';
 import type { Delivery, LoggedEvent } from '../outbound/event-log.types';
 import type { AgentEventKind } from '../protocol/events.wire';
-import { deliveryText, EVENTS_EXIT, eventLine, formatEvents, runEventsCommand, selectEvents, unreadableLine } from './events.command';
+import {
+  damageWarnings,
+  deliveryText,
+  EVENTS_EXIT,
+  eventLine,
+  formatEvents,
+  runEventsCommand,
+  selectEvents,
+  unreadableLine,
+} from './events.command';
 
 const A = 'stable@a1b2c3d4';
 const B = 'canary@e5f6a7b8';
@@ -94,6 +103,14 @@ describe('nixfleet-agent events: filters and formatting', () => {
     expect(formatEvents(s, [], { rolloutId: 'nope@1', pendingOnly: false }).split('\n')[0]).toBe(
       `no events of rollout nope@1 in /var/lib/nixfleet-agent/events.log; the log knows ${A}, ${B}`,
     );
+  });
+
+  it('warns of a tail that is no whole record and of damaged records, one line each, and of nothing in a clean log', () => {
+    expect(damageWarnings(snapshot())).toEqual([]);
+    expect(damageWarnings(snapshot(EVENTS, { incompleteTailBytes: 37, damaged: [{ line: 4, reason: 'checksum mismatch' }] }))).toEqual([
+      'warning: the last 37 bytes of /var/lib/nixfleet-agent/events.log are no whole record (an append in progress, or a record torn by a crash, which the agent cuts off at its next start); not shown',
+      'warning: record on line 4 of /var/lib/nixfleet-agent/events.log is damaged (checksum mismatch); skipped, as the agent skips it',
+    ]);
   });
 
   it('--json: one object per event with the wire event parsed from the envelope', () => {
