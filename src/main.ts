@@ -3,13 +3,14 @@ import 'reflect-metadata';
 import { type INestApplication, Logger, type LoggerService } from '@nestjs/common';
 import { IdentityError, loadIdentity } from './comms/identity';
 import type { ReloadOutcome } from './comms/identity-watcher';
-import { type AgentConfig, loadConfig } from './config/config.loader';
+import { type AgentConfig, loadConfig, systemdEnv } from './config/config.loader';
 import { loadTrustSetting } from './trust/trust-setting';
 import { NOT_STARTED, settingProblem } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
 import { prepareStateDir } from './config/state-dir';
 import { holdReloadSignal } from './lifecycle/reload-signal';
-import { createAgentLogger } from './logging/agent-logger';
+import { createAgentLogger, SYSLOG_PRIORITY } from './logging/agent-logger';
+import { journalStreams, withPriority } from './logging/journal-stream';
 import { currentNodeRuntime, nodeRuntimeProblem } from './runtime/node-runtime';
 import { AGENT_VERSION } from './version';
 
@@ -32,7 +33,7 @@ async function main(): Promise<number | null> {
   // First of all: on a Node.js without what the agent needs, every dispatch would fail later.
   const runtimeProblem = nodeRuntimeProblem(currentNodeRuntime());
   if (runtimeProblem) {
-    process.stderr.write(`${runtimeProblem}\n`);
+    startupError(`${runtimeProblem}\n`);
     return EXIT_CONFIG;
   }
   const loaded = loadConfig({ argv: process.argv.slice(2), env: process.env, stdoutIsTty: process.stdout.isTTY === true });
@@ -80,7 +81,7 @@ async function main(): Promise<number | null> {
 }
 
 async function run(config: AgentConfig): Promise<number | null> {
-  const logger = createAgentLogger(config.logFormat, config.logLevel);
+  const logger = createAgentLogger(config.logFormat, config.logLevel, { journal: journalStreams(config.systemd.journalStream) });
   // Before anything slow: a SIGHUP during start-up must not kill the agent.
   const reloadSignal = holdReloadSignal(logger);
   // Checked here, before anything starts, so that a bad file is one line and
@@ -105,7 +106,7 @@ async function run(config: AgentConfig): Promise<number | null> {
       break;
     case 'held':
       // Not a settings mistake to fix in a file: the one line says what to do.
-      process.stderr.write(`${locked.line}\n`);
+      startupError(`${locked.line}\n`);
       return EXIT_CONFIG;
     case 'failed':
       return configFailure([locked.line]);
@@ -228,9 +229,18 @@ async function handleReloadSignal(
   });
 }
 
+/**
+ * Written before the logger exists (or instead of it): an error to journald
+ * too, so `journalctl -p err` shows why the unit did not start.
+ */
+function startupError(text: string): void {
+  const toJournal = journalStreams(systemdEnv(process.env, process.pid).journalStream).stderr;
+  process.stderr.write(toJournal ? withPriority(text, SYSLOG_PRIORITY.error) : text);
+}
+
 function configFailure(lines: string[]): number {
-  for (const line of lines) process.stderr.write(`${line}\n`);
-  process.stderr.write(`${NOT_STARTED}\n`);
+  for (const line of lines) startupError(`${line}\n`);
+  startupError(`${NOT_STARTED}\n`);
   return EXIT_CONFIG;
 }
 
@@ -239,7 +249,7 @@ main().then(
     if (code !== null) process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`nixfleet-agent: failed to start: ${(err as Error).stack ?? String(err)}\n`);
+    startupError(`nixfleet-agent: failed to start: ${(err as Error).stack ?? String(err)}\n`);
     process.exitCode = 1;
   },
 );

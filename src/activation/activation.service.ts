@@ -6,7 +6,7 @@ import { BootGate } from '../lifecycle/boot-gate';
 import { MetricsService } from '../metrics/metrics.service';
 import { CurrentSystemReader } from '../recovery/current-system.reader';
 import { type EffectOf, type FireRollbackPort, type FireSwitchPort, REDUCER_INPUT, type ReducerInputPort } from '../reducer/reducer.ports';
-import { describeInput } from '../reducer/reducer.service';
+import { describeInput, inputFields } from '../reducer/reducer.service';
 import type { ReducerInput, RolloutEntry } from '../reducer/reducer.types';
 import { submitUntilDurable } from '../reducer/submit-until-durable';
 import { RESUME_TRUST, type ResumeTrust } from '../trust/trust.service';
@@ -35,6 +35,11 @@ interface Job {
   readonly kind: ActivationKind;
   readonly rolloutId: string;
   readonly closure: string;
+}
+
+/** The log fields of a job: the rollout, the closure it switches to, and whether it is the switch or the rollback. */
+function jobFields(job: Job): { rolloutId: string; closure: string; activation: ActivationKind } {
+  return { rolloutId: job.rolloutId, closure: job.closure, activation: job.kind };
 }
 
 /**
@@ -96,13 +101,17 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     if (this.closed) {
       this.logger.warn(
         `${job.kind} of ${job.rolloutId} to ${job.closure} not started: the agent is shutting down; the rollout stays as it is until the control plane re-dispatches`,
+        jobFields(job),
       );
       return;
     }
     this.queued += 1;
     this.startedHere.add(job.rolloutId);
     if (this.running)
-      this.logger.log(`${job.kind} of ${job.rolloutId} queued behind the running ${this.running.kind} of ${this.running.rolloutId}`);
+      this.logger.log(`${job.kind} of ${job.rolloutId} queued behind the running ${this.running.kind} of ${this.running.rolloutId}`, {
+        ...jobFields(job),
+        behindRolloutId: this.running.rolloutId,
+      });
     this.tail = this.tail.then(() => this.runJob(job));
   }
 
@@ -151,6 +160,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       if (timedOut && this.running) {
         this.logger.warn(
           `the ${this.running.kind} of ${this.running.rolloutId} to ${this.running.closure} is still running after ${bound} ms; it continues detached, and its outcome is not reported as an event`,
+          { rolloutId: this.running.rolloutId, closure: this.running.closure, activation: this.running.kind },
         );
       }
     }
@@ -160,7 +170,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
   private async runJob(job: Job): Promise<void> {
     this.queued -= 1;
     if (this.closed) {
-      this.logger.warn(`${job.kind} of ${job.rolloutId} to ${job.closure} not started: the agent is shutting down`);
+      this.logger.warn(`${job.kind} of ${job.rolloutId} to ${job.closure} not started: the agent is shutting down`, jobFields(job));
       return;
     }
     this.running = {
@@ -180,10 +190,17 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         !(await this.submit({ type: 'ActivationStarted', rolloutId: job.rolloutId, switchMethod: plan.switchMethod }))
       ) {
         // The rollout moved on while the job waited (e.g. a CP snapshot), or its event is not durable: switching now would be unrecorded.
-        this.logger.warn(`switch of ${job.rolloutId} to ${job.closure} not run: the rollout did not take ActivationStarted`);
+        this.logger.warn(
+          `switch of ${job.rolloutId} to ${job.closure} not run: the rollout did not take ActivationStarted`,
+          jobFields(job),
+        );
         return;
       }
-      this.logger.log(`${job.kind} of ${job.rolloutId} to ${job.closure} started (${this.backend.name}: ${plan.switchMethod})`);
+      this.logger.log(`${job.kind} of ${job.rolloutId} to ${job.closure} started (${this.backend.name}: ${plan.switchMethod})`, {
+        ...jobFields(job),
+        backend: this.backend.name,
+        switchMethod: plan.switchMethod,
+      });
       const outcome = await runPlan(plan, this.progressSink(job));
       this.record(job, outcome);
       await this.report(job, outcome);
@@ -210,13 +227,13 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       const nowMs = this.clock.monotonicMs();
       if (newPhase) {
         lastLoggedMs = nowMs;
-        this.logger.log(`${what}: ${progress.phase}: ${progress.note}`);
+        this.logger.log(`${what}: ${progress.phase}: ${progress.note}`, { ...jobFields(job), phase: progress.phase });
         return;
       }
       if (progress.phase !== 'realising' || progress.realise === null) return;
       if (lastLoggedMs !== null && nowMs - lastLoggedMs < PROGRESS_LOG_INTERVAL_MS) return;
       lastLoggedMs = nowMs;
-      this.logger.log(`${what}: realising: ${describeRealise(progress.realise)}`);
+      this.logger.log(`${what}: realising: ${describeRealise(progress.realise)}`, { ...jobFields(job), phase: progress.phase });
     };
   }
 
@@ -235,6 +252,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     if (current === null || current === job.closure || current === target) return true;
     this.logger.error(
       `rollback of ${job.rolloutId} to ${job.closure} not run: the host runs ${current}, neither the rollout's target nor that closure, so someone moved it on; reported as a failed rollback (exit code ${NO_EXIT_CODE}), the rollout stays Failed`,
+      { ...jobFields(job), currentClosure: current, exitCode: NO_EXIT_CODE },
     );
     await this.submit({ type: 'RollbackCompleted', rolloutId: job.rolloutId, revertedToClosure: job.closure, exitCode: NO_EXIT_CODE });
     return false;
@@ -264,19 +282,27 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
             exitCode = NO_EXIT_CODE;
             this.logger.error(
               `${what} ran, but ${this.currentSystem.path} points at ${outcome.observedCurrentClosure ?? 'nothing readable'}, not ${job.closure}; reported as failed (exit code ${exitCode})`,
+              { ...jobFields(job), outcome: outcome.kind, currentClosure: outcome.observedCurrentClosure, exitCode },
             );
             break;
           }
-          this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure}`);
+          this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure}`, {
+            ...jobFields(job),
+            outcome: outcome.kind,
+            currentClosure: outcome.observedCurrentClosure,
+            exitCode,
+          });
           break;
         case 'deferred':
           this.logger.warn(
             `${what} installed but takes effect at the next boot (${outcome.component} changed); reported with exit code ${exitCode}`,
+            { ...jobFields(job), outcome: outcome.kind, component: outcome.component, exitCode },
           );
           break;
         case 'failed':
           this.logger.error(
             `${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}; the host may still run the failed closure and needs an operator`,
+            { ...jobFields(job), outcome: outcome.kind, exitCode: outcome.exitCode },
           );
           break;
         default: {
@@ -289,7 +315,12 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     }
     switch (outcome.kind) {
       case 'completed':
-        this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure ?? 'an unreadable current system'}`);
+        this.logger.log(`${what} completed; now running ${outcome.observedCurrentClosure ?? 'an unreadable current system'}`, {
+          ...jobFields(job),
+          outcome: outcome.kind,
+          currentClosure: outcome.observedCurrentClosure,
+          exitCode: outcome.exitCode,
+        });
         await this.submit({
           type: 'ActivationCompleted',
           rolloutId: job.rolloutId,
@@ -298,11 +329,19 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         });
         return;
       case 'deferred':
-        this.logger.log(`${what} deferred: installed for the next boot (${outcome.component} changed)`);
+        this.logger.log(`${what} deferred: installed for the next boot (${outcome.component} changed)`, {
+          ...jobFields(job),
+          outcome: outcome.kind,
+          component: outcome.component,
+        });
         await this.submit({ type: 'ActivationDeferred', rolloutId: job.rolloutId, component: outcome.component });
         return;
       case 'failed':
-        this.logger.warn(`${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}`);
+        this.logger.warn(`${what} failed (exit code ${String(outcome.exitCode)}): ${outcome.stderrTail}`, {
+          ...jobFields(job),
+          outcome: outcome.kind,
+          exitCode: outcome.exitCode,
+        });
         await this.submit({
           type: 'ActivationFailed',
           rolloutId: job.rolloutId,
@@ -347,6 +386,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
           if (failures === 1) {
             this.logger.error(
               `${describeInput(input)} held: ${err.message}; submitted again with backoff until the event log takes writes (next in ${(retryInMs / 1000).toFixed(1)} s)`,
+              inputFields(input),
             );
           }
         },
@@ -354,14 +394,17 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       if (result === null) {
         this.logger.warn(
           `stopping with ${describeInput(input)} never recorded (${held} attempt(s)); after a restart the agent reads the current system and settles the rollout from it`,
+          { ...inputFields(input), attempts: held },
         );
         return false;
       }
-      if (held > 0) this.logger.log(`${describeInput(input)} applied after ${held} failed attempt(s)`);
+      if (held > 0)
+        this.logger.log(`${describeInput(input)} applied after ${held} failed attempt(s)`, { ...inputFields(input), attempts: held });
       return result.rejected === undefined;
     } catch (err) {
       this.logger.error(
         `${describeInput(input)} not submitted: ${(err as Error).message}; the control plane learns the outcome from the heartbeat's current closure`,
+        inputFields(input),
       );
       return false;
     }
@@ -386,6 +429,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
       if (current === entry.targetClosure) {
         this.logger.log(
           `${entry.rolloutId} was Activating when the agent stopped and the host runs its target: reporting the activation completed`,
+          { rolloutId: entry.rolloutId, closure: entry.targetClosure, currentClosure: current },
         );
         await this.submit({ type: 'ActivationCompleted', rolloutId: entry.rolloutId, observedCurrentClosure: current, exitCode: 0 });
       } else {
@@ -402,6 +446,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
         }
         this.logger.warn(
           `${entry.rolloutId} was Activating when the agent stopped, and the host runs ${current ?? 'an unreadable current system'}, not ${entry.targetClosure}: activating again`,
+          { rolloutId: entry.rolloutId, closure: entry.targetClosure, currentClosure: current },
         );
         this.handle({ type: 'FireSwitch', rolloutId: entry.rolloutId, targetClosure: entry.targetClosure });
       }
@@ -422,6 +467,7 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     if (current === to) {
       this.logger.log(
         `${entry.rolloutId} was rolling back when the agent stopped and the host runs ${to}: reporting the rollback completed`,
+        { rolloutId: entry.rolloutId, closure: to, currentClosure: current },
       );
       await this.submit({ type: 'RollbackCompleted', rolloutId: entry.rolloutId, revertedToClosure: to, exitCode: 0 });
       return;
@@ -430,11 +476,13 @@ export class ActivationService implements FireSwitchPort, FireRollbackPort, OnAp
     if (current !== entry.targetClosure) {
       this.logger.warn(
         `${entry.rolloutId} failed under rollback-and-halt and its rollback never reported, but the host runs ${current ?? 'an unreadable current system'}, neither its target nor ${to}: not rolling back; it stays Failed`,
+        { rolloutId: entry.rolloutId, closure: to, currentClosure: current },
       );
       return;
     }
     this.logger.warn(
       `${entry.rolloutId} was rolling back when the agent stopped, and the host still runs its target: rolling back to ${to} again`,
+      { rolloutId: entry.rolloutId, closure: to, currentClosure: current },
     );
     this.handle({ type: 'FireRollback', rolloutId: entry.rolloutId, toClosure: to });
   }

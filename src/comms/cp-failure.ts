@@ -54,6 +54,13 @@ export function describeFailure(f: CpFailure): string {
   }
 }
 
+/** A failure's log fields: its kind, and the HTTP status when the CP answered with one. */
+export function failureFields(f: CpFailure): { failure: CpFailureKind; status?: number } {
+  if (f.kind === 'http-status') return { failure: f.kind, status: f.status };
+  if (f.kind === 'bad-body' && f.status !== null) return { failure: f.kind, status: f.status };
+  return { failure: f.kind };
+}
+
 const CONNECT_CODES = new Set([
   CONNECT_TIMEOUT_CODE,
   'ECONNREFUSED',

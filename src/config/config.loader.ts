@@ -27,6 +27,8 @@ export interface SystemdEnv {
   readonly notifySocket: string | null;
   /** `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or names this process. */
   readonly watchdogUsec: number | null;
+  /** `JOURNAL_STREAM` (`<dev>:<inode>`) as given; the logger checks it against its own stdout and stderr. */
+  readonly journalStream: string | null;
 }
 
 /** sd_notify(3)'s rules: WATCHDOG_USEC applies only to the process WATCHDOG_PID names, if any. */
@@ -34,7 +36,8 @@ export function systemdEnv(env: Readonly<Record<string, string | undefined>>, pi
   const notifySocket = env.NOTIFY_SOCKET && env.NOTIFY_SOCKET !== '' ? env.NOTIFY_SOCKET : null;
   const usec = env.WATCHDOG_USEC !== undefined && /^\d+$/.test(env.WATCHDOG_USEC) ? Number(env.WATCHDOG_USEC) : null;
   const forUs = env.WATCHDOG_PID === undefined || env.WATCHDOG_PID === String(pid);
-  return { notifySocket, watchdogUsec: usec !== null && usec > 0 && forUs ? usec : null };
+  const journalStream = env.JOURNAL_STREAM && env.JOURNAL_STREAM !== '' ? env.JOURNAL_STREAM : null;
+  return { notifySocket, watchdogUsec: usec !== null && usec > 0 && forUs ? usec : null, journalStream };
 }
 
 /**

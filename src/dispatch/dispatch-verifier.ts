@@ -119,6 +119,7 @@ export class DispatchVerifier {
       // Verified all the same: acting on it is safe. Refusing would lose an order the CP may hand out once.
       this.logger.warn(
         `the manifest of ${subject.rolloutId} verified, but cannot be stored in ${this.trust.cache.dir} (${errnoText(err)}); it is held in memory and stored once the disk takes writes (a restart before that cannot resume this rollout)`,
+        { rolloutId: subject.rolloutId, closure: subject.targetClosure },
       );
     }
     this.trust.recordVerified(subject, verified, 'control-plane');

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
 import { RANDOM, type RandomSource } from '../clock/random';
-import { describeFailure } from '../comms/cp-failure';
+import { type CpFailure, describeFailure, failureFields } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
@@ -90,6 +90,8 @@ export class DispatchWorker {
   private readonly logger = new Logger(DispatchWorker.name);
   private readonly job: JobHandle;
   private lastError: string | null = null;
+  /** The failure behind lastError, for the fields of the warning (its HTTP status above all). */
+  private lastFailure: CpFailure | null = null;
   private lastErrorAt: Date | null = null;
   private lastPollAt: Date | null = null;
   private lastOutcome: DispatchStatus['lastOutcome'] = null;
@@ -147,6 +149,7 @@ export class DispatchWorker {
   private async poll(signal: AbortSignal): Promise<JobResult> {
     // Real time, as it paces real requests: the fake clock of a test must not turn this into a busy loop either.
     const startedMs = performance.now();
+    this.lastFailure = null;
     await this.verifier.storeHeld();
     const result = await this.client.pollDispatch(DISPATCH_WAIT_SECS, { signal });
     if (signal.aborted) return failed('cut short by shutdown');
@@ -170,6 +173,7 @@ export class DispatchWorker {
     this.lastOutcome = 'failed';
     this.failingSinceMono ??= this.lastPollMono;
     this.lastError = describeFailure(result.failure);
+    this.lastFailure = result.failure;
     this.lastErrorAt = this.lastPollAt;
     const retryAfterSecs = result.failure.kind === 'http-status' ? result.failure.retryAfterSecs : null;
     return retryAfterSecs === null ? failed(this.lastError) : retryAfter(retryAfterSecs, this.lastError);
@@ -179,13 +183,22 @@ export class DispatchWorker {
     if (run.result.kind === 'ok') return;
     this.logger.warn(
       `dispatch poll failed: ${run.result.cause}; polling again in ${(run.delayMs / 1000).toFixed(1)} s (${run.consecutiveFailures} failure(s) in a row)`,
+      {
+        ...(this.lastFailure === null ? {} : failureFields(this.lastFailure)),
+        retryInSecs: Math.round(run.delayMs / 100) / 10,
+        consecutiveFailures: run.consecutiveFailures,
+      },
     );
   }
 
   /** 'refused': the order's signed manifest failed a check, and the next poll should wait. */
   private async accept(order: DispatchOrder, signal: AbortSignal): Promise<'refused' | 'done'> {
+    const fields = { rolloutId: order.rollout_id, closure: order.target_closure };
     if (order.hostname !== this.config.machineId) {
-      this.logger.warn(`dispatch for ${order.rollout_id} names host "${order.hostname}", not "${this.config.machineId}"; ignored`);
+      this.logger.warn(`dispatch for ${order.rollout_id} names host "${order.hostname}", not "${this.config.machineId}"; ignored`, {
+        ...fields,
+        hostname: order.hostname,
+      });
       return 'done';
     }
     const lastOrder: LastOrder = {
@@ -196,7 +209,10 @@ export class DispatchWorker {
       detail: null,
     };
     this.lastOrder = lastOrder;
-    this.logger.log(`dispatch received: ${order.rollout_id} → ${order.target_closure} (soak until ${order.soak_due_at})`);
+    this.logger.log(`dispatch received: ${order.rollout_id} → ${order.target_closure} (soak until ${order.soak_due_at})`, {
+      ...fields,
+      soakDueAt: order.soak_due_at,
+    });
     const receivedAt = lastOrder.receivedAt;
     const settle = (outcome: LastOrder['outcome'], detail: string | null = null): void => {
       lastOrder.outcome = outcome;
@@ -246,6 +262,7 @@ export class DispatchWorker {
             if (attempts === 1) {
               this.logger.error(
                 `dispatch for ${order.rollout_id} held: ${err.message}; kept in memory and applied once the event log takes writes (tried again with backoff); no new poll meanwhile`,
+                fields,
               );
             }
           },
@@ -255,7 +272,7 @@ export class DispatchWorker {
       this.heldOrder = null; // not applied, for a reason other than the disk: said here, not below
       settle('not-applied', (err as Error).message);
       // A throw here would end the poll loop for good; the next poll goes on.
-      this.logger.error(`dispatch for ${order.rollout_id} not applied: ${(err as Error).message}; polling goes on`);
+      this.logger.error(`dispatch for ${order.rollout_id} not applied: ${(err as Error).message}; polling goes on`, fields);
       return 'done';
     } finally {
       const held = this.heldOrder;
@@ -264,9 +281,13 @@ export class DispatchWorker {
         settle('not-applied', `the agent stopped first (${held.attempts} attempt(s): ${held.lastError})`);
         this.logger.warn(
           `stopping with the dispatch for ${held.rolloutId} → ${held.targetClosure} never applied (${held.attempts} attempt(s): ${held.lastError}); the control plane must dispatch it again`,
+          { ...fields, attempts: held.attempts },
         );
       } else if (held) {
-        this.logger.log(`dispatch for ${held.rolloutId} applied after ${held.attempts} failed attempt(s) since ${held.receivedAt}`);
+        this.logger.log(`dispatch for ${held.rolloutId} applied after ${held.attempts} failed attempt(s) since ${held.receivedAt}`, {
+          ...fields,
+          attempts: held.attempts,
+        });
       }
     }
     if (result === null) {
@@ -275,7 +296,7 @@ export class DispatchWorker {
     }
     if (result.rejected) {
       settle('rejected', result.rejected);
-      this.logger.warn(`dispatch for ${order.rollout_id} not accepted: ${result.rejected}`);
+      this.logger.warn(`dispatch for ${order.rollout_id} not accepted: ${result.rejected}`, fields);
     } else {
       settle('accepted');
     }

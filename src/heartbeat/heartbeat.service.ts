@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Interval } from '@nestjs/schedule';
 import { type Clock, CLOCK } from '../clock/clock';
-import { type CpFailure, type CpFailureKind, describeFailure } from '../comms/cp-failure';
+import { type CpFailure, type CpFailureKind, describeFailure, failureFields } from '../comms/cp-failure';
 import type { AgentConfig } from '../config/config.loader';
 import { AGENT_CONFIG } from '../config/config.constants';
 import { JobRuntime } from '../jobs/job-runtime.service';
@@ -60,6 +60,8 @@ export class HeartbeatService {
   /** First failure of the current streak, the same instant as that failure's lastError.at. */
   private failingSince: Date | null = null;
   private lastError: HeartbeatStatus['lastError'] = null;
+  /** The failure behind lastError, for the fields of the warning (its HTTP status above all). */
+  private lastFailure: CpFailure | null = null;
 
   constructor(
     private readonly exchange: HeartbeatExchange,
@@ -142,6 +144,7 @@ export class HeartbeatService {
   private async beat(signal: AbortSignal): Promise<JobResult> {
     const startedMono = this.clock.monotonicMs();
     this.lastAttemptAt = this.clock.now();
+    this.lastFailure = null;
     let outcome: ExchangeOutcome;
     try {
       outcome = await this.exchange.send('heartbeat', TIMEOUTS.heartbeatMs, signal);
@@ -173,6 +176,7 @@ export class HeartbeatService {
     const at = this.clock.now();
     this.failingSince ??= at;
     this.lastError = { kind: failure.kind, message: describeFailure(failure), at: at.toISOString() };
+    this.lastFailure = failure;
   }
 
   /** PROTOCOL §1: Retry-After (the exchange reads it on 503 and 429 only) over the backoff when longer. */
@@ -184,12 +188,19 @@ export class HeartbeatService {
   private settledRun(run: SettledRun): void {
     switch (run.result.kind) {
       case 'ok':
-        if (run.failuresBefore > 0) this.logger.log(`heartbeat succeeded again after ${run.failuresBefore} failure(s)`);
+        if (run.failuresBefore > 0)
+          this.logger.log(`heartbeat succeeded again after ${run.failuresBefore} failure(s)`, { failuresBefore: run.failuresBefore });
         return;
       case 'failed':
       case 'retry-after':
         this.logger.warn(
           `heartbeat to the control plane failed: ${run.result.cause}; next try in ${(run.delayMs / 1000).toFixed(1)} s at ${run.nextDueAt} (${run.consecutiveFailures} failure(s) in a row)`,
+          {
+            ...(this.lastFailure === null ? {} : failureFields(this.lastFailure)),
+            retryInSecs: Math.round(run.delayMs / 100) / 10,
+            nextDueAt: run.nextDueAt,
+            consecutiveFailures: run.consecutiveFailures,
+          },
         );
         return;
       default: {

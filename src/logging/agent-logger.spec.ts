@@ -1,6 +1,10 @@
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Logger } from '@nestjs/common';
 import type { AgentLogLevel, LogFormat } from '../config/settings';
 import { AgentLogger, type JsonLogEntry, type LogSink, MAX_LOGGED_CHARS } from './agent-logger';
+import { journalStreams, type JournalStreams } from './journal-stream';
 
 const NOW = new Date('2026-11-28T12:00:00.123Z');
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
@@ -12,10 +16,10 @@ interface Written {
 }
 
 /** The real AgentLogger behind Nest's `Logger`, as the app installs it, writing into an array. */
-function install(format: LogFormat, level: AgentLogLevel = 'info'): Written[] {
+function install(format: LogFormat, level: AgentLogLevel = 'info', journal?: JournalStreams): Written[] {
   const written: Written[] = [];
   const sink: LogSink = { write: (stream, text) => written.push({ stream, text }) };
-  Logger.overrideLogger(new AgentLogger(format, level, { now: () => NOW, sink, colors: false }));
+  Logger.overrideLogger(new AgentLogger(format, level, { now: () => NOW, sink, colors: false, journal }));
   return written;
 }
 
@@ -162,7 +166,9 @@ describe('AgentLogger, text', () => {
 
     expect(written).toHaveLength(2);
     expect(written[0].text).toMatch(
-      new RegExp(`^\\[nixfleet-agent\\] ${process.pid} {2}- .+ {5}LOG \\[HeartbeatService\\] heartbeat every 60 s\\n$`),
+      new RegExp(
+        `^\\[nixfleet-agent\\] ${process.pid} {2}- 2026-11-28T12:00:00\\.123Z {5}LOG \\[HeartbeatService\\] heartbeat every 60 s\\n$`,
+      ),
     );
     expect(written[1].text).toMatch(
       /WARN \[DrainerService\] delivery failed; retrying seq=3 reason="HTTP 503: busy" rolloutId=stable@a1b2c3d4\n$/,
@@ -179,5 +185,113 @@ describe('AgentLogger, text', () => {
     expect(written.map((w) => w.stream)).toEqual(['stderr', 'stderr']);
     expect(written[0].text).toMatch(/ERROR \[Bootstrap\] cannot start\n$/);
     expect(written[1].text).toMatch(/^Error: bad key \[PRIVATE KEY redacted\]\n {4}at /);
+  });
+});
+
+describe('AgentLogger under journald', () => {
+  const BOTH: JournalStreams = { stdout: true, stderr: true };
+
+  it('starts each JSON line with the syslog priority of its level, and the rest stays the same JSON', () => {
+    const written = install('json', 'verbose', BOTH);
+
+    const logger = new Logger('DrainerService');
+    logger.fatal('the event log is gone');
+    logger.error('event delivery paused', { status: 403 });
+    logger.warn('delivering seq 3 failed; retrying', { seq: 3 });
+    logger.log('event delivery works again');
+    logger.debug('drain run done');
+    logger.verbose('nothing queued');
+
+    expect(written.map((w) => w.text.slice(0, 3))).toEqual(['<3>', '<3>', '<4>', '<6>', '<7>', '<7>']);
+    expect(written.map((w) => w.stream)).toEqual(['stdout', 'stderr', 'stdout', 'stdout', 'stdout', 'stdout']);
+    const parsed = written.map((w) => JSON.parse(w.text.slice(3)) as JsonLogEntry);
+    expect(parsed.map((e) => e.level)).toEqual(['fatal', 'error', 'warn', 'info', 'debug', 'verbose']);
+    expect(parsed[1]).toEqual({
+      time: NOW.toISOString(),
+      level: 'error',
+      context: 'DrainerService',
+      message: 'event delivery paused',
+      fields: { status: 403 },
+    });
+  });
+
+  it('prefixes only the streams journald reads', () => {
+    const written = install('json', 'info', { stdout: false, stderr: true });
+
+    new Logger('X').warn('on stdout, a file');
+    new Logger('X').error('on stderr, the journal');
+
+    expect(written.map((w) => [w.stream, w.text.slice(0, 3)])).toEqual([
+      ['stdout', '{"t'],
+      ['stderr', '<3>'],
+    ]);
+  });
+
+  it('prefixes a text line and every line of its stack, which journald takes as entries of their own', () => {
+    const written = install('text', 'info', BOTH);
+    const err = new Error('boom');
+
+    new Logger('HeartbeatService').warn('heartbeat failed; retrying', { status: 503 });
+    new Logger('Bootstrap').error('cannot start', err.stack);
+
+    expect(written[0].text).toMatch(
+      /^<4>\[nixfleet-agent\] \d+ {2}- 2026-11-28T12:00:00\.123Z {4}WARN \[HeartbeatService\] heartbeat failed; retrying status=503\n$/,
+    );
+    expect(written[1].text).toMatch(/^<3>\[nixfleet-agent\] .* ERROR \[Bootstrap\] cannot start\n$/);
+    const stackLines = written[2].text.split('\n').filter((l) => l !== '');
+    expect(stackLines.length).toBeGreaterThan(1);
+    for (const line of stackLines) expect(line).toMatch(/^<3>(Error: boom|\s+at )/);
+  });
+
+  it('writes no prefix anywhere without journald', () => {
+    const written = install('json', 'debug');
+
+    new Logger('X').error('e');
+    new Logger('X').warn('w');
+    new Logger('X').debug('d');
+
+    for (const w of written) expect(w.text.startsWith('{')).toBe(true);
+  });
+});
+
+describe('journalStreams: JOURNAL_STREAM checked against the descriptors, as systemd.exec(5) says', () => {
+  let dir: string;
+  let out: number;
+  let err: number;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-journal-'));
+    out = openSync(join(dir, 'out'), 'a');
+    err = openSync(join(dir, 'err'), 'a');
+  });
+  afterEach(() => {
+    closeSync(out);
+    closeSync(err);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const devIno = (fd: number): string => {
+    const st = fstatSync(fd, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  };
+
+  it('finds the stream whose device and inode it names, and only that one', () => {
+    expect(journalStreams(devIno(out), { stdout: out, stderr: err })).toEqual({ stdout: true, stderr: false });
+    expect(journalStreams(devIno(err), { stdout: out, stderr: err })).toEqual({ stdout: false, stderr: true });
+    // systemd's usual case: StandardError=inherit, both descriptors on one journal stream.
+    expect(journalStreams(devIno(out), { stdout: out, stderr: out })).toEqual({ stdout: true, stderr: true });
+  });
+
+  it('finds none when the variable is unset, malformed, names another file, or a descriptor is closed', () => {
+    const other = openSync(join(dir, 'other'), 'a');
+    const named = devIno(other);
+    closeSync(other);
+    const fds = { stdout: out, stderr: err };
+
+    expect(journalStreams(null, fds)).toEqual({ stdout: false, stderr: false });
+    expect(journalStreams(named, fds)).toEqual({ stdout: false, stderr: false });
+    expect(journalStreams('8:abc', fds)).toEqual({ stdout: false, stderr: false });
+    expect(journalStreams(`${devIno(out)}:1`, fds)).toEqual({ stdout: false, stderr: false });
+    expect(journalStreams(devIno(out), { stdout: 987_654, stderr: err })).toEqual({ stdout: false, stderr: false });
   });
 });

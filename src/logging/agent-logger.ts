@@ -2,6 +2,7 @@ import { inspect } from 'node:util';
 import { ConsoleLogger, type LogLevel } from '@nestjs/common';
 import { PEM_BLOCK } from '../common/pem';
 import type { AgentLogLevel, LogFormat } from '../config/settings';
+import { type JournalStreams, NO_JOURNAL, withPriority } from './journal-stream';
 
 const LEVELS: Record<AgentLogLevel, LogLevel[]> = {
   error: ['fatal', 'error'],
@@ -18,6 +19,20 @@ const FRAMEWORK_CONTEXTS = new Set(['NestFactory', 'InstanceLoader', 'RoutesReso
 export type LogFields = Record<string, unknown>;
 
 export type JsonLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'verbose';
+
+/**
+ * sd-daemon(3)'s `<N>` line prefixes, the syslog priorities journald files a
+ * line under (`journalctl -p warning`). Fatal is an error too: the agent
+ * logs it only on its way out, and `-p err` must show it.
+ */
+export const SYSLOG_PRIORITY: Record<LogLevel, number> = {
+  fatal: 3,
+  error: 3,
+  warn: 4,
+  log: 6,
+  debug: 7,
+  verbose: 7,
+};
 
 const JSON_LEVEL: Record<LogLevel, JsonLevel> = {
   fatal: 'fatal',
@@ -48,6 +63,8 @@ export interface AgentLoggerOptions {
   now?: () => Date;
   sink?: LogSink;
   colors?: boolean;
+  /** The streams journald reads (see `journalStreams`): each of their lines starts with its priority. */
+  journal?: JournalStreams;
 }
 
 /** A log line is no place for a document: anything longer is cut (the cut says how much). */
@@ -66,7 +83,13 @@ const processSink: LogSink = { write: (stream, text) => process[stream].write(te
  * Fields: a plain object as the last argument (before Nest's context) is the
  * entry's `fields`, not a second message:
  *   this.logger.warn('heartbeat failed; retrying', { status: 503, retryInSecs: 4 });
- * In text mode the fields follow the message as `key=value`.
+ * In text mode the fields follow the message as `key=value`. Times are ISO
+ * 8601 UTC in both formats, like every other time the agent prints.
+ *
+ * Under journald (a stream `JOURNAL_STREAM` names) every line starts with
+ * its syslog priority, `<3>` to `<7>`, in JSON mode too: journald strips it
+ * and files the line under it, so `journalctl -o cat` still shows pure JSON,
+ * and without it every line would be "info". A pipe or file gets no prefix.
  *
  * Whatever a caller passes, PEM blocks are replaced and long strings cut:
  * key material and whole documents never reach the journal.
@@ -75,6 +98,7 @@ export class AgentLogger extends ConsoleLogger {
   private readonly format: LogFormat;
   private readonly now: () => Date;
   private readonly sink: LogSink;
+  private readonly journal: JournalStreams;
 
   constructor(format: LogFormat, level: AgentLogLevel, options: AgentLoggerOptions = {}) {
     super(DEFAULT_CONTEXT, {
@@ -86,6 +110,7 @@ export class AgentLogger extends ConsoleLogger {
     this.format = format;
     this.now = options.now ?? (() => new Date());
     this.sink = options.sink ?? processSink;
+    this.journal = options.journal ?? NO_JOURNAL;
   }
 
   override log(message: unknown, ...rest: unknown[]): void {
@@ -110,12 +135,12 @@ export class AgentLogger extends ConsoleLogger {
       const { message, stack } = messageOf(raw, errorStack);
       switch (this.format) {
         case 'json':
-          this.sink.write(stream, `${JSON.stringify(this.entry(logLevel, context, message, fields, stack))}\n`);
+          this.write(stream, logLevel, `${JSON.stringify(this.entry(logLevel, context, message, fields, stack))}\n`);
           break;
         case 'text':
-          this.sink.write(stream, this.textLine(logLevel, context, message, fields));
+          this.write(stream, logLevel, this.textLine(logLevel, context, message, fields));
           // Nest prints an error's stack on its own lines; an Error passed as the message has one too.
-          if (stack !== undefined && errorStack === undefined) this.sink.write('stderr', `${stack}\n`);
+          if (stack !== undefined && errorStack === undefined) this.write('stderr', logLevel, `${stack}\n`);
           break;
         default: {
           const never: never = this.format;
@@ -126,7 +151,17 @@ export class AgentLogger extends ConsoleLogger {
   }
 
   protected override printStackTrace(stack: string): void {
-    if (this.format === 'text' && stack) this.sink.write('stderr', `${clean(stack)}\n`);
+    if (this.format === 'text' && stack) this.write('stderr', 'error', `${clean(stack)}\n`);
+  }
+
+  /** Nest's text lines carry the same instant as JSON's `time`, not a local time without a zone. */
+  protected override getTimestamp(): string {
+    return this.now().toISOString();
+  }
+
+  /** journald takes each line as an entry: a stack or a multi-line message gets the prefix on every line. */
+  private write(stream: 'stdout' | 'stderr', level: LogLevel, text: string): void {
+    this.sink.write(stream, this.journal[stream] ? withPriority(text, SYSLOG_PRIORITY[level]) : text);
   }
 
   private entry(level: LogLevel, context: string, message: string, fields: LogFields | undefined, stack: string | undefined): JsonLogEntry {

@@ -1,5 +1,5 @@
 import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
-import { type CpFailure, describeFailure } from '../comms/cp-failure';
+import { type CpFailure, describeFailure, failureFields } from '../comms/cp-failure';
 import { ControlPlaneClient } from '../comms/control-plane.client';
 import type { BackoffPolicy } from '../jobs/backoff';
 import { JobRuntime } from '../jobs/job-runtime.service';
@@ -59,11 +59,18 @@ export interface DeliveryPacing {
 
 type Verdict = 'delivered' | 'refused' | 'retry' | 'pause' | 'stop';
 
+/** Which logged event a line is about. */
+interface EventRef {
+  rolloutId: string;
+  seq: number;
+  kind: string;
+}
+
 /** A failed POST that ends the run: its seq is retried after the backoff. */
 interface Halt {
   failure: CpFailure;
   paused: boolean;
-  what: string;
+  event: EventRef;
 }
 
 /**
@@ -99,8 +106,8 @@ export class DrainerService implements OnApplicationBootstrap {
   private readonly job: JobHandle;
   private pausedReason: string | null = null;
   private lastError: string | null = null;
-  /** What the failed POST of the last run was, for the warning that says when it is retried. */
-  private failedWhat: string | null = null;
+  /** The failed POST of the last run, for the warning that says when it is retried. */
+  private lastFailedPost: { event: EventRef; failure: CpFailure } | null = null;
   /** The last run ended on a failed POST: the next delivery says that delivery works again. */
   private failing = false;
   /** Wakes the run in flight, waiting for a POST to come back, when new work is queued. */
@@ -142,7 +149,11 @@ export class DrainerService implements OnApplicationBootstrap {
   replay(rolloutId: string, fromSeq: number, seqs: number[], missing: number[]): void {
     const running = this.replays.get(rolloutId);
     if (running && fromSeq >= running.fromSeq) {
-      this.logger.log(`replay of ${rolloutId} from seq ${fromSeq} is already covered by the running one (from ${running.fromSeq})`);
+      this.logger.log(`replay of ${rolloutId} from seq ${fromSeq} is already covered by the running one (from ${running.fromSeq})`, {
+        rolloutId,
+        fromSeq,
+        runningFromSeq: running.fromSeq,
+      });
       return;
     }
     const covered = running ? running.fromSeq : Number.POSITIVE_INFINITY;
@@ -155,7 +166,12 @@ export class DrainerService implements OnApplicationBootstrap {
     if (run.remaining.size === 0) {
       // Nothing left to resend (the CP holds it all, or retention dropped it): a
       // run kept open here would never end and would swallow the next signal.
-      this.logger.log(`replay of ${rolloutId} from seq ${fromSeq} done: nothing to resend`);
+      this.logger.log(`replay of ${rolloutId} from seq ${fromSeq} done: nothing to resend`, {
+        rolloutId,
+        fromSeq,
+        resent: 0,
+        missing: run.missing.length,
+      });
       return;
     }
     this.replays.set(rolloutId, run);
@@ -274,14 +290,21 @@ export class DrainerService implements OnApplicationBootstrap {
     const verdict = result.ok ? 'delivered' : this.judge(result.failure);
     // A request that opened its connection waited for the handshakes too: no sample of the CP's latency.
     const rtt = result.ok && !result.response.newConnection ? answeredMono - sentMono : null;
+    const event: EventRef = { rolloutId, seq, kind: logged.kind };
     switch (verdict) {
       case 'delivered': {
         this.pacer.answered(rtt, answeredMono, windowLimited);
+        const status = result.ok ? result.response.status : 204;
         // A replayed event is on record as delivered already: no write, not even a queued no-op.
-        if (logged.delivery.state !== 'delivered') await this.log.markDelivered(rolloutId, seq, result.ok ? result.response.status : 204);
+        if (logged.delivery.state !== 'delivered') await this.log.markDelivered(rolloutId, seq, status);
+        this.logger.debug(`event ${logged.kind} seq ${seq} of ${rolloutId} delivered (HTTP ${status}${isReplay ? ', replayed' : ''})`, {
+          ...event,
+          status,
+          replay: isReplay,
+        });
         if (this.failing || this.pausedReason) {
           this.failing = false;
-          this.logger.log(`event delivery works again (${rolloutId} seq ${seq} accepted)`);
+          this.logger.log(`event delivery works again (${rolloutId} seq ${seq} accepted)`, { ...event, status });
         }
         ctx.progressed();
         this.pausedReason = null;
@@ -296,6 +319,7 @@ export class DrainerService implements OnApplicationBootstrap {
         await this.log.markRefused(rolloutId, seq, status, reason);
         this.logger.warn(
           `the control plane refused event ${logged.kind} seq ${seq} of ${rolloutId} (${reason}); kept on record as refused, not retried; delivery goes on with the next event`,
+          { ...event, status },
         );
         // The CP judged the event itself, so it accepts our identity: delivery is not paused.
         ctx.progressed();
@@ -307,7 +331,7 @@ export class DrainerService implements OnApplicationBootstrap {
       case 'pause':
         if (result.ok) return;
         if (isOverload(result.failure)) this.pacer.overloaded(answeredMono);
-        stop({ failure: result.failure, paused: verdict === 'pause', what: `${logged.kind} seq ${seq} of ${rolloutId}` });
+        stop({ failure: result.failure, paused: verdict === 'pause', event });
         return;
       case 'stop':
         return;
@@ -345,13 +369,13 @@ export class DrainerService implements OnApplicationBootstrap {
   }
 
   /** The same seq is retried after the shared backoff (or the CP's Retry-After); the runtime schedules it. */
-  private failedPost({ failure, paused, what }: Halt): JobResult {
+  private failedPost({ failure, paused, event }: Halt): JobResult {
     const cause = describeFailure(failure);
     this.lastError = cause;
-    this.failedWhat = what;
+    this.lastFailedPost = { event, failure };
     if (paused) {
       const reason = `${cause}: the control plane does not accept this agent's identity or version; events are kept and retried`;
-      if (this.pausedReason !== reason) this.logger.error(`event delivery paused: ${reason}`);
+      if (this.pausedReason !== reason) this.logger.error(`event delivery paused: ${reason}`, { ...event, ...failureFields(failure) });
       this.pausedReason = reason;
     }
     const backoff = paused ? PAUSED_BACKOFF : undefined;
@@ -362,8 +386,15 @@ export class DrainerService implements OnApplicationBootstrap {
   private settledRun(run: SettledRun): void {
     if (run.result.kind === 'ok') return;
     this.failing = true;
+    const post = this.lastFailedPost;
+    const what = post === null ? 'an event' : `${post.event.kind} seq ${post.event.seq} of ${post.event.rolloutId}`;
     this.logger.warn(
-      `delivering ${this.failedWhat ?? 'an event'} failed: ${run.result.cause}; retrying the same seq in ${(run.delayMs / 1000).toFixed(1)} s (${run.consecutiveFailures} failure(s) in a row)`,
+      `delivering ${what} failed: ${run.result.cause}; retrying the same seq in ${(run.delayMs / 1000).toFixed(1)} s (${run.consecutiveFailures} failure(s) in a row)`,
+      {
+        ...(post === null ? {} : { ...post.event, ...failureFields(post.failure) }),
+        retryInSecs: Math.round(run.delayMs / 100) / 10,
+        consecutiveFailures: run.consecutiveFailures,
+      },
     );
   }
 
@@ -392,7 +423,12 @@ export class DrainerService implements OnApplicationBootstrap {
     }
     if (run && run.remaining.size === 0) {
       this.replays.delete(rolloutId);
-      this.logger.log(`replay of ${rolloutId} from seq ${run.fromSeq} done: ${run.resent} event(s) resent`);
+      this.logger.log(`replay of ${rolloutId} from seq ${run.fromSeq} done: ${run.resent} event(s) resent`, {
+        rolloutId,
+        fromSeq: run.fromSeq,
+        resent: run.resent,
+        missing: run.missing.length,
+      });
     }
   }
 }

@@ -60,10 +60,12 @@ export class OutboundPorts implements EmitEventPort, ReplayPort, EventHistoryPor
       if (missing.length > 0) {
         this.logger.warn(
           `replay of ${rolloutId} from seq ${fromSeq}: ${missing.length} event(s) (seqs ${summarize(missing)}) were already dropped by retention; the control plane cannot get them from this agent`,
+          { rolloutId, fromSeq, missing: missing.length },
         );
       }
       this.logger.log(
         `${source} asked for a replay (${formatReplayFrom(value)}): resending ${seqs.length} event(s) of ${rolloutId} after seq ${fromSeq}`,
+        { rolloutId, fromSeq, resending: seqs.length, source },
       );
       this.drainer.replay(rolloutId, fromSeq, seqs, missing);
     }
@@ -73,7 +75,7 @@ export class OutboundPorts implements EmitEventPort, ReplayPort, EventHistoryPor
     // PROTOCOL §7, ours: the plain form means the rollout with the newest logged event.
     const rolloutId = this.log.newestRollout();
     if (rolloutId === undefined) {
-      this.logger.log(`replay requested from seq ${fromSeq}, but the event log holds no rollout; nothing to resend`);
+      this.logger.log(`replay requested from seq ${fromSeq}, but the event log holds no rollout; nothing to resend`, { fromSeq });
       return [];
     }
     return [{ rolloutId, fromSeq }];

@@ -126,7 +126,7 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
         return this.reset(rolloutId, why);
       })
       .catch((err: unknown) =>
-        this.logger.error(`probe reset for ${rolloutId} failed: ${err instanceof Error ? err.message : String(err)}`),
+        this.logger.error(`probe reset for ${rolloutId} failed: ${err instanceof Error ? err.message : String(err)}`, { rolloutId }),
       );
   }
 
@@ -137,7 +137,10 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
       // Only the rollout being judged can be stopped by its own reset; another rollout's runners stay.
       if (this.active?.rolloutId === rolloutId) {
         await this.stopActive();
-        this.logger.log(`probes of ${rolloutId} stopped: the rollout is ${entry?.state ?? 'no longer known'}`);
+        this.logger.log(`probes of ${rolloutId} stopped: the rollout is ${entry?.state ?? 'no longer known'}`, {
+          rolloutId,
+          state: entry?.state ?? null,
+        });
       }
       return;
     }
@@ -146,7 +149,10 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     const newest = newestSoaking(this.reducer.current());
     if (newest !== undefined && newest.rolloutId !== rolloutId) {
       if (this.active?.rolloutId === rolloutId) await this.stopActive();
-      this.logger.debug(`probe reset for ${rolloutId} ignored: ${newest.rolloutId} is the newer soaking rollout`);
+      this.logger.debug(`probe reset for ${rolloutId} ignored: ${newest.rolloutId} is the newer soaking rollout`, {
+        rolloutId,
+        newerRolloutId: newest.rolloutId,
+      });
       return;
     }
     await this.stopActive();
@@ -168,11 +174,15 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
       if (runner === undefined) continue;
       set.runners.set(d.name, { ...runner, job: this.startJob(set, d) });
     }
-    this.logger.log(`probes of ${rolloutId} (${why}): ${describeTopology(declarations)}`);
+    this.logger.log(`probes of ${rolloutId} (${why}): ${describeTopology(declarations)}`, {
+      rolloutId,
+      probes: declarations.map((d) => d.name),
+    });
     for (const d of declarations) {
       if (d.mode !== 'enforce' || d.runOnce || d.intervalMs <= this.policy.sustainedFailureThresholdSecs * 1000) continue;
       this.logger.warn(
         `probe ${d.name} runs every ${d.intervalMs / 1000} s, longer than the --probe-failure-threshold of ${this.policy.sustainedFailureThresholdSecs} s: a single failing run fails the rollout`,
+        { rolloutId, probe: d.name, intervalSecs: d.intervalMs / 1000 },
       );
     }
   }
@@ -227,6 +237,7 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
             if (failures === 1) {
               this.logger.error(
                 `probe topology of ${rolloutId} held: ${err.message}; the rollout cannot converge until it is recorded; retried in ${(retryInMs / 1000).toFixed(1)} s`,
+                { rolloutId },
               );
             }
           },
@@ -235,7 +246,7 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
       return result !== null && result.rejected === undefined;
     } catch (err) {
       if (!(err instanceof ReducerClosedError))
-        this.logger.error(`probe topology of ${rolloutId} not submitted: ${(err as Error).message}`);
+        this.logger.error(`probe topology of ${rolloutId} not submitted: ${(err as Error).message}`, { rolloutId });
       return false;
     }
   }
@@ -305,10 +316,14 @@ export class ProbeRunnerService implements ResetProbeCachePort, OnApplicationBoo
     // A refused declaration was said once, at the reset, in its own line.
     if (d.spec.kind === 'invalid') return;
     const what = `probe ${d.name} (${d.mode}) of ${rolloutId}`;
+    const fields = { rolloutId, probe: d.name, mode: d.mode, result: outcome.status, previous };
     if (outcome.status === 'pass') {
-      this.logger.log(previous === null ? `${what} passes` : `${what} passes again`);
+      this.logger.log(previous === null ? `${what} passes` : `${what} passes again`, fields);
     } else {
-      this.logger.warn(`${what} fails: ${outcome.failureReason ?? 'no reason given'}`);
+      this.logger.warn(`${what} fails: ${outcome.failureReason ?? 'no reason given'}`, {
+        ...fields,
+        reason: outcome.failureReason ?? null,
+      });
     }
   }
 

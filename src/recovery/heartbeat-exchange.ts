@@ -130,6 +130,7 @@ export class HeartbeatExchange {
     if (status !== null && IDENTITY_REFUSED.has(status)) {
       this.logger.warn(
         `${HEADER_REPLAY_FROM}: ${truncate(raw.trim())} came on an HTTP ${status} answer, which refuses this agent's identity or protocol; ignored, nothing is replayed`,
+        { status },
       );
       return null;
     }
@@ -147,7 +148,10 @@ export class HeartbeatExchange {
     }
     this.lastReplay = { value: raw.trim(), receivedAt: this.clock.now().toISOString(), source: kind };
     const on = failedStatus === null ? '' : ` on a failed HTTP ${failedStatus} answer`;
-    this.logger.warn(`the control plane asks for a replay${on} (${HEADER_REPLAY_FROM}: ${raw.trim()}); replaying from the event log`);
+    this.logger.warn(
+      `the control plane asks for a replay${on} (${HEADER_REPLAY_FROM}: ${raw.trim()}); replaying from the event log`,
+      failedStatus === null ? { source: kind } : { source: kind, status: failedStatus },
+    );
     this.replayPort.requestReplay(parsed.value, kind);
     return parsed.value;
   }
@@ -170,6 +174,7 @@ export class HeartbeatExchange {
         rejected += 1;
         this.logger.warn(
           `${kind} answer: snapshot ${where} (${snapshot.rolloutId}) is for host "${snapshot.hostname}", not "${this.config.machineId}"; dropped`,
+          { rolloutId: snapshot.rolloutId, hostname: snapshot.hostname, source: kind },
         );
         continue;
       }

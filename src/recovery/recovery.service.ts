@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { type Clock, CLOCK } from '../clock/clock';
-import { describeFailure } from '../comms/cp-failure';
+import { describeFailure, failureFields } from '../comms/cp-failure';
 import { BootGate } from '../lifecycle/boot-gate';
 import { TIMEOUTS } from '../protocol/protocol.constants';
 import { rebuildFromLog } from '../reducer/rebuild';
@@ -58,6 +58,7 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
     const restored = Object.values(rollouts);
     this.logger.log(
       `restored ${restored.length} rollout(s) from ${records.length} logged event(s): ${restored.map((r) => `${r.rolloutId} ${r.state} (seq ${r.lastEventSeq})`).join(', ')}`,
+      { rollouts: restored.length, events: records.length },
     );
   }
 
@@ -117,10 +118,12 @@ export class RecoveryService implements OnModuleInit, OnApplicationBootstrap, On
       } else if (outcome.ok) {
         this.logger.log(
           `boot recovery: control plane reached; ${outcome.snapshotsApplied} snapshot(s) applied${outcome.snapshotsRejected ? `, ${outcome.snapshotsRejected} rejected` : ''}; starting the workers`,
+          { snapshotsApplied: outcome.snapshotsApplied, snapshotsRejected: outcome.snapshotsRejected },
         );
       } else if (outcome.failure) {
         this.logger.warn(
           `boot recovery: control plane not reached (${describeFailure(outcome.failure)}); starting anyway, the heartbeat keeps trying`,
+          failureFields(outcome.failure),
         );
       }
     } finally {

@@ -160,7 +160,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
     const result = transition(this.state, input, this.clock.now(), this.policy);
     if (result.rejected) {
       this.stats.rejected += 1;
-      this.logger.warn(`${result.rejected}; input ignored, rollout state unchanged`);
+      this.logger.warn(`${result.rejected}; input ignored, rollout state unchanged`, inputFields(input));
       return result;
     }
     if (result.note) this.logger.debug(result.note);
@@ -173,7 +173,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
           await emitPort.emit(events);
         } catch (err) {
           const why = `${describeInput(input)} not applied: its events could not be made durable (${(err as Error).message})`;
-          this.logger.error(`${why}; rollout state unchanged, nothing sent to the control plane`);
+          this.logger.error(`${why}; rollout state unchanged, nothing sent to the control plane`, inputFields(input));
           throw new EventsNotDurableError(why, { cause: err });
         }
       } else {
@@ -192,6 +192,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
       } catch (err) {
         this.logger.error(
           `${effect.type} for ${effect.rolloutId} failed: ${(err as Error).message}; the rollout's state stands as applied`,
+          { rolloutId: effect.rolloutId, effect: effect.type },
         );
       }
     }
@@ -235,7 +236,7 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
     for (const change of changes) {
       switch (change.kind) {
         case 'state':
-          this.logger.log(change.line);
+          this.logger.log(change.line, change.fields);
           break;
         case 'failed':
           // Its line went out with the state change.
@@ -243,8 +244,8 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
           break;
         case 'rollback':
           this.metrics.recordRollback(change.reverted ? 'reverted' : 'failed');
-          if (change.reverted) this.logger.log(change.line);
-          else this.logger.error(change.line);
+          if (change.reverted) this.logger.log(change.line, change.fields);
+          else this.logger.error(change.line, change.fields);
           break;
         default: {
           const never: never = change;
@@ -258,6 +259,13 @@ export class ReducerService implements ReducerInputPort, OnApplicationShutdown {
     this.stats.unconnectedEffects[type] += count;
     this.logger.debug(`${type} (${what}): no consumer is connected to this port; counted only`);
   }
+}
+
+/** The log fields of an input: what it was and which rollout it was for (a tick is for none). */
+export function inputFields(input: ReducerInput): { input: ReducerInput['type']; rolloutId?: string } {
+  if (input.type === 'Tick') return { input: input.type };
+  if (input.type === 'Snapshot') return { input: input.type, rolloutId: input.snapshot.rolloutId };
+  return { input: input.type, rolloutId: input.rolloutId };
 }
 
 export function describeInput(input: ReducerInput): string {

@@ -137,6 +137,7 @@ export class TrustService implements HealthGateSource, ResumeTrust, OnApplicatio
     const previousKey = verified.keySlot === 'previous' ? ' with the PREVIOUS key' : '';
     this.logger.log(
       `dispatch ${subject.rolloutId} → ${subject.targetClosure} verified${previousKey} (signed ${verified.signedAt.toISOString()}, manifest from ${from === 'cache' ? 'the cache' : 'the control plane'})`,
+      { rolloutId: subject.rolloutId, closure: subject.targetClosure, keySlot: verified.keySlot, manifestFrom: from },
     );
   }
 
@@ -149,14 +150,22 @@ export class TrustService implements HealthGateSource, ResumeTrust, OnApplicatio
       during === 'dispatch'
         ? 'not acknowledged, nothing switched; the control plane will offer it again'
         : 'not activated again; the rollout is reported failed';
-    this.logger.warn(`dispatch ${subject.rolloutId} → ${subject.targetClosure} REFUSED (${refusal.reason}): ${refusal.detail}; ${next}`);
+    this.logger.warn(`dispatch ${subject.rolloutId} → ${subject.targetClosure} REFUSED (${refusal.reason}): ${refusal.detail}; ${next}`, {
+      rolloutId: subject.rolloutId,
+      closure: subject.targetClosure,
+      reason: refusal.reason,
+      during,
+    });
   }
 
   recordUnverified(subject: TrustSubject): void {
     this.unverifiedTotal += 1;
     this.metrics.recordDispatchTrust('unverified');
     if (this.setting.mode === 'unsigned') {
-      this.logger.warn(`dispatch ${subject.rolloutId} → ${subject.targetClosure} acted on ${unsignedWarning(this.setting.file)}`);
+      this.logger.warn(`dispatch ${subject.rolloutId} → ${subject.targetClosure} acted on ${unsignedWarning(this.setting.file)}`, {
+        rolloutId: subject.rolloutId,
+        closure: subject.targetClosure,
+      });
     }
   }
 
@@ -231,7 +240,7 @@ export class TrustService implements HealthGateSource, ResumeTrust, OnApplicatio
         loaded.kind === 'missing'
           ? 'no verified manifest is cached for it'
           : `its cached manifest is refused (${loaded.reason}: ${loaded.detail})`;
-      this.logger.warn(`rollout ${rolloutId}: ${why}; its probes run without the manifest's health gate`);
+      this.logger.warn(`rollout ${rolloutId}: ${why}; its probes run without the manifest's health gate`, { rolloutId });
     }
     return null;
   }

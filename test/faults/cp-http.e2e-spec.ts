@@ -311,10 +311,12 @@ describe('faults: bad HTTP answers from the control plane', () => {
     it('slow headers past the 10 s deadline: abandoned at the deadline, logged as a timeout, next try after the backoff', async () => {
       const { failed, gapSecs, next } = await tryAndNext('slowHeaders', 1);
       expect(failed.status).toBeNull();
-      expect(warning('slowHeaders', /timed out: no complete answer within the 10000 ms deadline/)).toBeDefined();
+      const w = warning('slowHeaders', /timed out: no complete answer within the 10000 ms deadline/);
+      expect(w.nextTrySecs).toBeGreaterThanOrEqual(5);
       expect(statusShowed('slowHeaders', 'timeout', /10000 ms/)).toBe(true);
-      // 10 s deadline, then 5 s backoff; and it did not wait for the CP's 13 s.
-      expect(gapSecs).toBeGreaterThanOrEqual(15);
+      // 10 s deadline, then 5 s backoff; and it did not wait for the CP's 13 s. The deadline runs from the agent's
+      // send and the CP stamps the receipt, which a loaded machine delays (CI once saw 14.75 s): a second of slack.
+      expect(gapSecs).toBeGreaterThanOrEqual(14);
       expect(next.status).toBe(200);
     });
 

@@ -79,35 +79,47 @@ export interface LogEntry {
   level: 'log' | 'error' | 'warn' | 'debug' | 'verbose' | 'fatal';
   message: string;
   context?: string;
+  /** The call's trailing plain object: what AgentLogger prints as the entry's `fields`. */
+  fields?: Record<string, unknown>;
 }
 
-/** Keeps what the agent logs, so tests can assert its warnings. */
+/**
+ * Keeps what the agent logs, so tests can assert its warnings. Reads the
+ * arguments as Nest's Logger passes them: `(message, [fields | stack], context)`.
+ */
 export class CapturingLogger implements LoggerService {
   readonly entries: LogEntry[] = [];
-  log(message: unknown, context?: string): void {
-    this.add('log', message, context);
+  log(message: unknown, ...rest: unknown[]): void {
+    this.add('log', message, rest);
   }
-  error(message: unknown, _trace?: string, context?: string): void {
-    this.add('error', message, context);
+  error(message: unknown, ...rest: unknown[]): void {
+    this.add('error', message, rest);
   }
-  warn(message: unknown, context?: string): void {
-    this.add('warn', message, context);
+  warn(message: unknown, ...rest: unknown[]): void {
+    this.add('warn', message, rest);
   }
-  debug(message: unknown, context?: string): void {
-    this.add('debug', message, context);
+  debug(message: unknown, ...rest: unknown[]): void {
+    this.add('debug', message, rest);
   }
-  verbose(message: unknown, context?: string): void {
-    this.add('verbose', message, context);
+  verbose(message: unknown, ...rest: unknown[]): void {
+    this.add('verbose', message, rest);
   }
-  fatal(message: unknown, context?: string): void {
-    this.add('fatal', message, context);
+  fatal(message: unknown, ...rest: unknown[]): void {
+    this.add('fatal', message, rest);
   }
   /** Messages of one level, optionally from one context (a class name). */
   messages(level: LogEntry['level'], context?: string): string[] {
     return this.entries.filter((e) => e.level === level && (!context || e.context === context)).map((e) => e.message);
   }
-  private add(level: LogEntry['level'], message: unknown, context?: string): void {
-    this.entries.push({ level, message: typeof message === 'string' ? message : JSON.stringify(message), context });
+  private add(level: LogEntry['level'], message: unknown, rest: unknown[]): void {
+    const last = rest[rest.length - 1];
+    const context = typeof last === 'string' ? last : undefined;
+    const fields = rest.find(
+      (p): p is Record<string, unknown> => typeof p === 'object' && p !== null && Object.getPrototypeOf(p) === Object.prototype,
+    );
+    const entry: LogEntry = { level, message: typeof message === 'string' ? message : JSON.stringify(message), context };
+    if (fields !== undefined) entry.fields = fields;
+    this.entries.push(entry);
   }
 }
 
