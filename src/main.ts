@@ -47,7 +47,7 @@ async function main(): Promise<number | null> {
     case 'invalid':
       if (!loaded.inspecting) return configFailure(loaded.problems);
       // Nothing was going to start: the problem lines are all there is to say.
-      for (const line of loaded.problems) process.stderr.write(`${line}\n`);
+      for (const line of loaded.problems) startupError(`${line}\n`);
       return EXIT_CONFIG;
     case 'run':
       return run(loaded.config);
