@@ -20,6 +20,12 @@ import { AGENT_VERSION } from './version';
 // other way round, the CLI commands are imported only by their command: the
 // agent never runs them.
 
+/** Where the inspection commands print. */
+const cliIo = {
+  out: (text: string): void => void process.stdout.write(`${text}\n`),
+  err: (text: string): void => void process.stderr.write(`${text}\n`),
+};
+
 /** Exit status for a configuration error; the systemd unit does not restart on it. */
 const EXIT_CONFIG = 2;
 
@@ -39,7 +45,10 @@ async function main(): Promise<number | null> {
       process.stdout.write(`nixfleet-agent ${AGENT_VERSION}\n`);
       return 0;
     case 'invalid':
-      return configFailure(loaded.problems);
+      if (!loaded.inspecting) return configFailure(loaded.problems);
+      // Nothing was going to start: the problem lines are all there is to say.
+      for (const line of loaded.problems) startupError(`${line}\n`);
+      return EXIT_CONFIG;
     case 'run':
       return run(loaded.config);
     case 'status': {
@@ -63,6 +72,14 @@ async function main(): Promise<number | null> {
         out: (text) => process.stdout.write(`${text}\n`),
         err: (text) => process.stderr.write(`${text}\n`),
       });
+    }
+    case 'events': {
+      const { runEventsCommand } = await import('./cli/events.command');
+      return runEventsCommand(loaded, cliIo);
+    }
+    case 'diagnostics': {
+      const { runDiagnosticsCommand } = await import('./cli/diagnostics.command');
+      return runDiagnosticsCommand(loaded, cliIo);
     }
     default: {
       const never: never = loaded;

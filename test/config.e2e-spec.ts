@@ -326,7 +326,7 @@ describe('nixfleet-agent config: the effective settings and where each came from
   it('refuses --json with run, and an unreadable --config with config: one line each, exit 2', () => {
     const withRun = runAgentSync(['--json', '--control-plane-url', 'https://cp.example', '--machine-id', 'web-01']);
     expect(withRun.status).toBe(2);
-    expect(withRun.stderr).toBe(`config error: --json only applies to the status and config commands\n${NOT_STARTED}\n`);
+    expect(withRun.stderr).toBe(`config error: --json only applies to the status, config and events commands\n${NOT_STARTED}\n`);
     const missing = join(dir, 'absent.json');
     const unreadable = runAgentSync(['config', '--config', missing]);
     expect(unreadable.status).toBe(2);

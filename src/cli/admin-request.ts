@@ -38,3 +38,19 @@ export function getFromAdmin(address: ListenAddress, path: string, timeoutMs = 5
     req.end();
   });
 }
+
+/** One GET whose body is text (`/metrics`), over TCP or the unix socket. */
+export function getTextFromAdmin(address: ListenAddress, path: string, timeoutMs = 5000): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const target = address.kind === 'unix' ? { socketPath: address.path } : { host: address.host, port: address.port };
+    const req = http.request({ ...target, path, method: 'GET', timeout: timeoutMs, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}

@@ -70,6 +70,69 @@ describe('loadConfig', () => {
     expect(result).toEqual({ kind: 'status', adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 1234 }, json: true });
   });
 
+  it('lets events run on the state dir alone, with its filters; a bad admin address or a missing CP URL is not its business', () => {
+    const result = loadConfig({
+      argv: ['events', '--rollout', 'stable@a1', '--pending', '--json', '--admin-listen', '0.0.0.0:1'],
+      env: { NIXFLEET_AGENT_STATE_DIR: '/srv/state' },
+      stdoutIsTty: false,
+      defaultConfigPath: null,
+    });
+    expect(result).toEqual({ kind: 'events', stateDir: '/srv/state', rolloutId: 'stable@a1', pendingOnly: true, json: true });
+    expect(loadConfig({ argv: ['events'], env: {}, stdoutIsTty: false, defaultConfigPath: null })).toEqual({
+      kind: 'events',
+      stateDir: '/var/lib/nixfleet-agent',
+      rolloutId: null,
+      pendingOnly: false,
+      json: false,
+    });
+  });
+
+  it('refuses a relative state dir for events, and the flags of one command on another, one line each', () => {
+    const problems = (argv: string[]): string[] => {
+      const result = loadConfig({ argv, env: {}, stdoutIsTty: false, defaultConfigPath: null });
+      return result.kind === 'invalid' ? result.problems : [];
+    };
+    expect(problems(['events', '--state-dir', 'state'])).toEqual([
+      'config error: --state-dir (env NIXFLEET_AGENT_STATE_DIR, file key "stateDir"): must be an absolute path, got "state" from --state-dir',
+    ]);
+    expect(problems(['status', '--pending'])).toEqual(['config error: --pending only applies to the events command']);
+    expect(problems(['events', '-o', 'x.tgz'])).toEqual(['config error: --output only applies to the diagnostics command']);
+    expect(problems(['events', '--rollout', ''])).toEqual(['config error: --rollout needs a value (see --help)']);
+    expect(problems(['diagnostics', '-o'])).toEqual(['config error: --output needs a value (see --help)']);
+    const invalid = loadConfig({ argv: ['events', '--rollout'], env: {}, stdoutIsTty: false, defaultConfigPath: null });
+    expect(invalid).toEqual({ kind: 'invalid', problems: ['config error: --rollout needs a value (see --help)'], inspecting: true });
+  });
+
+  it('gives diagnostics every setting with its source, and what run would refuse, without stopping on it', () => {
+    const result = loadConfig({
+      argv: ['diagnostics', '-o', '/tmp/d.tgz', '--heartbeat-interval', 'abc', '--control-plane-url', 'https://fleet:s3cret@cp.test'],
+      env: { NIXFLEET_AGENT_MACHINE_ID: 'web-01' },
+      stdoutIsTty: false,
+      defaultConfigPath: null,
+    });
+    if (result.kind !== 'diagnostics') throw new Error(`expected diagnostics, got ${JSON.stringify(result)}`);
+    expect(result).toMatchObject({
+      adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 9850 },
+      stateDir: '/var/lib/nixfleet-agent',
+      output: '/tmp/d.tgz',
+    });
+    expect(result.settings.effective.settings).toMatchObject({
+      machineId: { value: 'web-01', source: 'env' },
+      heartbeatInterval: { value: 'abc', source: 'flag' },
+      controlPlaneUrl: { value: 'https://***@cp.test', source: 'flag' },
+      stateDir: { value: '/var/lib/nixfleet-agent', source: 'default' },
+    });
+    expect(result.settings.problems).toEqual([
+      expect.stringMatching(
+        /^config error: --heartbeat-interval .*must be a whole number of seconds.*, got "abc" from --heartbeat-interval$/,
+      ),
+      expect.stringMatching(
+        /^config error: --control-plane-url .*: must not carry a user name or password .*, got "https:\/\/\*\*\*@cp.test" from --control-plane-url$/,
+      ),
+    ]);
+    expect(JSON.stringify(result.settings.effective)).not.toContain('s3cret');
+  });
+
   it('refuses a malformed admin address, naming what it should look like', () => {
     const result = loadConfig({ argv: [...required, '--admin-listen', 'localhost'], env: {}, stdoutIsTty: false });
     expect(result).toEqual({
@@ -275,9 +338,11 @@ describe('loadConfig: one line per bad value, naming the flag', () => {
 
   it('guesses the command, the environment variable and the file key meant, too', () => {
     expect(problems(['statsu'])).toEqual([
-      'config error: unknown command "statsu"; did you mean "status"? commands are: run, status, config',
+      'config error: unknown command "statsu"; did you mean "status"? commands are: run, status, config, events, diagnostics',
     ]);
-    expect(problems(['deploy'])).toEqual(['config error: unknown command "deploy"; commands are: run, status, config']);
+    expect(problems(['deploy'])).toEqual([
+      'config error: unknown command "deploy"; commands are: run, status, config, events, diagnostics',
+    ]);
     expect(problems(required, { NIXFLEET_AGENT_MACHINE_IDD: 'x' })).toEqual([
       'config error: unknown environment variable NIXFLEET_AGENT_MACHINE_IDD; did you mean NIXFLEET_AGENT_MACHINE_ID?',
     ]);
@@ -295,7 +360,7 @@ describe('loadConfig: one line per bad value, naming the flag', () => {
   });
 
   it('refuses --json with run, naming the commands it applies to', () => {
-    expect(problems([...required, '--json'])).toEqual(['config error: --json only applies to the status and config commands']);
+    expect(problems([...required, '--json'])).toEqual(['config error: --json only applies to the status, config and events commands']);
   });
 });
 

@@ -45,11 +45,14 @@ export function systemdEnv(env: Readonly<Record<string, string | undefined>>, pi
  * What a command needs of the settings, said once: `agent`, every setting
  * checked as the agent runs with it; `admin`, only those that find the
  * running agent's admin endpoint (the rest may be missing or wrong here: the
- * agent's own unit has them). A new command is one line here, its flags one
+ * agent's own unit has them); `state`, only the state dir (it reads the
+ * agent's files, not the agent); `report`, both, and the problems of all the
+ * others recorded rather than refused (a bug report is written when things
+ * are broken). A new command is one line here, its flags one
  * line each in COMMAND_FLAGS, and one case where `loadConfig` builds its result.
  */
 interface CommandSpec {
-  settings: 'agent' | 'admin';
+  settings: 'agent' | 'admin' | 'state' | 'report';
   /** For --help: the command's arguments and what it does. */
   usage: string;
 }
@@ -58,6 +61,12 @@ const COMMAND_SPECS = {
   run: { settings: 'agent', usage: '[run] [settings]       run the agent' },
   status: { settings: 'admin', usage: 'status [--json]        ask the running agent for its status' },
   config: { settings: 'agent', usage: 'config [--json]        print the effective settings and where each came from' },
+  events: {
+    settings: 'state',
+    usage:
+      'events [--rollout ID] [--pending] [--json]\n                                             list the event log, read from the state dir (the agent may run or not)',
+  },
+  diagnostics: { settings: 'report', usage: 'diagnostics [-o FILE]  write a redacted .tar.gz for a bug report (no key material)' },
 } as const satisfies Record<string, CommandSpec>;
 
 export type Command = keyof typeof COMMAND_SPECS;
@@ -65,6 +74,12 @@ const COMMANDS = Object.keys(COMMAND_SPECS) as Command[];
 
 /** The settings that find the admin endpoint: all an `admin` command reads. */
 const ADMIN_SETTINGS: readonly SettingKey[] = ['adminListen', 'adminAllowRemote'];
+/** What each command that is not the agent reads of the settings. */
+const NEEDED: Readonly<Record<Exclude<CommandSpec['settings'], 'agent'>, readonly SettingKey[]>> = {
+  admin: ADMIN_SETTINGS,
+  state: ['stateDir'],
+  report: [...ADMIN_SETTINGS, 'stateDir'],
+};
 
 /** Flags of commands (not settings), each refused with any command it does not name. */
 interface CommandFlag {
@@ -74,9 +89,12 @@ interface CommandFlag {
 }
 
 const COMMAND_FLAGS = {
-  json: { type: 'boolean', commands: ['status', 'config'] },
+  json: { type: 'boolean', commands: ['status', 'config', 'events'] },
   watch: { type: 'boolean', commands: ['status'] },
   interval: { type: 'string', commands: ['status'] },
+  rollout: { type: 'string', commands: ['events'] },
+  pending: { type: 'boolean', commands: ['events'] },
+  output: { type: 'string', short: 'o', commands: ['diagnostics'] },
 } as const satisfies Record<string, CommandFlag>;
 
 type CommandFlagName = keyof typeof COMMAND_FLAGS;
@@ -88,7 +106,19 @@ export type LoadResult =
   | { kind: 'status'; adminAddress: ListenAddress; json: boolean; watch?: StatusWatch }
   /** Shown even with problems (they are the reason an operator asks); the command exits 2 then. */
   | { kind: 'config'; json: boolean; effective: EffectiveSettings; problems: string[] }
-  | { kind: 'invalid'; problems: string[] };
+  | { kind: 'events'; stateDir: string; rolloutId: string | null; pendingOnly: boolean; json: boolean }
+  | { kind: 'diagnostics'; adminAddress: ListenAddress; stateDir: string; output: string | null; settings: SettingsSeen }
+  /** `inspecting`: a command that only reads (status, events, diagnostics): no "the agent did not start" line. */
+  | { kind: 'invalid'; problems: string[]; inspecting?: true };
+
+/** What `diagnostics` records of the settings: each one's value and source (as `config` shows them), and what `run` would refuse. */
+export interface SettingsSeen {
+  readonly effective: EffectiveSettings;
+  readonly problems: readonly string[];
+}
+
+/** The commands that only read: they start nothing, so a problem line is all they say. */
+const INSPECTING: readonly Command[] = ['status', 'events', 'diagnostics'];
 
 export interface LoadInput {
   argv: readonly string[];
@@ -118,7 +148,7 @@ export function loadConfig(input: LoadInput): LoadResult {
   try {
     parsed = parseArgs({ args: joinNegativeValues(input.argv, options), options, strict: true, allowPositionals: true }) as typeof parsed;
   } catch (err) {
-    return { kind: 'invalid', problems: [argvProblem(err, options)] };
+    return { kind: 'invalid', problems: [argvProblem(err, options)], ...inspectingOf(input.argv, options) };
   }
   const values = parsed.values;
   if (values.help) return { kind: 'help', text: helpText(input.stdoutIsTty) };
@@ -128,14 +158,20 @@ export function loadConfig(input: LoadInput): LoadResult {
   const command = COMMANDS.find((c) => c === commandRaw);
   // Without a known command there is no knowing which settings matter: this line alone.
   if (!command) return { kind: 'invalid', problems: [unknownCommand(commandRaw)] };
-  const needs = COMMAND_SPECS[command].settings;
+  const needs: CommandSpec['settings'] = COMMAND_SPECS[command].settings;
+  const needed = needs === 'agent' ? null : NEEDED[needs];
 
   const problems: string[] = [];
+  /** Problems of the settings a `report` command does not need: recorded in its report, not refused. */
+  const notNeeded: string[] = [];
   if (extra.length > 0) problems.push(`config error: unexpected argument "${extra[0]}" (see --help)`);
   for (const [name, flag] of Object.entries(COMMAND_FLAGS) as [CommandFlagName, CommandFlag][]) {
     if (values[name] !== undefined && !flag.commands.includes(command)) {
       problems.push(`config error: --${name} only applies to the ${listed(flag.commands)} command${flag.commands.length > 1 ? 's' : ''}`);
     }
+  }
+  for (const name of ['rollout', 'output'] as const) {
+    if (values[name] === '') problems.push(`config error: --${name} needs a value (see --help)`);
   }
   problems.push(...unknownEnvProblems(input.env));
 
@@ -154,6 +190,7 @@ export function loadConfig(input: LoadInput): LoadResult {
     const got = pick(spec, values, input.env, file.data, stdoutIsTty);
     if (got === undefined) {
       if (spec.required && needs === 'agent') problems.push(settingProblem(spec.key, 'is required but was not set'));
+      if (spec.required && needs === 'report') notNeeded.push(settingProblem(spec.key, 'is required but was not set'));
       continue;
     }
     picked.set(spec.key, got);
@@ -166,25 +203,47 @@ export function loadConfig(input: LoadInput): LoadResult {
     const key = error.property as SettingKey;
     const source = picked.get(key)?.source;
     if (source === undefined) continue; // already reported as missing
-    if (needs === 'admin' && !ADMIN_SETTINGS.includes(key)) continue;
+    const reported = needed === null || needed.includes(key) ? problems : needs === 'report' ? notNeeded : null;
+    if (reported === null) continue;
     let shown: unknown = error.value;
     if (key === 'controlPlaneUrl' && hasUserinfo(error.value)) {
       // Said below; whether the rest of the URL is good is judged without the credentials (a "/" in a password breaks it).
       if (isURL(withoutUserinfo(error.value, ''), CONTROL_PLANE_URL_RULES)) continue;
       shown = withoutUserinfo(error.value, '***@');
     }
-    problems.push(settingProblem(key, `${firstReason(error)}, got ${JSON.stringify(shown)} ${sourceText(key, source, configPath)}`));
+    reported.push(settingProblem(key, `${firstReason(error)}, got ${JSON.stringify(shown)} ${sourceText(key, source, configPath)}`));
   }
-  const adminAddress = resolveAdminAddress(settings, problems);
+  // `events` reads files, not the agent: its admin address is not its business.
+  const adminAddress = needs === 'state' ? undefined : resolveAdminAddress(settings, problems);
 
   if (needs === 'agent') problems.push(...agentProblems(settings, picked, configPath));
+  if (needs === 'report') notNeeded.push(...agentProblems(settings, picked, configPath));
+  const inspecting = INSPECTING.includes(command) ? { inspecting: true as const } : {};
 
   switch (command) {
     case 'status': {
       const watch = statusWatchOf(values, problems);
-      if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems };
+      if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, ...inspecting };
       return { kind: 'status', adminAddress, json: values.json === true, ...(watch === undefined ? {} : { watch }) };
     }
+    case 'events':
+      if (problems.length > 0) return { kind: 'invalid', problems, ...inspecting };
+      return {
+        kind: 'events',
+        stateDir: settings.stateDir,
+        rolloutId: typeof values.rollout === 'string' ? values.rollout : null,
+        pendingOnly: values.pending === true,
+        json: values.json === true,
+      };
+    case 'diagnostics':
+      if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, ...inspecting };
+      return {
+        kind: 'diagnostics',
+        adminAddress,
+        stateDir: settings.stateDir,
+        output: typeof values.output === 'string' ? values.output : null,
+        settings: { effective: effectiveSettings(picked, configFile), problems: notNeeded },
+      };
     case 'config':
       return { kind: 'config', json: values.json === true, effective: effectiveSettings(picked, configFile), problems };
     case 'run': {
@@ -441,10 +500,22 @@ function unreadable(path: string): string | null {
   }
 }
 
+/** Whether argv names a command that only reads, judged leniently: the strict parse failed on a flag. */
+function inspectingOf(argv: readonly string[], options: NonNullable<ParseArgsConfig['options']>): { inspecting?: true } {
+  let positionals: string[];
+  try {
+    ({ positionals } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true }));
+  } catch {
+    return {};
+  }
+  return INSPECTING.some((c) => c === positionals[0]) ? { inspecting: true } : {};
+}
+
 /** parseArgs explains at length; one line naming the flag is what an operator needs. */
 function argvProblem(err: unknown, options: NonNullable<ParseArgsConfig['options']>): string {
   const e = err as { code?: string; message: string };
-  const option = /'(-[^' =]+)/.exec(e.message)?.[1];
+  // "Option '-o, --output <value>' argument missing": the long name is the one --help shows.
+  const option = /'(?:-\w, )?(-[^' =,]+)/.exec(e.message)?.[1];
   switch (e.code) {
     case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': {
       if (option === undefined) return `config error: ${e.message} (see --help)`;
@@ -469,7 +540,8 @@ export function helpText(stdoutIsTty: boolean): string {
   lines.push(
     '       nixfleet-agent --help | --version',
     '',
-    `Commands that ask the running agent (status) find it by its --admin-listen: a flag, env ${envOf('adminListen')} or the settings file.`,
+    `Commands that ask the running agent (status, diagnostics) find it by its --admin-listen: a flag, env ${envOf('adminListen')} or the settings file;`,
+    `events (and diagnostics) read its --state-dir (env ${envOf('stateDir')}) the same way.`,
     'status --watch [--interval SECS] asks again every 2 s (or SECS) until Ctrl-C; with --json, one document per line.',
     '',
     'Settings (flags win over environment, environment over the settings file, which wins over defaults):',
@@ -490,6 +562,8 @@ export function helpText(stdoutIsTty: boolean): string {
     `event delivery paused, or the client certificate expired or within ${CERT_EXPIRY_WARNING_DAYS} days of expiry; 2 bad flags;`,
     '3 no agent answers at --admin-listen.',
     'Exit status of config: 0 the settings are valid; 2 they are not (each problem on stderr, the settings still shown).',
+    'Exit status of events: 0 listed; 1 the event log cannot be read; 2 bad flags.',
+    'Exit status of diagnostics: 0 archive written (also when no agent answers); 1 it cannot be written; 2 bad flags.',
   );
   return lines.join('\n');
 }

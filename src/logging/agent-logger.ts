@@ -1,5 +1,6 @@
 import { inspect } from 'node:util';
 import { ConsoleLogger, type LogLevel } from '@nestjs/common';
+import { PEM_BLOCK } from '../common/pem';
 import type { AgentLogLevel, LogFormat } from '../config/settings';
 import { type JournalStreams, NO_JOURNAL, withPriority } from './journal-stream';
 
@@ -69,7 +70,6 @@ export interface AgentLoggerOptions {
 /** A log line is no place for a document: anything longer is cut (the cut says how much). */
 export const MAX_LOGGED_CHARS = 8192;
 const MAX_FIELD_DEPTH = 4;
-const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?(?:-----END \1-----|$)/g;
 /** Field names whose values are secrets whatever they hold. */
 const SECRET_FIELD = /(?:private.?key|passphrase|password|secret|token)$/i;
 const DEFAULT_CONTEXT = 'nixfleet-agent';

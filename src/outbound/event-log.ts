@@ -4,6 +4,7 @@ import { checkItem, encodeLine, eventOf, eventRecord, markRecord, scanLog } from
 import { autoCompactDue, liveBytes, planCompaction, rangesOf, tmpPathOf, writeCompacted } from './event-log.compaction';
 import { EventLogInputError, EventLogWriteError, errCode, errText } from './event-log.errors';
 import { EventLogIndex } from './event-log.index';
+import { EVENT_LOG_FILE_NAME } from './event-log.reader';
 import { MarkSync, type ScheduleOnce, scheduleUnrefTimeout } from './event-log.mark-sync';
 import type { AppendItem, CompactResult, Delivery, EventLogStats, LoggedEvent, OpenReport } from './event-log.types';
 import { appendFully, type LogFile, type LogFs, nodeLogFs } from './log-fs';
@@ -37,7 +38,6 @@ export interface EventLogOptions {
   readonly warn?: (line: string) => void;
 }
 
-const DEFAULT_FILE_NAME = 'events.log';
 const DEFAULT_MARK_SYNC_MS = 200;
 
 /** The durable event log: every event is on disk before its first POST (PROTOCOL §6). */
@@ -85,7 +85,7 @@ export class EventLog {
   /** Opens (or creates) the log, cuts off a torn tail and skips corrupt records; see `openReport`. */
   static async open(opts: EventLogOptions): Promise<EventLog> {
     const fs = opts.fs ?? nodeLogFs;
-    const path = join(opts.dir, opts.fileName ?? DEFAULT_FILE_NAME);
+    const path = join(opts.dir, opts.fileName ?? EVENT_LOG_FILE_NAME);
     await fs.mkdirp(opts.dir);
     // A compaction that crashed before its rename: the log itself is whole.
     await fs.unlink(tmpPathOf(path));
