@@ -28,6 +28,20 @@ function nixInstantiate(args: string[]): { status: number | null; stdout: string
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** The module evaluated for a host's `services.nixfleet-agent` (test/nix/eval-module.nix), however it ends. */
+function evalModuleRaw(hostJson: string): { status: number | null; stdout: string; stderr: string } {
+  return nixInstantiate([
+    '--eval',
+    '--strict',
+    '--json',
+    '--readonly-mode',
+    join('test', 'nix', 'eval-module.nix'),
+    '--argstr',
+    'hostJson',
+    hostJson,
+  ]);
+}
+
 /** `--eval --strict --json`, read-only: nothing is written to a Nix store. */
 function evalJson(args: string[]): unknown {
   const r = nixInstantiate(['--eval', '--strict', '--json', '--readonly-mode', ...args]);
@@ -285,43 +299,18 @@ describe('nix/: the package and the NixOS module', () => {
     });
 
     it('refuses a client key without its certificate, as the agent would', () => {
-      const r = nixInstantiate([
-        '--eval',
-        '--strict',
-        '--json',
-        '--readonly-mode',
-        join('test', 'nix', 'eval-module.nix'),
-        '--argstr',
-        'hostJson',
-        JSON.stringify({ enable: true, settings: { controlPlaneUrl: 'https://cp:8443' } }),
-      ]);
+      const r = evalModuleRaw(JSON.stringify({ enable: true, settings: { controlPlaneUrl: 'https://cp:8443' } }));
       expect(r.status).not.toBe(0);
       expect(r.stderr).toContain('services.nixfleet-agent.settings: clientCert and clientKey go together');
     });
 
     it('refuses a value of the wrong type and a missing control plane URL, naming the option', () => {
-      const badBackend = nixInstantiate([
-        '--eval',
-        '--strict',
-        '--json',
-        '--readonly-mode',
-        join('test', 'nix', 'eval-module.nix'),
-        '--argstr',
-        'hostJson',
+      const badBackend = evalModuleRaw(
         JSON.stringify({ enable: true, settings: { controlPlaneUrl: 'https://cp:8443', activationBackend: 'docker', clientKey: null } }),
-      ]);
+      );
       expect(badBackend.status).not.toBe(0);
       expect(badBackend.stderr).toContain('services.nixfleet-agent.settings.activationBackend: "docker" is not a one of');
-      const noUrl = nixInstantiate([
-        '--eval',
-        '--strict',
-        '--json',
-        '--readonly-mode',
-        join('test', 'nix', 'eval-module.nix'),
-        '--argstr',
-        'hostJson',
-        JSON.stringify({ enable: true, settings: { clientKey: null } }),
-      ]);
+      const noUrl = evalModuleRaw(JSON.stringify({ enable: true, settings: { clientKey: null } }));
       expect(noUrl.status).not.toBe(0);
       expect(noUrl.stderr).toContain('the option services.nixfleet-agent.settings.controlPlaneUrl is used but not defined');
     });
