@@ -25,8 +25,10 @@ describe('status --watch and --interval, as the config loader reads them', () =>
   it.each([['abc'], ['0'], ['0.05'], ['3601'], ['1e3'], [' 2']])(
     'refuses --interval %j in one line naming the flag and its range',
     (value) => {
+      // `inspecting`: status starts nothing, so the problem line is all it prints.
       expect(load('status', '--watch', '--interval', value, ...ADMIN)).toEqual({
         kind: 'invalid',
+        inspecting: true,
         problems: [`config error: --interval must be a number of seconds from 0.1 to 3600, got ${JSON.stringify(value)}`],
       });
     },
@@ -35,6 +37,7 @@ describe('status --watch and --interval, as the config loader reads them', () =>
   it('refuses --interval without --watch, and --watch with another command', () => {
     expect(load('status', '--interval', '5', ...ADMIN)).toEqual({
       kind: 'invalid',
+      inspecting: true,
       problems: ['config error: --interval only applies to status --watch (how often it refreshes)'],
     });
     const run = load('run', '--watch');
