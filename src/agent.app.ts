@@ -62,19 +62,21 @@ export async function bindAdmin(address: ListenAddress): Promise<AdminBinding> {
         }),
     );
   } catch (err) {
-    return { ok: false, problem: `cannot listen on ${formatListenAddress(address)}: ${listenErrorText(err)}` };
+    return { ok: false, problem: `cannot listen on ${formatListenAddress(address)}: ${listenErrorText(err, address)}` };
   }
   return { ok: true, adapter };
 }
 
-function listenErrorText(err: unknown): string {
+function listenErrorText(err: unknown, address: ListenAddress): string {
   switch ((err as NodeJS.ErrnoException).code) {
     case 'EADDRINUSE':
       return 'the address is already in use (another agent, or another program, listens there); stop it, or give this agent another address';
     case 'EADDRNOTAVAIL':
       return 'no interface of this host has that address';
     case 'EACCES':
-      return 'permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)';
+      return address.kind === 'unix'
+        ? "permission denied (the agent's user cannot create a socket in that directory)"
+        : 'permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)';
     case undefined: // not the socket's error (a unix path that is no socket): errnoText keeps its message
     default:
       return errnoText(err);

@@ -3,7 +3,8 @@ import 'reflect-metadata';
 import { type INestApplication, Logger, type LoggerService } from '@nestjs/common';
 import { IdentityError, loadIdentity } from './comms/identity';
 import type { ReloadOutcome } from './comms/identity-watcher';
-import { type AgentConfig, loadConfig, systemdEnv } from './config/config.loader';
+import { redactPem } from './common/pem';
+import { type AgentConfig, loadConfig, type LoadResult, systemdEnv } from './config/config.loader';
 import { loadTrustSetting } from './trust/trust-setting';
 import { NOT_STARTED, settingProblem } from './config/config.messages';
 import { formatListenAddress } from './config/listen-address';
@@ -21,9 +22,11 @@ import { AGENT_VERSION } from './version';
 // agent never runs them.
 
 /** Where the inspection commands print. */
+// What goes to stderr before the logger exists passes the logger's PEM rule too: a key pasted into a setting
+// would otherwise reach the terminal or the journal in a problem line.
 const cliIo = {
   out: (text: string): void => void process.stdout.write(`${text}\n`),
-  err: (text: string): void => void process.stderr.write(`${text}\n`),
+  err: (text: string): void => void process.stderr.write(`${redactPem(text)}\n`),
 };
 
 /** Exit status for a configuration error; the systemd unit does not restart on it. */
@@ -51,27 +54,37 @@ async function main(): Promise<number | null> {
       return EXIT_CONFIG;
     case 'run':
       return run(loaded.config);
+    case 'status':
+    case 'config':
+    case 'events':
+    case 'diagnostics':
+      for (const note of loaded.notes ?? []) cliIo.err(note);
+      return runCommand(loaded);
+    default: {
+      const never: never = loaded;
+      return never;
+    }
+  }
+}
+
+/** The commands other than the agent's run, each loaded only when asked for. */
+async function runCommand(loaded: Extract<LoadResult, { kind: 'status' | 'config' | 'events' | 'diagnostics' }>): Promise<number> {
+  switch (loaded.kind) {
     case 'status': {
       if (loaded.watch) {
         const { watchStatus } = await import('./cli/status.command');
         return watchStatus(loaded.adminAddress, loaded.json, loaded.watch.intervalSecs, {
           write: (text) => process.stdout.write(text),
-          err: (text) => process.stderr.write(`${text}\n`),
+          err: cliIo.err,
           tty: process.stdout.isTTY === true,
         });
       }
       const { runStatusCommand } = await import('./cli/status.command');
-      return runStatusCommand(loaded.adminAddress, loaded.json, {
-        out: (text) => process.stdout.write(`${text}\n`),
-        err: (text) => process.stderr.write(`${text}\n`),
-      });
+      return runStatusCommand(loaded.adminAddress, loaded.json, cliIo);
     }
     case 'config': {
       const { runConfigCommand } = await import('./cli/config.command');
-      return runConfigCommand(loaded.effective, loaded.problems, loaded.json, {
-        out: (text) => process.stdout.write(`${text}\n`),
-        err: (text) => process.stderr.write(`${text}\n`),
-      });
+      return runConfigCommand(loaded.effective, loaded.problems, loaded.json, cliIo);
     }
     case 'events': {
       const { runEventsCommand } = await import('./cli/events.command');
@@ -241,7 +254,8 @@ async function handleReloadSignal(
  * Written before the logger exists (or instead of it): an error to journald
  * too, so `journalctl -p err` shows why the unit did not start.
  */
-function startupError(text: string): void {
+function startupError(raw: string): void {
+  const text = redactPem(raw);
   const toJournal = journalStreams(systemdEnv(process.env, process.pid).journalStream).stderr;
   process.stderr.write(toJournal ? withPriority(text, SYSLOG_PRIORITY.error) : text);
 }

@@ -331,8 +331,21 @@ describe('nixfleet-agent config: the effective settings and where each came from
     const unreadable = runAgentSync(['config', '--config', missing]);
     expect(unreadable.status).toBe(2);
     expect(unreadable.stdout).toBe('');
-    expect(unreadable.stderr).toBe(
-      `config error: --config (env NIXFLEET_AGENT_CONFIG): cannot read ${missing}: no such file\n${NOT_STARTED}\n`,
-    );
+    // config starts nothing: its problem line alone, no "the agent did not start".
+    expect(unreadable.stderr).toBe(`config error: --config (env NIXFLEET_AGENT_CONFIG): cannot read ${missing}: no such file\n`);
+  });
+
+  it('never prints a PEM key pasted into a setting: config redacts its table and its problem lines, as run does its errors', () => {
+    const pem = `-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIKkeyMaterialThatMustNeverBePrinted0123456789\n-----END PRIVATE KEY-----`;
+    const args = ['--control-plane-url', 'https://cp.example', '--machine-id', 'web-01'];
+    // Pasted where a path belongs, in the environment (a flag's value cannot start with "-" unless written --flag=VALUE).
+    const env = { NIXFLEET_AGENT_CLIENT_CERT: pem, NIXFLEET_AGENT_CLIENT_KEY: pem };
+    for (const r of [runAgentSync(['config', ...args], env), runAgentSync(['config', '--json', ...args], env), runAgentSync(args, env)]) {
+      expect(r.status).toBe(2);
+      const out = `${r.stdout}${r.stderr}`;
+      expect(out).toContain('[PRIVATE KEY redacted]');
+      expect(out).not.toContain('KeyMaterialThatMustNeverBePrinted');
+      expect(out).not.toContain('BEGIN PRIVATE KEY');
+    }
   });
 });

@@ -109,8 +109,9 @@ describe('npm run demo', () => {
       const reverted = between(out, /stable@e5f6a7b8 failed after/, /the app on the closure rolled back to/);
       expectInOrder(reverted, [
         /\$ nixfleet-agent status\n/,
-        /\| +rollouts +stable@a1b2c3d4 +Converged \(last seq 7, delivered through 7\)\n/,
-        /\| +stable@e5f6a7b8 +Reverted \(last seq 9, delivered through 9\)\n/,
+        // Since when: the agent's own record of the state change (a time and how long ago).
+        /\| +rollouts +stable@a1b2c3d4 +Converged since \S+Z \(\d+ s ago\) \(last seq 7, delivered through 7\)\n/,
+        /\| +stable@e5f6a7b8 +Reverted since \S+Z \(\d+ s ago\) \(last seq 9, delivered through 9\)\n/,
         new RegExp(
           `\\| +health +stable@e5f6a7b8 Reverted \\(failed \\S+ \\(\\d+ s ago\\)\\); policy rollback-and-halt; rolled back to ${OLD}\\n`,
         ),

@@ -1,6 +1,7 @@
 import { WOULD_NOT_START } from '../config/config.messages';
 import { type EffectiveSetting, type EffectiveSettings, HIDDEN_VALUE } from '../config/effective-settings';
 import { SETTING_SPECS } from '../config/settings';
+import { redactPem } from '../common/pem';
 
 /** Exit statuses of `nixfleet-agent config`. */
 export const CONFIG_EXIT = { valid: 0, invalid: 2 } as const;
@@ -29,13 +30,14 @@ export function runConfigCommand(
   io: ConfigCommandIo,
 ): ConfigExit {
   if (json) {
-    const doc: ConfigDocument = { ...effective, problems: [...problems] };
+    // A problem line quotes the value it refuses, a pasted key included: the logger's PEM rule applies here too.
+    const doc: ConfigDocument = { ...effective, problems: problems.map(redactPem) };
     io.out(JSON.stringify(doc, null, 2));
   } else {
     io.out(formatEffectiveSettings(effective));
   }
   if (problems.length === 0) return CONFIG_EXIT.valid;
-  for (const line of problems) io.err(line);
+  for (const line of problems) io.err(redactPem(line));
   io.err(WOULD_NOT_START);
   return CONFIG_EXIT.invalid;
 }

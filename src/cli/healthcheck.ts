@@ -19,7 +19,7 @@ export type HealthcheckTarget = { ok: true; address: ListenAddress; from: string
  * Where the agent's admin endpoint is, found as the agent finds its setting
  * (a HEALTHCHECK has no flags): the environment, else the `adminListen` key of
  * the settings file (NIXFLEET_AGENT_CONFIG's, else /etc/nixfleet-agent.json
- * when it exists), else the default. A wildcard address (0.0.0.0, [::]) is
+ * when it exists; none when that variable is set and empty), else the default. A wildcard address (0.0.0.0, [::]) is
  * asked on loopback, inside the container.
  */
 export function healthcheckTarget(env: NodeJS.ProcessEnv, readFile: (path: string) => string): HealthcheckTarget {
@@ -31,7 +31,8 @@ export function healthcheckTarget(env: NodeJS.ProcessEnv, readFile: (path: strin
   if (fromEnv !== undefined && fromEnv !== '') {
     raw = fromEnv;
     from = `env ${ENV_ADMIN_LISTEN}`;
-  } else {
+  } else if (env[ENV_CONFIG] !== '') {
+    // NIXFLEET_AGENT_CONFIG set and empty: no settings file at all, as the agent reads it.
     let doc: unknown = null;
     try {
       doc = JSON.parse(readFile(configPath));

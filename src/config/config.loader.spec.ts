@@ -434,7 +434,86 @@ describe('loadConfig: how the commands find the settings and the agent', () => {
       problems: [
         `config error: the default settings file (read when neither --config nor NIXFLEET_AGENT_CONFIG is set, if it exists): cannot read ${dir}: it is a directory`,
       ],
+      inspecting: true,
     });
+  });
+
+  it('goes on without a default settings file it may not read, for the commands that only read; the agent itself refuses', () => {
+    const defaultConfigPath = settingsFile('default-0600.json', { adminListen: '127.0.0.1:4100' });
+    const denied = (path: string): string => {
+      throw Object.assign(new Error(`EACCES: permission denied, open '${path}'`), { code: 'EACCES' });
+    };
+    const note = `note: the default settings file ${defaultConfigPath} cannot be read (permission denied); going on without it (give --config, or run as the agent's user)`;
+    expect(loadConfig({ argv: ['status'], env: {}, stdoutIsTty: false, defaultConfigPath, readFile: denied })).toEqual({
+      kind: 'status',
+      adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 9850 },
+      json: false,
+      notes: [note],
+    });
+    expect(loadConfig({ argv: ['events'], env: {}, stdoutIsTty: false, defaultConfigPath, readFile: denied })).toMatchObject({
+      kind: 'events',
+      notes: [note],
+    });
+    const report = loadConfig({ argv: ['diagnostics'], env: {}, stdoutIsTty: false, defaultConfigPath, readFile: denied });
+    expect(report.kind === 'diagnostics' && report.settings.problems).toContain(note);
+    // A file named by --config or the env is asked for: not reading it is an error, whoever asks.
+    expect(loadConfig({ argv: ['status', '--config', defaultConfigPath], env: {}, stdoutIsTty: false, readFile: denied })).toEqual({
+      kind: 'invalid',
+      problems: [`config error: --config (env NIXFLEET_AGENT_CONFIG): cannot read ${defaultConfigPath}: permission denied`],
+      inspecting: true,
+    });
+    const agent = loadConfig({ argv: [], env: {}, stdoutIsTty: false, defaultConfigPath, readFile: denied });
+    expect(agent.kind === 'invalid' && agent.problems).toEqual([
+      `config error: the default settings file (read when neither --config nor NIXFLEET_AGENT_CONFIG is set, if it exists): cannot read ${defaultConfigPath}: permission denied`,
+    ]);
+  });
+
+  it('reads no settings file at all, not even the default, when NIXFLEET_AGENT_CONFIG is set and empty', () => {
+    const defaultConfigPath = settingsFile('default-ignored.json', { adminListen: '127.0.0.1:4100' });
+    expect(loadConfig({ argv: ['status'], env: { NIXFLEET_AGENT_CONFIG: '' }, stdoutIsTty: false, defaultConfigPath })).toEqual({
+      kind: 'status',
+      adminAddress: { kind: 'tcp', host: '127.0.0.1', port: 9850 },
+      json: false,
+    });
+  });
+
+  it('lets diagnostics record a settings file it cannot parse, unknown keys and unknown variables instead of refusing', () => {
+    const broken = join(dir, 'broken.json');
+    writeFileSync(broken, '{ "machineId": ');
+    const unparsable = loadConfig({ argv: ['diagnostics', '--config', broken], env: {}, stdoutIsTty: false, defaultConfigPath: null });
+    if (unparsable.kind !== 'diagnostics') throw new Error(`expected diagnostics, got ${JSON.stringify(unparsable)}`);
+    expect(unparsable.settings.problems[0]).toMatch(
+      new RegExp(`^config error: --config \\(env NIXFLEET_AGENT_CONFIG\\): ${broken} is not valid JSON`),
+    );
+
+    const typo = settingsFile('typo.json', { machineId: 'web-01', hearbeatInterval: 5 });
+    const result = loadConfig({ argv: ['diagnostics', '--config', typo], env: { NIXFLEET_AGENT_STAT_DIR: '/x' }, stdoutIsTty: false });
+    if (result.kind !== 'diagnostics') throw new Error(`expected diagnostics, got ${JSON.stringify(result)}`);
+    expect(result.settings.problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(
+          /^config error: unknown environment variable NIXFLEET_AGENT_STAT_DIR; did you mean NIXFLEET_AGENT_STATE_DIR\?/,
+        ),
+        `config error: unknown key "hearbeatInterval" in ${typo}; did you mean "heartbeatInterval"?`,
+      ]),
+    );
+    expect(result.settings.effective.settings).toMatchObject({ machineId: { value: 'web-01', source: 'file' } });
+  });
+
+  it('has diagnostics stat the client key, never read it: a key path that is a directory is "not a regular file"', () => {
+    const result = loadConfig({
+      argv: ['diagnostics', '--client-cert', join(dir, 'absent.crt'), '--client-key', dir],
+      env: {},
+      stdoutIsTty: false,
+      defaultConfigPath: null,
+    });
+    if (result.kind !== 'diagnostics') throw new Error(`expected diagnostics, got ${JSON.stringify(result)}`);
+    expect(result.settings.problems).toContain(
+      `config error: --client-key (env NIXFLEET_AGENT_CLIENT_KEY, file key "clientKey"): cannot read ${dir}: not a regular file`,
+    );
+    // The agent reads it, and says what reading said.
+    const agent = loadConfig({ argv: ['--client-cert', join(dir, 'absent.crt'), '--client-key', dir], env: {}, stdoutIsTty: false });
+    expect(agent.kind === 'invalid' && agent.problems.join('\n')).toContain(`cannot read ${dir}: it is a directory`);
   });
 
   it('does not read the default file when --config names another', () => {

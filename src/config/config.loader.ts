@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { plainToInstance } from 'class-transformer';
 import { isURL, validateSync, type ValidationError } from '../common/class-validator';
@@ -103,12 +103,12 @@ export type LoadResult =
   | { kind: 'help'; text: string }
   | { kind: 'version' }
   | { kind: 'run'; config: AgentConfig }
-  | { kind: 'status'; adminAddress: ListenAddress; json: boolean; watch?: StatusWatch }
+  | { kind: 'status'; adminAddress: ListenAddress; json: boolean; watch?: StatusWatch; notes?: string[] }
   /** Shown even with problems (they are the reason an operator asks); the command exits 2 then. */
-  | { kind: 'config'; json: boolean; effective: EffectiveSettings; problems: string[] }
-  | { kind: 'events'; stateDir: string; rolloutId: string | null; pendingOnly: boolean; json: boolean }
-  | { kind: 'diagnostics'; adminAddress: ListenAddress; stateDir: string; output: string | null; settings: SettingsSeen }
-  /** `inspecting`: a command that only reads (status, events, diagnostics): no "the agent did not start" line. */
+  | { kind: 'config'; json: boolean; effective: EffectiveSettings; problems: string[]; notes?: string[] }
+  | { kind: 'events'; stateDir: string; rolloutId: string | null; pendingOnly: boolean; json: boolean; notes?: string[] }
+  | { kind: 'diagnostics'; adminAddress: ListenAddress; stateDir: string; output: string | null; settings: SettingsSeen; notes?: string[] }
+  /** `inspecting`: a command that only reads (status, config, events, diagnostics): no "the agent did not start" line. */
   | { kind: 'invalid'; problems: string[]; inspecting?: true };
 
 /** What `diagnostics` records of the settings: each one's value and source (as `config` shows them), and what `run` would refuse. */
@@ -118,7 +118,7 @@ export interface SettingsSeen {
 }
 
 /** The commands that only read: they start nothing, so a problem line is all they say. */
-const INSPECTING: readonly Command[] = ['status', 'events', 'diagnostics'];
+const INSPECTING: readonly Command[] = ['status', 'config', 'events', 'diagnostics'];
 
 export interface LoadInput {
   argv: readonly string[];
@@ -131,6 +131,11 @@ export interface LoadInput {
    * NIXFLEET_AGENT_CONFIG is given; DEFAULT_CONFIG_PATH when omitted, none when null.
    */
   defaultConfigPath?: string | null;
+  /**
+   * Reads the settings file; readFileSync when omitted. Tests run as root, which no file mode refuses: a
+   * permission error can only be handed in.
+   */
+  readFile?: (path: string) => string;
 }
 
 const ENV_PREFIX = 'NIXFLEET_AGENT_';
@@ -160,6 +165,7 @@ export function loadConfig(input: LoadInput): LoadResult {
   if (!command) return { kind: 'invalid', problems: [unknownCommand(commandRaw)] };
   const needs: CommandSpec['settings'] = COMMAND_SPECS[command].settings;
   const needed = needs === 'agent' ? null : NEEDED[needs];
+  const inspecting = INSPECTING.includes(command) ? { inspecting: true as const } : {};
 
   const problems: string[] = [];
   /** Problems of the settings a `report` command does not need: recorded in its report, not refused. */
@@ -173,14 +179,22 @@ export function loadConfig(input: LoadInput): LoadResult {
   for (const name of ['rollout', 'output'] as const) {
     if (values[name] === '') problems.push(`config error: --${name} needs a value (see --help)`);
   }
-  problems.push(...unknownEnvProblems(input.env));
+  // `diagnostics` exists for the host whose settings are wrong: what it does not need, it records instead of refusing.
+  const unneeded = needs === 'report' ? notNeeded : problems;
+  unneeded.push(...unknownEnvProblems(input.env));
 
   const candidate = configFileOf(values, input.env, input.defaultConfigPath === undefined ? DEFAULT_CONFIG_PATH : input.defaultConfigPath);
-  const file = candidate === null ? NO_FILE : readConfigFile(candidate);
+  let file = candidate === null ? NO_FILE : readConfigFile(candidate, command !== 'run', input.readFile ?? readUtf8);
+  if (!file.ok && needs === 'report') {
+    notNeeded.push(file.problem);
+    file = NO_FILE;
+  }
   // Every setting the file holds would also be reported missing or defaulted: the file's line alone says it.
-  if (!file.ok) return { kind: 'invalid', problems: [...problems, file.problem] };
-  problems.push(...file.problems);
+  if (!file.ok) return { kind: 'invalid', problems: [...problems, file.problem], ...inspecting };
+  unneeded.push(...file.problems);
   const configFile = file.read ? candidate : null;
+  const notes = file.note === undefined ? {} : { notes: [file.note] };
+  if (file.note !== undefined && needs === 'report') notNeeded.push(file.note);
 
   // `config` shows what the agent would run with, and it runs as a service, its stdout no terminal (JSON logs).
   const stdoutIsTty = command === 'config' ? false : input.stdoutIsTty;
@@ -217,14 +231,14 @@ export function loadConfig(input: LoadInput): LoadResult {
   const adminAddress = needs === 'state' ? undefined : resolveAdminAddress(settings, problems);
 
   if (needs === 'agent') problems.push(...agentProblems(settings, picked, configPath));
-  if (needs === 'report') notNeeded.push(...agentProblems(settings, picked, configPath));
-  const inspecting = INSPECTING.includes(command) ? { inspecting: true as const } : {};
+  // Not even to check it can be read: diagnostics never opens the key file.
+  if (needs === 'report') notNeeded.push(...agentProblems(settings, picked, configPath, { openKey: false }));
 
   switch (command) {
     case 'status': {
       const watch = statusWatchOf(values, problems);
       if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, ...inspecting };
-      return { kind: 'status', adminAddress, json: values.json === true, ...(watch === undefined ? {} : { watch }) };
+      return { kind: 'status', adminAddress, json: values.json === true, ...(watch === undefined ? {} : { watch }), ...notes };
     }
     case 'events':
       if (problems.length > 0) return { kind: 'invalid', problems, ...inspecting };
@@ -234,6 +248,7 @@ export function loadConfig(input: LoadInput): LoadResult {
         rolloutId: typeof values.rollout === 'string' ? values.rollout : null,
         pendingOnly: values.pending === true,
         json: values.json === true,
+        ...notes,
       };
     case 'diagnostics':
       if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems, ...inspecting };
@@ -243,9 +258,10 @@ export function loadConfig(input: LoadInput): LoadResult {
         stateDir: settings.stateDir,
         output: typeof values.output === 'string' ? values.output : null,
         settings: { effective: effectiveSettings(picked, configFile), problems: notNeeded },
+        ...notes,
       };
     case 'config':
-      return { kind: 'config', json: values.json === true, effective: effectiveSettings(picked, configFile), problems };
+      return { kind: 'config', json: values.json === true, effective: effectiveSettings(picked, configFile), problems, ...notes };
     case 'run': {
       if (problems.length > 0 || !adminAddress) return { kind: 'invalid', problems };
       const config: AgentConfig = Object.freeze(
@@ -266,7 +282,12 @@ export function loadConfig(input: LoadInput): LoadResult {
 }
 
 /** The rules across settings, and the files the agent reads at start; only the agent's commands need them. */
-function agentProblems(settings: Settings, picked: ReadonlyMap<SettingKey, PickedSetting>, configPath: string | undefined): string[] {
+function agentProblems(
+  settings: Settings,
+  picked: ReadonlyMap<SettingKey, PickedSetting>,
+  configPath: string | undefined,
+  { openKey }: { openKey: boolean } = { openKey: true },
+): string[] {
   const problems: string[] = [];
   const cpSource = picked.get('controlPlaneUrl')?.source;
   if (cpSource !== undefined && hasUserinfo(settings.controlPlaneUrl)) {
@@ -297,7 +318,7 @@ function agentProblems(settings: Settings, picked: ReadonlyMap<SettingKey, Picke
   for (const key of ['caCert', 'clientCert', 'clientKey'] as const) {
     const path = settings[key];
     if (typeof path !== 'string' || path === '') continue;
-    const why = unreadable(path);
+    const why = key === 'clientKey' && !openKey ? notAFile(path) : unreadable(path);
     if (why) problems.push(settingProblem(key, `cannot read ${path}: ${why}`));
   }
   return problems;
@@ -391,6 +412,8 @@ function configFileOf(
   if (typeof flag === 'string' && flag !== '') return { path: flag, source: 'flag' };
   const fromEnv = env[CONFIG_ENV];
   if (fromEnv !== undefined && fromEnv !== '') return { path: fromEnv, source: 'env' };
+  // Set and empty: no settings file at all, not even the default one (a test, a one-off run beside the service's).
+  if (fromEnv === '') return null;
   return defaultPath === null ? null : { path: defaultPath, source: 'default' };
 }
 
@@ -456,17 +479,32 @@ function coerce(spec: SettingSpec, value: unknown): unknown {
   }
 }
 
-type ConfigFileRead = { ok: true; read: boolean; data: Record<string, unknown>; problems: string[] } | { ok: false; problem: string };
+type ConfigFileRead =
+  { ok: true; read: boolean; data: Record<string, unknown>; problems: string[]; note?: string } | { ok: false; problem: string };
 
 const NO_FILE: ConfigFileRead = { ok: true, read: false, data: {}, problems: [] };
 
 /** A default path that does not exist is no file at all; a path someone gave must exist. */
-function readConfigFile(file: ConfigFileRef): ConfigFileRead {
+/**
+ * `inspecting`: a command other than the agent's run. The default file may be
+ * the agent's, 0600 root: an operator's `status` must still work without it.
+ */
+function readConfigFile(file: ConfigFileRef, inspecting: boolean, readFile: (path: string) => string): ConfigFileRead {
   let text: string;
   try {
-    text = readFileSync(file.path, 'utf8');
+    text = readFile(file.path);
   } catch (err) {
-    if (file.source === 'default' && (err as NodeJS.ErrnoException).code === 'ENOENT') return NO_FILE;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (file.source === 'default' && code === 'ENOENT') return NO_FILE;
+    if (file.source === 'default' && inspecting && (code === 'EACCES' || code === 'EPERM')) {
+      return {
+        ok: true,
+        read: false,
+        data: {},
+        problems: [],
+        note: `note: the default settings file ${file.path} cannot be read (${errnoText(err)}); going on without it (give --config, or run as the agent's user)`,
+      };
+    }
     return { ok: false, problem: configFileProblem(file, `cannot read ${file.path}: ${errnoText(err)}`) };
   }
   let data: unknown;
@@ -490,11 +528,23 @@ function readConfigFile(file: ConfigFileRef): ConfigFileRead {
   return { ok: true, read: true, data: data as Record<string, unknown>, problems };
 }
 
+function readUtf8(path: string): string {
+  return readFileSync(path, 'utf8');
+}
+
 function unreadable(path: string): string | null {
   try {
     // Reading is the only honest check: root passes access(2) on any mode.
     readFileSync(path);
     return null;
+  } catch (err) {
+    return errnoText(err);
+  }
+}
+
+function notAFile(path: string): string | null {
+  try {
+    return statSync(path).isFile() ? null : 'not a regular file';
   } catch (err) {
     return errnoText(err);
   }

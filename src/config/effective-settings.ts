@@ -1,6 +1,7 @@
 import type { ValueSource } from './config.messages';
 import { envOf, fileKeyOf, flagOf, SETTING_SPECS, type SettingKey, type SettingSpec } from './settings';
 import { maskUserinfo } from './url-credentials';
+import { redactPem } from '../common/pem';
 
 /** Where the --config file's path came from; `default` is DEFAULT_CONFIG_PATH, read only when it exists. */
 export type ConfigFileSource = 'flag' | 'env' | 'default';
@@ -88,9 +89,9 @@ function whereFrom(key: SettingKey, source: ValueSource, configFile: ConfigFileR
   }
 }
 
-/** Any string anywhere in the value (an argv holds strings too) with a URL's credentials masked. */
+/** Any string anywhere in the value (an argv holds strings too) with a URL's credentials masked and PEM blocks out. */
 function redact(value: unknown): unknown {
-  if (typeof value === 'string') return maskUserinfo(value);
+  if (typeof value === 'string') return redactPem(maskUserinfo(value));
   if (Array.isArray(value)) return value.map(redact);
   if (typeof value === 'object' && value !== null) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redact(v)]));

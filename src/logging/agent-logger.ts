@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 import { ConsoleLogger, type LogLevel } from '@nestjs/common';
-import { PEM_BLOCK } from '../common/pem';
+import { redactPem } from '../common/pem';
 import type { AgentLogLevel, LogFormat } from '../config/settings';
 import { type JournalStreams, NO_JOURNAL, withPriority } from './journal-stream';
 
@@ -211,7 +211,7 @@ function messageOf(raw: unknown, errorStack: unknown): { message: string; stack:
 
 /** PEM blocks out, length capped. */
 export function clean(text: string): string {
-  const redacted = text.replace(PEM_BLOCK, (_block, label: string) => `[${label} redacted]`);
+  const redacted = redactPem(text);
   return redacted.length > MAX_LOGGED_CHARS
     ? `${redacted.slice(0, MAX_LOGGED_CHARS)}... (${redacted.length - MAX_LOGGED_CHARS} more characters cut)`
     : redacted;

@@ -11,7 +11,8 @@ export const AGENT_MAIN = join(__dirname, '..', '..', 'dist', 'main.js');
 
 /** Only NIXFLEET_AGENT_* variables the test sets reach the agent; the rest of the env is passed through. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { TZ: 'UTC' };
+  // NIXFLEET_AGENT_CONFIG set and empty: no settings file, so a host's /etc/nixfleet-agent.json never steers a test.
+  const env: NodeJS.ProcessEnv = { TZ: 'UTC', NIXFLEET_AGENT_CONFIG: '' };
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('NIXFLEET_AGENT_') && !k.startsWith('JEST_') && k !== 'NODE_OPTIONS') env[k] = v;
   }
