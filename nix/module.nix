@@ -22,9 +22,12 @@ let
   healthChecksPath = "/etc/nixfleet/agent/health-checks.json";
   configPath = "/etc/nixfleet-agent.json";
 
+  # trustFile by interpolation, not toString: a path literal (./fleet/trust.json) is copied into the
+  # store and the host reads that copy; toString would give its path on the evaluating machine. A
+  # string stays as is. Paths inside settings and healthChecks are copied by the JSON generator.
   settingsFile = json.generate "nixfleet-agent.json" (
     lib.filterAttrs (_: v: v != null) cfg.settings
-    // lib.optionalAttrs (cfg.trustFile != null) { trustFile = toString cfg.trustFile; }
+    // lib.optionalAttrs (cfg.trustFile != null) { trustFile = "${cfg.trustFile}"; }
   );
 
   node = "${cfg.nodejs}/bin/node";

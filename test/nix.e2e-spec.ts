@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { ManifestSigner } from '../dev/manifest-signer';
@@ -110,8 +110,15 @@ interface ModuleEval {
   systemPackages: string[];
 }
 
-function evalModule(host: unknown): ModuleEval {
-  return evalJson([join('test', 'nix', 'eval-module.nix'), '--argstr', 'hostJson', JSON.stringify(host)]) as ModuleEval;
+/** `hostNix`: a Nix expression for top-level options JSON cannot carry (a path literal); they replace `host`'s. */
+function evalModule(host: unknown, hostNix?: string): ModuleEval {
+  const extra = hostNix === undefined ? [] : ['--arg', 'hostNix', hostNix];
+  return evalJson([join('test', 'nix', 'eval-module.nix'), '--argstr', 'hostJson', JSON.stringify(host), ...extra]) as ModuleEval;
+}
+
+/** A Nix path value for an absolute path (`/. + "…"`: the same value as a literal, whatever characters the path has). */
+function nixPath(path: string): string {
+  return `/. + ${JSON.stringify(path).replace(/\$/g, '\\$')}`;
 }
 
 describe('nix/: the package and the NixOS module', () => {
@@ -255,6 +262,29 @@ describe('nix/: the package and the NixOS module', () => {
       const known = new Set(SETTING_SPECS.map((s) => fileKeyOf(s.key)));
       expect(Object.keys(JSON.parse(file.text) as object).filter((k) => !known.has(k))).toEqual([]);
       expect(evaluated.restartTriggers).toEqual([file.path]);
+    });
+
+    it('copies a trustFile given as a path literal (./fleet/trust.json) into the store: the settings name the copy, not the source path', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'nfa-nix-trust-'));
+      try {
+        const trustFileOf = (path: string): string => {
+          const out = evalModule(host, `{ trustFile = ${nixPath(path)}; }`);
+          return (JSON.parse(out.etc['nixfleet-agent.json'].text) as { trustFile: string }).trustFile;
+        };
+        for (const sub of ['a', 'b', 'c']) mkdirSync(join(dir, sub));
+        writeFileSync(join(dir, 'a', 'trust.json'), '{"keys":["one"]}\n');
+        writeFileSync(join(dir, 'b', 'trust.json'), '{"keys":["one"]}\n');
+        writeFileSync(join(dir, 'c', 'trust.json'), '{"keys":["two"]}\n');
+        const [a, b, c] = ['a', 'b', 'c'].map((sub) => trustFileOf(join(dir, sub, 'trust.json')));
+        // --readonly-mode: Nix computes the copy's store path without writing it.
+        expect(a).toMatch(/^\/nix\/store\/[0-9a-z]{32}-trust\.json$/);
+        // The copy is named by its content: the same file elsewhere is the same copy, other keys another.
+        expect(b).toBe(a);
+        expect(c).not.toBe(a);
+        expect(c).toMatch(/^\/nix\/store\/[0-9a-z]{32}-trust\.json$/);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('writes the health checks where the agent reads them by default, and none when there are none', () => {

@@ -6,9 +6,12 @@
 {
   # The host's services.nixfleet-agent as JSON (the package is filled in here).
   hostJson,
+  # Top-level options JSON cannot carry, as Nix values: a path literal such as
+  # `--arg hostNix '{ trustFile = /tmp/x/trust.json; }'`. They replace hostJson's.
+  hostNix ? { },
 }:
 let
-  host = builtins.fromJSON hostJson;
+  host = builtins.fromJSON hostJson // hostNix;
   stub = import ./stub-lib.nix;
   inherit (stub) lib utils pkgs;
 
