@@ -77,6 +77,8 @@ async function runCommand(loaded: Extract<LoadResult, { kind: 'status' | 'config
           write: (text) => process.stdout.write(text),
           err: cliIo.err,
           tty: process.stdout.isTTY === true,
+          // Node refreshes rows/columns on SIGWINCH: reading them per frame follows a resize.
+          size: () => ({ rows: process.stdout.rows, columns: process.stdout.columns }),
         });
       }
       const { runStatusCommand } = await import('./cli/status.command');

@@ -1,13 +1,33 @@
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makePki, type Pki } from '../../dev/pki';
 import type { SettingsSeen } from '../config/config.loader';
 import type { SettingKey } from '../config/settings';
 import { effectiveSettings, type PickedSetting } from '../config/effective-settings';
-import { archiveBaseName, buildArchive, certificateSummary, configSummary, redact } from './diagnostics.command';
+import {
+  archiveBaseName,
+  buildArchive,
+  certificateSummary,
+  configSummary,
+  DIAGNOSTICS_EXIT,
+  redact,
+  runDiagnosticsCommand,
+} from './diagnostics.command';
 
 const AT = new Date('2026-12-03T07:15:42.123Z');
 
@@ -134,6 +154,25 @@ describe('nixfleet-agent diagnostics: redaction, naming, the archive', () => {
     expect(JSON.stringify(summary)).not.toContain(pemBody(pki.client.keyPath).slice(0, 40));
   });
 
+  it('says that a key bundled into the client certificate file is read with that file, not that it was never opened', () => {
+    const bundled = join(dir, 'bundle-both.pem');
+    writeFileSync(bundled, readFileSync(pki.client.certPath, 'utf8') + readFileSync(pki.client.keyPath, 'utf8'));
+    const linked = join(dir, 'bundle-link.pem');
+    symlinkSync(bundled, linked);
+
+    for (const clientKey of [bundled, linked]) {
+      const summary = certificateSummary(seen({ clientCert: bundled, clientKey }), AT) as {
+        clientCert: { otherBlocks: string[] };
+        clientKey: { note: string };
+      };
+      expect(summary.clientCert.otherBlocks).toEqual(['PRIVATE KEY']);
+      expect(summary.clientKey.note).toBe(
+        "the same file as clientCert: read as that, for its certificates only, its other blocks named by label, never copied; its type is the client certificate's public key's (ec prime256v1)",
+      );
+      expect(JSON.stringify(summary)).not.toContain(pemBody(pki.client.keyPath).slice(0, 40));
+    }
+  });
+
   it('puts the settings in as `config --json` prints them, with what run would refuse', () => {
     const problem =
       'config error: --control-plane-url (env NIXFLEET_AGENT_CONTROL_PLANE_URL, file key "controlPlaneUrl"): is required but was not set';
@@ -144,5 +183,110 @@ describe('nixfleet-agent diagnostics: redaction, naming, the archive', () => {
       machineId: { value: 'web-01', source: 'flag' },
       controlPlaneUrl: { value: null, source: 'unset' },
     });
+  });
+});
+
+describe('nixfleet-agent diagnostics: writing the archive at -o FILE', () => {
+  let dir: string;
+  let n = 0;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'nfa-diag-write-'));
+    mkdirSync(join(dir, 'state'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** A run with no agent at its admin socket (it says so and writes the rest), writing to `output`. */
+  async function diagnose(output: string): Promise<{ code: number; out: string[]; err: string[] }> {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runDiagnosticsCommand(
+      {
+        adminAddress: { kind: 'unix', path: join(dir, `no-agent-${++n}.sock`) },
+        stateDir: join(dir, 'state'),
+        output,
+        settings: seen({ machineId: 'web-01' }),
+      },
+      { out: (t) => out.push(t), err: (t) => err.push(t) },
+      { now: () => AT, cwd: dir },
+    );
+    return { code, out, err };
+  }
+
+  /** The archive's file names, as tar(1) lists them. */
+  function listed(path: string): string[] {
+    const list = spawnSync('tar', ['-tzf', path], { encoding: 'utf8' });
+    expect(list.status).toBe(0);
+    return list.stdout.trim().split('\n');
+  }
+
+  /** Files left in `dir` besides the ones named: a temporary file that outlived its write would show here. */
+  const leftovers = (known: string[]): string[] => readdirSync(dir).filter((f) => !known.includes(f) && f !== 'state');
+
+  it('replaces an existing 0644 file with the new archive, mode 0600', async () => {
+    const path = join(dir, 'existing.tar.gz');
+    writeFileSync(path, 'an old archive, readable by all');
+    chmodSync(path, 0o644);
+
+    const r = await diagnose(path);
+
+    expect(r.code).toBe(DIAGNOSTICS_EXIT.written);
+    expect(r.out).toEqual([path]);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(listed(path)).toContain('nixfleet-agent-diagnostics-web-01-20261203T071542Z/summary.json');
+    expect(leftovers(['existing.tar.gz'])).toEqual([]);
+    rmSync(path);
+  });
+
+  it('replaces a symlink at -o FILE with the archive instead of writing through it: the target is unchanged, a dangling one not created', async () => {
+    const target = join(dir, 'target.txt');
+    writeFileSync(target, 'not to be overwritten');
+    chmodSync(target, 0o644);
+    const link = join(dir, 'link.tar.gz');
+    symlinkSync(target, link);
+    const nowhere = join(dir, 'not-created.txt');
+    const dangling = join(dir, 'dangling.tar.gz');
+    symlinkSync(nowhere, dangling);
+
+    for (const path of [link, dangling]) {
+      const r = await diagnose(path);
+
+      expect(r.code).toBe(DIAGNOSTICS_EXIT.written);
+      expect(lstatSync(path).isFile()).toBe(true);
+      expect(lstatSync(path).mode & 0o777).toBe(0o600);
+      expect(listed(path)).toContain('nixfleet-agent-diagnostics-web-01-20261203T071542Z/certificates.json');
+    }
+    expect(readFileSync(target, 'utf8')).toBe('not to be overwritten');
+    expect(statSync(target).mode & 0o777).toBe(0o644);
+    expect(existsSync(nowhere)).toBe(false);
+    expect(leftovers(['target.txt', 'link.tar.gz', 'dangling.tar.gz'])).toEqual([]);
+    for (const f of ['target.txt', 'link.tar.gz', 'dangling.tar.gz']) rmSync(join(dir, f));
+  });
+
+  it('exits 1 with one line naming the path and errno when it cannot put the archive in place, leaving no temporary file', async () => {
+    const folder = join(dir, 'a-folder');
+    mkdirSync(folder);
+    const link = join(dir, 'link-to-folder');
+    symlinkSync(folder, link);
+
+    const intoFolder = await diagnose(folder);
+    const noDir = await diagnose(join(dir, 'no-such-dir', 'd.tar.gz'));
+
+    expect(intoFolder.code).toBe(DIAGNOSTICS_EXIT.notWritten);
+    expect(intoFolder.out).toEqual([]);
+    expect(intoFolder.err).toContainEqual(
+      `nixfleet-agent diagnostics: cannot write ${folder} (EISDIR, it is a directory); give another place with -o FILE`,
+    );
+    expect(noDir.code).toBe(DIAGNOSTICS_EXIT.notWritten);
+    expect(noDir.err).toContainEqual(
+      `nixfleet-agent diagnostics: cannot write ${join(dir, 'no-such-dir', 'd.tar.gz')} (ENOENT, no such file); give another place with -o FILE`,
+    );
+    expect(readdirSync(folder)).toEqual([]);
+    expect(leftovers(['a-folder', 'link-to-folder'])).toEqual([]);
+    // A symlink to a folder is replaced like any other link: the archive is written, nothing goes into the folder.
+    const viaLink = await diagnose(link);
+    expect(viaLink.code).toBe(DIAGNOSTICS_EXIT.written);
+    expect(lstatSync(link).isFile()).toBe(true);
+    expect(readdirSync(folder)).toEqual([]);
   });
 });

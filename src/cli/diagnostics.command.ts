@@ -1,7 +1,18 @@
-import { X509Certificate } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, type Stats, writeFileSync } from 'node:fs';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import {
+  closeSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  type Stats,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { arch, hostname, platform, release, type as osType, version as osVersion } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { errnoText } from '../common/errno';
@@ -46,9 +57,10 @@ export interface ArchiveFile {
  * Writes one .tar.gz an operator attaches to a bug report: the agent's
  * /status and /metrics (or why it did not answer), the settings and where
  * each came from, summaries of the certificates, a summary of the event log,
- * and versions. No key material: the key file is never opened (its stat(2)
- * is all that is recorded), a certificate file is parsed for its
- * certificates only, and every file passes `redact` on its way in.
+ * and versions. No key material: the key file is never opened as such (its
+ * stat(2) is all that is recorded; a key bundled into a certificate file is
+ * read with that file), a certificate file is parsed for its certificates
+ * only, and every file passes `redact` on its way in.
  */
 export async function runDiagnosticsCommand(
   options: DiagnosticsOptions,
@@ -67,8 +79,7 @@ export async function runDiagnosticsCommand(
     return DIAGNOSTICS_EXIT.notWritten;
   }
   try {
-    // A bug report is still about this host: readable by its writer only until they choose to share it.
-    writeFileSync(path, archive, { mode: 0o600 });
+    writeArchive(path, archive);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     io.err(
@@ -79,6 +90,32 @@ export async function runDiagnosticsCommand(
   if (agentProblem !== null) io.err(`nixfleet-agent diagnostics: ${agentProblem}; the archive says so and holds the rest`);
   io.out(path);
   return DIAGNOSTICS_EXIT.written;
+}
+
+/**
+ * A bug report is still about this host: readable by its writer only until
+ * they choose to share it. Writing in place would follow a symlink planted at
+ * `path` (root running `-o /tmp/x` writes where the link points) and keep an
+ * existing file's mode (a 0644 file stays 0644); so the archive goes to a new
+ * file beside it, created exclusively (O_EXCL: never through a link) with
+ * mode 0600, and is renamed over `path`, which replaces a link or a file
+ * rather than writing into it. A failure leaves no temporary file behind.
+ */
+export function writeArchive(path: string, archive: Buffer): void {
+  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  // Only a file this call created is removed on failure: 'wx' refusing a name means it is someone else's.
+  const fd = openSync(temp, 'wx', 0o600);
+  try {
+    try {
+      writeFileSync(fd, archive);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, path);
+  } catch (err) {
+    rmSync(temp, { force: true });
+    throw err;
+  }
 }
 
 /** `nixfleet-agent-diagnostics-web-01-20261203T071500Z`: no characters a file name or a mail client minds. */
@@ -142,7 +179,7 @@ async function collect(o: DiagnosticsOptions, now: Date): Promise<{ files: Archi
     agent,
     files: ['summary.json', ...files.map((f) => f.name)],
     notIncluded:
-      'private keys: the client key file is never opened (only its stat); certificate files are parsed for their certificates only; every file is stripped of PEM blocks',
+      'private keys: the client key file is never opened as such (only its stat; if it is also a certificate file, it is read as one); certificate files are parsed for their certificates only, other blocks named by label; every file is stripped of PEM blocks',
   };
   files.unshift({ name: 'summary.json', text: `${JSON.stringify(summary, null, 2)}\n` });
   return { files, agentProblem: agent.reachable ? null : `no agent answered at ${where} (${agent.error})` };
@@ -205,9 +242,31 @@ export function certificateSummary(s: SettingsSeen, now: Date): unknown {
         : {
             path: clientKey,
             file: fileStat(clientKey),
-            note: `never opened by diagnostics; its type is the client certificate's public key's${client?.certificates[0] ? ` (${client.certificates[0].publicKey})` : ''}`,
+            note: `${keyFileNote(clientKey, { clientCert, caCert })}; its type is the client certificate's public key's${client?.certificates[0] ? ` (${client.certificates[0].publicKey})` : ''}`,
           },
   };
+}
+
+/**
+ * The key file is only stat(2)'d, unless it is also a certificate setting's
+ * file (one PEM bundle for both): that file is read as a certificate file,
+ * and the note says so rather than claim it was never opened.
+ */
+function keyFileNote(key: string, certs: Partial<Record<'clientCert' | 'caCert', string | null>>): string {
+  const also = Object.entries(certs).find(([, cert]) => cert !== null && cert !== undefined && sameFile(key, cert));
+  return also === undefined
+    ? 'never opened by diagnostics'
+    : `the same file as ${also[0]}: read as that, for its certificates only, its other blocks named by label, never copied`;
+}
+
+/** The same file, judged by stat(2) (which follows links and opens nothing); a path that cannot be stat'd by its text. */
+function sameFile(a: string, b: string): boolean {
+  try {
+    const [x, y] = [statSync(a), statSync(b)];
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return resolve(a) === resolve(b);
+  }
 }
 
 function certFile(

@@ -8,6 +8,7 @@ import { helpText } from '../config/config.loader';
 import { COMPONENT_LABELS } from '../health/component-health';
 import {
   assess,
+  fitToTerminal,
   formatSeqs,
   JUDGED_BY_COMPONENT,
   type Readyz,
@@ -15,6 +16,7 @@ import {
   runStatusCommand,
   STATUS_EXIT,
   summarize,
+  type TerminalSize,
   TTY_ERASE_BELOW,
   TTY_ERASE_LINE,
   TTY_HOME,
@@ -988,6 +990,72 @@ describe('status --watch', () => {
       expect(written).toBe('a\nb\n\nc\n');
       expect(written).not.toContain('\x1b');
     });
+
+    /** The lines a terminal frame shows, without its escape codes. */
+    function shown(frame: string): string[] {
+      expect(frame.startsWith(TTY_HOME)).toBe(true);
+      expect(frame.endsWith(`\n${TTY_ERASE_BELOW}`)).toBe(true);
+      return frame
+        .slice(TTY_HOME.length, -`\n${TTY_ERASE_BELOW}`.length)
+        .split('\n')
+        .map((line) => {
+          expect(line.endsWith(TTY_ERASE_LINE)).toBe(true);
+          return line.slice(0, -TTY_ERASE_LINE.length);
+        });
+    }
+
+    const thirty = Array.from({ length: 30 }, (_, i) => `line ${i + 1}`).join('\n');
+
+    it('on a terminal shorter than the frame keeps its top and says on the last row how many lines were cut, never reaching the bottom row', () => {
+      const lines = shown(watchFrame(thirty, true, false, { rows: 24, columns: 80 }));
+
+      // 23 rows written, each ended by a newline: the cursor waits on row 24 and nothing scrolls.
+      expect(lines).toHaveLength(23);
+      expect(lines.slice(0, 22)).toEqual(Array.from({ length: 22 }, (_, i) => `line ${i + 1}`));
+      expect(lines[22]).toBe('… 8 more lines: enlarge the terminal or use status without --watch');
+      // A frame that fits is not cut, to the row.
+      expect(shown(watchFrame(thirty, true, false, { rows: 31 }))).toEqual(thirty.split('\n'));
+      expect(fitToTerminal(['a', 'b', 'c'], { rows: 3 })).toEqual([
+        'a',
+        '… 2 more lines: enlarge the terminal or use status without --watch',
+      ]);
+      expect(fitToTerminal(['a', 'b', 'c'], { rows: 2 })).toEqual(['… 3 more lines: enlarge the terminal or use status without --watch']);
+      expect(fitToTerminal(['a', 'b', 'c', 'd'], { rows: 4 })).toEqual([
+        'a',
+        'b',
+        '… 2 more lines: enlarge the terminal or use status without --watch',
+      ]);
+      expect(fitToTerminal(['a', 'b', 'c', 'd'], { rows: 5 })).toEqual(['a', 'b', 'c', 'd']);
+    });
+
+    it('cuts a line wider than the terminal short of its last column, ending it in "…", so that nothing wraps', () => {
+      const lines = shown(watchFrame(`${'x'.repeat(19)}\n${'y'.repeat(20)}\n${'z'.repeat(100)}\nshort`, true, false, { columns: 20 }));
+
+      expect(lines).toEqual(['x'.repeat(19), `${'y'.repeat(18)}…`, `${'z'.repeat(18)}…`, 'short']);
+      // Counted in characters, not UTF-16 units: a character outside the BMP is not split.
+      expect(fitToTerminal(['🙂'.repeat(10)], { columns: 6 })).toEqual([`${'🙂'.repeat(4)}…`]);
+      // Both at once: the note about the cut lines is cut to the width too.
+      expect(fitToTerminal(['a'.repeat(50), 'b', 'c', 'd'], { rows: 4, columns: 21 })).toEqual([
+        `${'a'.repeat(19)}…`,
+        'b',
+        '… 2 more lines: enl…',
+      ]);
+    });
+
+    it('keeps the whole frame when the size is not known, and never cuts a block that is not for a terminal', () => {
+      const long = `${thirty}\n${'w'.repeat(300)}`;
+      const whole = watchFrame(long, true, false);
+
+      for (const size of [{}, { rows: undefined, columns: undefined }, { rows: 0, columns: 0 }, { rows: Number.NaN, columns: 2.5 }]) {
+        expect(watchFrame(long, true, false, size as TerminalSize)).toBe(whole);
+      }
+      expect(shown(whole)).toEqual(long.split('\n'));
+      // Only the width known: every line kept, each cut to it; only the height known: lines kept whole.
+      expect(shown(watchFrame(long, true, false, { columns: 80 }))).toHaveLength(31);
+      expect(shown(watchFrame(long, true, false, { rows: 10 }))[0]).toBe('line 1');
+      expect(shown(watchFrame(long, true, false, { rows: 40 }))[30]).toBe('w'.repeat(300));
+      expect(watchFrame(long, false, true, { rows: 5, columns: 10 })).toBe(`${long}\n`);
+    });
   });
 
   describe('watchStatus against a real HTTP server on loopback', () => {
@@ -1017,7 +1085,7 @@ describe('status --watch', () => {
     });
 
     /** Runs the watch until `frames` writes (or error lines) came, then stops it as a signal would. */
-    async function watch(json: boolean, tty: boolean, frames: number) {
+    async function watch(json: boolean, tty: boolean, frames: number, size?: () => TerminalSize) {
       const written: string[] = [];
       const errors: string[] = [];
       const stop = new AbortController();
@@ -1034,6 +1102,7 @@ describe('status --watch', () => {
           seen();
         },
         tty,
+        size,
       };
       const code = await watchStatus({ kind: 'tcp', host: '127.0.0.1', port }, json, 0.1, io, stop.signal, () => NOW);
       return { code, written, errors };
@@ -1062,6 +1131,40 @@ describe('status --watch', () => {
         expect(frame.startsWith(`\x1b[Hevery 0.1 s: nixfleet-agent status at ${NOW.toISOString()} (Ctrl-C to stop)\x1b[K\n`)).toBe(true);
         expect(frame.endsWith('\n\x1b[J')).toBe(true);
       }
+    });
+
+    it('fits each frame to the terminal as it is at that refresh: the verdict stays in sight, and a resize shows at the next frame', async () => {
+      // A small terminal, then enlarged (SIGWINCH) to hold the whole frame.
+      const sizes: TerminalSize[] = [
+        { rows: 6, columns: 64 },
+        { rows: 40, columns: 72 },
+      ];
+      let asked = 0;
+      const r = await watch(false, true, 2, () => sizes[Math.min(asked++, sizes.length - 1)]);
+
+      expect(r.code).toBe(0);
+      expect(r.written).toHaveLength(2);
+      const [small, large] = r.written.map((frame) =>
+        frame
+          .slice(TTY_HOME.length, -`\n${TTY_ERASE_BELOW}`.length)
+          .split(`${TTY_ERASE_LINE}\n`)
+          .map((line) => line.replace(TTY_ERASE_LINE, '')),
+      );
+      const header = `every 0.1 s: nixfleet-agent status at ${NOW.toISOString()} (Ctrl-C to stop)`;
+      const whole = [
+        header,
+        ...summarize(statusDoc(), assess(statusDoc(), { kind: 'ready', lastSuccessAt: secondsBefore(12) }, NOW), NOW).split('\n'),
+      ];
+      expect(whole.length).toBeGreaterThan(5);
+
+      expect(small).toHaveLength(5);
+      expect(small[0]).toBe(`${header.slice(0, 62)}…`);
+      expect(small[1]).toBe('web-01 (nixfleet-agent 0.1.0, pid 4242, up 10 min): HEALTHY');
+      expect(small.slice(2, 4)).toEqual(whole.slice(2, 4).map((line) => (line.length > 63 ? `${line.slice(0, 62)}…` : line)));
+      expect(small[4]).toBe(`… ${whole.length - 4} more lines: enlarge the terminal or use status without --w…`);
+
+      expect(large).toEqual(whole.map((line) => (line.length > 71 ? `${line.slice(0, 70)}…` : line)));
+      expect(large[0]).toBe(`${header.slice(0, 70)}…`);
     });
 
     it('with --json writes one compact /status document per line, without escape codes even on a terminal', async () => {

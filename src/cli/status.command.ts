@@ -162,6 +162,14 @@ export interface WatchIo {
   err: (text: string) => void;
   /** stdout is a terminal: redraw in place; anything else gets plain blocks. */
   tty: boolean;
+  /** The terminal's size, asked again for each frame so that a resized terminal gets fitted frames from the next refresh. */
+  size?: () => TerminalSize;
+}
+
+/** A terminal's size in character cells; a field is missing (or not a positive integer) when it is not known. */
+export interface TerminalSize {
+  rows?: number;
+  columns?: number;
 }
 
 /** ECMA-48: cursor to the top left (CUP), erase to the end of the line (EL), erase below the cursor (ED). */
@@ -172,13 +180,56 @@ export const TTY_ERASE_BELOW = '\x1b[J';
 /**
  * One refresh as written. On a terminal it overwrites the previous one in
  * place, line by line, and erases what is left below (no full clear, so no
- * flicker); elsewhere it is a plain block, a blank line before each but the
- * first, with no escape codes.
+ * flicker), fitted to the terminal's size when it is known (fitToTerminal);
+ * elsewhere it is a plain block, a blank line before each but the first,
+ * with no escape codes and nothing cut.
  */
-export function watchFrame(block: string, tty: boolean, first: boolean): string {
+export function watchFrame(block: string, tty: boolean, first: boolean, size: TerminalSize = {}): string {
   if (!tty) return `${first ? '' : '\n'}${block}\n`;
-  const lines = block.split('\n').map((line) => `${line}${TTY_ERASE_LINE}`);
+  const lines = fitToTerminal(block.split('\n'), size).map((line) => `${line}${TTY_ERASE_LINE}`);
   return `${TTY_HOME}${lines.join('\n')}\n${TTY_ERASE_BELOW}`;
+}
+
+/**
+ * A frame's lines cut to the terminal, as watch(1) does: a frame taller than
+ * the screen would scroll at each refresh and push its top (the verdict) out
+ * of sight, and a line wider than the screen would wrap and do the same.
+ * The frame never reaches the bottom row (the newline ending it would scroll
+ * the screen by one; the cursor waits there) nor the last column (a line
+ * filling it leaves the cursor pending a wrap, where erasing to the end of
+ * the line erases its last character on xterm-like terminals). Lines that do
+ * not fit are counted on the last row; a cut line ends in '…'. Widths are
+ * counted in code points: the summary is ASCII but for what the agent
+ * reports, and a wide character there only costs a wrap. An unknown size
+ * (not a positive integer) cuts nothing in that direction.
+ */
+export function fitToTerminal(lines: readonly string[], size: TerminalSize): string[] {
+  const rows = cells(size.rows);
+  const columns = cells(size.columns);
+  let fitted = [...lines];
+  if (rows !== null) {
+    const room = Math.max(1, rows - 1);
+    if (fitted.length > room) {
+      const kept = room - 1;
+      fitted = [...fitted.slice(0, kept), cutNote(fitted.length - kept)];
+    }
+  }
+  if (columns === null) return fitted;
+  const width = Math.max(1, columns - 1);
+  return fitted.map((line) => clip(line, width));
+}
+
+function cells(n: number | undefined): number | null {
+  return n !== undefined && Number.isInteger(n) && n > 0 ? n : null;
+}
+
+function cutNote(cut: number): string {
+  return `… ${cut} more line${cut === 1 ? '' : 's'}: enlarge the terminal or use status without --watch`;
+}
+
+function clip(line: string, width: number): string {
+  const chars = Array.from(line);
+  return chars.length <= width ? line : `${chars.slice(0, width - 1).join('')}…`;
 }
 
 /** The first line of each refresh: how often, and when this one was taken. */
@@ -188,7 +239,8 @@ export function watchHeader(intervalSecs: number, at: Date, tty: boolean): strin
 
 /**
  * `status --watch`: the summary again every `intervalSecs` until `stop`
- * (SIGINT or SIGTERM by default), then exit 0. An agent that does not
+ * (SIGINT or SIGTERM by default), then exit 0. On a terminal each frame is
+ * fitted to `io.size()` as it is at that refresh. An agent that does not
  * answer is said in the refresh, and the watch goes on. With --json, one
  * compact /status document per line (JSON Lines), never escape codes, and
  * a missing answer goes to stderr.
@@ -211,7 +263,7 @@ export async function watchStatus(
     } else {
       const at = got.kind === 'answer' ? got.at : now();
       const body = got.kind === 'answer' ? summarize(got.status, got.assessment, got.at) : got.line;
-      io.write(watchFrame(`${watchHeader(intervalSecs, at, io.tty)}\n${body}`, io.tty, first));
+      io.write(watchFrame(`${watchHeader(intervalSecs, at, io.tty)}\n${body}`, io.tty, first, io.size?.()));
     }
     try {
       await sleep(intervalSecs * 1000, undefined, { signal: stop });
