@@ -65,6 +65,12 @@ describe('the container HEALTHCHECK: where it finds the admin endpoint', () => {
       address: { port: 9850 },
       from: 'the default',
     });
+    // NIXFLEET_AGENT_CONFIG set and empty: no settings file, not even the default one, as the agent reads it.
+    expect(healthcheckTarget({ NIXFLEET_AGENT_CONFIG: '' }, atDefault)).toEqual({
+      ok: true,
+      address: { kind: 'tcp', host: '127.0.0.1', port: 9850 },
+      from: 'the default',
+    });
   });
 
   it('says in one line what is wrong with an address or a config file it cannot use', () => {
