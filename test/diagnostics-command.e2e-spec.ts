@@ -1,29 +1,17 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { ClientIdentity } from '../dev/pki';
 import { DIAGNOSTICS_EXIT } from '../src/cli/diagnostics.command';
 import { type Json, statusWhen } from './support/admin-http';
-import type { CliResult } from './support/agent-cli';
+import { type CliResult, runCli } from './support/agent-cli';
 import { makeWorld, type World } from './support/agent-harness';
-import { AGENT_MAIN, cleanEnv, HEARTBEAT_STARTED, killIfRunning, type RunningAgent, startAdminAgent } from './support/agent-process';
+import { HEARTBEAT_STARTED, killIfRunning, type RunningAgent, startAdminAgent } from './support/agent-process';
 
 /** The built CLI in `cwd` (the default archive lands there), SIGKILLed past 20 s. */
 function runIn(cwd: string, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AGENT_MAIN, ...args], { cwd, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runCli(args, env, { cwd, timeoutMs: 20_000 });
 }
 
 /** Extracts with tar(1), an independent reader; every file's text by its path below the archive's one folder. */
